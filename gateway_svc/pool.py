@@ -1,0 +1,81 @@
+"""Replica pools: one gRPC channel per tier, balancing over its replicas.
+
+gRPC's own client-side machinery does the work: `round_robin` over every replica address,
+client-side health checking (a replica whose `grpc.health.v1` status is not SERVING gets no
+calls) and a retry policy that sends a call that failed with UNAVAILABLE (a replica that died
+or is draining) to another replica. Every splitserve RPC is idempotent, so retries are safe.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+import grpc
+
+
+def target_for(addresses: list[str]) -> str:
+    """One channel target for a list of replicas.
+
+    IP literals become an `ipv4:`/`ipv6:` address list; a single `dns:///name:port` (or any
+    other target with a scheme, e.g. a Kubernetes headless Service) is used as is, and gRPC
+    balances over every address it resolves to.
+    """
+    if not addresses:
+        raise ValueError("a tier needs at least one replica address")
+    if len(addresses) == 1 and ("://" in addresses[0] or addresses[0].startswith(("ipv4:", "ipv6:", "unix:"))):
+        return addresses[0]
+    hosts = []
+    for address in addresses:
+        host, sep, port = address.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"replica address {address!r} is not host:port")
+        host = host.strip("[]")
+        if host == "localhost":
+            host = "127.0.0.1"
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            if len(addresses) == 1:
+                return f"dns:///{address}"
+            raise ValueError(f"replica address {address!r}: list several replicas by IP, or give one dns:/// target") from None
+        hosts.append((ip.version, f"[{host}]:{port}" if ip.version == 6 else f"{host}:{port}"))
+    versions = {v for v, _ in hosts}
+    if len(versions) > 1:
+        raise ValueError("replica addresses mix IPv4 and IPv6")
+    return f"ipv{versions.pop()}:" + ",".join(h for _, h in hosts)
+
+
+def service_config(max_attempts: int) -> str:
+    return json.dumps(
+        {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "healthCheckConfig": {"serviceName": ""},
+            "methodConfig": [
+                {
+                    "name": [{}],
+                    "retryPolicy": {
+                        "maxAttempts": max(2, max_attempts),
+                        "initialBackoff": "0.02s",
+                        "maxBackoff": "0.5s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ],
+        }
+    )
+
+
+def open_channel(addresses: list[str], max_attempts: int, max_message_bytes: int) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        target_for(addresses),
+        options=[
+            ("grpc.service_config", service_config(max_attempts)),
+            ("grpc.enable_retries", 1),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.per_rpc_retry_buffer_size", max_message_bytes),
+            ("grpc.retry_buffer_size", 4 * max_message_bytes),
+        ],
+    )

@@ -1,0 +1,109 @@
+"""Model tier gRPC server: the Open Inference Protocol's `inference.GRPCInferenceService`.
+
+The model version reported (and accepted in requests) is the serving bundle's fingerprint: a
+request pinned to another bundle's fingerprint is refused with FAILED_PRECONDITION.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+
+from model_svc import codec
+from model_svc.backends import Backend, check_inputs
+from model_svc.settings import ModelSettings
+from protos import grpc_predict_v2_pb2 as oip
+from protos import grpc_predict_v2_pb2_grpc as oip_grpc
+from splitserve import __version__
+from splitserve.bundle import Bundle, load_bundle
+from splitserve.errors import BundleMismatch, ModelNotFound, ModelNotReady
+
+
+def create_backend(settings: ModelSettings) -> tuple[Bundle, Backend]:
+    if settings.backend == "onnx":
+        from model_svc.backends.onnx import OnnxBackend
+
+        bundle = load_bundle(settings.bundle_uri, ("onnx",))
+        return bundle, OnnxBackend(bundle.onnx_path, bundle.config, settings.device, settings.intra_op_threads)
+    from model_svc.backends.torch import TorchBackend
+
+    bundle = load_bundle(settings.bundle_uri, ())
+    return bundle, TorchBackend(bundle.config, settings.device, settings.intra_op_threads)
+
+
+class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
+    name = "model"
+    service_names = [oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name]
+
+    def __init__(self, settings: ModelSettings):
+        self.settings = settings
+        self.bundle: Bundle | None = None
+        self.backend: Backend | None = None
+        self.model_name = ""
+        # One inference at a time per replica: the runtime's own threads use the cores.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
+
+    def register(self, server: grpc.aio.Server) -> None:
+        oip_grpc.add_GRPCInferenceServiceServicer_to_server(self, server)
+
+    async def load(self) -> dict[str, Any]:
+        self.bundle, self.backend = await asyncio.get_running_loop().run_in_executor(None, create_backend, self.settings)
+        self.model_name = self.settings.model_name or self.bundle.config.name
+        return {
+            "model": self.model_name,
+            "task": self.bundle.config.task,
+            "fingerprint": self.bundle.fingerprint,
+            "backend": self.backend.name,
+        }
+
+    def _ready(self) -> tuple[Bundle, Backend]:
+        if self.bundle is None or self.backend is None:
+            raise ModelNotReady("model tier is still loading")
+        return self.bundle, self.backend
+
+    def _check_model(self, name: str, version: str) -> None:
+        bundle, _ = self._ready()
+        if name != self.model_name:
+            raise ModelNotFound(f"model {name!r} is not served here; this tier serves {self.model_name!r}")
+        if version and version != bundle.fingerprint:
+            raise BundleMismatch(
+                f"bundle mismatch: the request is for bundle {version}, this model tier serves "
+                f"{bundle.fingerprint}; all tiers must be loaded from the same serving bundle"
+            )
+
+    async def ServerLive(self, request: Any, context: Any) -> oip.ServerLiveResponse:
+        return oip.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> oip.ServerReadyResponse:
+        return oip.ServerReadyResponse(ready=self.backend is not None)
+
+    async def ModelReady(self, request: oip.ModelReadyRequest, context: Any) -> oip.ModelReadyResponse:
+        if self.backend is not None and request.name != self.model_name:
+            raise ModelNotFound(f"model {request.name!r} is not served here; this tier serves {self.model_name!r}")
+        return oip.ModelReadyResponse(ready=self.backend is not None)
+
+    async def ServerMetadata(self, request: Any, context: Any) -> oip.ServerMetadataResponse:
+        return oip.ServerMetadataResponse(name="splitserve", version=__version__, extensions=[])
+
+    async def ModelMetadata(self, request: oip.ModelMetadataRequest, context: Any) -> oip.ModelMetadataResponse:
+        self._check_model(request.name, request.version)
+        bundle, backend = self._ready()
+        shapes = backend.output_shapes()
+        return oip.ModelMetadataResponse(
+            name=self.model_name,
+            versions=[bundle.fingerprint],
+            platform=backend.platform,
+            inputs=[codec.tensor_metadata(n, "INT64", [-1, -1]) for n in bundle.config.model_inputs],
+            outputs=[codec.tensor_metadata(n, "FP32", shapes[n]) for n in bundle.config.model_outputs],
+        )
+
+    async def ModelInfer(self, request: oip.ModelInferRequest, context: Any) -> oip.ModelInferResponse:
+        self._check_model(request.model_name, request.model_version)
+        bundle, backend = self._ready()
+        inputs = codec.inputs_from_request(request)
+        check_inputs(inputs, bundle.config, self.settings.max_batch_size)
+        outputs = await asyncio.get_running_loop().run_in_executor(self.executor, backend.infer, inputs)
+        return codec.response_from_outputs(outputs, request, self.model_name, bundle.fingerprint)

@@ -1,0 +1,1 @@
+"""Preprocess tier: records in, model input tensors (+ context for the postprocess tier) out."""

@@ -1,0 +1,226 @@
+"""The `splitserve` command line. Tier flags are generated from each tier's settings class,
+so a flag, its env var (SPLITSERVE_<TIER>_<FIELD>) and its default live in one place."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from splitserve import __version__
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, settings_cls: type[BaseModel], positional: tuple[str, ...] = ()) -> None:
+    """One flag per settings field (`max_records` -> `--max-records`), help from its description."""
+    for name, info in settings_cls.model_fields.items():
+        help_text = info.description or ""
+        if name in positional:
+            parser.add_argument(name, help=help_text)
+            continue
+        flag = "--" + name.replace("_", "-")
+        annotation = info.annotation
+        origin = typing.get_origin(annotation)
+        if annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif origin is list:
+            parser.add_argument(flag, dest=name, nargs="+", default=None, help=help_text)
+        elif origin is typing.Literal:
+            parser.add_argument(flag, dest=name, choices=typing.get_args(annotation), default=None, help=help_text)
+        else:
+            kind = float if annotation is float else int if annotation in (int, int | None) else str
+            parser.add_argument(flag, dest=name, type=kind, default=None, help=f"{help_text} (default: {info.default})")
+
+
+def settings_from_args(settings_cls: type[BaseModel], args: argparse.Namespace) -> Any:
+    given = {k: v for k, v in vars(args).items() if k in settings_cls.model_fields and v is not None}
+    return settings_cls(**given)
+
+
+def _parse_kv(items: list[str] | None) -> dict[str, Any]:
+    """`key=value` pairs; values are read as JSON when they parse (numbers, true, lists), else strings."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _run_tier(tier_factory: Any, settings: Any) -> int:
+    from splitserve.grpc_server import serve
+
+    return asyncio.run(serve(tier_factory(settings), settings))
+
+
+def cmd_serve_preprocess(args: argparse.Namespace) -> int:
+    from splitserve.tokenizer import keep_torch_out
+
+    keep_torch_out()
+    from preprocess_svc.server import PreprocessTier
+    from preprocess_svc.settings import PreprocessSettings
+
+    return _run_tier(PreprocessTier, settings_from_args(PreprocessSettings, args))
+
+
+def cmd_serve_postprocess(args: argparse.Namespace) -> int:
+    from splitserve.tokenizer import keep_torch_out
+
+    keep_torch_out()
+    from postprocess_svc.server import PostprocessTier
+    from postprocess_svc.settings import PostprocessSettings
+
+    return _run_tier(PostprocessTier, settings_from_args(PostprocessSettings, args))
+
+
+def cmd_serve_model(args: argparse.Namespace) -> int:
+    from model_svc.server import ModelTier
+    from model_svc.settings import ModelSettings
+
+    return _run_tier(ModelTier, settings_from_args(ModelSettings, args))
+
+
+def cmd_serve_gateway(args: argparse.Namespace) -> int:
+    from gateway_svc.server import GatewayTier
+    from gateway_svc.settings import GatewaySettings
+
+    return _run_tier(GatewayTier, settings_from_args(GatewaySettings, args))
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from splitserve.mlflow_env import ensure_tracking_uri
+    from splitserve.source import log_pipeline
+
+    ensure_tracking_uri()
+    print(log_pipeline(Path(args.model_dir) if args.model_dir else None, args.task, args.name))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from splitserve.export import export_bundle
+    from splitserve.mlflow_env import ensure_tracking_uri
+
+    ensure_tracking_uri()
+    uri = export_bundle(
+        args.source_uri,
+        name=args.name,
+        register=args.register,
+        tolerance=args.tolerance,
+        defaults=_parse_kv(args.set),
+        show_progress=not args.no_progress,
+    )
+    print(uri)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from splitserve.launcher import up
+    from splitserve.mlflow_env import ensure_tracking_uri
+
+    ensure_tracking_uri()
+    return up(args.bundle_uri, args.pre, args.model, args.post, args.backend, args.host, args.port)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from splitserve.client import Client
+
+    records = [{"id": str(i), "text": t} for i, t in enumerate(args.text)]
+    with Client(args.target, timeout_s=args.timeout) as client:
+        results = client.predict(records, params=_parse_kv(args.param), model=args.model)
+    print(json.dumps(results, ensure_ascii=False))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from splitserve.demo import main
+
+    return main(workdir=Path(args.workdir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gateway_svc.settings import GatewaySettings
+    from model_svc.settings import ModelSettings
+    from postprocess_svc.settings import PostprocessSettings
+    from preprocess_svc.settings import PreprocessSettings
+
+    parser = argparse.ArgumentParser(prog="splitserve", description="Serve MLflow-logged Transformers pipelines as split gRPC tiers.")
+    parser.add_argument("--version", action="version", version=f"splitserve {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("log", help="Log a transformers pipeline to MLflow (default: the bundled all-MiniLM-L6-v2).")
+    p.add_argument("--model-dir", help="A saved Hugging Face model+tokenizer folder (default: bundled all-MiniLM-L6-v2).")
+    p.add_argument("--task", default="feature-extraction", help="Pipeline task (default: feature-extraction).")
+    p.add_argument("--name", help="Register the logged model under this name.")
+    p.set_defaults(func=cmd_log)
+
+    p = sub.add_parser("export", help="Export a logged model to ONNX and log the serving bundle.")
+    p.add_argument("source_uri", help="MLflow URI of the logged transformers model.")
+    p.add_argument("--register", help="Register the bundle under this name.")
+    p.add_argument("--name", help="Name the model is served under (default: the registered/source name).")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="Largest ONNX-vs-PyTorch difference (abs and rel) accepted.")
+    p.add_argument("--set", nargs="+", metavar="PARAM=VALUE", help="Default request params of the bundle, e.g. pooling=mean normalize=true.")
+    p.add_argument("--no-progress", action="store_true", help="Do not show the progress display.")
+    p.set_defaults(func=cmd_export)
+
+    for name, cls, func, help_text in (
+        ("serve-preprocess", PreprocessSettings, cmd_serve_preprocess, "Run one preprocess replica."),
+        ("serve-model", ModelSettings, cmd_serve_model, "Run one model-tier replica (Open Inference Protocol)."),
+        ("serve-postprocess", PostprocessSettings, cmd_serve_postprocess, "Run one postprocess replica."),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        add_settings_flags(p, cls, positional=("bundle_uri",))
+        p.set_defaults(func=func)
+    p = sub.add_parser("serve-gateway", help="Run the gateway in front of the tiers' replicas.")
+    add_settings_flags(p, GatewaySettings)
+    p.set_defaults(func=cmd_serve_gateway)
+
+    p = sub.add_parser("up", help="Run every tier and the gateway locally; prints their addresses as JSON.")
+    p.add_argument("bundle_uri", help="Serving bundle URI.")
+    p.add_argument("--pre", type=int, default=1, help="Preprocess replicas.")
+    p.add_argument("--model", type=int, default=1, help="Model-tier replicas.")
+    p.add_argument("--post", type=int, default=1, help="Postprocess replicas.")
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="Model-tier backend.")
+    p.add_argument("--host", default="127.0.0.1", help="Address every process binds.")
+    p.add_argument("--port", type=int, default=0, help="Gateway port (0: a free one).")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("predict", help="Send texts to a gateway; prints results as JSON.")
+    p.add_argument("--target", required=True, help="Gateway address host:port.")
+    p.add_argument("text", nargs="+", help="Texts, one record each.")
+    p.add_argument("--param", nargs="+", metavar="PARAM=VALUE", help="Request params, e.g. pooling=mean top_k=2.")
+    p.add_argument("--model", default="", help="Model name (default: the served one).")
+    p.add_argument("--timeout", type=float, default=60.0, help="Deadline in seconds.")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="The main job: log MiniLM, export it, serve every tier, query, print a ranking.")
+    p.add_argument("--workdir", default=".", help="Where the MLflow store goes (default: here).")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from splitserve.errors import SplitServeError
+
+        if isinstance(exc, SplitServeError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

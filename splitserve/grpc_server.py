@@ -1,0 +1,176 @@
+"""What every splitserve gRPC server shares: error mapping, health, reflection, metrics,
+start-up announcement and graceful shutdown.
+
+A tier supplies a `Tier` (its servicer registration, its service names and an async `load`);
+`serve(tier, settings)` does the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter, Gauge, Histogram
+
+from splitserve import errors
+from splitserve.settings import ServerSettings
+
+log = logging.getLogger("splitserve")
+
+# The one table from error classes to gRPC status codes.
+STATUS_CODES: dict[type[errors.SplitServeError], grpc.StatusCode] = {
+    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.ModelNotReady: grpc.StatusCode.UNAVAILABLE,
+    errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.BundleMismatch: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.BundleError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ExportError: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+REQUESTS = Counter("splitserve_requests_total", "RPCs handled", ["tier", "method", "code"])
+LATENCY = Histogram(
+    "splitserve_request_seconds",
+    "RPC latency",
+    ["tier", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+IN_FLIGHT = Gauge("splitserve_in_flight", "RPCs in progress", ["tier"])
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status a client sees for an exception raised by a handler."""
+    if isinstance(exc, grpc.aio.AioRpcError):  # a downstream tier's answer, passed through
+        return exc.code(), exc.details() or exc.code().name
+    for cls in type(exc).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls], str(exc)
+    if isinstance(exc, errors.SplitServeError):
+        return grpc.StatusCode.INTERNAL, str(exc)
+    incident = uuid.uuid4().hex[:12]
+    log.error("unexpected error (incident %s)", incident, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the server log"
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps exceptions to status codes and records per-method metrics, for unary RPCs."""
+
+    def __init__(self, tier: str):
+        self.tier = tier
+
+    async def intercept_service(self, continuation: Callable[..., Awaitable[Any]], details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = details.method.rsplit("/", 1)[-1]
+        tier = self.tier
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            IN_FLIGHT.labels(tier).inc()
+            code = grpc.StatusCode.OK
+            try:
+                return await inner(request, context)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:  # noqa: BLE001 - this is the mapping point
+                if context.code() not in (None, grpc.StatusCode.OK) and not isinstance(exc, errors.SplitServeError):
+                    code = context.code()
+                    raise  # the handler already aborted
+                code, message = status_of(exc)
+                await context.abort(code, message)
+            finally:
+                IN_FLIGHT.labels(tier).dec()
+                REQUESTS.labels(tier, method, code.name).inc()
+                LATENCY.labels(tier, method).observe(time.perf_counter() - start)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class Tier(Protocol):
+    name: str
+    service_names: list[str]  # full gRPC service names, for health and reflection
+
+    def register(self, server: grpc.aio.Server) -> None: ...
+
+    async def load(self) -> dict[str, Any]:
+        """Load what the tier serves; returns facts for the ready line (e.g. fingerprint)."""
+        ...
+
+
+def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def serve(tier: Tier, settings: ServerSettings) -> int:
+    """Run the tier until SIGINT/SIGTERM; returns a process exit code.
+
+    Health is NOT_SERVING until `load` finishes, then SERVING; on a signal it flips back to
+    NOT_SERVING and in-flight RPCs get `grace_s` seconds to finish. Once loaded, one JSON line
+    `{"tier", "address", ...}` goes to stdout so launchers know where the tier listens.
+    """
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(tier.name)], options=server_options(settings))
+    tier.register(server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = [*tier.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+    for name in ["", *tier.service_names]:
+        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.host)
+    await server.start()
+    log.info("%s listening on %s:%d, loading", tier.name, settings.host, port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    load = asyncio.create_task(tier.load())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({load, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if load.done():
+        if load.exception() is not None:
+            log.error("%s failed to load: %s", tier.name, load.exception(), exc_info=load.exception())
+            print(f"error: {tier.name} failed to load: {load.exception()}", file=sys.stderr, flush=True)
+            stop.set()
+            code = 1
+        else:
+            for name in ["", *tier.service_names]:
+                await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            facts = load.result() or {}
+            print(json.dumps({"tier": tier.name, "address": f"{settings.host}:{port}", **facts}), flush=True)
+            log.info("%s ready on %s:%d", tier.name, settings.host, port)
+    await stopper
+    load.cancel()
+    for name in ["", *tier.service_names]:
+        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    log.info("%s draining (grace %.1fs)", tier.name, settings.grace_s)
+    await server.stop(settings.grace_s)
+    return code

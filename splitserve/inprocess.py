@@ -1,0 +1,49 @@
+"""The three stages chained in one process, with no servers: what the pyfunc model runs.
+
+Same stage code as the tiers (`Preprocessor`, a model backend, `Postprocessor`); only the
+transport differs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from splitserve.bundle import Bundle
+from splitserve.records import Record, to_records
+
+
+class InProcessPipeline:
+    def __init__(self, bundle: Bundle, backend: str = "onnx", intra_op_threads: int = 0):
+        from model_svc.backends import check_inputs
+        from postprocess_svc.postprocess import Postprocessor
+        from preprocess_svc.tokenize import Preprocessor
+        from splitserve.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(bundle.tokenizer_dir)
+        self.bundle = bundle
+        self.pre = Preprocessor(bundle.config, tokenizer)
+        self.post = Postprocessor(bundle.config, tokenizer)
+        self._check_inputs = check_inputs
+        if backend == "onnx":
+            from model_svc.backends.onnx import OnnxBackend
+
+            self.model: Any = OnnxBackend(bundle.onnx_path, bundle.config, intra_op_threads=intra_op_threads)
+        else:
+            from model_svc.backends.torch import TorchBackend
+
+            self.model = TorchBackend(bundle.config, intra_op_threads=intra_op_threads)
+
+    def predict(self, records: Any, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Results as the gateway client returns them: [{"id": ..., <kind>: ...}, ...]."""
+        recs: list[Record] = to_records(records)
+        encoded = self.pre.run(recs, params)
+        self._check_inputs(encoded.model_inputs, self.bundle.config, max_batch_size=len(recs))
+        outputs = self.model.infer(encoded.model_inputs)
+        results = self.post.run(recs, params, outputs, encoded.context)
+        return [{"id": r.id, **_plain(res)} for r, res in zip(recs, results, strict=True)]
+
+
+def _plain(result: dict[str, Any]) -> dict[str, Any]:
+    if "embedding" in result:
+        return {"embedding": result["embedding"].tolist()}
+    return result

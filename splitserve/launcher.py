@@ -1,0 +1,148 @@
+"""`splitserve up`: every tier as real processes on one machine, plus the gateway.
+
+Replicas are children of this process. Each announces its address as a JSON line on stdout
+once loaded; a replica that dies is restarted on the same port (the gateway's health checks
+route around it meanwhile). SIGINT/SIGTERM stop the gateway first, then the tiers, each
+draining its in-flight requests.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+READY_TIMEOUT_S = 300.0
+
+
+@dataclass
+class Replica:
+    tier: str
+    argv: list[str]
+    proc: subprocess.Popen[str] | None = None
+    address: str | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+    restarts: int = 0
+
+    def start(self) -> None:
+        self.ready.clear()
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, bufsize=1)
+        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+
+    def _read(self, stream: IO[str] | None) -> None:
+        assert stream is not None
+        for line in stream:
+            try:
+                facts = json.loads(line)
+            except ValueError:
+                facts = None
+            if isinstance(facts, dict) and "address" in facts and not self.ready.is_set():
+                self.address = facts["address"]
+                self.ready.set()
+            else:
+                sys.stderr.write(line)
+
+    def wait_ready(self, deadline: float) -> str:
+        assert self.proc is not None
+        while not self.ready.wait(0.1):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.tier} replica exited with code {self.proc.returncode} before it was ready")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.tier} replica was not ready within {READY_TIMEOUT_S:.0f}s")
+        assert self.address is not None
+        return self.address
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _serve(command: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "splitserve", command, *args]
+
+
+def up(
+    bundle_uri: str,
+    pre: int = 1,
+    model: int = 1,
+    post: int = 1,
+    backend: str = "onnx",
+    host: str = "127.0.0.1",
+    port: int = 0,
+    model_args: list[str] | None = None,
+    on_ready: Any = None,
+) -> int:
+    """Run everything until a signal; `on_ready(addresses)` runs once all are up (then stops if it returns)."""
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    tiers: dict[str, list[Replica]] = {
+        "preprocess": [Replica("preprocess", _serve("serve-preprocess", bundle_uri, "--host", host)) for _ in range(pre)],
+        "model": [
+            Replica("model", _serve("serve-model", bundle_uri, "--host", host, "--backend", backend, *(model_args or [])))
+            for _ in range(model)
+        ],
+        "postprocess": [Replica("postprocess", _serve("serve-postprocess", bundle_uri, "--host", host)) for _ in range(post)],
+    }
+    replicas = [r for rs in tiers.values() for r in rs]
+    gateway: Replica | None = None
+    try:
+        for r in replicas:
+            r.start()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        addresses: dict[str, Any] = {t: [r.wait_ready(deadline) for r in rs] for t, rs in tiers.items()}
+        # Pin each replica to its port so a restart comes back where the gateway looks.
+        for r in replicas:
+            assert r.address is not None
+            r.argv += ["--port", r.address.rpartition(":")[2]]
+        gateway = Replica(
+            "gateway",
+            _serve(
+                "serve-gateway",
+                "--host", host, "--port", str(port),
+                "--preprocess", *addresses["preprocess"],
+                "--model", *addresses["model"],
+                "--postprocess", *addresses["postprocess"],
+            ),
+        )
+        gateway.start()
+        addresses = {"gateway": gateway.wait_ready(deadline), **addresses}
+        print(json.dumps(addresses), flush=True)
+        if on_ready is not None:
+            return int(on_ready(addresses) or 0)
+        while not stop.wait(0.5):
+            for r in replicas:
+                if r.proc is not None and r.proc.poll() is not None:
+                    r.restarts += 1
+                    print(f"{r.tier} replica on {r.address} exited ({r.proc.returncode}); restarting", file=sys.stderr, flush=True)
+                    r.start()
+            if gateway.proc is not None and gateway.proc.poll() is not None:
+                print(f"gateway exited ({gateway.proc.returncode}); stopping", file=sys.stderr, flush=True)
+                return 1
+        return 0
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        if gateway is not None:
+            gateway.stop()
+            gateway.wait(15)
+        for r in replicas:
+            r.stop()
+        for r in replicas:
+            r.wait(15)
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,32 @@
+"""The serving bundle as an MLflow pyfunc model: `mlflow.pyfunc.load_model(uri).predict(df)`.
+
+Input: a DataFrame (columns `id` and `content`/`text`, optionally `text_pair`), a list of
+strings or dicts, or one string. Output: a DataFrame with `id` and one result column
+(`labels`, `entities` or `embedding`), row for row, the same values the gateway returns.
+Per-request params go in `params=` as with any MLflow model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow.pyfunc
+
+
+class SplitServeModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: Any) -> None:
+        from pathlib import Path
+
+        from splitserve.bundle import read_local
+        from splitserve.inprocess import InProcessPipeline
+
+        root = Path(context.artifacts["serving.json"]).parent.parent
+        bundle = read_local(root)
+        bundle.verify(("tokenizer", "onnx"))
+        self.pipeline = InProcessPipeline(bundle)
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        import pandas as pd
+
+        results = self.pipeline.predict(model_input, params or None)
+        return pd.DataFrame(results)

