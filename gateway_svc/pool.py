@@ -38,7 +38,9 @@ def target_for(addresses: list[str]) -> str:
         except ValueError:
             if len(addresses) == 1:
                 return f"dns:///{address}"
-            raise ValueError(f"replica address {address!r}: list several replicas by IP, or give one dns:/// target") from None
+            raise ValueError(
+                f"replica address {address!r}: list several replicas by IP, or give one dns:/// target"
+            ) from None
         hosts.append((ip.version, f"[{host}]:{port}" if ip.version == 6 else f"{host}:{port}"))
     versions = {v for v, _ in hosts}
     if len(versions) > 1:

@@ -42,7 +42,9 @@ class GatewayTier(pb_grpc.GatewayServicer):
 
     async def load(self) -> dict[str, Any]:
         s = self.settings
-        pre, model, post = (open_channel(a, s.max_attempts, s.max_message_bytes) for a in (s.preprocess, s.model, s.postprocess))
+        pre, model, post = (
+            open_channel(a, s.max_attempts, s.max_message_bytes) for a in (s.preprocess, s.model, s.postprocess)
+        )
         self.channels = [pre, model, post]
         self.pre = pb_grpc.PreprocessStub(pre)
         self.model = oip_grpc.GRPCInferenceServiceStub(model)
@@ -50,11 +52,17 @@ class GatewayTier(pb_grpc.GatewayServicer):
         # Wait for every tier, and say so loudly if they serve different bundles.
         pre_info = await self.pre.Info(pb.TierInfoRequest(), wait_for_ready=True, timeout=120)
         post_info = await self.post.Info(pb.TierInfoRequest(), wait_for_ready=True, timeout=120)
-        meta = await self.model.ModelMetadata(oip.ModelMetadataRequest(name=pre_info.model), wait_for_ready=True, timeout=120)
+        meta = await self.model.ModelMetadata(
+            oip.ModelMetadataRequest(name=pre_info.model), wait_for_ready=True, timeout=120
+        )
         fingerprints = {pre_info.fingerprint, post_info.fingerprint, *meta.versions}
         if len(fingerprints) > 1:
-            log.error("tiers serve different bundles %s; requests will be refused until they agree", sorted(fingerprints))
-        self.info = pb.TierInfo(tier=self.name, model=pre_info.model, task=pre_info.task, fingerprint=pre_info.fingerprint)
+            log.error(
+                "tiers serve different bundles %s; requests will be refused until they agree", sorted(fingerprints)
+            )
+        self.info = pb.TierInfo(
+            tier=self.name, model=pre_info.model, task=pre_info.task, fingerprint=pre_info.fingerprint
+        )
         return {"model": pre_info.model, "task": pre_info.task, "fingerprint": pre_info.fingerprint}
 
     async def Info(self, request: pb.TierInfoRequest, context: grpc.aio.ServicerContext) -> pb.TierInfo:
@@ -100,7 +108,9 @@ class GatewayTier(pb_grpc.GatewayServicer):
         infer = await self.model.ModelInfer(infer_request, timeout=left(), metadata=metadata)
         t2 = time.perf_counter()
         if infer.model_version and infer.model_version != pre.fingerprint:
-            raise BundleMismatch(f"bundle mismatch: preprocess serves {pre.fingerprint}, model serves {infer.model_version}")
+            raise BundleMismatch(
+                f"bundle mismatch: preprocess serves {pre.fingerprint}, model serves {infer.model_version}"
+            )
         post_request = pb.PostprocessRequest(
             model=pre.model,
             fingerprint=pre.fingerprint,
@@ -113,7 +123,9 @@ class GatewayTier(pb_grpc.GatewayServicer):
         post = await self.post.Postprocess(post_request, timeout=left(), metadata=metadata)
         t3 = time.perf_counter()
         if post.fingerprint != pre.fingerprint:
-            raise BundleMismatch(f"bundle mismatch: preprocess serves {pre.fingerprint}, postprocess serves {post.fingerprint}")
+            raise BundleMismatch(
+                f"bundle mismatch: preprocess serves {pre.fingerprint}, postprocess serves {post.fingerprint}"
+            )
         hops = (t1 - t0) + (t2 - t1) + (t3 - t2)
         context.set_trailing_metadata(
             (

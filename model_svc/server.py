@@ -50,7 +50,9 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
         oip_grpc.add_GRPCInferenceServiceServicer_to_server(self, server)
 
     async def load(self) -> dict[str, Any]:
-        self.bundle, self.backend = await asyncio.get_running_loop().run_in_executor(None, create_backend, self.settings)
+        self.bundle, self.backend = await asyncio.get_running_loop().run_in_executor(
+            None, create_backend, self.settings
+        )
         self.model_name = self.settings.model_name or self.bundle.config.name
         return {
             "model": self.model_name,

@@ -40,7 +40,10 @@ class Postprocessor:
         mask = self._context(context, "attention_mask", len(records))
         task = self.config.task
         if task == "feature-extraction":
-            return [{"embedding": decode_embedding(main[i], mask[i], p["pooling"], p["normalize"])} for i in range(len(records))]
+            return [
+                {"embedding": decode_embedding(main[i], mask[i], p["pooling"], p["normalize"])}
+                for i in range(len(records))
+            ]
         if task == "text-classification":
             id2label = self.config.id2label or {}
             function = p["function_to_apply"]

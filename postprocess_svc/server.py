@@ -55,7 +55,9 @@ class PostprocessTier(pb_grpc.PostprocessServicer):
             raise ModelNotReady("postprocess tier is still loading")
         return self.bundle, self.stage
 
-    async def Postprocess(self, request: pb.PostprocessRequest, context: grpc.aio.ServicerContext) -> pb.PostprocessResponse:
+    async def Postprocess(
+        self, request: pb.PostprocessRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PostprocessResponse:
         bundle, stage = self._ready()
         check_model(request.model, self.model_name)
         check_fingerprint(request.fingerprint, bundle.fingerprint, "preprocess")
@@ -73,5 +75,6 @@ class PostprocessTier(pb_grpc.PostprocessServicer):
 
     async def Info(self, request: pb.TierInfoRequest, context: grpc.aio.ServicerContext) -> pb.TierInfo:
         bundle, _ = self._ready()
-        return pb.TierInfo(tier=self.name, model=self.model_name, task=bundle.config.task, fingerprint=bundle.fingerprint)
-
+        return pb.TierInfo(
+            tier=self.name, model=self.model_name, task=bundle.config.task, fingerprint=bundle.fingerprint
+        )

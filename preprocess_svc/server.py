@@ -50,7 +50,9 @@ class PreprocessTier(pb_grpc.PreprocessServicer):
             raise ModelNotReady("preprocess tier is still loading")
         return self.bundle, self.stage
 
-    async def Preprocess(self, request: pb.PreprocessRequest, context: grpc.aio.ServicerContext) -> pb.PreprocessResponse:
+    async def Preprocess(
+        self, request: pb.PreprocessRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PreprocessResponse:
         bundle, stage = self._ready()
         check_model(request.model, self.model_name)
         records = codec.records_from_pb(request.records)
@@ -65,4 +67,6 @@ class PreprocessTier(pb_grpc.PreprocessServicer):
 
     async def Info(self, request: pb.TierInfoRequest, context: grpc.aio.ServicerContext) -> pb.TierInfo:
         bundle, _ = self._ready()
-        return pb.TierInfo(tier=self.name, model=self.model_name, task=bundle.config.task, fingerprint=bundle.fingerprint)
+        return pb.TierInfo(
+            tier=self.name, model=self.model_name, task=bundle.config.task, fingerprint=bundle.fingerprint
+        )

@@ -16,7 +16,9 @@ from pydantic import BaseModel
 from splitserve import __version__
 
 
-def add_settings_flags(parser: argparse.ArgumentParser, settings_cls: type[BaseModel], positional: tuple[str, ...] = ()) -> None:
+def add_settings_flags(
+    parser: argparse.ArgumentParser, settings_cls: type[BaseModel], positional: tuple[str, ...] = ()
+) -> None:
     """One flag per settings field (`max_records` -> `--max-records`), help from its description."""
     for name, info in settings_cls.model_fields.items():
         help_text = info.description or ""
@@ -152,12 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     from postprocess_svc.settings import PostprocessSettings
     from preprocess_svc.settings import PreprocessSettings
 
-    parser = argparse.ArgumentParser(prog="splitserve", description="Serve MLflow-logged Transformers pipelines as split gRPC tiers.")
+    parser = argparse.ArgumentParser(
+        prog="splitserve", description="Serve MLflow-logged Transformers pipelines as split gRPC tiers."
+    )
     parser.add_argument("--version", action="version", version=f"splitserve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("log", help="Log a transformers pipeline to MLflow (default: the bundled all-MiniLM-L6-v2).")
-    p.add_argument("--model-dir", help="A saved Hugging Face model+tokenizer folder (default: bundled all-MiniLM-L6-v2).")
+    p.add_argument(
+        "--model-dir", help="A saved Hugging Face model+tokenizer folder (default: bundled all-MiniLM-L6-v2)."
+    )
     p.add_argument("--task", default="feature-extraction", help="Pipeline task (default: feature-extraction).")
     p.add_argument("--name", help="Register the logged model under this name.")
     p.set_defaults(func=cmd_log)
@@ -166,8 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source_uri", help="MLflow URI of the logged transformers model.")
     p.add_argument("--register", help="Register the bundle under this name.")
     p.add_argument("--name", help="Name the model is served under (default: the registered/source name).")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="Largest ONNX-vs-PyTorch difference (abs and rel) accepted.")
-    p.add_argument("--set", nargs="+", metavar="PARAM=VALUE", help="Default request params of the bundle, e.g. pooling=mean normalize=true.")
+    p.add_argument(
+        "--tolerance", type=float, default=1e-4, help="Largest ONNX-vs-PyTorch difference (abs and rel) accepted."
+    )
+    p.add_argument(
+        "--set",
+        nargs="+",
+        metavar="PARAM=VALUE",
+        help="Default request params of the bundle, e.g. pooling=mean normalize=true.",
+    )
     p.add_argument("--no-progress", action="store_true", help="Do not show the progress display.")
     p.set_defaults(func=cmd_export)
 

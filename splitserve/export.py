@@ -63,7 +63,9 @@ def bundle_name(source_uri: str, name: str | None, register: str | None) -> str:
     return "model"
 
 
-def check_parity(model: Any, onnx_path: Path, tokenizer: Any, max_length: int, inputs: list[str], output: str, tolerance: float) -> dict[str, float]:
+def check_parity(
+    model: Any, onnx_path: Path, tokenizer: Any, max_length: int, inputs: list[str], output: str, tolerance: float
+) -> dict[str, float]:
     """Run PyTorch and ONNX Runtime on the same batch; fail past `tolerance` (abs + rel)."""
     import onnxruntime as ort
     import torch
@@ -107,8 +109,14 @@ def signature_for(task: str, max_length: int, defaults: dict[str, Any]) -> Any:
             specs.append(ParamSpec(pname, "boolean", value))
         else:
             specs.append(ParamSpec(pname, "string", value))
-    inputs = Schema([ColSpec("string", "id", required=False), ColSpec("string", "content", required=False),
-                     ColSpec("string", "text", required=False), ColSpec("string", "text_pair", required=False)])
+    inputs = Schema(
+        [
+            ColSpec("string", "id", required=False),
+            ColSpec("string", "content", required=False),
+            ColSpec("string", "text", required=False),
+            ColSpec("string", "text_pair", required=False),
+        ]
+    )
     return ModelSignature(inputs=inputs, params=ParamSchema(specs))
 
 
@@ -126,7 +134,18 @@ def code_paths() -> list[str]:
 def bundle_requirements() -> list[str]:
     from importlib.metadata import version
 
-    names = ("onnxruntime", "transformers", "tokenizers", "numpy", "pandas", "grpcio", "protobuf", "pydantic-settings", "prometheus-client", "mlflow")
+    names = (
+        "onnxruntime",
+        "transformers",
+        "tokenizers",
+        "numpy",
+        "pandas",
+        "grpcio",
+        "protobuf",
+        "pydantic-settings",
+        "prometheus-client",
+        "mlflow",
+    )
     return [f"{n}=={version(n)}" for n in names]
 
 
@@ -148,7 +167,13 @@ def export_bundle(
 
     defaults = dict(defaults or {})
     console = Console(stderr=True)
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, disable=not show_progress)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show_progress,
+    )
     with progress, tempfile.TemporaryDirectory(prefix="splitserve-export-") as tmp:
 
         def step(text: str) -> Any:
@@ -205,12 +230,23 @@ def export_bundle(
 
         t = step("Logging the serving bundle to MLflow")
         with mlflow.start_run(run_name=f"export-{config.name}"):
-            mlflow.log_params({"source_model_uri": source_uri, "task": task, "fingerprint": config.fingerprint, "max_length": max_length})
+            mlflow.log_params(
+                {
+                    "source_model_uri": source_uri,
+                    "task": task,
+                    "fingerprint": config.fingerprint,
+                    "max_length": max_length,
+                }
+            )
             mlflow.log_metrics(parity)
             info = mlflow.pyfunc.log_model(
                 name="bundle",
                 python_model=SplitServeModel(),
-                artifacts={"serving.json": str(artifacts / CONFIG_FILE), "tokenizer": str(tok_dir), "onnx": str(onnx_dir)},
+                artifacts={
+                    "serving.json": str(artifacts / CONFIG_FILE),
+                    "tokenizer": str(tok_dir),
+                    "onnx": str(onnx_dir),
+                },
                 code_paths=code_paths(),
                 signature=signature_for(task, max_length, defaults),
                 pip_requirements=bundle_requirements(),

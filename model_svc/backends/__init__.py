@@ -35,7 +35,9 @@ def check_inputs(inputs: dict[str, np.ndarray], config: ServingConfig, max_batch
         if array.ndim != 2:
             raise InvalidInput(f"input {name!r}: shape must be [batch, tokens], got {list(array.shape)}")
         if shape is not None and array.shape != shape:
-            raise InvalidInput(f"input {name!r}: shape {list(array.shape)} differs from {list(shape)} of the other inputs")
+            raise InvalidInput(
+                f"input {name!r}: shape {list(array.shape)} differs from {list(shape)} of the other inputs"
+            )
         shape = array.shape
     assert shape is not None
     if shape[0] < 1 or shape[1] < 1:

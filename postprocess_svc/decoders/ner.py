@@ -70,9 +70,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def _has_continuing_subword_prefix(tokenizer: Any) -> bool:
     backend = getattr(tokenizer, "_tokenizer", None)
-    return bool(backend) and bool(
-        getattr(backend.model, "continuing_subword_prefix", None)
-    )
+    return bool(backend) and bool(getattr(backend.model, "continuing_subword_prefix", None))
 
 
 def _gather_pre_entities(
@@ -89,13 +87,11 @@ def _gather_pre_entities(
         return []
     ids = [int(input_ids[idx]) for idx in keep]
     tokens = tokenizer.convert_ids_to_tokens(ids)
-    word_aware = (
-        _has_continuing_subword_prefix(tokenizer) if offsets is not None else False
-    )
+    word_aware = _has_continuing_subword_prefix(tokenizer) if offsets is not None else False
     unk_id = tokenizer.unk_token_id
 
     pre_entities = []
-    for idx, token_id, word in zip(keep, ids, tokens):
+    for idx, token_id, word in zip(keep, ids, tokens, strict=True):
         if offsets is not None:
             start_ind = int(offsets[idx][0])
             end_ind = int(offsets[idx][1])
@@ -110,9 +106,7 @@ def _gather_pre_entities(
                         UserWarning,
                         stacklevel=3,
                     )
-                is_subword = (
-                    start_ind > 0 and " " not in sentence[start_ind - 1 : start_ind + 1]
-                )
+                is_subword = start_ind > 0 and " " not in sentence[start_ind - 1 : start_ind + 1]
             if token_id == unk_id:
                 word = word_ref
                 is_subword = False
@@ -133,9 +127,7 @@ def _gather_pre_entities(
     return pre_entities
 
 
-def _aggregate_word(
-    entities: list[dict], strategy: str, tokenizer: Any, id2label: dict
-) -> dict:
+def _aggregate_word(entities: list[dict], strategy: str, tokenizer: Any, id2label: dict) -> dict:
     word = tokenizer.convert_tokens_to_string([entity["word"] for entity in entities])
     if strategy == "first":
         scores = entities[0]["scores"]
@@ -165,9 +157,7 @@ def _aggregate_word(
     }
 
 
-def _aggregate_words(
-    entities: list[dict], strategy: str, tokenizer: Any, id2label: dict
-) -> list[dict]:
+def _aggregate_words(entities: list[dict], strategy: str, tokenizer: Any, id2label: dict) -> list[dict]:
     word_entities = []
     word_group: list[dict] | None = None
     for entity in entities:
@@ -176,9 +166,7 @@ def _aggregate_words(
         elif entity["is_subword"]:
             word_group.append(entity)
         else:
-            word_entities.append(
-                _aggregate_word(word_group, strategy, tokenizer, id2label)
-            )
+            word_entities.append(_aggregate_word(word_group, strategy, tokenizer, id2label))
             word_group = [entity]
     if word_group is not None:
         word_entities.append(_aggregate_word(word_group, strategy, tokenizer, id2label))
@@ -226,9 +214,7 @@ def _group_entities(entities: list[dict], tokenizer: Any) -> list[dict]:
     return entity_groups
 
 
-def _aggregate(
-    pre_entities: list[dict], strategy: str, tokenizer: Any, id2label: dict
-) -> list[dict]:
+def _aggregate(pre_entities: list[dict], strategy: str, tokenizer: Any, id2label: dict) -> list[dict]:
     if strategy in ("none", "simple"):
         entities = []
         for pre_entity in pre_entities:
@@ -326,9 +312,7 @@ def decode_entities(
     if offsets is not None:
         offsets = np.asarray(offsets).reshape(-1, 2)
         if offsets.shape[0] != num_tokens:
-            raise ValueError(
-                f"length mismatch: logits has {num_tokens} tokens, offsets {offsets.shape[0]}"
-            )
+            raise ValueError(f"length mismatch: logits has {num_tokens} tokens, offsets {offsets.shape[0]}")
 
     labels = {int(k): v for k, v in id2label.items()}
     if len(labels) < logits.shape[1]:
@@ -336,13 +320,10 @@ def decode_entities(
         raise ValueError(f"id2label has no name for label ids {missing}")
 
     scores = _softmax(logits)
-    pre_entities = _gather_pre_entities(
-        text, input_ids, scores, offsets, special_tokens_mask, strategy, tokenizer
-    )
+    pre_entities = _gather_pre_entities(text, input_ids, scores, offsets, special_tokens_mask, strategy, tokenizer)
     grouped = _aggregate(pre_entities, strategy, tokenizer, labels)
     return [
         _to_python(entity)
         for entity in grouped
-        if entity.get("entity", None) not in ignore_labels
-        and entity.get("entity_group", None) not in ignore_labels
+        if entity.get("entity", None) not in ignore_labels and entity.get("entity_group", None) not in ignore_labels
     ]

@@ -1,0 +1,69 @@
+"""Shared fixtures: a real MLflow store in a temp folder, and serving bundles exported from
+tiny random-weight models (two architectures per task) and from the real all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+sys.path.insert(0, str(Path(__file__).parent))
+
+TASKS = ("feature-extraction", "text-classification", "token-classification")
+ARCHS = ("bert", "roberta")  # WordPiece and byte-level BPE tokenizers
+
+
+@dataclass
+class Exported:
+    task: str
+    arch: str
+    model_dir: Path
+    source_uri: str
+    bundle_uri: str
+
+
+@pytest.fixture(scope="session")
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("mlflow")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    import mlflow
+
+    experiment = mlflow.create_experiment("splitserve-tests", artifact_location=(root / "artifacts").as_uri())
+    os.environ["MLFLOW_EXPERIMENT_ID"] = experiment
+    mlflow.set_experiment(experiment_id=experiment)
+    return root
+
+
+def _log_and_export(task: str, arch: str, model_dir: Path, name: str) -> Exported:
+    from splitserve.export import export_bundle
+    from splitserve.source import log_pipeline
+
+    source = log_pipeline(model_dir, task, None)
+    bundle = export_bundle(source, name=name, show_progress=False)
+    return Exported(task, arch, model_dir, source, bundle)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundles(mlflow_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Exported]:
+    from zoo import save_tiny
+
+    root = tmp_path_factory.mktemp("tiny")
+    out = {}
+    for task in TASKS:
+        for arch in ARCHS:
+            model_dir = save_tiny(task, arch, root / f"{task}-{arch}")
+            out[(task, arch)] = _log_and_export(task, arch, model_dir, name=f"tiny-{task}-{arch}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_bundle(mlflow_store: Path) -> Exported:
+    from zoo import MINILM_DIR
+
+    return _log_and_export("feature-extraction", "bert", Path(MINILM_DIR), name="all-MiniLM-L6-v2")

