@@ -25,7 +25,8 @@ class Exported:
     arch: str
     model_dir: Path
     source_uri: str
-    bundle_uri: str
+    bundle_uri: str  # the MLflow URI export printed
+    local_dir: str  # the same bundle downloaded once, for tests that need not re-fetch it
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +46,10 @@ def _log_and_export(task: str, arch: str, model_dir: Path, name: str) -> Exporte
     from splitserve.source import log_pipeline
 
     source = log_pipeline(model_dir, task, None)
+    import mlflow
+
     bundle = export_bundle(source, name=name, show_progress=False)
-    return Exported(task, arch, model_dir, source, bundle)
+    return Exported(task, arch, model_dir, source, bundle, mlflow.artifacts.download_artifacts(bundle))
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ SCORE_TOL = 1e-4
 EMBED_TOL = 1e-4
 
 LONG_TEXT = " ".join(
-    f"Angela Merkel met Emmanuel Macron in Berlin on day {i}, then flew to São Paulo with Ørsted staff." for i in range(45)
+    f"Angela Merkel met Emmanuel Macron in Berlin on day {i}, then flew to São Paulo with Ørsted staff."
+    for i in range(45)
 )
 TEXTS = [
     "Abraham Lincoln cut down a cherry tree",

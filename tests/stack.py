@@ -54,8 +54,9 @@ class Stack:
         return f"127.0.0.1:{running.port}"
 
     async def _start_all(self) -> None:
-        for (cls, settings), name in zip(self.settings, ("preprocess", "model", "postprocess"), strict=True):
-            self.addresses[name] = await self._start(cls(settings), settings)
+        names = ("preprocess", "model", "postprocess")
+        started = await asyncio.gather(*(self._start(cls(settings), settings) for cls, settings in self.settings))
+        self.addresses.update(zip(names, started, strict=True))
         gw = GatewaySettings(
             preprocess=[self.addresses["preprocess"]],
             model=[self.addresses["model"]],

@@ -21,9 +21,9 @@ from splitserve.inprocess import InProcessPipeline
 def test_gateway_and_in_process_match_pipeline(tiny_bundles, task: str, arch: str) -> None:
     exported = tiny_bundles[(task, arch)]
     pipe = transformers.pipeline(task, model=str(exported.model_dir), tokenizer=str(exported.model_dir), device=-1)
-    local = InProcessPipeline(load_bundle(exported.bundle_uri, ("tokenizer", "onnx")))
+    local = InProcessPipeline(load_bundle(exported.local_dir, ("tokenizer", "onnx")))
     records = [{"id": f"r{i}", "text": t} for i, t in enumerate(TEXTS)]
-    with Stack(exported.bundle_uri) as stack, Client(stack.gateway) as client:
+    with Stack(exported.local_dir) as stack, Client(stack.gateway) as client:
         for params in PARAMS[task]:
             via_gateway = client.predict(records, params=params)
             in_process = local.predict(records, params=params)
@@ -40,7 +40,7 @@ def test_text_pairs_match_pipeline(tiny_bundles, arch: str) -> None:
     exported = tiny_bundles[("text-classification", arch)]
     pipe = transformers.pipeline("text-classification", model=str(exported.model_dir), device=-1)
     pairs = [("Florida has nice beaches", "Ça fait plaisir 😀"), ("東京", "multiple    spaces")]
-    with Stack(exported.bundle_uri) as stack, Client(stack.gateway) as client:
+    with Stack(exported.local_dir) as stack, Client(stack.gateway) as client:
         got = client.predict([{"text": a, "text_pair": b} for a, b in pairs], params={"top_k": None})
     for (a, b), result in zip(pairs, got, strict=True):
         expected = {"labels": pipe({"text": a, "text_pair": b}, top_k=None)}
@@ -54,7 +54,12 @@ def test_minilm_matches_sentence_transformers(minilm_bundle) -> None:
 
     from zoo import MINILM_DIR
 
-    sentences = ["Abraham Lincoln cut down a cherry tree", "Florida has nice beaches", "Elon Musk owns Tesla", *TEXTS[1:5]]
+    sentences = [
+        "Abraham Lincoln cut down a cherry tree",
+        "Florida has nice beaches",
+        "Elon Musk owns Tesla",
+        *TEXTS[1:5],
+    ]
     reference = SentenceTransformer(MINILM_DIR, device="cpu").encode(sentences, normalize_embeddings=True)
     with Stack(minilm_bundle.bundle_uri) as stack, Client(stack.gateway) as client:
         got = client.predict(sentences, params={"pooling": "mean", "normalize": True})
