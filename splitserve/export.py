@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,6 @@ def export_bundle(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from splitserve.mlflow_env import registered_uri
-    from splitserve.pyfunc import SplitServeModel
 
     defaults = dict(defaults or {})
     console = Console(stderr=True)
@@ -229,7 +229,8 @@ def export_bundle(
         (artifacts / CONFIG_FILE).write_text(config.to_json())
 
         t = step("Logging the serving bundle to MLflow")
-        with mlflow.start_run(run_name=f"export-{config.name}"):
+        with mlflow.start_run(run_name=f"export-{config.name}"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*input example.*")
             mlflow.log_params(
                 {
                     "source_model_uri": source_uri,
@@ -241,7 +242,7 @@ def export_bundle(
             mlflow.log_metrics(parity)
             info = mlflow.pyfunc.log_model(
                 name="bundle",
-                python_model=SplitServeModel(),
+                python_model=str(Path(__file__).with_name("pyfunc_model.py")),
                 artifacts={
                     "serving.json": str(artifacts / CONFIG_FILE),
                     "tokenizer": str(tok_dir),

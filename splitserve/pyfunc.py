@@ -8,13 +8,11 @@ Per-request params go in `params=` as with any MLflow model.
 
 from __future__ import annotations
 
-from typing import Any
-
 import mlflow.pyfunc
 
 
 class SplitServeModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context: Any) -> None:
+    def load_context(self, context):  # type: ignore[no-untyped-def]  # no hints: MLflow infers from them
         from pathlib import Path
 
         from splitserve.bundle import read_local
@@ -25,7 +23,7 @@ class SplitServeModel(mlflow.pyfunc.PythonModel):
         bundle.verify(("tokenizer", "onnx"))
         self.pipeline = InProcessPipeline(bundle)
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         import pandas as pd
 
         results = self.pipeline.predict(model_input, params or None)

@@ -51,7 +51,6 @@ def test_minilm_matches_sentence_transformers(minilm_bundle) -> None:
     """The real all-MiniLM-L6-v2: mean-pooled, normalized vectors through the gateway match
     sentence-transformers' encode (cosine >= 0.9999)."""
     from sentence_transformers import SentenceTransformer
-
     from zoo import MINILM_DIR
 
     sentences = [
