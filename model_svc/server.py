@@ -50,15 +50,14 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
         oip_grpc.add_GRPCInferenceServiceServicer_to_server(self, server)
 
     async def load(self) -> dict[str, Any]:
-        self.bundle, self.backend = await asyncio.get_running_loop().run_in_executor(
-            None, create_backend, self.settings
-        )
-        self.model_name = self.settings.model_name or self.bundle.config.name
+        bundle, backend = await asyncio.get_running_loop().run_in_executor(None, create_backend, self.settings)
+        self.model_name = self.settings.model_name or bundle.config.name
+        self.bundle, self.backend = bundle, backend
         return {
             "model": self.model_name,
-            "task": self.bundle.config.task,
-            "fingerprint": self.bundle.fingerprint,
-            "backend": self.backend.name,
+            "task": bundle.config.task,
+            "fingerprint": bundle.fingerprint,
+            "backend": backend.name,
         }
 
     def _ready(self) -> tuple[Bundle, Backend]:

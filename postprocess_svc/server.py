@@ -46,9 +46,10 @@ class PostprocessTier(pb_grpc.PostprocessServicer):
         return bundle, Postprocessor(bundle.config, tokenizer)
 
     async def load(self) -> dict[str, Any]:
-        self.bundle, self.stage = await asyncio.get_running_loop().run_in_executor(None, self._load)
-        self.model_name = self.settings.model_name or self.bundle.config.name
-        return {"model": self.model_name, "task": self.bundle.config.task, "fingerprint": self.bundle.fingerprint}
+        bundle, stage = await asyncio.get_running_loop().run_in_executor(None, self._load)
+        self.model_name = self.settings.model_name or bundle.config.name
+        self.bundle, self.stage = bundle, stage
+        return {"model": self.model_name, "task": bundle.config.task, "fingerprint": bundle.fingerprint}
 
     def _ready(self) -> tuple[Bundle, Postprocessor]:
         if self.bundle is None or self.stage is None:

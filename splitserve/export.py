@@ -129,7 +129,7 @@ def code_paths() -> list[str]:
     import protos
     import splitserve
 
-    return [str(Path(m.__file__).parent) for m in (splitserve, protos, preprocess_svc, postprocess_svc, model_svc)]
+    return [str(Path(str(m.__file__)).parent) for m in (splitserve, protos, preprocess_svc, postprocess_svc, model_svc)]
 
 
 def bundle_requirements() -> list[str]:

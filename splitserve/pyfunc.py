@@ -8,10 +8,10 @@ Per-request params go in `params=` as with any MLflow model.
 
 from __future__ import annotations
 
-import mlflow.pyfunc
+from mlflow.pyfunc import PythonModel
 
 
-class SplitServeModel(mlflow.pyfunc.PythonModel):
+class SplitServeModel(PythonModel):
     def load_context(self, context):  # type: ignore[no-untyped-def]  # no hints: MLflow infers from them
         from pathlib import Path
 

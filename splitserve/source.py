@@ -36,7 +36,7 @@ def log_pipeline(model_dir: Path | None, task: str, name: str | None) -> str:
         raise InvalidInput(f"task {task!r} is not supported; supported tasks: {list(TASKS)}")
     if model_dir is None:
         model_dir, name = bundled_minilm_dir(), name or DEFAULT_MODEL_NAME
-    pipe = transformers.pipeline(task, model=str(model_dir), tokenizer=str(model_dir))
+    pipe = transformers.pipeline(task, model=str(model_dir), tokenizer=str(model_dir))  # type: ignore[call-overload]
     with mlflow.start_run(run_name=f"log-{name or task}"):
         info = mlflow.transformers.log_model(
             pipe,

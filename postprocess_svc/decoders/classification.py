@@ -35,9 +35,9 @@ def decode_labels(
         scores = softmax(logits)
     else:
         scores = logits
-    ranked = sorted(
+    ranked: list[dict] = sorted(
         ({"label": id2label[i], "score": float(s)} for i, s in enumerate(scores)),
-        key=lambda d: d["score"],
+        key=lambda d: float(d["score"]),
         reverse=True,
     )
     return ranked if top_k is None else ranked[:top_k]

@@ -70,7 +70,9 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def _has_continuing_subword_prefix(tokenizer: Any) -> bool:
     backend = getattr(tokenizer, "_tokenizer", None)
-    return bool(backend) and bool(getattr(backend.model, "continuing_subword_prefix", None))
+    if backend is None:
+        return False
+    return bool(getattr(backend.model, "continuing_subword_prefix", None))
 
 
 def _gather_pre_entities(

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up, lint, and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy splitserve preprocess_svc postprocess_svc model_svc gateway_svc
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
