@@ -3,7 +3,8 @@
 Predict = Preprocess -> ModelInfer (OIP) -> Postprocess. Tensors are forwarded as bytes,
 never decoded here. The client's deadline (or `timeout_s`) bounds every hop; cancelling the
 client's call cancels the hop in progress. Where each request's time went is sent back as
-trailing metadata (`splitserve-<stage>-us`).
+trailing metadata (`splitserve-<stage>-us`; `model` is the whole hop, `queue` and `inference` the
+model tier's own split of it).
 """
 
 from __future__ import annotations
@@ -133,6 +134,11 @@ class GatewayTier(pb_grpc.GatewayServicer):
                 ("splitserve-model-us", str(int((t2 - t1) * 1e6))),
                 ("splitserve-postprocess-us", str(int((t3 - t2) * 1e6))),
                 ("splitserve-gateway-us", str(int((time.perf_counter() - start - hops) * 1e6))),
+                *(
+                    (f"splitserve-{name}-us", str(infer.parameters[f"{name}_us"].int64_param))
+                    for name in ("queue", "inference")
+                    if f"{name}_us" in infer.parameters
+                ),
             )
         )
         return pb.PredictResponse(model=pre.model, fingerprint=pre.fingerprint, results=post.results)

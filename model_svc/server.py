@@ -2,6 +2,9 @@
 
 The model version reported (and accepted in requests) is the serving bundle's fingerprint: a
 request pinned to another bundle's fingerprint is refused with FAILED_PRECONDITION.
+
+`ModelInfer` requests are batched dynamically (`model_svc.batching`); each response's `parameters`
+say where its time went: `queue_us` (waiting for a batch) and `inference_us` (the batch's run).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import grpc
 
 from model_svc import codec
 from model_svc.backends import Backend, check_inputs
+from model_svc.batching import Batcher
 from model_svc.settings import ModelSettings
 from protos import grpc_predict_v2_pb2 as oip
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
@@ -43,6 +47,7 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
         self.bundle: Bundle | None = None
         self.backend: Backend | None = None
         self.model_name = ""
+        self.batcher: Batcher | None = None
         # One inference at a time per replica: the runtime's own threads use the cores.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
 
@@ -52,6 +57,18 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
     async def load(self) -> dict[str, Any]:
         bundle, backend = await asyncio.get_running_loop().run_in_executor(None, create_backend, self.settings)
         self.model_name = self.settings.model_name or bundle.config.name
+        s = self.settings
+        self.batcher = Batcher(
+            backend.infer,
+            # Outputs shaped [rows, tokens, ...] (hidden states, token logits) are un-padded per request.
+            token_outputs=[name for name, shape in backend.output_shapes().items() if len(shape) >= 3],
+            max_batch_size=s.max_batch_size,
+            max_batch_tokens=s.max_batch_tokens,
+            max_queue_delay_ms=s.max_queue_delay_ms,
+            max_queue_size=s.max_queue_size,
+            executor=self.executor,
+        )
+        self.batcher.start()
         self.bundle, self.backend = bundle, backend
         return {
             "model": self.model_name,
@@ -59,6 +76,11 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
             "fingerprint": bundle.fingerprint,
             "backend": backend.name,
         }
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
+        self.executor.shutdown(wait=False)
 
     def _ready(self) -> tuple[Bundle, Backend]:
         if self.bundle is None or self.backend is None:
@@ -103,8 +125,14 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: oip.ModelInferRequest, context: Any) -> oip.ModelInferResponse:
         self._check_model(request.model_name, request.model_version)
-        bundle, backend = self._ready()
+        bundle, _ = self._ready()
+        assert self.batcher is not None  # set before the backend, in load()
         inputs = codec.inputs_from_request(request)
         check_inputs(inputs, bundle.config, self.settings.max_batch_size)
-        outputs = await asyncio.get_running_loop().run_in_executor(self.executor, backend.infer, inputs)
-        return codec.response_from_outputs(outputs, request, self.model_name, bundle.fingerprint)
+        # Every request here is for this one bundle, and no params reach the model: the fingerprint
+        # is the only key that could change the computation.
+        result = await self.batcher.submit(inputs, key=bundle.fingerprint)
+        response = codec.response_from_outputs(result.outputs, request, self.model_name, bundle.fingerprint)
+        response.parameters["queue_us"].int64_param = result.queue_us
+        response.parameters["inference_us"].int64_param = result.inference_us
+        return response

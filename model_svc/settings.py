@@ -20,4 +20,19 @@ class ModelSettings(BundleServerSettings):
     intra_op_threads: int = Field(
         0, description="Intra-op threads for ONNX Runtime / PyTorch (0: the runtime's default)."
     )
-    max_batch_size: int = Field(1024, description="Most rows one inference may carry.")
+    max_batch_size: int = Field(
+        1024, ge=1, description="Most rows one request may carry, and one batched inference combines."
+    )
+    max_batch_tokens: int = Field(
+        16384,
+        ge=1,
+        description="Most rows x padded tokens one batched inference combines (a larger request runs alone).",
+    )
+    max_queue_delay_ms: float = Field(
+        2.0,
+        ge=0,
+        description="How long a request may wait for others to batch with (0: batch only what is already queued).",
+    )
+    max_queue_size: int = Field(
+        4096, ge=1, description="Most rows waiting for inference; past it requests get RESOURCE_EXHAUSTED at once."
+    )

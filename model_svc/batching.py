@@ -1,0 +1,203 @@
+"""Dynamic batching for the model tier: requests that arrive close together run as one inference.
+
+`Batcher.submit(inputs)` queues one request's int64 [rows, tokens] arrays and returns the outputs
+for exactly its rows, as an unbatched run would. A worker task takes everything queued once the
+oldest request has waited `max_queue_delay_ms` (or at once when a full batch is waiting), sorts
+it by sequence length, cuts it into groups of at most `max_batch_size` rows and `max_batch_tokens`
+(rows x padded length; a single request over the budget runs alone), right-pads each group to its
+longest length and runs it once in the given executor. Token-level outputs are un-padded back to
+each request's own length.
+
+Padding is 0 in every input. With `attention_mask` 0 the padded positions are masked keys, so the
+real positions come out as before (within float noise); right padding leaves every real token's
+position id unchanged too (RoBERTa derives them from a cumulative sum that stops before the padding).
+
+Groups never mix requests with different `key`s (callers pass what changes the computation, e.g.
+the bundle fingerprint) or different input names. No protobuf here: numpy and asyncio only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+from prometheus_client import Gauge, Histogram
+
+from splitserve.errors import ModelNotReady, Overloaded
+
+log = logging.getLogger("splitserve.batching")
+
+Arrays = dict[str, np.ndarray]
+
+_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+BATCH_ROWS = Histogram("splitserve_model_batch_rows", "Rows per model inference (batch size)", buckets=_SIZES)
+BATCH_REQUESTS = Histogram("splitserve_model_batch_requests", "Requests combined into one inference", buckets=_SIZES)
+QUEUE_ROWS = Gauge("splitserve_model_queue_rows", "Rows waiting in the model tier's batching queue")
+
+
+@dataclass
+class Result:
+    outputs: Arrays  # this request's rows only, token-level outputs at its own length
+    queue_us: int  # submitted -> its batch started
+    inference_us: int  # the batch's inference (shared by every request in it)
+    batch_rows: int  # rows in the batch it ran in
+
+
+@dataclass(eq=False)
+class _Item:
+    inputs: Arrays
+    key: tuple[str, ...]
+    rows: int
+    length: int
+    future: asyncio.Future[Result]
+    submitted: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    def __init__(
+        self,
+        infer: Callable[[Arrays], Arrays],
+        *,
+        token_outputs: Collection[str],
+        max_batch_size: int,
+        max_batch_tokens: int,
+        max_queue_delay_ms: float,
+        max_queue_size: int,
+        executor: Executor | None = None,
+    ):
+        self.infer = infer
+        self.token_outputs = frozenset(token_outputs)  # outputs shaped [rows, tokens, ...]
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_queue_delay_s = max_queue_delay_ms / 1000
+        self.max_queue_size = max_queue_size
+        self.executor = executor
+        self._queue: list[_Item] = []
+        self._queued_rows = 0
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work(), name="batcher")
+
+    async def close(self) -> None:
+        """Stop the worker; requests still waiting fail with ModelNotReady."""
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        self._fail(self._take(), ModelNotReady("model tier is shutting down"))
+
+    async def submit(self, inputs: Arrays, key: str = "") -> Result:
+        """Run one request's inputs (int64 [rows, tokens], all the same shape) in some batch."""
+        if self._closed or self._worker is None:
+            raise ModelNotReady("model tier is not running")
+        rows, length = next(iter(inputs.values())).shape
+        if self._queued_rows + rows > self.max_queue_size:
+            raise Overloaded(
+                f"model tier queue is full ({self._queued_rows} rows waiting, max_queue_size "
+                f"{self.max_queue_size}); retry later"
+            )
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(inputs, (key, *sorted(inputs)), rows, length, future))
+        self._queued_rows += rows
+        QUEUE_ROWS.inc(rows)
+        self._wakeup.set()
+        return await future  # a cancelled caller cancels the future; the worker then skips it
+
+    def _take(self) -> list[_Item]:
+        items, self._queue = self._queue, []
+        QUEUE_ROWS.dec(self._queued_rows)
+        self._queued_rows = 0
+        return items
+
+    async def _work(self) -> None:
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            # Wait for companions until the oldest request has waited long enough or a batch is full.
+            deadline = self._queue[0].submitted + self.max_queue_delay_s
+            while self._queued_rows < self.max_batch_size and (left := deadline - time.perf_counter()) > 0:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), left)
+                except TimeoutError:
+                    break
+            for group in self.groups(self._take()):
+                try:
+                    await self._run(group)
+                except asyncio.CancelledError:
+                    self._fail(group, ModelNotReady("model tier is shutting down"))
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a broken batch must not stop the worker
+                    log.exception("batch of %d requests failed", len(group))
+                    self._fail(group, exc)
+
+    def groups(self, items: list[_Item]) -> list[list[_Item]]:
+        """Live items sorted by (key, length), cut where a limit or the key would be crossed."""
+        live = sorted((i for i in items if not i.future.done()), key=lambda i: (i.key, i.length))
+        groups: list[list[_Item]] = []
+        rows = 0
+        for item in live:
+            # Sorted by length, so this item's length is the group's padded length.
+            if (
+                not groups
+                or item.key != groups[-1][0].key
+                or rows + item.rows > self.max_batch_size
+                or (rows + item.rows) * item.length > self.max_batch_tokens
+            ):
+                groups.append([])
+                rows = 0
+            groups[-1].append(item)
+            rows += item.rows
+        return groups
+
+    async def _run(self, group: list[_Item]) -> None:
+        group = [i for i in group if not i.future.done()]  # callers that gave up meanwhile
+        if not group:
+            return
+        length = max(i.length for i in group)
+        if len(group) == 1:
+            batch = group[0].inputs
+        else:
+            batch = {
+                name: np.concatenate([np.pad(i.inputs[name], ((0, 0), (0, length - i.length))) for i in group])
+                for name in group[0].inputs
+            }
+        rows = sum(i.rows for i in group)
+        BATCH_ROWS.observe(rows)
+        BATCH_REQUESTS.observe(len(group))
+        start = time.perf_counter()
+        outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self.infer, batch)
+        end = time.perf_counter()
+        for name, out in outputs.items():
+            if out.shape[0] != rows or (name in self.token_outputs and (out.ndim < 2 or out.shape[1] != length)):
+                raise RuntimeError(f"output {name!r} has shape {list(out.shape)} for inputs of [{rows}, {length}]")
+        offset = 0
+        for item in group:
+            mine = {}
+            for name, out in outputs.items():
+                part = out[offset : offset + item.rows]
+                mine[name] = part[:, : item.length] if name in self.token_outputs else part
+            offset += item.rows
+            if not item.future.done():
+                item.future.set_result(
+                    Result(mine, int((start - item.submitted) * 1e6), int((end - start) * 1e6), rows)
+                )
+
+    @staticmethod
+    def _fail(items: list[_Item], exc: BaseException) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(exc)
