@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10splitserve.proto\x12\rsplitserve.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xb6\x01\n\x06Record\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\x04text\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x16\n\ttext_pair\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x15\n\x08question\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x14\n\x07\x63ontext\x18\x05 \x01(\tH\x03\x88\x01\x01\x12\x18\n\x10\x63\x61ndidate_labels\x18\x06 \x03(\tB\x07\n\x05_textB\x0c\n\n_text_pairB\x0b\n\t_questionB\n\n\x08_context\"D\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0b\n\x03raw\x18\x04 \x01(\x0c\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"3\n\x06Labels\x12)\n\x06labels\x18\x01 \x03(\x0b\x32\x19.splitserve.v1.LabelScore\"\xa1\x01\n\x06\x45ntity\x12\x14\n\x0c\x65ntity_group\x18\x01 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x0c\n\x04word\x18\x04 \x01(\t\x12\x12\n\x05start\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x03\x65nd\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12\x12\n\x05index\x18\x07 \x01(\x03H\x02\x88\x01\x01\x42\x08\n\x06_startB\x06\n\x04_endB\x08\n\x06_index\"3\n\x08\x45ntities\x12\'\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\x15.splitserve.v1.Entity\"*\n\tEmbedding\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\xa3\x01\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\t\x12\'\n\x06labels\x18\x02 \x01(\x0b\x32\x15.splitserve.v1.LabelsH\x00\x12+\n\x08\x65ntities\x18\x03 \x01(\x0b\x32\x17.splitserve.v1.EntitiesH\x00\x12-\n\tembedding\x18\x04 \x01(\x0b\x32\x18.splitserve.v1.EmbeddingH\x00\x42\x08\n\x06output\"\x11\n\x0fTierInfoRequest\"J\n\x08TierInfo\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x04 \x01(\t\"s\n\x11PreprocessRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x07records\x18\x02 \x03(\x0b\x32\x15.splitserve.v1.Record\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x8d\x01\n\x12PreprocessResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12+\n\x0cmodel_inputs\x18\x03 \x03(\x0b\x32\x15.splitserve.v1.Tensor\x12&\n\x07\x63ontext\x18\x04 \x03(\x0b\x32\x15.splitserve.v1.Tensor\"\xdf\x01\n\x12PostprocessRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12&\n\x07records\x18\x03 \x03(\x0b\x32\x15.splitserve.v1.Record\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\rmodel_outputs\x18\x05 \x03(\x0b\x32\x15.splitserve.v1.Tensor\x12&\n\x07\x63ontext\x18\x06 \x03(\x0b\x32\x15.splitserve.v1.Tensor\"R\n\x13PostprocessResponse\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12&\n\x07results\x18\x02 \x03(\x0b\x32\x15.splitserve.v1.Result\"p\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x07records\x18\x02 \x03(\x0b\x32\x15.splitserve.v1.Record\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"]\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12&\n\x07results\x18\x03 \x03(\x0b\x32\x15.splitserve.v1.Result2\xa4\x01\n\nPreprocess\x12S\n\nPreprocess\x12 .splitserve.v1.PreprocessRequest\x1a!.splitserve.v1.PreprocessResponse\"\x00\x12\x41\n\x04Info\x12\x1e.splitserve.v1.TierInfoRequest\x1a\x17.splitserve.v1.TierInfo\"\x00\x32\xa8\x01\n\x0bPostprocess\x12V\n\x0bPostprocess\x12!.splitserve.v1.PostprocessRequest\x1a\".splitserve.v1.PostprocessResponse\"\x00\x12\x41\n\x04Info\x12\x1e.splitserve.v1.TierInfoRequest\x1a\x17.splitserve.v1.TierInfo\"\x00\x32\x98\x01\n\x07Gateway\x12J\n\x07Predict\x12\x1d.splitserve.v1.PredictRequest\x1a\x1e.splitserve.v1.PredictResponse\"\x00\x12\x41\n\x04Info\x12\x1e.splitserve.v1.TierInfoRequest\x1a\x17.splitserve.v1.TierInfo\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10splitserve.proto\x12\rsplitserve.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xb6\x01\n\x06Record\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\x04text\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x16\n\ttext_pair\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x15\n\x08question\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x14\n\x07\x63ontext\x18\x05 \x01(\tH\x03\x88\x01\x01\x12\x18\n\x10\x63\x61ndidate_labels\x18\x06 \x03(\tB\x07\n\x05_textB\x0c\n\n_text_pairB\x0b\n\t_questionB\n\n\x08_context\"D\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0b\n\x03raw\x18\x04 \x01(\x0c\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"3\n\x06Labels\x12)\n\x06labels\x18\x01 \x03(\x0b\x32\x19.splitserve.v1.LabelScore\"\xa1\x01\n\x06\x45ntity\x12\x14\n\x0c\x65ntity_group\x18\x01 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x0c\n\x04word\x18\x04 \x01(\t\x12\x12\n\x05start\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x03\x65nd\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12\x12\n\x05index\x18\x07 \x01(\x03H\x02\x88\x01\x01\x42\x08\n\x06_startB\x06\n\x04_endB\x08\n\x06_index\"3\n\x08\x45ntities\x12\'\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\x15.splitserve.v1.Entity\"*\n\tEmbedding\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0e\n\x06values\x18\x02 \x03(\x02\"M\n\x08MaskFill\x12\r\n\x05score\x18\x01 \x01(\x01\x12\r\n\x05token\x18\x02 \x01(\x03\x12\x11\n\ttoken_str\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\t\"=\n\x0eMaskCandidates\x12+\n\ncandidates\x18\x01 \x03(\x0b\x32\x17.splitserve.v1.MaskFill\";\n\x0b\x46illedMasks\x12,\n\x05masks\x18\x01 \x03(\x0b\x32\x1d.splitserve.v1.MaskCandidates\"C\n\x06\x41nswer\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\r\n\x05start\x18\x03 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x03\"1\n\x07\x41nswers\x12&\n\x07\x61nswers\x18\x01 \x03(\x0b\x32\x15.splitserve.v1.Answer\"<\n\x08ZeroShot\x12\x10\n\x08sequence\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x0e\n\x06scores\x18\x03 \x03(\x01\":\n\rGeneratedText\x12\x16\n\x0egenerated_text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x03\"8\n\tGenerated\x12+\n\x05texts\x18\x01 \x03(\x0b\x32\x1c.splitserve.v1.GeneratedText\"\xdf\x02\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\t\x12\'\n\x06labels\x18\x02 \x01(\x0b\x32\x15.splitserve.v1.LabelsH\x00\x12+\n\x08\x65ntities\x18\x03 \x01(\x0b\x32\x17.splitserve.v1.EntitiesH\x00\x12-\n\tembedding\x18\x04 \x01(\x0b\x32\x18.splitserve.v1.EmbeddingH\x00\x12\x32\n\x0c\x66illed_masks\x18\x05 \x01(\x0b\x32\x1a.splitserve.v1.FilledMasksH\x00\x12)\n\x07\x61nswers\x18\x06 \x01(\x0b\x32\x16.splitserve.v1.AnswersH\x00\x12,\n\tzero_shot\x18\x07 \x01(\x0b\x32\x17.splitserve.v1.ZeroShotH\x00\x12-\n\tgenerated\x18\x08 \x01(\x0b\x32\x18.splitserve.v1.GeneratedH\x00\x42\x08\n\x06output\"\x11\n\x0fTierInfoRequest\"J\n\x08TierInfo\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x04 \x01(\t\"s\n\x11PreprocessRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x07records\x18\x02 \x03(\x0b\x32\x15.splitserve.v1.Record\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x8d\x01\n\x12PreprocessResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12+\n\x0cmodel_inputs\x18\x03 \x03(\x0b\x32\x15.splitserve.v1.Tensor\x12&\n\x07\x63ontext\x18\x04 \x03(\x0b\x32\x15.splitserve.v1.Tensor\"\xdf\x01\n\x12PostprocessRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12&\n\x07records\x18\x03 \x03(\x0b\x32\x15.splitserve.v1.Record\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\rmodel_outputs\x18\x05 \x03(\x0b\x32\x15.splitserve.v1.Tensor\x12&\n\x07\x63ontext\x18\x06 \x03(\x0b\x32\x15.splitserve.v1.Tensor\"R\n\x13PostprocessResponse\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12&\n\x07results\x18\x02 \x03(\x0b\x32\x15.splitserve.v1.Result\"p\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x07records\x18\x02 \x03(\x0b\x32\x15.splitserve.v1.Record\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"]\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12&\n\x07results\x18\x03 \x03(\x0b\x32\x15.splitserve.v1.Result2\xa4\x01\n\nPreprocess\x12S\n\nPreprocess\x12 .splitserve.v1.PreprocessRequest\x1a!.splitserve.v1.PreprocessResponse\"\x00\x12\x41\n\x04Info\x12\x1e.splitserve.v1.TierInfoRequest\x1a\x17.splitserve.v1.TierInfo\"\x00\x32\xa8\x01\n\x0bPostprocess\x12V\n\x0bPostprocess\x12!.splitserve.v1.PostprocessRequest\x1a\".splitserve.v1.PostprocessResponse\"\x00\x12\x41\n\x04Info\x12\x1e.splitserve.v1.TierInfoRequest\x1a\x17.splitserve.v1.TierInfo\"\x00\x32\x98\x01\n\x07Gateway\x12J\n\x07Predict\x12\x1d.splitserve.v1.PredictRequest\x1a\x1e.splitserve.v1.PredictResponse\"\x00\x12\x41\n\x04Info\x12\x1e.splitserve.v1.TierInfoRequest\x1a\x17.splitserve.v1.TierInfo\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,28 +46,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENTITIES']._serialized_end=632
   _globals['_EMBEDDING']._serialized_start=634
   _globals['_EMBEDDING']._serialized_end=676
-  _globals['_RESULT']._serialized_start=679
-  _globals['_RESULT']._serialized_end=842
-  _globals['_TIERINFOREQUEST']._serialized_start=844
-  _globals['_TIERINFOREQUEST']._serialized_end=861
-  _globals['_TIERINFO']._serialized_start=863
-  _globals['_TIERINFO']._serialized_end=937
-  _globals['_PREPROCESSREQUEST']._serialized_start=939
-  _globals['_PREPROCESSREQUEST']._serialized_end=1054
-  _globals['_PREPROCESSRESPONSE']._serialized_start=1057
-  _globals['_PREPROCESSRESPONSE']._serialized_end=1198
-  _globals['_POSTPROCESSREQUEST']._serialized_start=1201
-  _globals['_POSTPROCESSREQUEST']._serialized_end=1424
-  _globals['_POSTPROCESSRESPONSE']._serialized_start=1426
-  _globals['_POSTPROCESSRESPONSE']._serialized_end=1508
-  _globals['_PREDICTREQUEST']._serialized_start=1510
-  _globals['_PREDICTREQUEST']._serialized_end=1622
-  _globals['_PREDICTRESPONSE']._serialized_start=1624
-  _globals['_PREDICTRESPONSE']._serialized_end=1717
-  _globals['_PREPROCESS']._serialized_start=1720
-  _globals['_PREPROCESS']._serialized_end=1884
-  _globals['_POSTPROCESS']._serialized_start=1887
-  _globals['_POSTPROCESS']._serialized_end=2055
-  _globals['_GATEWAY']._serialized_start=2058
-  _globals['_GATEWAY']._serialized_end=2210
+  _globals['_MASKFILL']._serialized_start=678
+  _globals['_MASKFILL']._serialized_end=755
+  _globals['_MASKCANDIDATES']._serialized_start=757
+  _globals['_MASKCANDIDATES']._serialized_end=818
+  _globals['_FILLEDMASKS']._serialized_start=820
+  _globals['_FILLEDMASKS']._serialized_end=879
+  _globals['_ANSWER']._serialized_start=881
+  _globals['_ANSWER']._serialized_end=948
+  _globals['_ANSWERS']._serialized_start=950
+  _globals['_ANSWERS']._serialized_end=999
+  _globals['_ZEROSHOT']._serialized_start=1001
+  _globals['_ZEROSHOT']._serialized_end=1061
+  _globals['_GENERATEDTEXT']._serialized_start=1063
+  _globals['_GENERATEDTEXT']._serialized_end=1121
+  _globals['_GENERATED']._serialized_start=1123
+  _globals['_GENERATED']._serialized_end=1179
+  _globals['_RESULT']._serialized_start=1182
+  _globals['_RESULT']._serialized_end=1533
+  _globals['_TIERINFOREQUEST']._serialized_start=1535
+  _globals['_TIERINFOREQUEST']._serialized_end=1552
+  _globals['_TIERINFO']._serialized_start=1554
+  _globals['_TIERINFO']._serialized_end=1628
+  _globals['_PREPROCESSREQUEST']._serialized_start=1630
+  _globals['_PREPROCESSREQUEST']._serialized_end=1745
+  _globals['_PREPROCESSRESPONSE']._serialized_start=1748
+  _globals['_PREPROCESSRESPONSE']._serialized_end=1889
+  _globals['_POSTPROCESSREQUEST']._serialized_start=1892
+  _globals['_POSTPROCESSREQUEST']._serialized_end=2115
+  _globals['_POSTPROCESSRESPONSE']._serialized_start=2117
+  _globals['_POSTPROCESSRESPONSE']._serialized_end=2199
+  _globals['_PREDICTREQUEST']._serialized_start=2201
+  _globals['_PREDICTREQUEST']._serialized_end=2313
+  _globals['_PREDICTRESPONSE']._serialized_start=2315
+  _globals['_PREDICTRESPONSE']._serialized_end=2408
+  _globals['_PREPROCESS']._serialized_start=2411
+  _globals['_PREPROCESS']._serialized_end=2575
+  _globals['_POSTPROCESS']._serialized_start=2578
+  _globals['_POSTPROCESS']._serialized_end=2746
+  _globals['_GATEWAY']._serialized_start=2749
+  _globals['_GATEWAY']._serialized_end=2901
 # @@protoc_insertion_point(module_scope)
