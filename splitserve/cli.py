@@ -119,6 +119,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         defaults=_parse_kv(args.set),
         show_progress=not args.no_progress,
+        quantize=args.quantize,
+        quality_thresholds={k: float(v) for k, v in _parse_kv(args.quality).items()} or None,
     )
     print(uri)
     return 0
@@ -139,6 +141,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with Client(args.target, timeout_s=args.timeout) as client:
         results = client.predict(records, params=_parse_kv(args.param), model=args.model)
     print(json.dumps(results, ensure_ascii=False))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from splitserve.bench import run_bench
+    from splitserve.mlflow_env import ensure_tracking_uri
+
+    ensure_tracking_uri()
+    command = "splitserve " + " ".join(sys.argv[1:]) if sys.argv else "splitserve bench"
+    run_bench(
+        args.source_uri,
+        Path(args.out),
+        tuple(args.concurrency),
+        tuple(args.batch_sizes),
+        args.seconds,
+        tuple(args.targets) if args.targets else None,
+        command=command,
+    )
     return 0
 
 
@@ -182,7 +202,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="Default request params of the bundle, e.g. pooling=mean normalize=true.",
     )
     p.add_argument("--no-progress", action="store_true", help="Do not show the progress display.")
+    p.add_argument(
+        "--quantize", choices=("int8",), help="Also quantize the ONNX graph (dynamic int8, gated on quality vs fp32)."
+    )
+    p.add_argument(
+        "--quality",
+        nargs="+",
+        metavar="METRIC=VALUE",
+        help="int8 quality gate thresholds vs fp32: min_cosine (0.95), mean_cosine (0.98), label_agreement (0.99).",
+    )
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="Benchmark ONNX fp32/int8 and PyTorch tiers against in-process and mlflow serve.")
+    p.add_argument("--source-uri", help="Source model URI (default: log the bundled all-MiniLM-L6-v2).")
+    p.add_argument("--out", default="benchmarks/latest", help="Folder for results.md, results.json and plots.")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="Requests in flight.")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="Records per request.")
+    p.add_argument("--seconds", type=float, default=6.0, help="Duration of each measurement point.")
+    p.add_argument("--targets", nargs="+", help="Only these targets (default: all).")
+    p.set_defaults(func=cmd_bench)
 
     for name, cls, func, help_text in (
         ("serve-preprocess", PreprocessSettings, cmd_serve_preprocess, "Run one preprocess replica."),

@@ -1,0 +1,46 @@
+"""`splitserve bench` end to end on a tiny model, briefly: the report files, the MLflow run, and
+the request corpus. (Performance itself is measured by the committed benchmark, not here.)"""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+
+from splitserve.bench import docstring_corpus, fixed_length_set, run_bench
+
+
+def test_corpus_is_real_text_of_mixed_length() -> None:
+    corpus = docstring_corpus()
+    lengths = sorted(len(s.split()) for s in corpus)
+    assert len(corpus) == 512 and len(set(corpus)) == 512
+    assert lengths[0] >= 4 and lengths[-1] <= 80 and lengths[len(lengths) // 2] < lengths[-1] // 2
+    assert {len(s.split()) for s in fixed_length_set(corpus)} == {24}
+
+
+def test_bench_runs_and_reports(tiny_bundles, tmp_path) -> None:
+    source = tiny_bundles[("feature-extraction", "bert")].source_uri
+    report = run_bench(
+        source,
+        tmp_path,
+        concurrency=(1, 2),
+        batch_sizes=(1, 4),
+        seconds=0.3,
+        targets=("gateway-onnx-fp32", "pyfunc-in-process", "pipeline-in-process"),
+        command="pytest",
+    )
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["headline"] == report["headline"]
+    points = saved["points"]
+    assert {p["target"] for p in points} == {"gateway-onnx-fp32", "pyfunc-in-process", "pipeline-in-process"}
+    assert all(p["errors"] == 0 and p["records"] > 0 for p in points)
+    gateway = [t for t in saved["targets"] if t["target"] == "gateway-onnx-fp32"][0]
+    assert {"preprocess", "model", "postprocess", "gateway"} <= set(gateway["peak_rss_mb"])
+    assert all(
+        set(p["cpu_s_per_record"]) >= {"preprocess", "model"} for p in points if p["target"] == "gateway-onnx-fp32"
+    )
+    assert "gateway_fp32_vs_inprocess_pyfunc_c2_b4" in saved["headline"]
+    for name in ("results.md", "throughput.png", "latency_p50.png", "latency_percentiles.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    runs = mlflow.search_runs(filter_string="attributes.run_name = 'splitserve-bench'", search_all_experiments=True)
+    assert len(runs) >= 1
