@@ -330,7 +330,11 @@ def run_point(
 # ----------------------------------------------------------------------------- reports
 
 
-def ratio(points: list[Point], a: str, b: str, concurrency: int, batch: int, request_set: str = "docstrings") -> float:
+def ratio(
+    points: list[Point], a: str, b: str, concurrency: int, batch: int, request_set: str = "docstrings"
+) -> float | None:
+    """Throughput of target a over target b at one point; None when either was not measured."""
+
     def find(name: str) -> Point | None:
         for p in points:
             if (p.target, p.concurrency, p.batch_size, p.request_set) == (name, concurrency, batch, request_set):
@@ -339,11 +343,13 @@ def ratio(points: list[Point], a: str, b: str, concurrency: int, batch: int, req
 
     pa, pb = find(a), find(b)
     if pa is None or pb is None or not pb.throughput_rps:
-        return float("nan")
+        return None
     return round(pa.throughput_rps / pb.throughput_rps, 3)
 
 
-def headline(points: list[Point], concurrency: tuple[int, ...], batch_sizes: tuple[int, ...]) -> dict[str, float]:
+def headline(
+    points: list[Point], concurrency: tuple[int, ...], batch_sizes: tuple[int, ...]
+) -> dict[str, float | None]:
     """The ratios the project's targets are stated in."""
     cmax, bmax = max(concurrency), max(batch_sizes)
     out = {
@@ -369,7 +375,7 @@ def headline(points: list[Point], concurrency: tuple[int, ...], batch_sizes: tup
     return out
 
 
-def markdown(points: list[Point], summaries: list[TargetSummary], heads: dict[str, float], command: str) -> str:
+def markdown(points: list[Point], summaries: list[TargetSummary], heads: dict[str, float | None], command: str) -> str:
     lines = [
         "# splitserve bench",
         "",
@@ -577,7 +583,7 @@ def run_bench(
                 "seconds": seconds,
             }
         )
-        mlflow.log_metrics({k: v for k, v in heads.items() if v == v})
+        mlflow.log_metrics({k: v for k, v in heads.items() if v is not None})
         for p in points:
             key = f"{p.target}.{p.request_set}.c{p.concurrency}.b{p.batch_size}"
             mlflow.log_metrics({f"{key}.rps": p.throughput_rps, f"{key}.p50_ms": p.p50_ms, f"{key}.p99_ms": p.p99_ms})
