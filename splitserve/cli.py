@@ -131,7 +131,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     from splitserve.mlflow_env import ensure_tracking_uri
 
     ensure_tracking_uri()
-    return up(args.bundle_uri, args.pre, args.model, args.post, args.backend, args.host, args.port)
+    model_args = ["--intra-op-threads", str(args.intra_op_threads)] if args.intra_op_threads is not None else []
+    model_args += ["--device", args.device]
+    return up(args.bundle_uri, args.pre, args.model, args.post, args.backend, args.host, args.port, model_args)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -242,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="Model-tier backend.")
     p.add_argument("--host", default="127.0.0.1", help="Address every process binds.")
     p.add_argument("--port", type=int, default=0, help="Gateway port (0: a free one).")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
+    p.add_argument(
+        "--intra-op-threads",
+        type=int,
+        help="Threads per model replica (default: this machine's CPUs divided among the model replicas).",
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("predict", help="Send texts to a gateway; prints results as JSON.")

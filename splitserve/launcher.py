@@ -9,6 +9,7 @@ draining its in-flight requests.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -71,6 +72,11 @@ class Replica:
             self.proc.wait()
 
 
+def default_model_threads(model_replicas: int) -> int:
+    """Intra-op threads per model replica when every tier shares this machine's cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, model_replicas))
+
+
 def _serve(command: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "splitserve", command, *args]
 
@@ -87,6 +93,9 @@ def up(
     on_ready: Any = None,
 ) -> int:
     """Run everything until a signal; `on_ready(addresses)` runs once all are up (then stops if it returns)."""
+    if not any(a.startswith("--intra-op-threads") for a in model_args or []):
+        # Replicas on one machine share its cores: split them instead of each taking all of them.
+        model_args = [*(model_args or []), "--intra-op-threads", str(default_model_threads(model))]
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     tiers: dict[str, list[Replica]] = {
