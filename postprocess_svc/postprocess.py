@@ -1,12 +1,15 @@
 """Postprocessing stage: model outputs + context -> one typed result per record.
 
 Pure Python/numpy: no protobuf, no torch. Shared by the postprocess server and the in-process
-pyfunc path. Results are dicts with one key, named for the result kind: `labels`,
-`entities` or `embedding`.
+pyfunc path. `Postprocessor.run` checks the tensors and dispatches to one function per task;
+the decoding itself lives in `decoders/`. Results are dicts with one key, named for the result
+kind: `labels`, `entities`, `embedding`, `filled_masks`, `answers` or `zero_shot`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,10 +18,46 @@ from postprocess_svc.decoders.classification import decode_labels, default_funct
 from postprocess_svc.decoders.embeddings import decode_embedding
 from splitserve import params as params_mod
 from splitserve.bundle import ServingConfig
-from splitserve.errors import InvalidInput
-from splitserve.records import Record
+from splitserve.errors import InvalidInput, record_label
+from splitserve.records import ROW_RECORD, Record
 
-NEEDS_TOKENIZER = {"token-classification"}
+NEEDS_TOKENIZER = {"token-classification", "fill-mask"}
+MULTI_ROW = {"question-answering", "zero-shot-classification"}  # several model rows per record
+
+
+@dataclass
+class Batch:
+    """One request's records, model outputs and context, checked: every tensor has one row per
+    model row in dim 0 (one per record, or as `row_record` maps them)."""
+
+    records: list[Record]
+    outputs: dict[str, np.ndarray]
+    context: dict[str, np.ndarray]
+    rows: int
+
+    def output(self, name: str) -> np.ndarray:
+        if name not in self.outputs:
+            raise InvalidInput(f"model output {name!r} is missing; got {sorted(self.outputs)}")
+        return _check_rows(name, self.outputs[name], self.rows)
+
+    def ctx(self, name: str) -> np.ndarray:
+        if name not in self.context:
+            raise InvalidInput(f"context tensor {name!r} is missing; got {sorted(self.context)}")
+        return _check_rows(name, self.context[name], self.rows)
+
+    def record_rows(self) -> list[np.ndarray]:
+        """The model rows of each record, from `row_record` (non-decreasing, every record has one)."""
+        mapping = self.ctx(ROW_RECORD)
+        n = len(self.records)
+        if mapping.ndim != 1 or np.any(np.diff(mapping) < 0) or not np.array_equal(np.unique(mapping), np.arange(n)):
+            raise InvalidInput(f"context tensor {ROW_RECORD!r} does not map rows onto the {n} records in order")
+        return [np.nonzero(mapping == i)[0] for i in range(n)]
+
+
+def _check_rows(name: str, array: np.ndarray, n: int) -> np.ndarray:
+    if array.ndim == 0 or array.shape[0] != n:
+        raise InvalidInput(f"tensor {name!r} has shape {list(array.shape)}; expected {n} rows in dim 0")
+    return array
 
 
 class Postprocessor:
@@ -35,58 +74,135 @@ class Postprocessor:
         outputs: dict[str, np.ndarray],
         context: dict[str, np.ndarray],
     ) -> list[dict[str, Any]]:
-        p = params_mod.resolve(self.config.task, params, self.config.defaults, self.config.max_length)
-        main = self._output(outputs, len(records))
-        mask = self._context(context, "attention_mask", len(records))
         task = self.config.task
-        if task == "feature-extraction":
-            return [
-                {"embedding": decode_embedding(main[i], mask[i], p["pooling"], p["normalize"])}
-                for i in range(len(records))
-            ]
-        if task == "text-classification":
-            id2label = self.config.id2label or {}
-            function = p["function_to_apply"]
-            if function == "default":
-                function = default_function(self.config.problem_type, main.shape[-1])
-            return [{"labels": decode_labels(main[i], id2label, function, p["top_k"])} for i in range(len(records))]
-        if task == "token-classification":
-            from postprocess_svc.decoders.ner import decode_entities
+        p = params_mod.resolve(task, params, self.config.defaults, self.config.max_length)
+        if task not in DECODERS:
+            raise InvalidInput(f"task {task!r} is not supported by this postprocess tier")
+        rows = len(records)
+        if task in MULTI_ROW:
+            if ROW_RECORD not in context:
+                raise InvalidInput(f"context tensor {ROW_RECORD!r} is missing; got {sorted(context)}")
+            rows = int(np.asarray(context[ROW_RECORD]).shape[0])
+        return DECODERS[task](self, Batch(records, outputs, context, rows), p)
 
-            ids = self._context(context, "input_ids", len(records))
-            offsets = self._context(context, "offset_mapping", len(records))
-            special = self._context(context, "special_tokens_mask", len(records))
-            results = []
-            for i, record in enumerate(records):
-                keep = mask[i].astype(bool)
-                entities = decode_entities(
-                    main[i][keep],
-                    ids[i][keep],
-                    offsets[i][keep],
-                    special[i][keep],
-                    record.text or "",
-                    self.tokenizer,
-                    self.config.id2label or {},
-                    aggregation_strategy=p["aggregation_strategy"],
-                    ignore_labels=p["ignore_labels"],
+    @property
+    def main_output(self) -> str:
+        return self.config.model_outputs[0]
+
+
+def feature_extraction(post: Postprocessor, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+    hidden, mask = batch.output(post.main_output), batch.ctx("attention_mask")
+    return [
+        {"embedding": decode_embedding(hidden[i], mask[i], p["pooling"], p["normalize"])}
+        for i in range(len(batch.records))
+    ]
+
+
+def text_classification(post: Postprocessor, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+    logits = batch.output(post.main_output)
+    id2label = post.config.id2label or {}
+    function = p["function_to_apply"]
+    if function == "default":
+        function = default_function(post.config.problem_type, logits.shape[-1])
+    return [{"labels": decode_labels(logits[i], id2label, function, p["top_k"])} for i in range(len(batch.records))]
+
+
+def token_classification(post: Postprocessor, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+    from postprocess_svc.decoders.ner import decode_entities
+
+    logits, mask = batch.output(post.main_output), batch.ctx("attention_mask")
+    ids, offsets, special = batch.ctx("input_ids"), batch.ctx("offset_mapping"), batch.ctx("special_tokens_mask")
+    results = []
+    for i, record in enumerate(batch.records):
+        keep = mask[i].astype(bool)
+        entities = decode_entities(
+            logits[i][keep],
+            ids[i][keep],
+            offsets[i][keep],
+            special[i][keep],
+            record.text or "",
+            post.tokenizer,
+            post.config.id2label or {},
+            aggregation_strategy=p["aggregation_strategy"],
+            ignore_labels=p["ignore_labels"],
+        )
+        results.append({"entities": entities})
+    return results
+
+
+def fill_mask(post: Postprocessor, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+    from postprocess_svc.decoders.fill_mask import decode_masks, target_ids
+
+    logits, mask, ids = batch.output(post.main_output), batch.ctx("attention_mask"), batch.ctx("input_ids")
+    targets = target_ids(post.tokenizer, p["targets"]) if p["targets"] else None
+    results = []
+    for i in range(len(batch.records)):
+        keep = mask[i].astype(bool)
+        fills = decode_masks(logits[i][: len(keep)][keep], ids[i][keep], post.tokenizer, p["top_k"], targets)
+        results.append({"filled_masks": fills})
+    return results
+
+
+def question_answering(post: Postprocessor, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+    from postprocess_svc.decoders.question_answering import Window, decode_answers
+
+    start_name, end_name = post.config.model_outputs[:2]
+    start, end = batch.output(start_name), batch.output(end_name)
+    mask, p_mask = batch.ctx("attention_mask"), batch.ctx("p_mask")
+    offsets, word_chars = batch.ctx("offset_mapping"), batch.ctx("word_chars")
+    results = []
+    for record, rows in zip(batch.records, batch.record_rows(), strict=True):
+        windows = []
+        for row in rows:
+            # Real tokens only (the pipeline runs each window unpadded). A batching model tier
+            # may return the logits padded to a longer batch: cut them to this request's length.
+            keep = mask[row].astype(bool)
+            n = len(keep)
+            windows.append(
+                Window(
+                    start=start[row][:n][keep],
+                    end=end[row][:n][keep],
+                    p_mask=p_mask[row][keep],
+                    attention_mask=mask[row][keep],
+                    offsets=offsets[row][keep],
+                    word_chars=word_chars[row][keep],
                 )
-                results.append({"entities": entities})
-            return results
-        raise InvalidInput(f"task {task!r} is not supported by this postprocess tier")
+            )
+        answers = decode_answers(
+            windows,
+            record.context or "",
+            top_k=p["top_k"],
+            handle_impossible_answer=p["handle_impossible_answer"],
+            max_answer_len=p["max_answer_len"],
+            align_to_words=p["align_to_words"],
+        )
+        results.append({"answers": answers})
+    return results
 
-    def _output(self, outputs: dict[str, np.ndarray], n: int) -> np.ndarray:
-        name = self.config.model_outputs[0]
-        if name not in outputs:
-            raise InvalidInput(f"model output {name!r} is missing; got {sorted(outputs)}")
-        return self._check_batch(name, outputs[name], n)
 
-    def _context(self, context: dict[str, np.ndarray], name: str, n: int) -> np.ndarray:
-        if name not in context:
-            raise InvalidInput(f"context tensor {name!r} is missing; got {sorted(context)}")
-        return self._check_batch(name, context[name], n)
+def zero_shot(post: Postprocessor, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+    from postprocess_svc.decoders.zero_shot import decode_zero_shot, entailment_id
 
-    @staticmethod
-    def _check_batch(name: str, array: np.ndarray, n: int) -> np.ndarray:
-        if array.ndim == 0 or array.shape[0] != n:
-            raise InvalidInput(f"tensor {name!r} has shape {list(array.shape)}; expected {n} records in dim 0")
-        return array
+    logits = batch.output(post.main_output)
+    entailment = entailment_id(post.config.id2label or {})
+    results = []
+    for i, (record, rows) in enumerate(zip(batch.records, batch.record_rows(), strict=True)):
+        labels = record.candidate_labels or p["candidate_labels"] or []
+        if len(rows) != len(labels):
+            raise InvalidInput(
+                f"{record_label(i, record.id)}: {len(rows)} model rows for {len(labels)} candidate labels"
+            )
+        decoded = decode_zero_shot(record.text or "", labels, logits[rows], entailment, p["multi_label"])
+        results.append({"zero_shot": decoded})
+    return results
+
+
+Decoder = Callable[[Postprocessor, Batch, dict[str, Any]], list[dict[str, Any]]]
+DECODERS: dict[str, Decoder] = {
+    "feature-extraction": feature_extraction,
+    "text-classification": text_classification,
+    "token-classification": token_classification,
+    "fill-mask": fill_mask,
+    "question-answering": question_answering,
+    "zero-shot-classification": zero_shot,
+}

@@ -163,7 +163,10 @@ class GatewayTarget(Target):
 
         groups: dict[str, list[int]] = {}
         for child in psutil.Process(self.proc.pid).children(recursive=True):
-            cmd = " ".join(child.cmdline())
+            try:
+                cmd = " ".join(child.cmdline())
+            except psutil.Error:
+                continue
             match = re.search(r"splitserve serve-(\w+)", cmd)
             if match:
                 groups.setdefault(match.group(1), []).append(child.pid)

@@ -136,10 +136,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     return up(args.bundle_uri, args.pre, args.model, args.post, args.backend, args.host, args.port, model_args)
 
 
+def _record(index: int, arg: str) -> dict[str, Any]:
+    """A JSON object is a whole record ({"question": ..., "context": ...}); anything else a text."""
+    try:
+        value = json.loads(arg)
+    except ValueError:
+        value = None
+    return {"id": str(index), **value} if isinstance(value, dict) else {"id": str(index), "text": arg}
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from splitserve.client import Client
 
-    records = [{"id": str(i), "text": t} for i, t in enumerate(args.text)]
+    records = [_record(i, t) for i, t in enumerate(args.text)]
     with Client(args.target, timeout_s=args.timeout) as client:
         results = client.predict(records, params=_parse_kv(args.param), model=args.model)
     print(json.dumps(results, ensure_ascii=False))
@@ -254,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="Send texts to a gateway; prints results as JSON.")
     p.add_argument("--target", required=True, help="Gateway address host:port.")
-    p.add_argument("text", nargs="+", help="Texts, one record each.")
+    p.add_argument("text", nargs="+", help="Texts, one record each; a JSON object is a whole record.")
     p.add_argument("--param", nargs="+", metavar="PARAM=VALUE", help="Request params, e.g. pooling=mean top_k=2.")
     p.add_argument("--model", default="", help="Model name (default: the served one).")
     p.add_argument("--timeout", type=float, default=60.0, help="Deadline in seconds.")

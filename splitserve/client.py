@@ -4,8 +4,9 @@
     with Client("127.0.0.1:50051") as client:
         results = client.predict(["Florida has nice beaches"], params={"pooling": "mean"})
 
-Each result is a dict: {"id": ..., "labels" | "entities" | "embedding": ...}, with the field
-names of transformers' pipeline outputs inside.
+Each result is a dict: {"id": ..., <kind>: ...}, the kind being "labels", "entities",
+"embedding", "filled_masks", "answers" or "zero_shot", with the field names (and shapes) of
+transformers' pipeline outputs inside.
 """
 
 from __future__ import annotations

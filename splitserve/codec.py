@@ -86,11 +86,40 @@ def result_to_pb(record_id: str, result: dict[str, Any]) -> pb.Result:
     if "embedding" in result:
         array = np.asarray(result["embedding"], dtype=np.float32)
         return pb.Result(id=record_id, embedding=pb.Embedding(shape=list(array.shape), values=array.ravel().tolist()))
+    if "filled_masks" in result:
+        # The pipeline's shape: a list of candidates for one mask, a list of such lists for several.
+        fills = result["filled_masks"]
+        per_mask = [fills] if fills and isinstance(fills[0], dict) else fills
+        masks = [
+            pb.MaskCandidates(
+                candidates=[
+                    pb.MaskFill(
+                        score=c["score"], token=int(c["token"]), token_str=c["token_str"], sequence=c["sequence"]
+                    )
+                    for c in candidates
+                ]
+            )
+            for candidates in per_mask
+        ]
+        return pb.Result(id=record_id, filled_masks=pb.FilledMasks(masks=masks))
+    if "answers" in result:
+        answers = [
+            pb.Answer(answer=a["answer"], score=a["score"], start=int(a["start"]), end=int(a["end"]))
+            for a in result["answers"]
+        ]
+        return pb.Result(id=record_id, answers=pb.Answers(answers=answers))
+    if "zero_shot" in result:
+        z = result["zero_shot"]
+        return pb.Result(
+            id=record_id, zero_shot=pb.ZeroShot(sequence=z["sequence"], labels=z["labels"], scores=z["scores"])
+        )
     raise ValueError(f"unknown result kind {sorted(result)}")
 
 
 def result_from_pb(result: pb.Result) -> dict[str, Any]:
-    """A result as the client returns it: {"id": ..., "labels"|"entities"|"embedding": ...}."""
+    """A result as the client returns it: {"id": ..., <kind>: ...}, the kind being `labels`,
+    `entities`, `embedding`, `filled_masks`, `answers` or `zero_shot`, with the pipeline's shape
+    inside (fill-mask: a list of candidates for one mask, a list of lists for several)."""
     kind = result.WhichOneof("output")
     out: dict[str, Any] = {"id": result.id}
     if kind == "labels":
@@ -110,4 +139,20 @@ def result_from_pb(result: pb.Result) -> dict[str, Any]:
     elif kind == "embedding":
         array = np.asarray(result.embedding.values, dtype=np.float32).reshape(list(result.embedding.shape))
         out["embedding"] = array.tolist()
+    elif kind == "filled_masks":
+        per_mask = [
+            [
+                {"score": c.score, "token": c.token, "token_str": c.token_str, "sequence": c.sequence}
+                for c in mask.candidates
+            ]
+            for mask in result.filled_masks.masks
+        ]
+        out["filled_masks"] = per_mask[0] if len(per_mask) == 1 else per_mask
+    elif kind == "answers":
+        out["answers"] = [
+            {"answer": a.answer, "score": a.score, "start": a.start, "end": a.end} for a in result.answers.answers
+        ]
+    elif kind == "zero_shot":
+        z = result.zero_shot
+        out["zero_shot"] = {"sequence": z.sequence, "labels": list(z.labels), "scores": list(z.scores)}
     return out

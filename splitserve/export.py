@@ -17,12 +17,19 @@ from splitserve import params as params_mod
 from splitserve.bundle import CONFIG_FILE, ServingConfig, hash_tree
 from splitserve.errors import ExportError
 
-# task -> (optimum's task name, the model output the stages read)
-TASK_OUTPUTS = {
-    "feature-extraction": ("feature-extraction", "last_hidden_state"),
-    "text-classification": ("text-classification", "logits"),
-    "token-classification": ("token-classification", "logits"),
+# task -> (optimum's task name, the model outputs the stages read; the first is the main one)
+TASK_OUTPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "feature-extraction": ("feature-extraction", ("last_hidden_state",)),
+    "text-classification": ("text-classification", ("logits",)),
+    "token-classification": ("token-classification", ("logits",)),
+    "fill-mask": ("fill-mask", ("logits",)),
+    "question-answering": ("question-answering", ("start_logits", "end_logits")),
+    "zero-shot-classification": ("text-classification", ("logits",)),  # an NLI sequence classifier
 }
+# Tasks whose model config's labels the stages read.
+LABEL_TASKS = {"text-classification", "token-classification", "zero-shot-classification"}
+# Outputs with one value per token although they are [batch, tokens] (not [batch, tokens, n]).
+TOKEN_OUTPUTS_2D = {"start_logits", "end_logits"}
 
 # Texts the ONNX graph is checked on against PyTorch: scripts, emoji, odd spacing, a long one.
 SAMPLE_TEXTS = [
@@ -124,32 +131,42 @@ def bundle_name(source_uri: str, name: str | None, register: str | None) -> str:
 
 
 def check_parity(
-    model: Any, onnx_path: Path, tokenizer: Any, max_length: int, inputs: list[str], output: str, tolerance: float
+    model: Any,
+    onnx_path: Path,
+    tokenizer: Any,
+    max_length: int,
+    inputs: list[str],
+    outputs: str | tuple[str, ...] | list[str],
+    tolerance: float,
 ) -> dict[str, float]:
-    """Run PyTorch and ONNX Runtime on the same batch; fail past `tolerance` (abs + rel)."""
+    """Run PyTorch and ONNX Runtime on the same batch and compare every output; fail past
+    `tolerance` (abs + rel) on any. The metrics are the worst over all outputs."""
     import onnxruntime as ort
     import torch
 
+    names_out = [outputs] if isinstance(outputs, str) else list(outputs)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     enc = tokenizer(SAMPLE_TEXTS, padding=True, truncation=True, max_length=max_length, return_tensors="np")
     feeds = {n: enc[n].astype(np.int64) if n in enc else np.zeros_like(enc["input_ids"], dtype=np.int64) for n in names}
     with torch.inference_mode():
-        expected = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})[output].float().numpy()
-    (actual,) = session.run([output], feeds)
+        torch_out = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+    onnx_out = dict(zip(names_out, session.run(names_out, feeds), strict=True))
     mask = enc["attention_mask"].astype(bool)
-    if expected.ndim == 3:  # token-level outputs: compare real tokens only
-        expected, actual = expected[mask], actual[mask]
-    diff = np.abs(expected - actual)
-    max_abs = float(diff.max())
-    max_rel = float((diff / np.maximum(np.abs(expected), 1e-6)).max())
-    ok = bool(np.all(diff <= tolerance + tolerance * np.abs(expected)))
-    result = {"parity_max_abs_diff": max_abs, "parity_max_rel_diff": max_rel, "parity_tolerance": tolerance}
-    if not ok:
-        raise ExportError(
-            f"ONNX output {output!r} differs from PyTorch by up to {max_abs:.3g} (tolerance {tolerance:g}); refusing to export"
-        )
-    return result
+    max_abs = max_rel = 0.0
+    for output in names_out:
+        expected, actual = torch_out[output].float().numpy(), onnx_out[output]
+        if expected.ndim == 3 or output in TOKEN_OUTPUTS_2D:  # token-level outputs: compare real tokens only
+            expected, actual = expected[mask], actual[mask]
+        diff = np.abs(expected - actual)
+        max_abs = max(max_abs, float(diff.max()))
+        max_rel = max(max_rel, float((diff / np.maximum(np.abs(expected), 1e-6)).max()))
+        if not bool(np.all(diff <= tolerance + tolerance * np.abs(expected))):
+            raise ExportError(
+                f"ONNX output {output!r} differs from PyTorch by up to {float(diff.max()):.3g} "
+                f"(tolerance {tolerance:g}); refusing to export"
+            )
+    return {"parity_max_abs_diff": max_abs, "parity_max_rel_diff": max_rel, "parity_tolerance": tolerance}
 
 
 QUANTIZATIONS = ("int8",)
@@ -290,18 +307,16 @@ def signature_for(task: str, max_length: int, defaults: dict[str, Any]) -> Any:
     from mlflow.types.schema import ParamSchema, ParamSpec
 
     specs = []
-    for pname, (_, default) in params_mod.accepted(task).items():
-        value = defaults.get(pname, default)
+    for pname, (validate, default) in params_mod.accepted(task).items():
+        value = validate(pname, defaults[pname]) if pname in defaults else default
+        kind = params_mod.kind_of(validate)
         if pname == "max_length":
             specs.append(ParamSpec(pname, "long", value or max_length))
-        elif pname == "top_k":
-            specs.append(ParamSpec(pname, "long", value))
-        elif pname == "ignore_labels":
-            specs.append(ParamSpec(pname, "string", value, shape=(-1,)))
-        elif isinstance(value, bool):
-            specs.append(ParamSpec(pname, "boolean", value))
+        elif kind == "string_list":
+            # MLflow cannot say None for a list: [] stands for it (the validators read [] as none).
+            specs.append(ParamSpec(pname, "string", list(value or []), shape=(-1,)))
         else:
-            specs.append(ParamSpec(pname, "string", value))
+            specs.append(ParamSpec(pname, kind, value))
     # No input schema: MLflow's enforcement would turn a list of strings into an empty DataFrame;
     # records are validated by splitserve itself, with messages naming the record and field.
     return ModelSignature(inputs=None, params=ParamSchema(specs))
@@ -382,13 +397,19 @@ def export_bundle(
         if task not in TASK_OUTPUTS:
             raise ExportError(f"task {task!r} is not supported yet; supported: {sorted(TASK_OUTPUTS)}")
         params_mod.validate_defaults(task, defaults)
+        if quantize and task not in GATE_METRICS:
+            raise ExportError(
+                f"--quantize {quantize} has no quality gate for task {task!r} yet "
+                f"(gated tasks: {sorted(GATE_METRICS)}); export it without quantization"
+            )
         model, tokenizer = components["model"].float().eval(), components["tokenizer"]
         done(t, f"Loaded {type(model).__name__} ({task})")
 
         artifacts = Path(tmp) / "artifacts"
         onnx_dir, tok_dir = artifacts / "onnx", artifacts / "tokenizer"
         t = step("Exporting to ONNX with Optimum")
-        optimum_task, output = TASK_OUTPUTS[task]
+        optimum_task, outputs = TASK_OUTPUTS[task]
+        output = outputs[0]  # the main output (what the int8 quality gate compares)
         raw_dir = Path(tmp) / "optimum"
         _export_onnx(model, raw_dir, optimum_task)
         onnx_dir.mkdir(parents=True)
@@ -400,7 +421,7 @@ def export_bundle(
 
         t = step("Checking ONNX against PyTorch")
         max_length = max_length_of(tokenizer, model.config)
-        parity = check_parity(model, onnx_dir / "model.onnx", tokenizer, max_length, SAMPLE_TEXTS, output, tolerance)
+        parity = check_parity(model, onnx_dir / "model.onnx", tokenizer, max_length, SAMPLE_TEXTS, outputs, tolerance)
         done(t, f"ONNX matches PyTorch (max abs diff {parity['parity_max_abs_diff']:.2e})")
 
         if quantize == "int8":
@@ -432,9 +453,9 @@ def export_bundle(
             task=task,
             source_model_uri=source_uri,
             model_inputs=[i.name for i in session.get_inputs()],
-            model_outputs=[output],
+            model_outputs=list(outputs),
             max_length=max_length,
-            id2label={int(k): v for k, v in model.config.id2label.items()} if task != "feature-extraction" else None,
+            id2label={int(k): v for k, v in model.config.id2label.items()} if task in LABEL_TASKS else None,
             problem_type=getattr(model.config, "problem_type", None),
             defaults=defaults,
             quantization=quantize,

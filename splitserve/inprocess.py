@@ -37,7 +37,8 @@ class InProcessPipeline:
         """Results as the gateway client returns them: [{"id": ..., <kind>: ...}, ...]."""
         recs: list[Record] = to_records(records)
         encoded = self.pre.run(recs, params)
-        self._check_inputs(encoded.model_inputs, self.bundle.config, max_batch_size=len(recs))
+        rows = next(iter(encoded.model_inputs.values())).shape[0]  # QA windows, zero-shot pairs: several per record
+        self._check_inputs(encoded.model_inputs, self.bundle.config, max_batch_size=rows)
         outputs = self.model.infer(encoded.model_inputs)
         results = self.post.run(recs, params, outputs, encoded.context)
         return [{"id": r.id, **_plain(res)} for r, res in zip(recs, results, strict=True)]

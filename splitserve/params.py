@@ -47,6 +47,45 @@ def _string_list(name: str, value: Any) -> list[str]:
     raise InvalidInput(f"param {name!r}: expected a list of strings, got {value!r}")
 
 
+def _optional_non_negative_int(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 0:
+        raise InvalidInput(f"param {name!r}: expected a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _optional_strings(name: str, value: Any) -> list[str] | None:
+    """fill-mask `targets`: a string or a list of strings; an empty list means none (the
+    default in the bundle's MLflow signature, which cannot say None for a list)."""
+    if value is None:
+        return None
+    targets = [value] if isinstance(value, str) else _string_list(name, value)
+    return targets or None
+
+
+def _labels(name: str, value: Any) -> list[str] | None:
+    """zero-shot `candidate_labels`: a list of strings, or one comma-separated string (as the
+    pipeline parses it); an empty list means none (records then carry their own)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [label.strip() for label in value.split(",") if label.strip()]
+    return _string_list(name, value) or None
+
+
+def _template(name: str, value: Any) -> str:
+    """zero-shot `hypothesis_template`: must place the label somewhere, as the pipeline checks."""
+    if isinstance(value, str):
+        try:
+            placed = value.format("label") != value
+        except (IndexError, KeyError, ValueError):
+            placed = False
+        if placed:
+            return value
+    raise InvalidInput(f"param {name!r}: expected a string with one {{}} where the label goes, got {value!r}")
+
+
 # name -> (validator, default). A default of None means "the pipeline's own behaviour".
 COMMON: dict[str, tuple[Validator, Any]] = {
     "truncation": (_bool, True),
@@ -66,15 +105,52 @@ TASK_PARAMS: dict[str, dict[str, tuple[Validator, Any]]] = {
         "aggregation_strategy": (_choice("none", "simple", "first", "average", "max"), "none"),
         "ignore_labels": (_string_list, ["O"]),
     },
+    "fill-mask": {
+        "top_k": (_positive_int, 5),
+        "targets": (_optional_strings, None),
+    },
+    # Long contexts are split into overlapping windows (max_seq_len, doc_stride) instead of
+    # truncated, so the common truncation/max_length params do not apply (see OWN_LENGTH).
+    "question-answering": {
+        "top_k": (_positive_int, 1),
+        "max_answer_len": (_positive_int, 15),
+        "handle_impossible_answer": (_bool, False),
+        "align_to_words": (_bool, True),
+        "max_seq_len": (_optional_positive_int, None),  # None: min(the model's max length, 384)
+        "doc_stride": (_optional_non_negative_int, None),  # None: min(max_seq_len // 2, 128)
+        "max_question_len": (_positive_int, 64),  # accepted as the pipeline does; fast tokenizers ignore it
+    },
+    "zero-shot-classification": {
+        "candidate_labels": (_labels, None),  # for records that carry none of their own
+        "hypothesis_template": (_template, "This example is {}."),
+        "multi_label": (_bool, False),
+    },
 }
 
 TASKS = tuple(TASK_PARAMS)
+OWN_LENGTH = {"question-answering"}  # tasks without the COMMON params
+
+# The MLflow param type of each validator (a list type is "string_list"); others are "string".
+_KINDS: dict[Validator, str] = {
+    _bool: "boolean",
+    _positive_int: "long",
+    _optional_positive_int: "long",
+    _optional_non_negative_int: "long",
+    _string_list: "string_list",
+    _optional_strings: "string_list",
+    _labels: "string_list",
+}
+
+
+def kind_of(validator: Validator) -> str:
+    """How the bundle's MLflow signature types a param: boolean, long, string or string_list."""
+    return _KINDS.get(validator, "string")
 
 
 def accepted(task: str) -> dict[str, tuple[Validator, Any]]:
     if task not in TASK_PARAMS:
         raise InvalidInput(f"task {task!r} is not supported; supported tasks: {list(TASKS)}")
-    return {**COMMON, **TASK_PARAMS[task]}
+    return dict(TASK_PARAMS[task]) if task in OWN_LENGTH else {**COMMON, **TASK_PARAMS[task]}
 
 
 def resolve(task: str, params: dict[str, Any] | None, defaults: dict[str, Any], max_length: int) -> dict[str, Any]:
@@ -92,11 +168,32 @@ def resolve(task: str, params: dict[str, Any] | None, defaults: dict[str, Any], 
             resolved[name] = validate(name, defaults[name])
         else:
             resolved[name] = default
-    if resolved["max_length"] is None:
-        resolved["max_length"] = max_length
-    elif resolved["max_length"] > max_length:
-        raise InvalidInput(f"param 'max_length': {resolved['max_length']} exceeds the model's maximum of {max_length}")
+    if "max_length" in resolved:
+        if resolved["max_length"] is None:
+            resolved["max_length"] = max_length
+        elif resolved["max_length"] > max_length:
+            raise InvalidInput(
+                f"param 'max_length': {resolved['max_length']} exceeds the model's maximum of {max_length}"
+            )
+    if task == "question-answering":
+        _resolve_windows(resolved, max_length)
     return resolved
+
+
+def _resolve_windows(resolved: dict[str, Any], max_length: int) -> None:
+    """question-answering's window defaults, as the pipeline picks them."""
+    if resolved["max_seq_len"] is None:
+        resolved["max_seq_len"] = min(max_length, 384)
+    elif resolved["max_seq_len"] > max_length:
+        raise InvalidInput(
+            f"param 'max_seq_len': {resolved['max_seq_len']} exceeds the model's maximum of {max_length}"
+        )
+    if resolved["doc_stride"] is None:
+        resolved["doc_stride"] = min(resolved["max_seq_len"] // 2, 128)
+    elif resolved["doc_stride"] > resolved["max_seq_len"]:
+        raise InvalidInput(
+            f"param 'doc_stride': {resolved['doc_stride']} is larger than max_seq_len ({resolved['max_seq_len']})"
+        )
 
 
 def validate_defaults(task: str, defaults: dict[str, Any]) -> dict[str, Any]:

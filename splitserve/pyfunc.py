@@ -1,8 +1,9 @@
 """The serving bundle as an MLflow pyfunc model: `mlflow.pyfunc.load_model(uri).predict(df)`.
 
-Input: a DataFrame (columns `id` and `content`/`text`, optionally `text_pair`), a list of
-strings or dicts, or one string. Output: a DataFrame with `id` and one result column
-(`labels`, `entities` or `embedding`), row for row, the same values the gateway returns.
+Input: a DataFrame (columns `id` and `content`/`text`, optionally `text_pair`; `question` and
+`context`; `candidate_labels`), a list of strings or dicts, or one string. Output: a DataFrame with
+`id` and one result column (`labels`, `entities`, `embedding`, `filled_masks`, `answers` or
+`zero_shot`), row for row, the same values the gateway returns.
 Per-request params go in `params=` as with any MLflow model.
 """
 

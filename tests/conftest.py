@@ -16,6 +16,8 @@ os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 sys.path.insert(0, str(Path(__file__).parent))
 
 TASKS = ("feature-extraction", "text-classification", "token-classification")
+# Tasks with other records than one text, or several model rows per record (tests/test_parity_more_tasks.py).
+MORE_TASKS = ("fill-mask", "question-answering", "zero-shot-classification")
 ARCHS = ("bert", "roberta")  # WordPiece and byte-level BPE tokenizers
 
 
@@ -59,6 +61,19 @@ def tiny_bundles(mlflow_store: Path, tmp_path_factory: pytest.TempPathFactory) -
     root = tmp_path_factory.mktemp("tiny")
     out = {}
     for task in TASKS:
+        for arch in ARCHS:
+            model_dir = save_tiny(task, arch, root / f"{task}-{arch}")
+            out[(task, arch)] = _log_and_export(task, arch, model_dir, name=f"tiny-{task}-{arch}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def more_bundles(mlflow_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Exported]:
+    from zoo import save_tiny
+
+    root = tmp_path_factory.mktemp("tiny-more")
+    out = {}
+    for task in MORE_TASKS:
         for arch in ARCHS:
             model_dir = save_tiny(task, arch, root / f"{task}-{arch}")
             out[(task, arch)] = _log_and_export(task, arch, model_dir, name=f"tiny-{task}-{arch}")

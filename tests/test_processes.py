@@ -43,7 +43,10 @@ print(json.dumps({"meta": meta, "shape": list(out.shape), "first": out[0, 0, :4]
 def tier_processes(up: subprocess.Popen) -> dict[str, list[psutil.Process]]:
     out: dict[str, list[psutil.Process]] = {}
     for child in psutil.Process(up.pid).children(recursive=True):
-        cmd = " ".join(child.cmdline())
+        try:
+            cmd = " ".join(child.cmdline())
+        except psutil.Error:  # a replica that was just killed (zombie) or is gone
+            continue
         for tier in ("serve-preprocess", "serve-model", "serve-postprocess", "serve-gateway"):
             if f"splitserve {tier}" in cmd:
                 out.setdefault(tier.removeprefix("serve-"), []).append(child)

@@ -123,3 +123,9 @@ def test_tiny_text_classification_int8(tiny_bundles) -> None:
     assert bundle.config.name == "tiny-tc-int8"
     result = InProcessPipeline(bundle).predict(["Florida has nice beaches"], params={"top_k": None})
     assert sorted(label["label"] for label in result[0]["labels"]) == ["NEGATIVE", "NEUTRAL", "POSITIVE"]
+
+
+def test_int8_refuses_tasks_without_a_gate(more_bundles) -> None:
+    exported = more_bundles[("fill-mask", "bert")]
+    with pytest.raises(ExportError, match=r"no quality gate for task 'fill-mask'"):
+        export_bundle(exported.source_uri, quantize="int8", show_progress=False)

@@ -112,18 +112,23 @@ def roberta_bpe_tokenizer(root: Path):
 TASK_LABELS = {
     "text-classification": ["NEGATIVE", "NEUTRAL", "POSITIVE"],
     "token-classification": ["B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "O"],
+    # An NLI head: the zero-shot pipeline reads the entailment id from label2id.
+    "zero-shot-classification": ["contradiction", "neutral", "entailment"],
 }
 
 _HEADS = {
     "feature-extraction": "AutoModel",
     "text-classification": "AutoModelForSequenceClassification",
     "token-classification": "AutoModelForTokenClassification",
+    "fill-mask": "AutoModelForMaskedLM",
+    "question-answering": "AutoModelForQuestionAnswering",
+    "zero-shot-classification": "AutoModelForSequenceClassification",
 }
 
 
 def tiny_model(task: str, arch: str, tok, seed: int = 1):
-    """A 2-layer, 32-wide BERT or RoBERTa for `task`, with a large init std so the top label
-    is not a near-tie."""
+    """A 2-layer, 32-wide BERT or RoBERTa for `task`, with a large init std (every task but
+    feature-extraction) so the top label, token or span is not a near-tie."""
     import torch
 
     labels = TASK_LABELS.get(task)
@@ -142,7 +147,7 @@ def tiny_model(task: str, arch: str, tok, seed: int = 1):
         intermediate_size=37,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
-        initializer_range=0.5 if labels else 0.2,
+        initializer_range=0.2 if task == "feature-extraction" else 0.5,
         pad_token_id=tok.pad_token_id,
         **extra,
     )

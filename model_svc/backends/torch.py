@@ -35,6 +35,8 @@ class TorchBackend:
         hidden = getattr(self.model.config, "hidden_size", -1)
         if self.config.task == "feature-extraction":
             return {name: [-1, -1, hidden] for name in self.config.model_outputs}
-        if self.config.task == "text-classification":
+        if self.config.task in ("text-classification", "zero-shot-classification"):
             return {name: [-1, len(self.config.id2label or {}) or -1] for name in self.config.model_outputs}
+        if self.config.task == "question-answering":  # start/end logits: [rows, tokens]
+            return {name: [-1, -1] for name in self.config.model_outputs}
         return {name: [-1, -1, len(self.config.id2label or {}) or -1] for name in self.config.model_outputs}
