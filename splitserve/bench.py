@@ -231,6 +231,8 @@ class MlflowServeTarget(Target):
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         argv = [
+            sys.executable,
+            "-m",
             "mlflow",
             "models",
             "serve",
@@ -531,6 +533,7 @@ def run_bench(
     ]
     points: list[Point] = []
     summaries: list[TargetSummary] = []
+    failed: dict[str, str] = {}
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -543,7 +546,13 @@ def run_bench(
         for target in chosen:
             progress.update(overall, description=f"starting {target.name}")
             t0 = time.perf_counter()
-            target.start()
+            try:
+                target.start()
+            except Exception as exc:  # noqa: BLE001 - one target that cannot start does not sink the run
+                console.print(f"[red]{target.name} did not start: {exc}[/]")
+                failed[target.name] = str(exc)
+                progress.advance(overall, len(plan))
+                continue
             startup = time.perf_counter() - t0
             try:
                 for _ in range(2):  # warm-up
@@ -573,6 +582,7 @@ def run_bench(
         "headline": heads,
         "points": [asdict(p) for p in points],
         "targets": [asdict(s) for s in summaries],
+        "failed_targets": failed,
     }
     (out_dir / "results.json").write_text(json.dumps(report, indent=2))
     (out_dir / "results.md").write_text(markdown(points, summaries, heads, command))
