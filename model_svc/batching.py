@@ -68,12 +68,14 @@ class Batcher:
         max_batch_tokens: int,
         max_queue_delay_ms: float,
         max_queue_size: int,
+        max_pad_fraction: float = 0.25,
         executor: Executor | None = None,
     ):
         self.infer = infer
         self.token_outputs = frozenset(token_outputs)  # outputs shaped [rows, tokens, ...]
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.max_pad_fraction = max_pad_fraction
         self.max_queue_delay_s = max_queue_delay_ms / 1000
         self.max_queue_size = max_queue_size
         self.executor = executor
@@ -148,19 +150,23 @@ class Batcher:
         """Live items sorted by (key, length), cut where a limit or the key would be crossed."""
         live = sorted((i for i in items if not i.future.done()), key=lambda i: (i.key, i.length))
         groups: list[list[_Item]] = []
-        rows = 0
+        rows = tokens = 0
         for item in live:
             # Sorted by length, so this item's length is the group's padded length.
+            padded = (rows + item.rows) * item.length
+            real = tokens + item.rows * item.length
             if (
                 not groups
                 or item.key != groups[-1][0].key
                 or rows + item.rows > self.max_batch_size
-                or (rows + item.rows) * item.length > self.max_batch_tokens
+                or padded > self.max_batch_tokens
+                or padded - real > self.max_pad_fraction * padded  # CPU time spent on padding
             ):
                 groups.append([])
-                rows = 0
+                rows = tokens = 0
             groups[-1].append(item)
             rows += item.rows
+            tokens += item.rows * item.length
         return groups
 
     async def _run(self, group: list[_Item]) -> None:

@@ -31,7 +31,9 @@ def create_backend(settings: ModelSettings) -> tuple[Bundle, Backend]:
         from model_svc.backends.onnx import OnnxBackend
 
         bundle = load_bundle(settings.bundle_uri, ("onnx",))
-        return bundle, OnnxBackend(bundle.onnx_path, bundle.config, settings.device, settings.intra_op_threads)
+        return bundle, OnnxBackend(
+            bundle.onnx_path, bundle.config, settings.device, settings.intra_op_threads, settings.spin_wait
+        )
     from model_svc.backends.torch import TorchBackend
 
     bundle = load_bundle(settings.bundle_uri, ())
@@ -66,6 +68,7 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
             max_batch_tokens=s.max_batch_tokens,
             max_queue_delay_ms=s.max_queue_delay_ms,
             max_queue_size=s.max_queue_size,
+            max_pad_fraction=s.max_pad_fraction,
             executor=self.executor,
         )
         self.batcher.start()

@@ -24,14 +24,25 @@ class ModelSettings(BundleServerSettings):
         1024, ge=1, description="Most rows one request may carry, and one batched inference combines."
     )
     max_batch_tokens: int = Field(
-        16384,
+        4096,
         ge=1,
         description="Most rows x padded tokens one batched inference combines (a larger request runs alone).",
     )
+    max_pad_fraction: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Most of a batch's tokens that may be padding; requests of other lengths run in another batch.",
+    )
     max_queue_delay_ms: float = Field(
-        2.0,
+        0.0,
         ge=0,
         description="How long a request may wait for others to batch with (0: batch only what is already queued).",
+    )
+    spin_wait: bool = Field(
+        False,
+        description="Let ONNX Runtime's idle worker threads spin (fastest alone on a machine; burns the CPU "
+        "that co-located tiers need).",
     )
     max_queue_size: int = Field(
         4096, ge=1, description="Most rows waiting for inference; past it requests get RESOURCE_EXHAUSTED at once."

@@ -28,7 +28,14 @@ Arrays = dict[str, np.ndarray]
 async def batcher(
     infer: Callable[[Arrays], Arrays], token_outputs=("tokens",), **limits: Any
 ) -> AsyncIterator[Batcher]:
-    settings = {"max_batch_size": 64, "max_batch_tokens": 4096, "max_queue_delay_ms": 20.0, "max_queue_size": 1024}
+    # Padding allowed freely unless a test is about the padding limit: most tests mix lengths on purpose.
+    settings = {
+        "max_batch_size": 64,
+        "max_batch_tokens": 4096,
+        "max_queue_delay_ms": 20.0,
+        "max_queue_size": 1024,
+        "max_pad_fraction": 1.0,
+    }
     b = Batcher(infer, token_outputs=token_outputs, **(settings | limits))
     b.start()
     try:
@@ -341,3 +348,13 @@ def test_concurrent_gateway_requests_match_sequential(tiny_bundles, task: str, a
     for n, (seq, conc) in enumerate(zip(sequential, concurrent_results, strict=True)):
         assert [r["id"] for r in conc] == [r["id"] for r in requests[n]]
         assert_close(seq, conc, f"request {n}")
+
+
+async def test_padding_limit_splits_lengths_apart() -> None:
+    echo = Echo()
+    items = [item(0, 1, 2), item(1, 1, 2), item(2, 1, 30), item(3, 1, 28)]
+    async with batcher(echo, max_queue_delay_ms=50, max_pad_fraction=0.25) as b:
+        results = await asyncio.gather(*(b.submit(i) for i in items))
+    assert sorted(c["input_ids"].shape for c in echo.calls) == [(2, 2), (2, 30)]  # not (4, 30): 47% padding
+    for inputs, result in zip(items, results, strict=True):
+        assert result.outputs["tokens"].shape[1] == inputs["input_ids"].shape[1]

@@ -13,13 +13,17 @@ class OnnxBackend:
     name = "onnx"
     platform = "onnxruntime_onnx"
 
-    def __init__(self, path: Path, config: ServingConfig, device: str = "cpu", intra_op_threads: int = 0):
+    def __init__(
+        self, path: Path, config: ServingConfig, device: str = "cpu", intra_op_threads: int = 0, spin_wait: bool = False
+    ):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
+        # Spinning idle threads steal the cores the other tiers (and other replicas) run on.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
         if device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise RuntimeError(
