@@ -69,6 +69,7 @@ class Batcher:
         max_queue_delay_ms: float,
         max_queue_size: int,
         max_pad_fraction: float = 0.25,
+        split_rows: bool = True,
         executor: Executor | None = None,
     ):
         self.infer = infer
@@ -76,6 +77,7 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_pad_fraction = max_pad_fraction
+        self.split_rows = split_rows
         self.max_queue_delay_s = max_queue_delay_ms / 1000
         self.max_queue_size = max_queue_size
         self.executor = executor
@@ -101,7 +103,38 @@ class Batcher:
         self._fail(self._take(), ModelNotReady("model tier is shutting down"))
 
     async def submit(self, inputs: Arrays, key: str = "") -> Result:
-        """Run one request's inputs (int64 [rows, tokens], all the same shape) in some batch."""
+        """Run one request's inputs (int64 [rows, tokens], all the same shape) in some batch.
+
+        A request whose rows are right-padded to different lengths is split into its rows, each
+        cut to its own length, so that they join batches of their own length; token-level
+        outputs come back at the request's width, zero beyond each row's length (positions the
+        attention mask already marks as padding).
+        """
+        mask = inputs.get("attention_mask")
+        if self.split_rows and mask is not None and mask.shape[0] > 1:
+            lengths = mask.sum(axis=1)
+            right_padded = np.array_equal(mask, np.arange(mask.shape[1])[None, :] < lengths[:, None])
+            if right_padded and lengths.min() < mask.shape[1]:
+                parts = await asyncio.gather(
+                    *(
+                        self._submit({n: a[r : r + 1, : max(1, int(lengths[r]))] for n, a in inputs.items()}, key)
+                        for r in range(mask.shape[0])
+                    )
+                )
+                return self._join(parts, mask.shape[1])
+        return await self._submit(inputs, key)
+
+    def _join(self, parts: list[Result], width: int) -> Result:
+        outputs = {}
+        for name in parts[0].outputs:
+            arrays = [p.outputs[name] for p in parts]
+            if name in self.token_outputs:
+                arrays = [np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2)) for a in arrays]
+            outputs[name] = np.concatenate(arrays)
+        last = max(parts, key=lambda p: p.queue_us + p.inference_us)  # the row the request waited for
+        return Result(outputs, last.queue_us, last.inference_us, max(p.batch_rows for p in parts))
+
+    async def _submit(self, inputs: Arrays, key: str) -> Result:
         if self._closed or self._worker is None:
             raise ModelNotReady("model tier is not running")
         rows, length = next(iter(inputs.values())).shape

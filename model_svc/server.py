@@ -62,8 +62,10 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
         s = self.settings
         self.batcher = Batcher(
             backend.infer,
-            # Outputs shaped [rows, tokens, ...] (hidden states, token logits) are un-padded per request.
-            token_outputs=[name for name, shape in backend.output_shapes().items() if len(shape) >= 3],
+            # Outputs with a variable dim 1 are per token ([rows, tokens, ...], e.g. QA's [rows, tokens]).
+            token_outputs=[
+                name for name, shape in backend.output_shapes().items() if len(shape) >= 2 and shape[1] == -1
+            ],
             max_batch_size=s.max_batch_size,
             max_batch_tokens=s.max_batch_tokens,
             max_queue_delay_ms=s.max_queue_delay_ms,

@@ -113,14 +113,17 @@ def test_batched_requests_of_different_lengths(more_bundles) -> None:
     ]
     batches = "splitserve_model_batch_requests_count"
     with (
-        Stack(exported.local_dir, model={"max_queue_delay_ms": 300}) as stack,
+        Stack(exported.local_dir, model={"max_queue_delay_ms": 300, "max_pad_fraction": 1.0}) as stack,
         Client(stack.gateway) as client,
         concurrent.futures.ThreadPoolExecutor(len(requests)) as pool,
     ):
+        single = {"le": "1.0"}
         before = REGISTRY.get_sample_value(batches) or 0.0
+        before_single = REGISTRY.get_sample_value("splitserve_model_batch_requests_bucket", single) or 0.0
         results = list(pool.map(lambda records: client.predict(records, params={"top_k": 2}), requests))
         ran = (REGISTRY.get_sample_value(batches) or 0.0) - before
-    assert ran < len(requests), f"{ran} inferences for {len(requests)} requests: nothing was batched"
+        alone = (REGISTRY.get_sample_value("splitserve_model_batch_requests_bucket", single) or 0.0) - before_single
+    assert alone < ran, f"all {ran} inferences ran one request (or row) alone: nothing was batched"
     for records, (result,) in zip(requests, results, strict=True):
         item = {k: v for k, v in records[0].items() if k != "id"}
         expected = pipeline_output("question-answering", pipe, item, {"top_k": 2})
