@@ -245,7 +245,11 @@ class MlflowServeTarget(Target):
             "-p",
             str(port),
         ]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        # mlflow execs `uvicorn` from PATH: make it this interpreter's, even when the venv is not activated.
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env
+        )
         self.url = f"http://127.0.0.1:{port}/invocations"
         self.session = requests.Session()
         deadline = time.monotonic() + 180
