@@ -189,7 +189,7 @@ def check_generation_parity(
     past_names = [n for n in inputs if n.startswith("past_key_values.")]
     max_abs = max_rel = 0.0
     for text in texts:
-        ids = np.asarray([tokenizer(text)["input_ids"][: max_length - 1]], dtype=np.int64)
+        ids = np.asarray([tokenizer(text, truncation=True, max_length=max_length - 1)["input_ids"]], dtype=np.int64)
         n = ids.shape[1]
         feeds: dict[str, np.ndarray] = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
         if "position_ids" in inputs:

@@ -228,3 +228,23 @@ def test_logits_processing_matches_transformers() -> None:
         assert np.array_equal(np.isinf(expected), np.isinf(got)), p
         finite = ~np.isinf(expected)
         assert np.allclose(expected[finite], got[finite], rtol=1e-5, atol=1e-5), p
+
+
+def test_pyfunc_and_torch_tier_match_the_gateway(gen_bundles) -> None:
+    """The bundle as an MLflow pyfunc (its signature's defaults included), and the model tier on
+    PyTorch behind the gateway, give the ONNX tier's tokens: greedy, and sampled with a seed."""
+    import mlflow.pyfunc
+
+    bundle = gen_bundles["llama"]
+    greedy = {"do_sample": False, "max_new_tokens": 7}
+    sampled = {"do_sample": True, "seed": 11, "max_new_tokens": 7}
+    with Stack(bundle.local_dir) as stack, Client(stack.gateway) as client:
+        onnx = [client.predict(PROMPTS, params=p) for p in (greedy, sampled)]
+    with Stack(bundle.local_dir, model={"backend": "torch"}) as stack, Client(stack.gateway) as client:
+        assert client.predict(PROMPTS, params=greedy) == onnx[0]
+        assert client.predict(PROMPTS, params=sampled) == onnx[1]
+    model = mlflow.pyfunc.load_model(bundle.local_dir)
+    frame = model.predict(PROMPTS, params=greedy)
+    assert frame["generated"].tolist() == [r["generated"] for r in onnx[0]]
+    # No params: the pipeline's defaults (sampling), the bundle's max_new_tokens default.
+    assert all(1 <= len(g[0]["token_ids"]) <= 32 for g in model.predict(PROMPTS[:2])["generated"])
