@@ -26,6 +26,13 @@ from splitserve.errors import BundleMismatch, InvalidInput, ModelNotReady, Overl
 
 log = logging.getLogger("splitserve.gateway")
 FORWARDED_METADATA = ("traceparent", "tracestate", "authorization")
+# splitserve.v1.ModelParameter's fields -> OIP InferParameter's.
+_PARAM_FIELDS = {
+    "bool_value": "bool_param",
+    "int64_value": "int64_param",
+    "double_value": "double_param",
+    "string_value": "string_param",
+}
 
 
 class GatewayTier(pb_grpc.GatewayServicer):
@@ -103,6 +110,10 @@ class GatewayTier(pb_grpc.GatewayServicer):
         )
         t1 = time.perf_counter()
         infer_request = oip.ModelInferRequest(model_name=pre.model, model_version=pre.fingerprint)
+        for name, value in pre.model_parameters.items():  # e.g. generation params, as the pre tier resolved them
+            kind = value.WhichOneof("value")
+            if kind is not None:
+                setattr(infer_request.parameters[name], _PARAM_FIELDS[kind], getattr(value, kind))
         for tensor in pre.model_inputs:
             infer_request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
             infer_request.raw_input_contents.append(tensor.raw)

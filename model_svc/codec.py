@@ -48,6 +48,17 @@ def inputs_from_request(request: oip.ModelInferRequest) -> dict[str, np.ndarray]
     return arrays
 
 
+def parameters_from_request(request: oip.ModelInferRequest) -> dict[str, Any]:
+    """The request's `parameters` as plain Python values (bool, int, str, float)."""
+    values: dict[str, Any] = {}
+    for name, param in request.parameters.items():
+        kind = param.WhichOneof("parameter_choice")
+        if kind is None:
+            raise InvalidInput(f"parameter {name!r} has no value")
+        values[name] = getattr(param, kind)
+    return values
+
+
 def response_from_outputs(
     outputs: dict[str, np.ndarray], request: oip.ModelInferRequest, model_name: str, version: str
 ) -> oip.ModelInferResponse:

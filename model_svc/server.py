@@ -5,17 +5,23 @@ request pinned to another bundle's fingerprint is refused with FAILED_PRECONDITI
 
 `ModelInfer` requests are batched dynamically (`model_svc.batching`); each response's `parameters`
 say where its time went: `queue_us` (waiting for a batch) and `inference_us` (the batch's run).
+
+text-generation bundles: the request's `parameters` are the generation params
+(`model_svc.generation.parse_params`) and the output is `generated_ids` (INT64 [rows, new tokens],
+-1 after a row's end). Generation requests are not batched with each other: each runs alone (its
+rows one after the other) in the replica's one inference thread, queued behind what runs there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 
-from model_svc import codec
+from model_svc import codec, generation
 from model_svc.backends import Backend, check_inputs
 from model_svc.batching import Batcher
 from model_svc.settings import ModelSettings
@@ -125,7 +131,10 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
             versions=[bundle.fingerprint],
             platform=backend.platform,
             inputs=[codec.tensor_metadata(n, "INT64", [-1, -1]) for n in bundle.config.model_inputs],
-            outputs=[codec.tensor_metadata(n, "FP32", shapes[n]) for n in bundle.config.model_outputs],
+            outputs=[
+                codec.tensor_metadata(n, "INT64" if bundle.config.generation else "FP32", shapes[n])
+                for n in bundle.config.model_outputs
+            ],
         )
 
     async def ModelInfer(self, request: oip.ModelInferRequest, context: Any) -> oip.ModelInferResponse:
@@ -134,10 +143,32 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
         assert self.batcher is not None  # set before the backend, in load()
         inputs = codec.inputs_from_request(request)
         check_inputs(inputs, bundle.config, self.settings.max_batch_size)
+        if bundle.config.generation is not None:
+            return await self._generate(request, inputs, bundle)
         # Every request here is for this one bundle, and no params reach the model: the fingerprint
         # is the only key that could change the computation.
         result = await self.batcher.submit(inputs, key=bundle.fingerprint)
         response = codec.response_from_outputs(result.outputs, request, self.model_name, bundle.fingerprint)
         response.parameters["queue_us"].int64_param = result.queue_us
         response.parameters["inference_us"].int64_param = result.inference_us
+        return response
+
+    async def _generate(
+        self, request: oip.ModelInferRequest, inputs: dict[str, Any], bundle: Bundle
+    ) -> oip.ModelInferResponse:
+        _, backend = self._ready()
+        params = generation.parse_params(codec.parameters_from_request(request), bundle.config.generation)
+        submitted = time.perf_counter()
+        started = 0.0
+
+        def run() -> dict[str, Any]:
+            nonlocal started
+            started = time.perf_counter()
+            return backend.generate(inputs, params)
+
+        outputs = await asyncio.get_running_loop().run_in_executor(self.executor, run)
+        end = time.perf_counter()
+        response = codec.response_from_outputs(outputs, request, self.model_name, bundle.fingerprint)
+        response.parameters["queue_us"].int64_param = int((started - submitted) * 1e6)
+        response.parameters["inference_us"].int64_param = int((end - started) * 1e6)
         return response

@@ -3,7 +3,7 @@
 Pure Python/numpy: no protobuf, no torch. Shared by the postprocess server and the in-process
 pyfunc path. `Postprocessor.run` checks the tensors and dispatches to one function per task;
 the decoding itself lives in `decoders/`. Results are dicts with one key, named for the result
-kind: `labels`, `entities`, `embedding`, `filled_masks`, `answers` or `zero_shot`.
+kind: `labels`, `entities`, `embedding`, `filled_masks`, `answers`, `zero_shot` or `generated`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from splitserve.bundle import ServingConfig
 from splitserve.errors import InvalidInput, record_label
 from splitserve.records import ROW_RECORD, Record
 
-NEEDS_TOKENIZER = {"token-classification", "fill-mask"}
+NEEDS_TOKENIZER = {"token-classification", "fill-mask", "text-generation"}
 MULTI_ROW = {"question-answering", "zero-shot-classification"}  # several model rows per record
 
 
@@ -75,7 +75,7 @@ class Postprocessor:
         context: dict[str, np.ndarray],
     ) -> list[dict[str, Any]]:
         task = self.config.task
-        p = params_mod.resolve(task, params, self.config.defaults, self.config.max_length)
+        p = params_mod.resolve_for(self.config, params)
         if task not in DECODERS:
             raise InvalidInput(f"task {task!r} is not supported by this postprocess tier")
         rows = len(records)
@@ -197,6 +197,23 @@ def zero_shot(post: Postprocessor, batch: Batch, p: dict[str, Any]) -> list[dict
     return results
 
 
+def text_generation(post: Postprocessor, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+    from postprocess_svc.decoders.generation import decode_generated
+    from preprocess_svc.tokenize import prompt_texts
+
+    generated, ids, mask = batch.output("generated_ids"), batch.ctx("input_ids"), batch.ctx("attention_mask")
+    prompts = prompt_texts(post.config, batch.records)
+    results = []
+    for i, prompt in enumerate(prompts):
+        new = generated[i]
+        new = new[new >= 0]  # -1 pads the rows that stopped early
+        text = decode_generated(
+            post.tokenizer, ids[i][mask[i].astype(bool)].tolist(), new.tolist(), prompt, p["return_full_text"]
+        )
+        results.append({"generated": [text]})
+    return results
+
+
 Decoder = Callable[[Postprocessor, Batch, dict[str, Any]], list[dict[str, Any]]]
 DECODERS: dict[str, Decoder] = {
     "feature-extraction": feature_extraction,
@@ -205,4 +222,5 @@ DECODERS: dict[str, Decoder] = {
     "fill-mask": fill_mask,
     "question-answering": question_answering,
     "zero-shot-classification": zero_shot,
+    "text-generation": text_generation,
 }

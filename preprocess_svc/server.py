@@ -63,6 +63,7 @@ class PreprocessTier(pb_grpc.PreprocessServicer):
             fingerprint=bundle.fingerprint,
             model_inputs=codec.arrays_to_tensors(encoded.model_inputs),
             context=codec.arrays_to_tensors(encoded.context),
+            model_parameters=codec.model_params_to_pb(encoded.model_params),
         )
 
     async def Info(self, request: pb.TierInfoRequest, context: grpc.aio.ServicerContext) -> pb.TierInfo:

@@ -11,8 +11,9 @@ postprocess tier can merge the rows back (the gateway forwards it as any other t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,8 @@ PAIR_TASKS = {"text-classification"}
 class Encoded:
     model_inputs: dict[str, np.ndarray]  # what the model tier runs on
     context: dict[str, np.ndarray]  # what the postprocess tier needs besides model outputs
+    # Scalars for the model tier (OIP request parameters): text-generation's generation params.
+    model_params: dict[str, bool | int | float | str] = field(default_factory=dict)
 
 
 class Preprocessor:
@@ -45,7 +48,7 @@ class Preprocessor:
         self.limits = limits or Limits()
 
     def resolve_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
-        return params_mod.resolve(self.config.task, params, self.config.defaults, self.config.max_length)
+        return params_mod.resolve_for(self.config, params)
 
     def run(self, records: list[Record], params: dict[str, Any] | None = None) -> Encoded:
         resolved = self.resolve_params(params)
@@ -232,6 +235,53 @@ def encode_zero_shot(pre: Preprocessor, records: list[Record], p: dict[str, Any]
     return Encoded(model_inputs=pre.model_inputs(enc), context=context)
 
 
+def prompt_texts(config: ServingConfig, records: list[Record]) -> list[str]:
+    """text-generation prompts: the records' texts in the source model's MLflow prompt_template."""
+    template = config.prompt_template
+    return [template.format(prompt=r.text) if template else r.text or "" for r in records]
+
+
+def encode_generation(pre: Preprocessor, records: list[Record], p: dict[str, Any]) -> Encoded:
+    """text-generation: each prompt tokenized as the pipeline does (the tokenizer's own special
+    tokens, no truncation), left-padded with 0 into one [rows, tokens] array; the generation params
+    go to the model tier, stop strings as their token ids."""
+    check_text_records(records, pre.limits, allow_pairs=False)
+    prompts = prompt_texts(pre.config, records)
+    ids = pre.tokenizer(prompts)["input_ids"]
+    for i, row in enumerate(ids):
+        where = record_label(i, records[i].id)
+        if not row:
+            raise InvalidInput(f"{where}: field 'text' makes no tokens")
+        if len(row) + p["max_new_tokens"] > pre.config.max_length:
+            raise InvalidInput(
+                f"{where}: field 'text' is {len(row)} tokens long; with max_new_tokens={p['max_new_tokens']} "
+                f"that exceeds the model's maximum of {pre.config.max_length} tokens"
+            )
+    width = max(len(row) for row in ids)
+    input_ids = np.zeros((len(ids), width), dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for i, row in enumerate(ids):
+        input_ids[i, width - len(row) :] = row
+        mask[i, width - len(row) :] = 1
+    model_params: dict[str, bool | int | float | str] = {
+        "max_new_tokens": p["max_new_tokens"],
+        "do_sample": p["do_sample"],
+        "temperature": p["temperature"],
+        "top_k": p["top_k"] or 0,
+        "top_p": p["top_p"],
+        "repetition_penalty": p["repetition_penalty"],
+    }
+    if p["seed"] is not None:
+        model_params["seed"] = p["seed"]
+    if p["stop"]:
+        stops = [pre.tokenizer.encode(s, add_special_tokens=False) for s in p["stop"]]
+        model_params["stop_ids"] = json.dumps([ids for ids in stops if ids])
+    context = {"input_ids": input_ids, "attention_mask": mask}
+    return Encoded(
+        model_inputs={"input_ids": input_ids, "attention_mask": mask}, context=context, model_params=model_params
+    )
+
+
 Encoder = Callable[[Preprocessor, list[Record], dict[str, Any]], Encoded]
 ENCODERS: dict[str, Encoder] = {
     "feature-extraction": encode_texts,
@@ -240,4 +290,5 @@ ENCODERS: dict[str, Encoder] = {
     "fill-mask": encode_fill_mask,
     "question-answering": encode_question_answering,
     "zero-shot-classification": encode_zero_shot,
+    "text-generation": encode_generation,
 }

@@ -43,6 +43,11 @@ class ServingConfig:
     quantization: str | None = None
     parity: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
+    # text-generation only: the decoder graph's names and shapes, eos/pad ids, the generation
+    # defaults from the model's generation_config and the max_new_tokens limit (export.py).
+    generation: dict[str, Any] | None = None
+    # MLflow's prompt_template of the source model ("... {prompt} ..."), applied by preprocess.
+    prompt_template: str | None = None
     format_version: int = FORMAT_VERSION
     fingerprint: str = ""
 
@@ -65,6 +70,9 @@ class ServingConfig:
     def compute_fingerprint(self) -> str:
         content = asdict(self)
         content.pop("fingerprint")
+        for optional in ("generation", "prompt_template"):  # absent from older bundles' hashes
+            if content[optional] is None:
+                content.pop(optional)
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 

@@ -103,7 +103,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     from splitserve.source import log_pipeline
 
     ensure_tracking_uri()
-    print(log_pipeline(Path(args.model_dir) if args.model_dir else None, args.task, args.name))
+    print(log_pipeline(Path(args.model_dir) if args.model_dir else None, args.task, args.name, args.prompt_template))
     return 0
 
 
@@ -121,6 +121,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress,
         quantize=args.quantize,
         quality_thresholds={k: float(v) for k, v in _parse_kv(args.quality).items()} or None,
+        max_new_tokens_limit=args.max_new_tokens_limit,
     )
     print(uri)
     return 0
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--task", default="feature-extraction", help="Pipeline task (default: feature-extraction).")
     p.add_argument("--name", help="Register the logged model under this name.")
+    p.add_argument("--prompt-template", help="text-generation: MLflow prompt template with one {prompt}.")
     p.set_defaults(func=cmd_log)
 
     p = sub.add_parser("export", help="Export a logged model to ONNX and log the serving bundle.")
@@ -213,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Default request params of the bundle, e.g. pooling=mean normalize=true.",
     )
     p.add_argument("--no-progress", action="store_true", help="Do not show the progress display.")
+    p.add_argument(
+        "--max-new-tokens-limit",
+        type=int,
+        default=256,
+        help="text-generation: the most new tokens one request may ask for (default: 256).",
+    )
     p.add_argument(
         "--quantize", choices=("int8",), help="Also quantize the ONNX graph (dynamic int8, gated on quality vs fp32)."
     )

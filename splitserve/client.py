@@ -5,8 +5,9 @@
         results = client.predict(["Florida has nice beaches"], params={"pooling": "mean"})
 
 Each result is a dict: {"id": ..., <kind>: ...}, the kind being "labels", "entities",
-"embedding", "filled_masks", "answers" or "zero_shot", with the field names (and shapes) of
-transformers' pipeline outputs inside.
+"embedding", "filled_masks", "answers", "zero_shot" or "generated" (text-generation: a list of
+{"generated_text", "token_ids"}), with the field names (and shapes) of transformers' pipeline
+outputs inside.
 """
 
 from __future__ import annotations

@@ -67,6 +67,23 @@ def tensors_to_arrays(tensors: Any) -> dict[str, np.ndarray]:
     return {t.name: from_raw(t.name, t.datatype, list(t.shape), t.raw) for t in tensors}
 
 
+def model_params_to_pb(params: dict[str, Any]) -> dict[str, pb.ModelParameter]:
+    """Scalar params for the model tier (bool, int, float, str) as ModelParameter messages."""
+    out = {}
+    for name, value in params.items():
+        if isinstance(value, bool):
+            out[name] = pb.ModelParameter(bool_value=value)
+        elif isinstance(value, int):
+            out[name] = pb.ModelParameter(int64_value=value)
+        elif isinstance(value, float):
+            out[name] = pb.ModelParameter(double_value=value)
+        elif isinstance(value, str):
+            out[name] = pb.ModelParameter(string_value=value)
+        else:
+            raise TypeError(f"model parameter {name!r}: unsupported type {type(value).__name__}")
+    return out
+
+
 def result_to_pb(record_id: str, result: dict[str, Any]) -> pb.Result:
     if "labels" in result:
         labels = [pb.LabelScore(label=d["label"], score=d["score"]) for d in result["labels"]]
@@ -113,13 +130,20 @@ def result_to_pb(record_id: str, result: dict[str, Any]) -> pb.Result:
         return pb.Result(
             id=record_id, zero_shot=pb.ZeroShot(sequence=z["sequence"], labels=z["labels"], scores=z["scores"])
         )
+    if "generated" in result:
+        texts = [
+            pb.GeneratedText(generated_text=g["generated_text"], token_ids=[int(t) for t in g["token_ids"]])
+            for g in result["generated"]
+        ]
+        return pb.Result(id=record_id, generated=pb.Generated(texts=texts))
     raise ValueError(f"unknown result kind {sorted(result)}")
 
 
 def result_from_pb(result: pb.Result) -> dict[str, Any]:
     """A result as the client returns it: {"id": ..., <kind>: ...}, the kind being `labels`,
-    `entities`, `embedding`, `filled_masks`, `answers` or `zero_shot`, with the pipeline's shape
-    inside (fill-mask: a list of candidates for one mask, a list of lists for several)."""
+    `entities`, `embedding`, `filled_masks`, `answers`, `zero_shot` or `generated`, with the
+    pipeline's shape inside (fill-mask: a list of candidates for one mask, a list of lists for
+    several; text-generation: a list of {"generated_text", "token_ids"})."""
     kind = result.WhichOneof("output")
     out: dict[str, Any] = {"id": result.id}
     if kind == "labels":
@@ -155,4 +179,8 @@ def result_from_pb(result: pb.Result) -> dict[str, Any]:
     elif kind == "zero_shot":
         z = result.zero_shot
         out["zero_shot"] = {"sequence": z.sequence, "labels": list(z.labels), "scores": list(z.scores)}
+    elif kind == "generated":
+        out["generated"] = [
+            {"generated_text": g.generated_text, "token_ids": list(g.token_ids)} for g in result.generated.texts
+        ]
     return out

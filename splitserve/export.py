@@ -25,7 +25,13 @@ TASK_OUTPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "fill-mask": ("fill-mask", ("logits",)),
     "question-answering": ("question-answering", ("start_logits", "end_logits")),
     "zero-shot-classification": ("text-classification", ("logits",)),  # an NLI sequence classifier
+    # A decoder with past key values (one graph; the first step feeds an empty past). The model
+    # tier runs the decoding loop and returns the generated ids (model_svc/generation.py).
+    "text-generation": ("text-generation-with-past", ("logits",)),
 }
+GENERATION_TASKS = {"text-generation"}
+# Most new tokens one request may ask for, unless export says otherwise (`max_new_tokens_limit`).
+DEFAULT_MAX_NEW_TOKENS_LIMIT = 256
 # Tasks whose model config's labels the stages read.
 LABEL_TASKS = {"text-classification", "token-classification", "zero-shot-classification"}
 # Outputs with one value per token although they are [batch, tokens] (not [batch, tokens, n]).
@@ -167,6 +173,118 @@ def check_parity(
                 f"(tolerance {tolerance:g}); refusing to export"
             )
     return {"parity_max_abs_diff": max_abs, "parity_max_rel_diff": max_rel, "parity_tolerance": tolerance}
+
+
+def check_generation_parity(
+    model: Any, onnx_path: Path, tokenizer: Any, max_length: int, texts: list[str], tolerance: float
+) -> dict[str, float]:
+    """The decoder graph against PyTorch: the logits of every prompt position (prefill, empty past)
+    and of one more step fed the graph's own present key values; fail past `tolerance`."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    inputs = {i.name: i for i in session.get_inputs()}
+    out_names = [o.name for o in session.get_outputs()]
+    past_names = [n for n in inputs if n.startswith("past_key_values.")]
+    max_abs = max_rel = 0.0
+    for text in texts:
+        ids = np.asarray([tokenizer(text, truncation=True, max_length=max_length - 1)["input_ids"]], dtype=np.int64)
+        n = ids.shape[1]
+        feeds: dict[str, np.ndarray] = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if "position_ids" in inputs:
+            feeds["position_ids"] = np.arange(n, dtype=np.int64)[None]
+        for name in past_names:
+            _, heads, _, dim = inputs[name].shape
+            feeds[name] = np.zeros((1, int(heads), 0, int(dim)), dtype=np.float32)
+        with torch.inference_mode():
+            kwargs = {"position_ids": torch.arange(n)[None]} if "position_ids" in inputs else {}
+            t_out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.ones(1, n, dtype=torch.long), **kwargs)
+            o_out = dict(zip(out_names, session.run(out_names, feeds), strict=True))
+            steps = [(t_out.logits[0].float().numpy(), o_out["logits"][0])]
+            nxt = int(o_out["logits"][0, -1].argmax())
+            feeds2: dict[str, np.ndarray] = {
+                "input_ids": np.asarray([[nxt]], dtype=np.int64),
+                "attention_mask": np.ones((1, n + 1), dtype=np.int64),
+            }
+            if "position_ids" in inputs:
+                feeds2["position_ids"] = np.asarray([[n]], dtype=np.int64)
+            for name in past_names:
+                feeds2[name] = o_out[name.replace("past_key_values.", "present.")]
+            kwargs = {"position_ids": torch.tensor([[n]])} if "position_ids" in inputs else {}
+            t2 = model(
+                input_ids=torch.tensor([[nxt]]),
+                attention_mask=torch.ones(1, n + 1, dtype=torch.long),
+                past_key_values=t_out.past_key_values,
+                **kwargs,
+            )
+            o2 = session.run(["logits"], feeds2)[0]
+            steps.append((t2.logits[0].float().numpy(), o2[0]))
+        for expected, actual in steps:
+            diff = np.abs(expected - actual)
+            max_abs = max(max_abs, float(diff.max()))
+            max_rel = max(max_rel, float((diff / np.maximum(np.abs(expected), 1e-6)).max()))
+            if not bool(np.all(diff <= tolerance + tolerance * np.abs(expected))):
+                raise ExportError(
+                    f"ONNX decoder logits differ from PyTorch by up to {float(diff.max()):.3g} "
+                    f"(tolerance {tolerance:g}); refusing to export"
+                )
+    return {"parity_max_abs_diff": max_abs, "parity_max_rel_diff": max_rel, "parity_tolerance": tolerance}
+
+
+def _eos_ids(value: Any) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+
+
+def generation_info(
+    model: Any, tokenizer: Any, onnx_path: Path, source_uri: str, max_new_tokens_limit: int
+) -> tuple[dict[str, Any], str | None]:
+    """What the stages need to generate: the decoder graph's names and past shapes, eos/pad ids,
+    the defaults of the model's generation_config as the text-generation pipeline resolves them
+    (the pipeline's own defaults where the model sets none), the max_new_tokens limit; and the
+    source model's MLflow prompt_template."""
+    import mlflow
+    import onnxruntime as ort
+    import transformers
+
+    if getattr(model.config, "prefix", None):
+        raise ExportError("models with a config `prefix` are not supported for text-generation yet")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    graph_inputs = {i.name: i.shape for i in session.get_inputs()}
+    past = sorted(n for n in graph_inputs if n.startswith("past_key_values."))
+    if not past or "logits" not in {o.name for o in session.get_outputs()}:
+        raise ExportError(f"the exported decoder has no past key values inputs / logits: {sorted(graph_inputs)}")
+    _, kv_heads, _, head_dim = graph_inputs[past[0]]
+    pipe = transformers.pipeline("text-generation", model=model, tokenizer=tokenizer)
+    gc = pipe.generation_config
+    defaults = {
+        "max_new_tokens": model.generation_config.max_new_tokens,  # None: splitserve's 32
+        "do_sample": bool(gc.do_sample),
+        "temperature": float(gc.temperature) if gc.temperature is not None else 1.0,
+        "top_k": int(gc.top_k) if gc.top_k else None,
+        "top_p": float(gc.top_p) if gc.top_p is not None else 1.0,
+        "repetition_penalty": float(gc.repetition_penalty) if gc.repetition_penalty is not None else 1.0,
+    }
+    info = mlflow.models.get_model_info(source_uri)
+    template = (info.metadata or {}).get("prompt_template")
+    pyfunc_conf = info.flavors.get("python_function", {})
+    model_config = pyfunc_conf.get("model_config") or pyfunc_conf.get("config") or {}
+    generation = {
+        "graph_inputs": list(graph_inputs),
+        "graph_outputs": [o.name for o in session.get_outputs()],
+        "num_layers": len(past) // 2,
+        "num_attention_heads": int(getattr(model.config, "num_attention_heads", 0) or 0),
+        "num_kv_heads": int(kv_heads),
+        "head_dim": int(head_dim),
+        "eos_token_ids": _eos_ids(gc.eos_token_id),
+        "pad_token_id": gc.pad_token_id if gc.pad_token_id is None else int(gc.pad_token_id),
+        "defaults": defaults,
+        "max_new_tokens_limit": int(max_new_tokens_limit),
+        "return_full_text": model_config.get("return_full_text"),
+    }
+    return generation, template
 
 
 QUANTIZATIONS = ("int8",)
@@ -322,6 +440,15 @@ def signature_for(task: str, max_length: int, defaults: dict[str, Any]) -> Any:
     return ModelSignature(inputs=None, params=ParamSchema(specs))
 
 
+def _signature_defaults(config: ServingConfig) -> dict[str, Any]:
+    """The defaults the bundle's MLflow signature shows (MLflow passes them to the pyfunc):
+    for text-generation, the generation params as a request without any resolves them."""
+    if config.generation is None:
+        return config.defaults
+    resolved = params_mod.resolve_for(config, {})
+    return {name: resolved[name] for name in (*params_mod.GENERATION_DEFAULTS, "return_full_text")} | config.defaults
+
+
 def code_paths() -> list[str]:
     """The packages the pyfunc needs, logged with the bundle so it loads where splitserve is not installed."""
     import model_svc
@@ -360,12 +487,14 @@ def export_bundle(
     show_progress: bool = True,
     quantize: str | None = None,
     quality_thresholds: dict[str, float] | None = None,
+    max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS_LIMIT,
 ) -> str:
     """Export the source model at `source_uri` and log the serving bundle; returns its URI.
 
     `quantize="int8"` replaces the bundle's ONNX graph with a dynamically quantized one, after the
     fp32 graph passed the PyTorch parity check, and only if the int8 graph keeps the quality of the
     fp32 one on sample texts (`quality_thresholds` overrides `DEFAULT_QUALITY_THRESHOLDS`).
+    `max_new_tokens_limit`: text-generation only, the most new tokens a request may ask for.
     """
     import mlflow
     from rich.console import Console
@@ -397,6 +526,10 @@ def export_bundle(
         if task not in TASK_OUTPUTS:
             raise ExportError(f"task {task!r} is not supported yet; supported: {sorted(TASK_OUTPUTS)}")
         params_mod.validate_defaults(task, defaults)
+        if task in GENERATION_TASKS and (defaults.get("max_new_tokens") or 0) > max_new_tokens_limit:
+            raise ExportError(
+                f"default max_new_tokens={defaults['max_new_tokens']} exceeds max_new_tokens_limit={max_new_tokens_limit}"
+            )
         if quantize and task not in GATE_METRICS:
             raise ExportError(
                 f"--quantize {quantize} has no quality gate for task {task!r} yet "
@@ -421,7 +554,18 @@ def export_bundle(
 
         t = step("Checking ONNX against PyTorch")
         max_length = max_length_of(tokenizer, model.config)
-        parity = check_parity(model, onnx_dir / "model.onnx", tokenizer, max_length, SAMPLE_TEXTS, outputs, tolerance)
+        generation, template = None, None
+        if task in GENERATION_TASKS:
+            parity = check_generation_parity(
+                model, onnx_dir / "model.onnx", tokenizer, max_length, SAMPLE_TEXTS, tolerance
+            )
+            generation, template = generation_info(
+                model, tokenizer, onnx_dir / "model.onnx", source_uri, max_new_tokens_limit
+            )
+        else:
+            parity = check_parity(
+                model, onnx_dir / "model.onnx", tokenizer, max_length, SAMPLE_TEXTS, outputs, tolerance
+            )
         done(t, f"ONNX matches PyTorch (max abs diff {parity['parity_max_abs_diff']:.2e})")
 
         if quantize == "int8":
@@ -452,8 +596,9 @@ def export_bundle(
             name=bundle_name(source_uri, name, register),
             task=task,
             source_model_uri=source_uri,
-            model_inputs=[i.name for i in session.get_inputs()],
-            model_outputs=list(outputs),
+            # text-generation: the model tier takes the prompts and returns the generated ids.
+            model_inputs=["input_ids", "attention_mask"] if generation else [i.name for i in session.get_inputs()],
+            model_outputs=["generated_ids"] if generation else list(outputs),
             max_length=max_length,
             id2label={int(k): v for k, v in model.config.id2label.items()} if task in LABEL_TASKS else None,
             problem_type=getattr(model.config, "problem_type", None),
@@ -461,6 +606,8 @@ def export_bundle(
             quantization=quantize,
             parity=parity,
             artifacts={"tokenizer": hash_tree(tok_dir), "onnx": hash_tree(onnx_dir)},
+            generation=generation,
+            prompt_template=template,
         )
         config.fingerprint = config.compute_fingerprint()
         (artifacts / CONFIG_FILE).write_text(config.to_json())
@@ -487,7 +634,7 @@ def export_bundle(
                     "onnx": str(onnx_dir),
                 },
                 code_paths=code_paths(),
-                signature=signature_for(task, max_length, defaults),
+                signature=signature_for(task, max_length, _signature_defaults(config)),
                 pip_requirements=bundle_requirements(),
                 registered_model_name=register,
                 tags={"splitserve.fingerprint": config.fingerprint, "splitserve.task": task},

@@ -39,7 +39,13 @@ class InProcessPipeline:
         encoded = self.pre.run(recs, params)
         rows = next(iter(encoded.model_inputs.values())).shape[0]  # QA windows, zero-shot pairs: several per record
         self._check_inputs(encoded.model_inputs, self.bundle.config, max_batch_size=rows)
-        outputs = self.model.infer(encoded.model_inputs)
+        if self.bundle.config.generation is not None:
+            from model_svc.generation import parse_params
+
+            gen_params = parse_params(encoded.model_params, self.bundle.config.generation)
+            outputs = self.model.generate(encoded.model_inputs, gen_params)
+        else:
+            outputs = self.model.infer(encoded.model_inputs)
         results = self.post.run(recs, params, outputs, encoded.context)
         return [{"id": r.id, **_plain(res)} for r, res in zip(recs, results, strict=True)]
 

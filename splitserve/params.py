@@ -74,6 +74,39 @@ def _labels(name: str, value: Any) -> list[str] | None:
     return _string_list(name, value) or None
 
 
+def _optional_bool(name: str, value: Any) -> bool | None:
+    return None if value is None else _bool(name, value)
+
+
+def _positive_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value:
+        raise InvalidInput(f"param {name!r}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _probability(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise InvalidInput(f"param {name!r}: expected a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _num_beams(name: str, value: Any) -> int:
+    beams = _positive_int(name, value)
+    if beams > 1:
+        raise InvalidInput(f"param {name!r}: num_beams > 1 is not supported yet (greedy or sampling only)")
+    return beams
+
+
+def _stop(name: str, value: Any) -> list[str]:
+    """text-generation `stop`: a string or a list of non-empty strings."""
+    if value is None:
+        return []
+    stops = [value] if isinstance(value, str) else _string_list(name, value)
+    if any(not s for s in stops):
+        raise InvalidInput(f"param {name!r}: stop sequences must not be empty")
+    return stops
+
+
 def _template(name: str, value: Any) -> str:
     """zero-shot `hypothesis_template`: must place the label somewhere, as the pipeline checks."""
     if isinstance(value, str):
@@ -125,14 +158,35 @@ TASK_PARAMS: dict[str, dict[str, tuple[Validator, Any]]] = {
         "hypothesis_template": (_template, "This example is {}."),
         "multi_label": (_bool, False),
     },
+    # Defaults of None are filled from the bundle's `generation` defaults (the model's
+    # generation_config as the pipeline resolves it), see `resolve_for`.
+    "text-generation": {
+        "max_new_tokens": (_optional_positive_int, None),
+        "do_sample": (_optional_bool, None),
+        "temperature": (_positive_float, 1.0),
+        "top_k": (_optional_non_negative_int, None),  # 0 or null: no top-k filter
+        "top_p": (_probability, 1.0),
+        "repetition_penalty": (_positive_float, 1.0),
+        "seed": (_optional_non_negative_int, None),  # null: a fresh seed per request
+        "stop": (_stop, []),
+        "return_full_text": (_optional_bool, None),  # null: true, false with a prompt_template (MLflow)
+        "num_beams": (_num_beams, 1),
+    },
 }
 
 TASKS = tuple(TASK_PARAMS)
-OWN_LENGTH = {"question-answering"}  # tasks without the COMMON params
+OWN_LENGTH = {"question-answering", "text-generation"}  # tasks without the COMMON params
+# text-generation params whose defaults come from the model's generation_config.
+GENERATION_DEFAULTS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty")
 
 # The MLflow param type of each validator (a list type is "string_list"); others are "string".
 _KINDS: dict[Validator, str] = {
     _bool: "boolean",
+    _optional_bool: "boolean",
+    _positive_float: "double",
+    _probability: "double",
+    _num_beams: "long",
+    _stop: "string_list",
     _positive_int: "long",
     _optional_positive_int: "long",
     _optional_non_negative_int: "long",
@@ -151,6 +205,33 @@ def accepted(task: str) -> dict[str, tuple[Validator, Any]]:
     if task not in TASK_PARAMS:
         raise InvalidInput(f"task {task!r} is not supported; supported tasks: {list(TASKS)}")
     return dict(TASK_PARAMS[task]) if task in OWN_LENGTH else {**COMMON, **TASK_PARAMS[task]}
+
+
+def resolve_for(config: Any, params: dict[str, Any] | None) -> dict[str, Any]:
+    """`resolve` with everything a bundle's `ServingConfig` says: its defaults, and for
+    text-generation the model's generation defaults and the max_new_tokens limit."""
+    if config.task != "text-generation":
+        return resolve(config.task, params, config.defaults, config.max_length)
+    generation = config.generation or {}
+    model_defaults = dict(generation.get("defaults") or {})
+    model_defaults["return_full_text"] = config.prompt_template is None
+    if generation.get("return_full_text") is not None:  # the source model's MLflow model_config
+        model_defaults["return_full_text"] = generation["return_full_text"]
+    resolved = resolve(config.task, params, {**model_defaults, **config.defaults}, config.max_length)
+    limit = int(generation.get("max_new_tokens_limit") or 256)
+    if resolved["max_new_tokens"] is None:
+        resolved["max_new_tokens"] = min(32, limit)
+    elif "max_new_tokens" not in (params or {}):  # a default (the model's, the bundle's): capped
+        resolved["max_new_tokens"] = min(resolved["max_new_tokens"], limit)
+    elif resolved["max_new_tokens"] > limit:
+        raise InvalidInput(
+            f"param 'max_new_tokens': {resolved['max_new_tokens']} exceeds this model's limit of {limit}"
+        )
+    if resolved["do_sample"] is None:
+        resolved["do_sample"] = False
+    if resolved["return_full_text"] is None:
+        resolved["return_full_text"] = True
+    return resolved
 
 
 def resolve(task: str, params: dict[str, Any] | None, defaults: dict[str, Any], max_length: int) -> dict[str, Any]:

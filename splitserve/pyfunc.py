@@ -2,8 +2,8 @@
 
 Input: a DataFrame (columns `id` and `content`/`text`, optionally `text_pair`; `question` and
 `context`; `candidate_labels`), a list of strings or dicts, or one string. Output: a DataFrame with
-`id` and one result column (`labels`, `entities`, `embedding`, `filled_masks`, `answers` or
-`zero_shot`), row for row, the same values the gateway returns.
+`id` and one result column (`labels`, `entities`, `embedding`, `filled_masks`, `answers`,
+`zero_shot` or `generated`), row for row, the same values the gateway returns.
 Per-request params go in `params=` as with any MLflow model.
 """
 

@@ -25,8 +25,9 @@ def source_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("transformers", "torch", "tokenizers")]
 
 
-def log_pipeline(model_dir: Path | None, task: str, name: str | None) -> str:
-    """Log `transformers.pipeline(task, model=model_dir)`; returns its model URI."""
+def log_pipeline(model_dir: Path | None, task: str, name: str | None, prompt_template: str | None = None) -> str:
+    """Log `transformers.pipeline(task, model=model_dir)`; returns its model URI. `prompt_template`
+    ("... {prompt} ...", text-generation) is MLflow's, kept in the logged model's metadata."""
     import mlflow
     import transformers
 
@@ -44,5 +45,6 @@ def log_pipeline(model_dir: Path | None, task: str, name: str | None) -> str:
             task=task,
             registered_model_name=name,
             pip_requirements=source_requirements(),
+            **({"prompt_template": prompt_template} if prompt_template is not None else {}),
         )
     return registered_uri(info, name)

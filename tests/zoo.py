@@ -177,3 +177,63 @@ def save_tiny(task: str, arch: str, root: Path, seed: int = 1) -> Path:
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
     return out
+
+
+LM_MAX_LEN = 128
+
+
+def gpt2_bpe_tokenizer(root: Path):
+    """The same byte-level BPE as `roberta_bpe_tokenizer`, wrapped GPT-2 style: no special tokens
+    added around texts, `</s>` as eos, `<pad>` as pad."""
+    vocab, merges = _train_byte_level_files(root / "bpe_raw")
+    tok = transformers.GPT2TokenizerFast(
+        vocab_file=vocab,
+        merges_file=merges,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        model_max_length=LM_MAX_LEN,
+    )
+    out = root / "bpe_gpt2"
+    tok.save_pretrained(str(out))
+    return transformers.AutoTokenizer.from_pretrained(str(out))
+
+
+def save_tiny_lm(arch: str, root: Path, seed: int = 1) -> Path:
+    """A 2-layer, 32-wide causal LM (GPT-2, or Llama with grouped-query attention) with the BPE
+    tokenizer, and a large init std so that greedy decoding has no near-ties."""
+    import torch
+
+    tok = gpt2_bpe_tokenizer(root / "tok")
+    ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    if arch == "gpt2":
+        config = transformers.GPT2Config(
+            vocab_size=len(tok),
+            n_positions=LM_MAX_LEN,
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            initializer_range=0.5,
+            **ids,
+        )
+        cls = transformers.GPT2LMHeadModel
+    else:
+        config = transformers.LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=LM_MAX_LEN,
+            initializer_range=0.5,
+            **ids,
+        )
+        cls = transformers.LlamaForCausalLM
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    out = root / f"text-generation-{arch}"
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out

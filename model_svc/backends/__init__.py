@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from splitserve.bundle import ServingConfig
+
+if TYPE_CHECKING:
+    from model_svc.generation import GenerationParams
 from splitserve.errors import InvalidInput
 
 
@@ -15,6 +18,10 @@ class Backend(Protocol):
     platform: str
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def generate(self, inputs: dict[str, np.ndarray], params: GenerationParams) -> dict[str, np.ndarray]:
+        """text-generation bundles: the decoding loop on the prompts (input_ids, attention_mask)."""
+        ...
 
     def output_shapes(self) -> dict[str, list[int]]:
         """Output shapes with -1 for variable dimensions (for ModelMetadata)."""

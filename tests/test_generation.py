@@ -1,0 +1,250 @@
+"""text-generation (decoder-only) through every tier: the decoding loop runs in the model tier on
+the ONNX decoder with past key values (and on PyTorch), checked against the oracle,
+`transformers.pipeline("text-generation")` on PyTorch: greedy token ids and texts exactly equal,
+on a tiny GPT-2 and a tiny Llama (grouped-query attention). Plus sampling with a seed, stop
+sequences, return_full_text, MLflow's prompt_template and bad params."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import mlflow
+import pytest
+import transformers
+from stack import Stack
+
+from splitserve.bundle import load_bundle
+from splitserve.client import Client
+from splitserve.errors import InvalidInput
+from splitserve.inprocess import InProcessPipeline
+
+ARCHS = ("gpt2", "llama")
+PROMPTS = [
+    "Angela Merkel works for",
+    "Élodie vit à Zürich 🗼",
+    "東京タワーに",
+    "They cut down a cherry tree near Paris, said",
+]
+TEMPLATE = "Question: {prompt}\nAnswer:"
+LIMIT = 40
+
+
+@dataclass
+class GenBundle:
+    model_dir: Path
+    local_dir: str
+
+
+def _export(model_dir: Path, name: str, template: str | None = None) -> GenBundle:
+    from splitserve.export import export_bundle
+    from splitserve.source import log_pipeline
+
+    source = log_pipeline(model_dir, "text-generation", None, prompt_template=template)
+    uri = export_bundle(source, name=name, show_progress=False, max_new_tokens_limit=LIMIT)
+    return GenBundle(model_dir, mlflow.artifacts.download_artifacts(uri))
+
+
+@pytest.fixture(scope="module")
+def gen_bundles(mlflow_store, tmp_path_factory) -> dict[str, GenBundle]:
+    from zoo import save_tiny_lm
+
+    root = tmp_path_factory.mktemp("tiny-lm")
+    out = {arch: _export(save_tiny_lm(arch, root / arch), f"tiny-lm-{arch}") for arch in ARCHS}
+    out["template"] = _export(out["gpt2"].model_dir, "tiny-lm-template", template=TEMPLATE)
+    return out
+
+
+def _pipeline(bundle: GenBundle) -> transformers.Pipeline:
+    return transformers.pipeline(
+        "text-generation", model=str(bundle.model_dir), tokenizer=str(bundle.model_dir), device=-1
+    )
+
+
+def _expected(pipe: transformers.Pipeline, prompt: str, **kwargs) -> dict:
+    """The pipeline's text and new token ids for one prompt (greedy)."""
+    kwargs = {"do_sample": False, **kwargs}
+    full = pipe(prompt, return_tensors=True, **{k: v for k, v in kwargs.items() if k != "return_full_text"})
+    ids = full[0]["generated_token_ids"]
+    n_prompt = len(pipe.tokenizer(prompt)["input_ids"])
+    text = pipe(prompt, **kwargs)[0]["generated_text"]
+    return {"generated_text": text, "token_ids": list(ids[n_prompt:])}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_greedy_matches_pipeline(gen_bundles, arch: str) -> None:
+    bundle = gen_bundles[arch]
+    pipe = _pipeline(bundle)
+    local = InProcessPipeline(load_bundle(bundle.local_dir, ("tokenizer", "onnx")))
+    torch_local = InProcessPipeline(load_bundle(bundle.local_dir, ("tokenizer", "onnx")), backend="torch")
+    records = [{"id": f"p{i}", "text": t} for i, t in enumerate(PROMPTS)]
+    cases = [
+        ({"do_sample": False, "max_new_tokens": 12}, {"max_new_tokens": 12}),
+        (
+            {"do_sample": False, "max_new_tokens": 9, "repetition_penalty": 1.5, "return_full_text": False},
+            {"max_new_tokens": 9, "repetition_penalty": 1.5, "return_full_text": False},
+        ),
+    ]
+    with Stack(bundle.local_dir) as stack, Client(stack.gateway) as client:
+        for params, pipe_kwargs in cases:
+            via_gateway = client.predict(records, params=params)
+            in_process = local.predict(records, params=params)
+            on_torch = torch_local.predict(records, params=params)
+            for prompt, remote, here, torch_here in zip(PROMPTS, via_gateway, in_process, on_torch, strict=True):
+                expected = _expected(pipe, prompt, **pipe_kwargs)
+                where = f"{arch} {params} {prompt!r}"
+                assert remote["generated"] == [expected], where
+                assert here["generated"] == [expected], where
+                assert torch_here["generated"] == [expected], where
+    info = json.loads((Path(bundle.local_dir) / "artifacts" / "serving.json").read_text())
+    generation = info["generation"]
+    assert generation["num_layers"] == 2 and generation["eos_token_ids"] == [pipe.tokenizer.eos_token_id]
+    assert "past_key_values.1.value" in generation["graph_inputs"]
+    assert "present.1.value" in generation["graph_outputs"]
+    assert generation["num_kv_heads"] == (1 if arch == "llama" else 2)
+    assert generation["max_new_tokens_limit"] == LIMIT
+
+
+def test_sampling_with_a_seed_is_reproducible(gen_bundles) -> None:
+    bundle = gen_bundles["gpt2"]
+    local = InProcessPipeline(load_bundle(bundle.local_dir, ("tokenizer", "onnx")))
+    params = {"do_sample": True, "seed": 7, "temperature": 0.9, "top_k": 20, "top_p": 0.9, "max_new_tokens": 10}
+    with Stack(bundle.local_dir) as stack, Client(stack.gateway) as client:
+        first = client.predict(PROMPTS, params=params)
+        second = client.predict(PROMPTS, params=params)
+    assert first == second
+    assert local.predict(PROMPTS, params=params) == first
+    lengths = {len(r["generated"][0]["token_ids"]) for r in first}
+    assert lengths <= set(range(1, 11))
+    # Sampling differs from greedy somewhere (the tiny model's distribution is not one-hot).
+    greedy = local.predict(PROMPTS, params={"do_sample": False, "max_new_tokens": 10})
+    assert greedy != first
+
+
+def test_stop_sequence(gen_bundles) -> None:
+    bundle = gen_bundles["gpt2"]
+    local = InProcessPipeline(load_bundle(bundle.local_dir, ("tokenizer", "onnx")))
+    tok = local.post.tokenizer
+    prompt = PROMPTS[0]
+    ids = local.predict([prompt], params={"do_sample": False, "max_new_tokens": 12})[0]["generated"][0]["token_ids"]
+    # A stop string of one token that the greedy output makes, past its first token.
+    k = next(
+        i
+        for i in range(1, len(ids))
+        if ids[i] not in ids[:i] and tok.encode(tok.decode([ids[i]]), add_special_tokens=False) == [ids[i]]
+    )
+    stop = tok.decode([ids[k]])
+    got = local.predict([prompt], params={"do_sample": False, "max_new_tokens": 12, "stop": [stop, "never-made"]})
+    assert got[0]["generated"][0]["token_ids"] == ids[: k + 1]
+    pipe = _pipeline(bundle)
+    expected = pipe(prompt, do_sample=False, max_new_tokens=12, stop_sequence=stop)[0]["generated_text"]
+    assert got[0]["generated"][0]["generated_text"] == expected
+
+
+def test_prompt_template(gen_bundles) -> None:
+    """MLflow's prompt_template is applied to every prompt; return_full_text defaults to false."""
+    bundle = gen_bundles["template"]
+    info = json.loads((Path(bundle.local_dir) / "artifacts" / "serving.json").read_text())
+    assert info["prompt_template"] == TEMPLATE
+    pipe = _pipeline(bundle)
+    with Stack(bundle.local_dir) as stack, Client(stack.gateway) as client:
+        default = client.predict(PROMPTS[:2], params={"do_sample": False, "max_new_tokens": 6})
+        full = client.predict(PROMPTS[:2], params={"do_sample": False, "max_new_tokens": 6, "return_full_text": True})
+    for prompt, new, whole in zip(PROMPTS, default, full, strict=False):
+        formatted = TEMPLATE.format(prompt=prompt)
+        assert new["generated"] == [_expected(pipe, formatted, max_new_tokens=6, return_full_text=False)]
+        assert whole["generated"] == [_expected(pipe, formatted, max_new_tokens=6, return_full_text=True)]
+        assert whole["generated"][0]["generated_text"].startswith(formatted)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"max_new_tokens": LIMIT + 1}, "max_new_tokens"),
+        ({"num_beams": 2}, "num_beams > 1 is not supported yet"),
+        ({"temperature": 0}, "temperature"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"stop": [""]}, "stop"),
+        ({"max_length": 10}, "unknown param"),
+    ],
+)
+def test_bad_params(gen_bundles, params, message: str) -> None:
+    bundle = gen_bundles["gpt2"]
+    local = InProcessPipeline(load_bundle(bundle.local_dir, ("tokenizer", "onnx")))
+    with pytest.raises(InvalidInput, match=message):
+        local.predict(PROMPTS[:1], params=params)
+
+
+def test_bad_params_through_the_gateway(gen_bundles) -> None:
+    bundle = gen_bundles["gpt2"]
+    with Stack(bundle.local_dir) as stack, Client(stack.gateway) as client:
+        with pytest.raises(grpc.RpcError) as err:
+            client.predict(PROMPTS[:1], params={"max_new_tokens": LIMIT + 1})
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "max_new_tokens" in err.value.details()
+        with pytest.raises(grpc.RpcError) as err:
+            client.predict(PROMPTS[:1], params={"num_beams": 3})
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # Too long a prompt for the model with the new tokens: refused, naming the record.
+        with pytest.raises(grpc.RpcError) as err:
+            client.predict([{"id": "long", "text": "Paris " * 120}], params={"max_new_tokens": 8})
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "id='long'" in err.value.details()
+
+
+def test_logits_processing_matches_transformers() -> None:
+    """Repetition penalty, temperature, top-k and top-p give the scores transformers' processors do."""
+    import numpy as np
+    import torch
+    from transformers.generation.logits_process import (
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    from model_svc.generation import GenerationParams, process
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        logits = rng.normal(0, 3, size=97).astype(np.float32)
+        seen = rng.integers(0, 97, size=12).tolist()
+        p = GenerationParams(
+            do_sample=True,
+            temperature=float(rng.uniform(0.3, 2)),
+            top_k=int(rng.integers(0, 40)),
+            top_p=float(rng.uniform(0.2, 1)),
+            repetition_penalty=float(rng.uniform(0.8, 2)),
+        )
+        ids, scores = torch.tensor([seen]), torch.from_numpy(logits.copy())[None]
+        scores = RepetitionPenaltyLogitsProcessor(p.repetition_penalty)(ids, scores)
+        scores = TemperatureLogitsWarper(p.temperature)(ids, scores)
+        if p.top_k:
+            scores = TopKLogitsWarper(p.top_k)(ids, scores)
+        scores = TopPLogitsWarper(p.top_p)(ids, scores)
+        expected, got = scores[0].numpy(), process(logits, seen, p)
+        assert np.array_equal(np.isinf(expected), np.isinf(got)), p
+        finite = ~np.isinf(expected)
+        assert np.allclose(expected[finite], got[finite], rtol=1e-5, atol=1e-5), p
+
+
+def test_pyfunc_and_torch_tier_match_the_gateway(gen_bundles) -> None:
+    """The bundle as an MLflow pyfunc (its signature's defaults included), and the model tier on
+    PyTorch behind the gateway, give the ONNX tier's tokens: greedy, and sampled with a seed."""
+    import mlflow.pyfunc
+
+    bundle = gen_bundles["llama"]
+    greedy = {"do_sample": False, "max_new_tokens": 7}
+    sampled = {"do_sample": True, "seed": 11, "max_new_tokens": 7}
+    with Stack(bundle.local_dir) as stack, Client(stack.gateway) as client:
+        onnx = [client.predict(PROMPTS, params=p) for p in (greedy, sampled)]
+    with Stack(bundle.local_dir, model={"backend": "torch"}) as stack, Client(stack.gateway) as client:
+        assert client.predict(PROMPTS, params=greedy) == onnx[0]
+        assert client.predict(PROMPTS, params=sampled) == onnx[1]
+    model = mlflow.pyfunc.load_model(bundle.local_dir)
+    frame = model.predict(PROMPTS, params=greedy)
+    assert frame["generated"].tolist() == [r["generated"] for r in onnx[0]]
+    # No params: the pipeline's defaults (sampling), the bundle's max_new_tokens default.
+    assert all(1 <= len(g[0]["token_ids"]) <= 32 for g in model.predict(PROMPTS[:2])["generated"])
