@@ -232,6 +232,32 @@ def check_generation_parity(
     return {"parity_max_abs_diff": max_abs, "parity_max_rel_diff": max_rel, "parity_tolerance": tolerance}
 
 
+# generation_config settings the decoding loop (model_svc/generation.py) does not implement, with
+# the value that makes each a no-op; a model that sets one is refused at export.
+UNSUPPORTED_GENERATION_SETTINGS: dict[str, Any] = {
+    "num_beams": 1,
+    "num_beam_groups": 1,
+    "penalty_alpha": None,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "min_length": 0,
+    "min_new_tokens": None,
+    "bad_words_ids": None,
+    "force_words_ids": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "sequence_bias": None,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "min_p": None,
+    "exponential_decay_length_penalty": None,
+    "num_return_sequences": 1,
+}
+
+
 def _eos_ids(value: Any) -> list[int]:
     if value is None:
         return []
@@ -259,6 +285,16 @@ def generation_info(
     _, kv_heads, _, head_dim = graph_inputs[past[0]]
     pipe = transformers.pipeline("text-generation", model=model, tokenizer=tokenizer)
     gc = pipe.generation_config
+    unsupported = {
+        name: getattr(gc, name)
+        for name, neutral in UNSUPPORTED_GENERATION_SETTINGS.items()
+        if getattr(gc, name, neutral) not in (neutral, None)
+    }
+    if unsupported:
+        raise ExportError(
+            f"the model's generation_config sets {unsupported}, which splitserve's decoding loop does not "
+            "implement yet (its output would differ from the pipeline's); refusing to export"
+        )
     defaults = {
         "max_new_tokens": model.generation_config.max_new_tokens,  # None: splitserve's 32
         "do_sample": bool(gc.do_sample),

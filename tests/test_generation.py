@@ -248,3 +248,19 @@ def test_pyfunc_and_torch_tier_match_the_gateway(gen_bundles) -> None:
     assert frame["generated"].tolist() == [r["generated"] for r in onnx[0]]
     # No params: the pipeline's defaults (sampling), the bundle's max_new_tokens default.
     assert all(1 <= len(g[0]["token_ids"]) <= 32 for g in model.predict(PROMPTS[:2])["generated"])
+
+
+def test_export_refuses_generation_settings_it_does_not_implement(mlflow_store, tmp_path) -> None:
+    from zoo import save_tiny_lm
+
+    from splitserve.errors import ExportError
+    from splitserve.export import export_bundle
+    from splitserve.source import log_pipeline
+
+    model_dir = save_tiny_lm("gpt2", tmp_path)
+    config = transformers.GenerationConfig.from_pretrained(str(model_dir))
+    config.no_repeat_ngram_size = 2
+    config.save_pretrained(str(model_dir))
+    source = log_pipeline(model_dir, "text-generation", None)
+    with pytest.raises(ExportError, match="no_repeat_ngram_size"):
+        export_bundle(source, show_progress=False)
