@@ -69,7 +69,9 @@ class Stack:
     async def _stop_all(self) -> None:
         for running in reversed(self.running):
             await running.stop(0.5)
-        await self.gateway_tier.close()
+            close = getattr(running.tier, "close", None)
+            if close is not None:
+                await close()
 
     def __enter__(self) -> Stack:
         self.thread.start()
