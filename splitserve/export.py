@@ -164,15 +164,19 @@ def check_parity(
         expected, actual = torch_out[output].float().numpy(), onnx_out[output]
         if expected.ndim == 3 or output in TOKEN_OUTPUTS_2D:  # token-level outputs: compare real tokens only
             expected, actual = expected[mask], actual[mask]
-        diff = np.abs(expected - actual)
-        max_abs = max(max_abs, float(diff.max()))
-        max_rel = max(max_rel, float((diff / np.maximum(np.abs(expected), 1e-6)).max()))
-        if not bool(np.all(diff <= tolerance + tolerance * np.abs(expected))):
-            raise ExportError(
-                f"ONNX output {output!r} differs from PyTorch by up to {float(diff.max()):.3g} "
-                f"(tolerance {tolerance:g}); refusing to export"
-            )
+        abs_diff, rel_diff = _compare(expected, actual, tolerance, f"ONNX output {output!r}")
+        max_abs, max_rel = max(max_abs, abs_diff), max(max_rel, rel_diff)
     return {"parity_max_abs_diff": max_abs, "parity_max_rel_diff": max_rel, "parity_tolerance": tolerance}
+
+
+def _compare(expected: np.ndarray, actual: np.ndarray, tolerance: float, what: str) -> tuple[float, float]:
+    """Max abs and rel difference; ExportError past `tolerance` (abs + rel)."""
+    diff = np.abs(expected - actual)
+    if not bool(np.all(diff <= tolerance + tolerance * np.abs(expected))):
+        raise ExportError(
+            f"{what} differs from PyTorch by up to {float(diff.max()):.3g} (tolerance {tolerance:g}); refusing to export"
+        )
+    return float(diff.max()), float((diff / np.maximum(np.abs(expected), 1e-6)).max())
 
 
 def check_generation_parity(
@@ -221,14 +225,8 @@ def check_generation_parity(
             o2 = session.run(["logits"], feeds2)[0]
             steps.append((t2.logits[0].float().numpy(), o2[0]))
         for expected, actual in steps:
-            diff = np.abs(expected - actual)
-            max_abs = max(max_abs, float(diff.max()))
-            max_rel = max(max_rel, float((diff / np.maximum(np.abs(expected), 1e-6)).max()))
-            if not bool(np.all(diff <= tolerance + tolerance * np.abs(expected))):
-                raise ExportError(
-                    f"ONNX decoder logits differ from PyTorch by up to {float(diff.max()):.3g} "
-                    f"(tolerance {tolerance:g}); refusing to export"
-                )
+            abs_diff, rel_diff = _compare(expected, actual, tolerance, "ONNX decoder logits")
+            max_abs, max_rel = max(max_abs, abs_diff), max(max_rel, rel_diff)
     return {"parity_max_abs_diff": max_abs, "parity_max_rel_diff": max_rel, "parity_tolerance": tolerance}
 
 

@@ -54,30 +54,26 @@ def _log_and_export(task: str, arch: str, model_dir: Path, name: str) -> Exporte
     return Exported(task, arch, model_dir, source, bundle, mlflow.artifacts.download_artifacts(bundle))
 
 
-@pytest.fixture(scope="session")
-def tiny_bundles(mlflow_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Exported]:
+def _tiny_bundles(tasks: tuple[str, ...], root: Path) -> dict[tuple[str, str], Exported]:
+    """A tiny random-weight model per task and architecture, logged and exported."""
     from zoo import save_tiny
 
-    root = tmp_path_factory.mktemp("tiny")
     out = {}
-    for task in TASKS:
+    for task in tasks:
         for arch in ARCHS:
             model_dir = save_tiny(task, arch, root / f"{task}-{arch}")
             out[(task, arch)] = _log_and_export(task, arch, model_dir, name=f"tiny-{task}-{arch}")
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundles(mlflow_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Exported]:
+    return _tiny_bundles(TASKS, tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="session")
 def more_bundles(mlflow_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Exported]:
-    from zoo import save_tiny
-
-    root = tmp_path_factory.mktemp("tiny-more")
-    out = {}
-    for task in MORE_TASKS:
-        for arch in ARCHS:
-            model_dir = save_tiny(task, arch, root / f"{task}-{arch}")
-            out[(task, arch)] = _log_and_export(task, arch, model_dir, name=f"tiny-{task}-{arch}")
-    return out
+    return _tiny_bundles(MORE_TASKS, tmp_path_factory.mktemp("tiny-more"))
 
 
 @pytest.fixture(scope="session")
