@@ -83,3 +83,29 @@ def test_pyfunc_rejects_bad_records(tiny_bundles) -> None:
     model = mlflow.pyfunc.load_model(tiny_bundles[("feature-extraction", "bert")].local_dir)
     with pytest.raises(InvalidInput, match=r"record 1 \(id='b'\): field 'text' is empty"):
         model.predict(pd.DataFrame({"id": ["a", "b"], "content": ["fine", ""]}))
+
+
+def test_components_dict_logged_by_user_code(tiny_bundles, mlflow_store) -> None:
+    """A model logged by the user's own code as a components dict exports and serves the same
+    as a pipeline."""
+    import transformers
+
+    from splitserve.export import export_bundle
+    from splitserve.source import source_requirements
+
+    model_dir = tiny_bundles[("token-classification", "bert")].model_dir
+    components = {
+        "model": transformers.AutoModelForTokenClassification.from_pretrained(str(model_dir)),
+        "tokenizer": transformers.AutoTokenizer.from_pretrained(str(model_dir)),
+    }
+    with mlflow.start_run():
+        info = mlflow.transformers.log_model(
+            components, name="ner", task="token-classification", pip_requirements=source_requirements()
+        )
+    bundle = export_bundle(info.model_uri, name="user-ner", show_progress=False)
+    pipe = transformers.pipeline("token-classification", model=str(model_dir), device=-1)
+    params = {"aggregation_strategy": "simple"}
+    with Stack(bundle) as stack, Client(stack.gateway) as client:
+        results = client.predict(TEXTS[:3], params=params)
+    for text, result in zip(TEXTS[:3], results, strict=True):
+        assert_matches("token-classification", {"entities": pipe(text, **params)}, result, text)
