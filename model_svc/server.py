@@ -28,8 +28,8 @@ from model_svc.settings import ModelSettings
 from protos import grpc_predict_v2_pb2 as oip
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
 from splitserve import __version__
-from splitserve.bundle import Bundle, load_bundle
-from splitserve.errors import BundleMismatch, ModelNotFound, ModelNotReady
+from splitserve.bundle import Bundle, check_fingerprint, check_model, load_bundle
+from splitserve.errors import ModelNotReady
 
 
 def create_backend(settings: ModelSettings) -> tuple[Bundle, Backend]:
@@ -100,13 +100,8 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
 
     def _check_model(self, name: str, version: str) -> None:
         bundle, _ = self._ready()
-        if name != self.model_name:
-            raise ModelNotFound(f"model {name!r} is not served here; this tier serves {self.model_name!r}")
-        if version and version != bundle.fingerprint:
-            raise BundleMismatch(
-                f"bundle mismatch: the request is for bundle {version}, this model tier serves "
-                f"{bundle.fingerprint}; all tiers must be loaded from the same serving bundle"
-            )
+        check_model(name, self.model_name, required=True)  # OIP requests always name the model
+        check_fingerprint(version, bundle.fingerprint, "the request")
 
     async def ServerLive(self, request: Any, context: Any) -> oip.ServerLiveResponse:
         return oip.ServerLiveResponse(live=True)
@@ -115,8 +110,8 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
         return oip.ServerReadyResponse(ready=self.backend is not None)
 
     async def ModelReady(self, request: oip.ModelReadyRequest, context: Any) -> oip.ModelReadyResponse:
-        if self.backend is not None and request.name != self.model_name:
-            raise ModelNotFound(f"model {request.name!r} is not served here; this tier serves {self.model_name!r}")
+        if self.backend is not None:
+            check_model(request.name, self.model_name, required=True)
         return oip.ModelReadyResponse(ready=self.backend is not None)
 
     async def ServerMetadata(self, request: Any, context: Any) -> oip.ServerMetadataResponse:

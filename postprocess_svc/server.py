@@ -9,21 +9,12 @@ import grpc
 
 from postprocess_svc.postprocess import NEEDS_TOKENIZER, Postprocessor
 from postprocess_svc.settings import PostprocessSettings
-from preprocess_svc.server import check_model
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve import codec
-from splitserve.bundle import Bundle, load_bundle
-from splitserve.errors import BundleMismatch, ModelNotReady
+from splitserve.bundle import Bundle, check_fingerprint, check_model, load_bundle
+from splitserve.errors import ModelNotReady
 from splitserve.tokenizer import load_tokenizer
-
-
-def check_fingerprint(sent: str, mine: str, sender: str) -> None:
-    if sent and sent != mine:
-        raise BundleMismatch(
-            f"bundle mismatch: the {sender} tier serves bundle {sent}, this tier serves {mine}; "
-            "all tiers must be loaded from the same serving bundle"
-        )
 
 
 class PostprocessTier(pb_grpc.PostprocessServicer):
@@ -61,7 +52,7 @@ class PostprocessTier(pb_grpc.PostprocessServicer):
     ) -> pb.PostprocessResponse:
         bundle, stage = self._ready()
         check_model(request.model, self.model_name)
-        check_fingerprint(request.fingerprint, bundle.fingerprint, "preprocess")
+        check_fingerprint(request.fingerprint, bundle.fingerprint, "the preprocess tier's output")
         records = codec.records_from_pb(request.records)
         results = stage.run(
             records,

@@ -12,15 +12,10 @@ from preprocess_svc.tokenize import Preprocessor
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve import codec
-from splitserve.bundle import Bundle, load_bundle
-from splitserve.errors import ModelNotFound, ModelNotReady
+from splitserve.bundle import Bundle, check_model, load_bundle
+from splitserve.errors import ModelNotReady
 from splitserve.records import Limits
 from splitserve.tokenizer import load_tokenizer
-
-
-def check_model(requested: str, served: str) -> None:
-    if requested and requested != served:
-        raise ModelNotFound(f"model {requested!r} is not served here; this tier serves {served!r}")
 
 
 class PreprocessTier(pb_grpc.PreprocessServicer):

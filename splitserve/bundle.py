@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from splitserve.errors import BundleError
+from splitserve.errors import BundleError, BundleMismatch, ModelNotFound
 
 FORMAT_VERSION = 1
 ARTIFACT_DIR = "artifacts"
@@ -162,3 +162,18 @@ def _fetch_remote(uri: str, parts: tuple[str, ...]) -> Path:
         detail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
         raise BundleError(f"cannot fetch bundle {uri!r}: {detail[0]}")
     return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def check_model(requested: str, served: str, required: bool = False) -> None:
+    """Refuse a request for another model; an empty name means the served one unless `required`."""
+    if (requested or required) and requested != served:
+        raise ModelNotFound(f"model {requested!r} is not served here; this tier serves {served!r}")
+
+
+def check_fingerprint(sent: str, mine: str, source: str) -> None:
+    """Refuse to combine tiers loaded from different bundles (an empty fingerprint is not pinned)."""
+    if sent and sent != mine:
+        raise BundleMismatch(
+            f"bundle mismatch: {source} is for bundle {sent}, this tier serves {mine}; "
+            "all tiers must be loaded from the same serving bundle"
+        )
