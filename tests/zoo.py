@@ -94,6 +94,12 @@ def _train_byte_level_files(directory: Path) -> tuple[str, str]:
     return vocab, merges
 
 
+def reloaded(tok, out: Path):
+    """Save a tokenizer and load it back with AutoTokenizer, as a bundle's tiers will."""
+    tok.save_pretrained(str(out))
+    return transformers.AutoTokenizer.from_pretrained(str(out))
+
+
 def roberta_bpe_tokenizer(root: Path):
     """Byte-level BPE wrapped as RobertaTokenizerFast (add_prefix_space + trim_offsets)."""
     vocab, merges = _train_byte_level_files(root / "bpe_raw")
@@ -104,9 +110,7 @@ def roberta_bpe_tokenizer(root: Path):
         trim_offsets=True,
         model_max_length=BPE_MAX_LEN,
     )
-    out = root / "bpe_roberta"
-    tok.save_pretrained(str(out))
-    return transformers.AutoTokenizer.from_pretrained(str(out))
+    return reloaded(tok, root / "bpe_roberta")
 
 
 TASK_LABELS = {
@@ -195,9 +199,7 @@ def gpt2_bpe_tokenizer(root: Path):
         pad_token="<pad>",
         model_max_length=LM_MAX_LEN,
     )
-    out = root / "bpe_gpt2"
-    tok.save_pretrained(str(out))
-    return transformers.AutoTokenizer.from_pretrained(str(out))
+    return reloaded(tok, root / "bpe_gpt2")
 
 
 def save_tiny_lm(arch: str, root: Path, seed: int = 1) -> Path:
