@@ -1,24 +1,29 @@
-"""The decoding loop of text-generation, on plain numpy: prefill the prompt, then one token at a
-time, feeding back the past key values. Backend-agnostic: a `Decoder` runs one forward pass (the
-ONNX decoder graph, or the PyTorch model), this module chooses the tokens.
+"""The decoding loops of the generation tasks, on plain numpy. Backend- and architecture-agnostic:
+a `Stepper` runs the model (the ONNX graphs or the PyTorch model; a decoder-only LM, or an
+encoder-decoder whose encoder runs once per prompt), this module chooses the tokens.
 
-Semantics follow `transformers`' `generate` (what the text-generation pipeline runs):
-- greedy (`do_sample=False`): argmax of the logits after the repetition penalty;
-- sampling: repetition penalty, then temperature, top-k, top-p (in that order, as transformers'
-  processors and warpers), then one draw from the softmax with a numpy Generator seeded by `seed`
-  (a fixed seed gives the same tokens on every call, and on either backend);
+Semantics follow `transformers`' `generate` (what the pipelines run):
+- the logits processors, in transformers' order: repetition penalty, no-repeat n-grams, min length
+  and min new tokens (eos banned), forced bos (the first decoder token), forced eos (the last one);
+- greedy (`do_sample=False`): argmax of the processed logits;
+- sampling: then temperature, top-k, top-p (transformers' warpers), and one draw from the softmax
+  with a numpy Generator seeded by `seed` (a fixed seed gives the same tokens on every call, on
+  either backend);
+- beam search (`num_beams > 1`, greedy only): transformers' vectorized beam search
+  (`GenerationMixin._beam_search`): processors on the log-softmax, `2 * num_beams` candidates per
+  step, eos candidates among the top `num_beams` finish with score / length ** length_penalty,
+  `early_stopping` True / False / "never" with the same stopping heuristic;
 - stops after `max_new_tokens`, on an eos token (kept in the output, as `generate` keeps it), or
   when the new tokens end with one of the token sequences of the `stop` strings (kept too).
 
 Each row (prompt) of a request is generated on its own, unpadded, like the pipeline runs each
-prompt; rows are padded with -1 in the returned [rows, new_tokens] array. Beam search is not
-implemented (`num_beams > 1` is refused by the params).
+prompt; rows are padded with -1 in the returned [rows, new_tokens] array.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,6 +33,11 @@ from splitserve.errors import InvalidInput
 
 PAD = -1  # the generated_ids output's padding after a row's last token
 OUTPUT = "generated_ids"
+NEG = np.float32(-1.0e9)  # transformers' "never pick" score offset in beam search
+
+# Called with (row, new tokens) as a row's tokens are chosen (greedy and sampling; beam search
+# calls it once, with the whole best sequence, when the row is done).
+OnTokens = Callable[[int, list[int]], None]
 
 
 @dataclass(frozen=True)
@@ -40,12 +50,33 @@ class GenerationParams:
     repetition_penalty: float = 1.0
     seed: int | None = None  # None: fresh entropy per request
     stop_ids: tuple[tuple[int, ...], ...] = ()
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False  # True, False or "never"
+    no_repeat_ngram_size: int = 0
+    min_new_tokens: int = 0
+    # The model's own settings (its generation_config, in serving.json), not request params.
+    eos_ids: tuple[int, ...] = ()
+    min_length: int = 0  # of the whole sequence the decoder sees (prompt included, decoder-only)
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: tuple[int, ...] = ()
 
 
-class Decoder(Protocol):
-    def forward(self, input_ids: np.ndarray, position_ids: np.ndarray, past: Any) -> tuple[np.ndarray, Any]:
-        """Run int64 [1, n] new tokens at positions [1, n] after `past` (None at first); returns
-        the float logits of the last position [vocab] and the new past."""
+class Stepper(Protocol):
+    """One model, one prompt at a time: `start` runs the prompt, `step` one more token per beam."""
+
+    def start(self, prompt: np.ndarray, beams: int) -> tuple[np.ndarray, Any, list[int]]:
+        """Run the prompt (int64 [n]) for `beams` identical hypotheses; return the next-token logits
+        [beams, vocab], the state (past key values), and the ids the decoder has so far: the prompt
+        for a decoder-only LM, [decoder_start_token_id] for an encoder-decoder."""
+        ...
+
+    def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        """Append one token per hypothesis (int64 [beams]); return logits [beams, vocab], state."""
+        ...
+
+    def reorder(self, state: Any, index: np.ndarray) -> Any:
+        """The state of hypotheses `index` (int64 [beams]), in that order (beam search)."""
         ...
 
 
@@ -58,20 +89,32 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "repetition_penalty": (float, int),
     "seed": (int,),
     "stop_ids": (str,),
+    "num_beams": (int,),
+    "length_penalty": (float, int),
+    "early_stopping": (str,),  # "true" | "false" | "never"
+    "no_repeat_ngram_size": (int,),
+    "min_new_tokens": (int,),
 }
+EARLY_STOPPING: dict[str, bool | str] = {"true": True, "false": False, "never": "never"}
 
 
 def parse_params(values: Mapping[str, Any], generation: Mapping[str, Any] | None) -> GenerationParams:
     """Generation params from the model request's parameters (what preprocess resolved), checked
-    again here: a direct Open Inference Protocol client may send anything."""
+    again here: a direct Open Inference Protocol client may send anything. The model's own
+    settings come from the bundle's `generation` info."""
     unknown = sorted(set(values) - set(_KINDS))
     if unknown:
-        raise InvalidInput(f"unknown parameter(s) {unknown}; text-generation takes {sorted(_KINDS)}")
+        raise InvalidInput(f"unknown parameter(s) {unknown}; generation takes {sorted(_KINDS)}")
     for name, value in values.items():
         kinds = _KINDS[name]
         if isinstance(value, bool) != (kinds == (bool,)) or not isinstance(value, kinds):
             raise InvalidInput(f"parameter {name!r}: expected {kinds[0].__name__}, got {value!r}")
-    limit = int((generation or {}).get("max_new_tokens_limit") or 256)
+    info = generation or {}
+    limit = int(info.get("max_new_tokens_limit") or 256)
+    early = str(values.get("early_stopping", "false")).lower()
+    if early not in EARLY_STOPPING:
+        raise InvalidInput(f"parameter 'early_stopping': expected true, false or never, got {early!r}")
+    model = info.get("model_settings") or {}
     p = GenerationParams(
         max_new_tokens=int(values.get("max_new_tokens", min(32, limit))),
         do_sample=bool(values.get("do_sample", False)),
@@ -81,6 +124,15 @@ def parse_params(values: Mapping[str, Any], generation: Mapping[str, Any] | None
         repetition_penalty=float(values.get("repetition_penalty", 1.0)),
         seed=int(values["seed"]) if "seed" in values else None,
         stop_ids=_stop_ids(values.get("stop_ids")),
+        num_beams=int(values.get("num_beams", 1)),
+        length_penalty=float(values.get("length_penalty", 1.0)),
+        early_stopping=EARLY_STOPPING[early],
+        no_repeat_ngram_size=int(values.get("no_repeat_ngram_size", 0)),
+        min_new_tokens=int(values.get("min_new_tokens", 0)),
+        eos_ids=tuple(int(t) for t in info.get("eos_token_ids") or ()),
+        min_length=int(model.get("min_length") or 0),
+        forced_bos_token_id=model.get("forced_bos_token_id"),
+        forced_eos_token_id=tuple(int(t) for t in model.get("forced_eos_token_id") or ()),
     )
     if not 1 <= p.max_new_tokens <= limit:
         raise InvalidInput(f"parameter 'max_new_tokens': {p.max_new_tokens} is not in [1, {limit}]")
@@ -88,6 +140,12 @@ def parse_params(values: Mapping[str, Any], generation: Mapping[str, Any] | None
         raise InvalidInput("parameters: temperature and repetition_penalty must be > 0, top_p in (0, 1], top_k >= 0")
     if p.seed is not None and p.seed < 0:
         raise InvalidInput(f"parameter 'seed': expected a non-negative integer, got {p.seed}")
+    if not 1 <= p.num_beams <= 16:
+        raise InvalidInput(f"parameter 'num_beams': {p.num_beams} is not in [1, 16]")
+    if p.num_beams > 1 and p.do_sample:
+        raise InvalidInput("parameters: num_beams > 1 with do_sample=true (beam sampling) is not supported")
+    if p.no_repeat_ngram_size < 0 or p.min_new_tokens < 0:
+        raise InvalidInput("parameters: no_repeat_ngram_size and min_new_tokens must be >= 0")
     return p
 
 
@@ -105,14 +163,38 @@ def _stop_ids(raw: str | None) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(s) for s in value)
 
 
-def process(scores: np.ndarray, seen: Sequence[int], p: GenerationParams) -> np.ndarray:
-    """The last position's logits after transformers' processors (repetition penalty) and, when
-    sampling, its warpers (temperature, top-k, top-p; removed tokens at -inf)."""
+def _banned_ngram_tokens(seen: Sequence[int], n: int) -> list[int]:
+    """transformers' NoRepeatNGramLogitsProcessor: tokens that would repeat an n-gram of `seen`."""
+    if len(seen) + 1 < n:
+        return []
+    seen = list(seen)
+    prefix = tuple(seen[len(seen) + 1 - n :])
+    return [seen[i + n - 1] for i in range(len(seen) - n + 1) if tuple(seen[i : i + n - 1]) == prefix]
+
+
+def process(scores: np.ndarray, seen: Sequence[int], decoder_prompt_len: int, p: GenerationParams) -> np.ndarray:
+    """One hypothesis' next-token scores after transformers' processors and, when sampling, its
+    warpers (temperature, top-k, top-p; removed tokens at -inf). `seen`: the ids the decoder has
+    (prompt and generated), of which the first `decoder_prompt_len` are its prompt."""
     scores = np.array(scores, dtype=np.float32)  # a copy
-    if p.repetition_penalty != 1.0 and len(seen):
+    cur_len = len(seen)
+    if p.repetition_penalty != 1.0 and cur_len:
         ids = np.unique(np.asarray(seen, dtype=np.int64))
         picked = scores[ids]
         scores[ids] = np.where(picked < 0, picked * p.repetition_penalty, picked / p.repetition_penalty)
+    if p.no_repeat_ngram_size > 0:
+        banned = _banned_ngram_tokens(seen, p.no_repeat_ngram_size)
+        if banned:
+            scores[banned] = -np.inf
+    eos = list(p.eos_ids)
+    if eos and (cur_len < p.min_length or cur_len - decoder_prompt_len < p.min_new_tokens):
+        scores[eos] = -np.inf
+    if p.forced_bos_token_id is not None and cur_len == 1:
+        scores[:] = -np.inf
+        scores[p.forced_bos_token_id] = 0
+    if p.forced_eos_token_id and cur_len == decoder_prompt_len + p.max_new_tokens - 1:
+        scores[:] = -np.inf
+        scores[list(p.forced_eos_token_id)] = 0
     if not p.do_sample:
         return scores
     if p.temperature != 1.0:
@@ -134,9 +216,11 @@ def process(scores: np.ndarray, seen: Sequence[int], p: GenerationParams) -> np.
     return scores
 
 
-def choose(scores: np.ndarray, seen: Sequence[int], p: GenerationParams, rng: np.random.Generator) -> int:
+def choose(
+    scores: np.ndarray, seen: Sequence[int], decoder_prompt_len: int, p: GenerationParams, rng: np.random.Generator
+) -> int:
     """The next token from the last position's logits: argmax, or one draw from the softmax."""
-    scores = process(scores, seen, p)
+    scores = process(scores, seen, decoder_prompt_len, p)
     if not p.do_sample:
         return int(np.argmax(scores))
     probs = np.exp((scores - scores.max()).astype(np.float64))
@@ -145,42 +229,130 @@ def choose(scores: np.ndarray, seen: Sequence[int], p: GenerationParams, rng: np
     return min(drawn, len(probs) - 1)
 
 
+def _stops(new: Sequence[int], p: GenerationParams) -> bool:
+    return any(len(new) >= len(s) and tuple(new[-len(s) :]) == s for s in p.stop_ids)
+
+
 def generate_row(
-    decoder: Decoder, prompt: np.ndarray, p: GenerationParams, eos_ids: Sequence[int], rng: np.random.Generator
+    stepper: Stepper,
+    prompt: np.ndarray,
+    p: GenerationParams,
+    rng: np.random.Generator,
+    on_tokens: Callable[[list[int]], None] | None = None,
 ) -> list[int]:
-    """The new tokens for one prompt (int64 [n], no padding)."""
-    n = int(prompt.shape[0])
-    logits, past = decoder.forward(prompt[None].astype(np.int64), np.arange(n, dtype=np.int64)[None], None)
-    seen = [int(t) for t in prompt]
+    """The new tokens for one prompt (int64 [n], no padding): greedy or sampled."""
+    if p.num_beams > 1:
+        best = beam_search(stepper, prompt, p)
+        if on_tokens is not None:
+            on_tokens(best)
+        return best
+    logits, state, seen = stepper.start(prompt, 1)
+    decoder_prompt_len = len(seen)
     new: list[int] = []
-    eos = set(eos_ids)
+    eos = set(p.eos_ids)
     while True:
-        token = choose(logits, seen, p, rng)
+        token = choose(logits[0], seen, decoder_prompt_len, p, rng)
         new.append(token)
         seen.append(token)
-        if token in eos or len(new) >= p.max_new_tokens:
+        if on_tokens is not None:
+            on_tokens([token])
+        if token in eos or len(new) >= p.max_new_tokens or _stops(new, p):
+            return new
+        logits, state = stepper.step(np.asarray([token], dtype=np.int64), state)
+
+
+def _top(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values, largest first (ties: the lower index first)."""
+    return np.argsort(-values, kind="stable")[:k]
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float32)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return (shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))).astype(np.float32)
+
+
+def beam_search(stepper: Stepper, prompt: np.ndarray, p: GenerationParams) -> list[int]:
+    """transformers' `_beam_search` for one prompt (batch size 1); returns the best hypothesis'
+    new tokens."""
+    beams = p.num_beams
+    logits, state, first = stepper.start(prompt, beams)
+    prompt_len = len(first)
+    vocab = logits.shape[-1]
+    max_len = prompt_len + p.max_new_tokens
+    keep = max(2, 1 + len(p.eos_ids)) * beams
+    eos = set(p.eos_ids)
+    running = np.tile(np.asarray(first, dtype=np.int64), (beams, 1))  # [beams, cur_len]
+    running_scores = np.zeros(beams, dtype=np.float32)
+    running_scores[1:] = NEG
+    finished: list[list[int]] = [list(first)] * beams
+    finished_scores = np.full(beams, NEG, dtype=np.float32)
+    is_finished = np.zeros(beams, dtype=bool)
+    improvable = True  # transformers' is_early_stop_heuristic_unsatisfied
+    cur_len = prompt_len
+    while True:
+        log_probs = _log_softmax(logits)
+        log_probs = np.stack([process(log_probs[b], running[b].tolist(), prompt_len, p) for b in range(beams)])
+        accumulated = (log_probs + running_scores[:, None]).reshape(-1)
+        top = _top(accumulated, keep)
+        top_scores = accumulated[top]
+        source, tokens = top // vocab, top % vocab
+        candidates = np.concatenate([running[source], tokens[:, None]], axis=1)  # [keep, cur_len + 1]
+        hits = np.asarray(
+            [
+                int(t) in eos or cur_len + 1 >= max_len or _stops(c[prompt_len:].tolist(), p)
+                for t, c in zip(tokens, candidates, strict=True)
+            ]
+        )
+        # The best `beams` candidates that did not finish run on.
+        running_candidates = top_scores + hits.astype(np.float32) * NEG
+        chosen = _top(running_candidates, beams)
+        running, running_scores, index = candidates[chosen], running_candidates[chosen], source[chosen]
+        # Finished candidates among the top `beams` join the finished hypotheses if they score higher.
+        just_finished = hits & (np.arange(keep) < beams)
+        scores = top_scores / np.float32((cur_len + 1 - prompt_len) ** p.length_penalty)
+        if is_finished.all() and p.early_stopping is True:
+            scores = scores + NEG
+        if not improvable:
+            scores = scores + NEG
+        scores = scores + (~just_finished).astype(np.float32) * NEG
+        merged_scores = np.concatenate([finished_scores, scores])
+        merged = [*finished, *candidates.tolist()]
+        merged_finished = np.concatenate([is_finished, just_finished])
+        best = _top(merged_scores, beams)
+        finished = [merged[i] for i in best]
+        finished_scores, is_finished = merged_scores[best], merged_finished[best]
+        cur_len += 1
+        if p.early_stopping == "never" and p.length_penalty > 0.0:
+            hypothetical = max_len - prompt_len
+        else:
+            hypothetical = cur_len - prompt_len
+        best_running = running_scores[0] / np.float32(hypothetical**p.length_penalty)
+        worst_finished = finished_scores.min() if is_finished.all() else NEG
+        improvable = improvable and bool(best_running > worst_finished)
+        open_beam = not (is_finished.all() and p.early_stopping is True)
+        if not (improvable and open_beam and not hits.all()):
             break
-        if any(len(new) >= len(s) and tuple(new[-len(s) :]) == s for s in p.stop_ids):
-            break
-        position = np.asarray([[len(seen) - 1]], dtype=np.int64)
-        logits, past = decoder.forward(np.asarray([[token]], dtype=np.int64), position, past)
-    return new
+        state = stepper.reorder(state, index)
+        logits, state = stepper.step(running[:, -1], state)
+    return [int(t) for t in finished[0][prompt_len:]]
 
 
 def generate(
-    decoder: Decoder,
+    stepper: Stepper,
     input_ids: np.ndarray,
     attention_mask: np.ndarray,
     p: GenerationParams,
-    eos_ids: Sequence[int],
     max_length: int | None = None,
+    on_tokens: OnTokens | None = None,
 ) -> dict[str, np.ndarray]:
     """Generate for every row of a request (left- or right-padded prompts; the mask says which
     tokens are real); returns {"generated_ids": int64 [rows, longest], padded with -1}.
-    `max_length`: the model's most positions, which prompt + max_new_tokens must fit in."""
+    `max_length`: the most positions of a decoder-only LM, which prompt + max_new_tokens must fit
+    in (None for encoder-decoders). `on_tokens(row, tokens)` streams the tokens as they come."""
     rng = np.random.default_rng(p.seed)
     rows = []
-    for ids, mask in zip(input_ids, attention_mask, strict=True):
+    for row, (ids, mask) in enumerate(zip(input_ids, attention_mask, strict=True)):
         prompt = ids[mask.astype(bool)]
         if prompt.size == 0:
             raise InvalidInput("a prompt has no tokens (attention_mask is all zeros)")
@@ -189,8 +361,9 @@ def generate(
                 f"a prompt of {prompt.size} tokens with max_new_tokens={p.max_new_tokens} exceeds the model's "
                 f"maximum of {max_length} tokens"
             )
-        rows.append(generate_row(decoder, prompt, p, eos_ids, rng))
+        callback = None if on_tokens is None else (lambda tokens, row=row: on_tokens(row, tokens))
+        rows.append(generate_row(stepper, prompt, p, rng, callback))
     out = np.full((len(rows), max(len(r) for r in rows)), PAD, dtype=np.int64)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
+    for i, tokens in enumerate(rows):
+        out[i, : len(tokens)] = tokens
     return {OUTPUT: out}

@@ -19,9 +19,10 @@ from postprocess_svc.decoders.embeddings import decode_embedding
 from splitserve import params as params_mod
 from splitserve.bundle import ServingConfig
 from splitserve.errors import InvalidInput, record_label
+from splitserve.params import ENCODER_DECODER_TASKS
 from splitserve.records import ROW_RECORD, Record
 
-NEEDS_TOKENIZER = {"token-classification", "fill-mask", "text-generation"}
+NEEDS_TOKENIZER = {"token-classification", "fill-mask", "text-generation", *ENCODER_DECODER_TASKS}
 MULTI_ROW = {"question-answering", "zero-shot-classification"}  # several model rows per record
 
 
@@ -214,6 +215,20 @@ def text_generation(post: Postprocessor, batch: Batch, p: dict[str, Any]) -> lis
     return results
 
 
+def seq2seq_generation(post: Postprocessor, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+    """text2text-generation, summarization, translation: the decoder's tokens as the pipeline
+    decodes them (its `generated_text` / `summary_text` / `translation_text`)."""
+    from postprocess_svc.decoders.generation import decode_seq2seq
+
+    generated = batch.output("generated_ids")
+    start = int((post.config.generation or {})["decoder_start_token_id"])
+    results = []
+    for row in generated:
+        new = row[row >= 0].tolist()  # -1 pads the rows that stopped early
+        results.append({"generated": [decode_seq2seq(post.tokenizer, start, new)]})
+    return results
+
+
 Decoder = Callable[[Postprocessor, Batch, dict[str, Any]], list[dict[str, Any]]]
 DECODERS: dict[str, Decoder] = {
     "feature-extraction": feature_extraction,
@@ -223,4 +238,5 @@ DECODERS: dict[str, Decoder] = {
     "question-answering": question_answering,
     "zero-shot-classification": zero_shot,
     "text-generation": text_generation,
+    **dict.fromkeys(ENCODER_DECODER_TASKS, seq2seq_generation),
 }

@@ -21,6 +21,7 @@ import numpy as np
 from splitserve import params as params_mod
 from splitserve.bundle import ServingConfig
 from splitserve.errors import InvalidInput, record_label
+from splitserve.params import GENERATION_TASKS
 from splitserve.records import (
     ROW_RECORD,
     Limits,
@@ -236,26 +237,35 @@ def encode_zero_shot(pre: Preprocessor, records: list[Record], p: dict[str, Any]
 
 
 def prompt_texts(config: ServingConfig, records: list[Record]) -> list[str]:
-    """text-generation prompts: the records' texts in the source model's MLflow prompt_template."""
+    """Generation prompts: the records' texts in the source model's MLflow prompt_template, after
+    the pipeline's `prefix` (encoder-decoders, e.g. T5's "translate English to German: ")."""
     template = config.prompt_template
-    return [template.format(prompt=r.text) if template else r.text or "" for r in records]
+    prefix = (config.generation or {}).get("prefix") or ""
+    return [prefix + (template.format(prompt=r.text) if template else r.text or "") for r in records]
 
 
 def encode_generation(pre: Preprocessor, records: list[Record], p: dict[str, Any]) -> Encoded:
-    """text-generation: each prompt tokenized as the pipeline does (the tokenizer's own special
+    """The generation tasks: each prompt tokenized as the pipeline does (the tokenizer's own special
     tokens, no truncation), left-padded with 0 into one [rows, tokens] array; the generation params
-    go to the model tier, stop strings as their token ids."""
+    go to the model tier, stop strings as their token ids. A decoder-only LM's prompt and new
+    tokens must fit in its positions; an encoder-decoder's prompt in its encoder's."""
     check_text_records(records, pre.limits, allow_pairs=False)
     prompts = prompt_texts(pre.config, records)
     ids = pre.tokenizer(prompts)["input_ids"]
+    decoder_only = pre.config.task == "text-generation"
     for i, row in enumerate(ids):
         where = record_label(i, records[i].id)
         if not row:
             raise InvalidInput(f"{where}: field 'text' makes no tokens")
-        if len(row) + p["max_new_tokens"] > pre.config.max_length:
+        if decoder_only and len(row) + p["max_new_tokens"] > pre.config.max_length:
             raise InvalidInput(
                 f"{where}: field 'text' is {len(row)} tokens long; with max_new_tokens={p['max_new_tokens']} "
                 f"that exceeds the model's maximum of {pre.config.max_length} tokens"
+            )
+        if not decoder_only and len(row) > pre.config.max_length:
+            raise InvalidInput(
+                f"{where}: field 'text' is {len(row)} tokens long, over the model's maximum of "
+                f"{pre.config.max_length} tokens (the pipeline does not truncate it either)"
             )
     width = max(len(row) for row in ids)
     input_ids = np.zeros((len(ids), width), dtype=np.int64)
@@ -270,13 +280,19 @@ def encode_generation(pre: Preprocessor, records: list[Record], p: dict[str, Any
         "top_k": p["top_k"] or 0,
         "top_p": p["top_p"],
         "repetition_penalty": p["repetition_penalty"],
+        "num_beams": p["num_beams"],
+        "length_penalty": p["length_penalty"],
+        "early_stopping": str(p["early_stopping"]).lower(),
+        "no_repeat_ngram_size": p["no_repeat_ngram_size"],
+        "min_new_tokens": p["min_new_tokens"],
     }
     if p["seed"] is not None:
         model_params["seed"] = p["seed"]
     if p["stop"]:
         stops = [pre.tokenizer.encode(s, add_special_tokens=False) for s in p["stop"]]
         model_params["stop_ids"] = json.dumps([ids for ids in stops if ids])
-    context = {"input_ids": input_ids, "attention_mask": mask}
+    # Postprocess needs the prompt's tokens only to cut a decoder-only LM's prompt off its text.
+    context = {"input_ids": input_ids, "attention_mask": mask} if decoder_only else {}
     return Encoded(
         model_inputs={"input_ids": input_ids, "attention_mask": mask}, context=context, model_params=model_params
     )
@@ -290,5 +306,5 @@ ENCODERS: dict[str, Encoder] = {
     "fill-mask": encode_fill_mask,
     "question-answering": encode_question_answering,
     "zero-shot-classification": encode_zero_shot,
-    "text-generation": encode_generation,
+    **dict.fromkeys(GENERATION_TASKS, encode_generation),
 }

@@ -28,8 +28,11 @@ TASK_OUTPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # A decoder with past key values (one graph; the first step feeds an empty past). The model
     # tier runs the decoding loop and returns the generated ids (model_svc/generation.py).
     "text-generation": ("text-generation-with-past", ("logits",)),
+    # Encoder-decoders: Optimum's encoder graph and merged decoder graph (with and without past).
+    **dict.fromkeys(params_mod.ENCODER_DECODER_TASKS, ("text2text-generation-with-past", ("logits",))),
 }
-GENERATION_TASKS = {"text-generation"}
+GENERATION_TASKS = set(params_mod.GENERATION_TASKS)
+ENCODER_FILE, MERGED_DECODER_FILE = "encoder_model.onnx", "decoder_model_merged.onnx"
 # Most new tokens one request may ask for, unless export says otherwise (`max_new_tokens_limit`).
 DEFAULT_MAX_NEW_TOKENS_LIMIT = 256
 # Tasks whose model config's labels the stages read.
@@ -230,20 +233,72 @@ def check_generation_parity(
     return {"parity_max_abs_diff": max_abs, "parity_max_rel_diff": max_rel, "parity_tolerance": tolerance}
 
 
+def check_seq2seq_parity(
+    model: Any, onnx_dir: Path, tokenizer: Any, max_length: int, texts: list[str], tolerance: float, start_id: int
+) -> dict[str, float]:
+    """The encoder and merged decoder graphs against PyTorch: the encoder's hidden states, the
+    decoder's logits on the first step (no past) and on one more step fed the graph's own past key
+    values; fail past `tolerance`."""
+    import onnxruntime as ort
+    import torch
+
+    from model_svc.backends.torch import encode
+
+    encoder = ort.InferenceSession(str(onnx_dir / ENCODER_FILE), providers=["CPUExecutionProvider"])
+    decoder = ort.InferenceSession(str(onnx_dir / MERGED_DECODER_FILE), providers=["CPUExecutionProvider"])
+    inputs = {i.name: i.shape for i in decoder.get_inputs()}
+    past_names = [n for n in inputs if n.startswith("past_key_values.")]
+    outputs = ["logits", *(n.replace("past_key_values.", "present.", 1) for n in past_names)]
+    max_abs = max_rel = 0.0
+    for text in texts:
+        ids = np.asarray([tokenizer(text, truncation=True, max_length=max_length)["input_ids"]], dtype=np.int64)
+        mask = np.ones_like(ids)
+        (hidden,) = encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
+        _, heads, _, dim = inputs[past_names[0]]
+        feeds: dict[str, np.ndarray] = {
+            "input_ids": np.asarray([[start_id]], dtype=np.int64),
+            "encoder_hidden_states": hidden,
+            "encoder_attention_mask": mask,
+            "use_cache_branch": np.asarray([False]),
+            **dict.fromkeys(past_names, np.zeros((1, int(heads), 0, int(dim)), dtype=np.float32)),
+        }
+        first = dict(zip(outputs, decoder.run(outputs, feeds), strict=True))
+        nxt = int(first["logits"][0, -1].argmax())
+        feeds.update(
+            {n: first[n.replace("past_key_values.", "present.", 1)] for n in past_names},
+            input_ids=np.asarray([[nxt]], dtype=np.int64),
+            use_cache_branch=np.asarray([True]),
+        )
+        second = decoder.run(["logits"], feeds)[0]
+        with torch.inference_mode():
+            t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+            t_hidden = encode(model, t_ids, t_mask)
+            t1 = model(encoder_outputs=(t_hidden,), attention_mask=t_mask, decoder_input_ids=torch.tensor([[start_id]]))
+            t2 = model(
+                encoder_outputs=(t_hidden,),
+                attention_mask=t_mask,
+                decoder_input_ids=torch.tensor([[nxt]]),
+                past_key_values=t1.past_key_values,
+            )
+        pairs = [
+            (t_hidden[0].float().numpy(), hidden[0], "ONNX encoder hidden states"),
+            (t1.logits[0].float().numpy(), first["logits"][0], "ONNX decoder logits (first step)"),
+            (t2.logits[0].float().numpy(), second[0], "ONNX decoder logits (with past)"),
+        ]
+        for expected, actual, what in pairs:
+            abs_diff, rel_diff = _compare(expected, actual, tolerance, what)
+            max_abs, max_rel = max(max_abs, abs_diff), max(max_rel, rel_diff)
+    return {"parity_max_abs_diff": max_abs, "parity_max_rel_diff": max_rel, "parity_tolerance": tolerance}
+
+
 # generation_config settings the decoding loop (model_svc/generation.py) does not implement, with
 # the value that makes each a no-op; a model that sets one is refused at export.
 UNSUPPORTED_GENERATION_SETTINGS: dict[str, Any] = {
-    "num_beams": 1,
     "num_beam_groups": 1,
     "penalty_alpha": None,
-    "no_repeat_ngram_size": 0,
     "encoder_no_repeat_ngram_size": 0,
-    "min_length": 0,
-    "min_new_tokens": None,
     "bad_words_ids": None,
     "force_words_ids": None,
-    "forced_bos_token_id": None,
-    "forced_eos_token_id": None,
     "suppress_tokens": None,
     "begin_suppress_tokens": None,
     "sequence_bias": None,
@@ -253,6 +308,8 @@ UNSUPPORTED_GENERATION_SETTINGS: dict[str, Any] = {
     "min_p": None,
     "exponential_decay_length_penalty": None,
     "num_return_sequences": 1,
+    "diversity_penalty": 0.0,
+    "encoder_repetition_penalty": 1.0,
 }
 
 
@@ -263,25 +320,33 @@ def _eos_ids(value: Any) -> list[int]:
 
 
 def generation_info(
-    model: Any, tokenizer: Any, onnx_path: Path, source_uri: str, max_new_tokens_limit: int
+    model: Any, tokenizer: Any, onnx_dir: Path, source_uri: str, max_new_tokens_limit: int, pipeline_task: str
 ) -> tuple[dict[str, Any], str | None]:
-    """What the stages need to generate: the decoder graph's names and past shapes, eos/pad ids,
-    the defaults of the model's generation_config as the text-generation pipeline resolves them
-    (the pipeline's own defaults where the model sets none), the max_new_tokens limit; and the
-    source model's MLflow prompt_template."""
+    """What the stages need to generate: the decoder graph's names and past shapes, eos ids, the
+    model's own decoding settings (forced tokens, min length), the defaults of the request params
+    from the model's generation_config as the task's pipeline resolves them (the pipeline's own
+    defaults where the model sets none), the max_new_tokens limit, the encoder-decoder's decoder
+    start token and the pipeline's `prefix`; and the source model's MLflow prompt_template."""
     import mlflow
     import onnxruntime as ort
     import transformers
 
-    if getattr(model.config, "prefix", None):
+    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+    pipe = transformers.pipeline(pipeline_task, model=model, tokenizer=tokenizer)  # type: ignore[call-overload]
+    prefix = getattr(pipe, "prefix", None) or None
+    if prefix and not encoder_decoder:
         raise ExportError("models with a config `prefix` are not supported for text-generation yet")
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    if getattr(tokenizer, "_build_translation_inputs", None) is not None:
+        raise ExportError(
+            f"{type(tokenizer).__name__} takes src_lang/tgt_lang (multilingual translation); not supported yet"
+        )
+    graph = onnx_dir / (MERGED_DECODER_FILE if encoder_decoder else "model.onnx")
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     graph_inputs = {i.name: i.shape for i in session.get_inputs()}
     past = sorted(n for n in graph_inputs if n.startswith("past_key_values."))
     if not past or "logits" not in {o.name for o in session.get_outputs()}:
         raise ExportError(f"the exported decoder has no past key values inputs / logits: {sorted(graph_inputs)}")
     _, kv_heads, _, head_dim = graph_inputs[past[0]]
-    pipe = transformers.pipeline("text-generation", model=model, tokenizer=tokenizer)
     gc = pipe.generation_config
     unsupported = {
         name: getattr(gc, name)
@@ -293,31 +358,58 @@ def generation_info(
             f"the model's generation_config sets {unsupported}, which splitserve's decoding loop does not "
             "implement yet (its output would differ from the pipeline's); refusing to export"
         )
+    max_new_tokens = model.generation_config.max_new_tokens  # None: splitserve's 32
+    if max_new_tokens is None and encoder_decoder and gc.max_length not in (None, 20):  # 20: transformers' default
+        max_new_tokens = int(gc.max_length) - 1  # the decoder starts from one token
     defaults = {
-        "max_new_tokens": model.generation_config.max_new_tokens,  # None: splitserve's 32
+        "max_new_tokens": max_new_tokens,
         "do_sample": bool(gc.do_sample),
         "temperature": float(gc.temperature) if gc.temperature is not None else 1.0,
         "top_k": int(gc.top_k) if gc.top_k else None,
         "top_p": float(gc.top_p) if gc.top_p is not None else 1.0,
         "repetition_penalty": float(gc.repetition_penalty) if gc.repetition_penalty is not None else 1.0,
+        "num_beams": int(gc.num_beams or 1),
+        "length_penalty": float(gc.length_penalty) if gc.length_penalty is not None else 1.0,
+        "early_stopping": gc.early_stopping if gc.early_stopping in (True, False, "never") else False,
+        "no_repeat_ngram_size": int(gc.no_repeat_ngram_size or 0),
+        "min_new_tokens": int(gc.min_new_tokens or 0),
     }
     info = mlflow.models.get_model_info(source_uri)
     template = (info.metadata or {}).get("prompt_template")
     pyfunc_conf = info.flavors.get("python_function", {})
     model_config = pyfunc_conf.get("model_config") or pyfunc_conf.get("config") or {}
-    generation = {
+    # The source model's MLflow model_config: request params' defaults, where they are params.
+    accepted = params_mod.accepted(params_mod.ENCODER_DECODER_TASKS[0] if encoder_decoder else "text-generation")
+    for name, value in model_config.items():
+        if name in accepted and name != "return_full_text":
+            defaults[name] = accepted[name][0](f"model_config {name}", value)
+    generation: dict[str, Any] = {
+        "architecture": "encoder-decoder" if encoder_decoder else "decoder",
+        "pipeline_task": pipeline_task,
         "graph_inputs": list(graph_inputs),
         "graph_outputs": [o.name for o in session.get_outputs()],
-        "num_layers": len(past) // 2,
+        "num_layers": len([n for n in past if n.endswith(".key")]) // (2 if encoder_decoder else 1),
         "num_attention_heads": int(getattr(model.config, "num_attention_heads", 0) or 0),
         "num_kv_heads": int(kv_heads),
         "head_dim": int(head_dim),
         "eos_token_ids": _eos_ids(gc.eos_token_id),
         "pad_token_id": gc.pad_token_id if gc.pad_token_id is None else int(gc.pad_token_id),
+        "model_settings": {
+            "min_length": int(gc.min_length or 0),
+            "forced_bos_token_id": None if gc.forced_bos_token_id is None else int(gc.forced_bos_token_id),
+            "forced_eos_token_id": _eos_ids(gc.forced_eos_token_id),
+        },
         "defaults": defaults,
         "max_new_tokens_limit": int(max_new_tokens_limit),
         "return_full_text": model_config.get("return_full_text"),
     }
+    if encoder_decoder:
+        start = gc.decoder_start_token_id
+        if start is None:
+            start = model.config.decoder_start_token_id
+        if start is None:
+            raise ExportError("the encoder-decoder has no decoder_start_token_id")
+        generation.update(encoder_file=ENCODER_FILE, decoder_start_token_id=int(start), prefix=prefix)
     return generation, template
 
 
@@ -462,7 +554,9 @@ def signature_for(task: str, max_length: int, defaults: dict[str, Any]) -> Any:
     for pname, (validate, default) in params_mod.accepted(task).items():
         value = validate(pname, defaults[pname]) if pname in defaults else default
         kind = params_mod.kind_of(validate)
-        if pname == "max_length":
+        if pname == "early_stopping":  # true, false or "never": a string in the signature
+            specs.append(ParamSpec(pname, "string", str(value).lower()))
+        elif pname == "max_length":
             specs.append(ParamSpec(pname, "long", value or max_length))
         elif kind == "string_list":
             # MLflow cannot say None for a list: [] stands for it (the validators read [] as none).
@@ -480,7 +574,8 @@ def _signature_defaults(config: ServingConfig) -> dict[str, Any]:
     if config.generation is None:
         return config.defaults
     resolved = params_mod.resolve_for(config, {})
-    return {name: resolved[name] for name in (*params_mod.GENERATION_DEFAULTS, "return_full_text")} | config.defaults
+    names = [n for n in (*params_mod.GENERATION_DEFAULTS, "return_full_text") if n in resolved]
+    return {name: resolved[name] for name in names} | config.defaults
 
 
 def code_paths() -> list[str]:
@@ -556,7 +651,8 @@ def export_bundle(
 
         t = step(f"Loading source model {source_uri}")
         components = mlflow.transformers.load_model(source_uri, return_type="components")
-        task = components["task"]
+        pipeline_task = components["task"]  # translation: "translation_en_to_fr" and the like
+        task = "translation" if pipeline_task.startswith("translation") else pipeline_task
         if task not in TASK_OUTPUTS:
             raise ExportError(f"task {task!r} is not supported yet; supported: {sorted(TASK_OUTPUTS)}")
         params_mod.validate_defaults(task, defaults)
@@ -578,10 +674,12 @@ def export_bundle(
         optimum_task, outputs = TASK_OUTPUTS[task]
         output = outputs[0]  # the main output (what the int8 quality gate compares)
         raw_dir = Path(tmp) / "optimum"
-        _export_onnx(model, raw_dir, optimum_task)
+        graphs = _export_onnx(model, raw_dir, optimum_task)
         onnx_dir.mkdir(parents=True)
         for f in raw_dir.iterdir():
-            if f.suffix in (".onnx", ".onnx_data") or f.name.endswith(".onnx.data"):
+            if f.name.split(".onnx")[0] + ".onnx" in graphs and (
+                f.suffix == ".onnx" or ".onnx_data" in f.name or ".onnx.data" in f.name
+            ):
                 shutil.copy2(f, onnx_dir / f.name)
         tokenizer.save_pretrained(str(tok_dir))
         done(t, "Exported ONNX graph")
@@ -590,12 +688,16 @@ def export_bundle(
         max_length = max_length_of(tokenizer, model.config)
         generation, template = None, None
         if task in GENERATION_TASKS:
-            parity = check_generation_parity(
-                model, onnx_dir / "model.onnx", tokenizer, max_length, SAMPLE_TEXTS, tolerance
-            )
             generation, template = generation_info(
-                model, tokenizer, onnx_dir / "model.onnx", source_uri, max_new_tokens_limit
+                model, tokenizer, onnx_dir, source_uri, max_new_tokens_limit, pipeline_task
             )
+            if task == "text-generation":
+                parity = check_generation_parity(
+                    model, onnx_dir / "model.onnx", tokenizer, max_length, SAMPLE_TEXTS, tolerance
+                )
+            else:
+                start_id = generation["decoder_start_token_id"]
+                parity = check_seq2seq_parity(model, onnx_dir, tokenizer, max_length, SAMPLE_TEXTS, tolerance, start_id)
         else:
             parity = check_parity(
                 model, onnx_dir / "model.onnx", tokenizer, max_length, SAMPLE_TEXTS, outputs, tolerance
@@ -625,7 +727,8 @@ def export_bundle(
 
         import onnxruntime as ort
 
-        session = ort.InferenceSession(str(onnx_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+        onnx_file = MERGED_DECODER_FILE if task in params_mod.ENCODER_DECODER_TASKS else "model.onnx"
+        session = ort.InferenceSession(str(onnx_dir / onnx_file), providers=["CPUExecutionProvider"])
         config = ServingConfig(
             name=bundle_name(source_uri, name, register),
             task=task,
@@ -642,6 +745,7 @@ def export_bundle(
             artifacts={"tokenizer": hash_tree(tok_dir), "onnx": hash_tree(onnx_dir)},
             generation=generation,
             prompt_template=template,
+            onnx_file=onnx_file,
         )
         config.fingerprint = config.compute_fingerprint()
         (artifacts / CONFIG_FILE).write_text(config.to_json())
@@ -678,7 +782,9 @@ def export_bundle(
     return uri
 
 
-def _export_onnx(model: Any, out_dir: Path, optimum_task: str) -> None:
+def _export_onnx(model: Any, out_dir: Path, optimum_task: str) -> list[str]:
+    """Optimum's export; returns the graph files the bundle keeps (encoder-decoders: the encoder
+    and the merged decoder, not the separate decoders with and without past)."""
     import logging
     import warnings
 
@@ -688,5 +794,8 @@ def _export_onnx(model: Any, out_dir: Path, optimum_task: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         onnx_export_from_model(model, out_dir, task=optimum_task, do_validation=False)
-    if not (out_dir / "model.onnx").exists():
-        raise ExportError(f"Optimum wrote no model.onnx (got {sorted(p.name for p in out_dir.iterdir())})")
+    wanted = [ENCODER_FILE, MERGED_DECODER_FILE] if optimum_task.startswith("text2text") else ["model.onnx"]
+    missing = [f for f in wanted if not (out_dir / f).exists()]
+    if missing:
+        raise ExportError(f"Optimum wrote no {missing} (got {sorted(p.name for p in out_dir.iterdir())})")
+    return wanted

@@ -90,11 +90,29 @@ def _probability(name: str, value: Any) -> float:
     return float(value)
 
 
+MAX_BEAMS = 16
+
+
 def _num_beams(name: str, value: Any) -> int:
     beams = _positive_int(name, value)
-    if beams > 1:
-        raise InvalidInput(f"param {name!r}: num_beams > 1 is not supported yet (greedy or sampling only)")
+    if beams > MAX_BEAMS:
+        raise InvalidInput(f"param {name!r}: {beams} beams; at most {MAX_BEAMS}")
     return beams
+
+
+def _float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInput(f"param {name!r}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _early_stopping(name: str, value: Any) -> bool | str:
+    """transformers' `early_stopping`: true, false or "never"."""
+    if isinstance(value, bool) or value == "never":
+        return value
+    if value in ("true", "false"):  # as MLflow's string-typed signature param sends them
+        return value == "true"
+    raise InvalidInput(f'param {name!r}: expected true, false or "never", got {value!r}')
 
 
 def _stop(name: str, value: Any) -> list[str]:
@@ -123,6 +141,16 @@ def _template(name: str, value: Any) -> str:
 COMMON: dict[str, tuple[Validator, Any]] = {
     "truncation": (_bool, True),
     "max_length": (_optional_positive_int, None),
+}
+
+# Beam search and the length controls of generate (the model's generation_config gives the
+# defaults of those set to None).
+BEAM_PARAMS: dict[str, tuple[Validator, Any]] = {
+    "num_beams": (_num_beams, None),
+    "length_penalty": (_float, None),
+    "early_stopping": (_early_stopping, None),
+    "no_repeat_ngram_size": (_optional_non_negative_int, None),
+    "min_new_tokens": (_optional_non_negative_int, None),
 }
 
 TASK_PARAMS: dict[str, dict[str, tuple[Validator, Any]]] = {
@@ -170,14 +198,44 @@ TASK_PARAMS: dict[str, dict[str, tuple[Validator, Any]]] = {
         "seed": (_optional_non_negative_int, None),  # null: a fresh seed per request
         "stop": (_stop, []),
         "return_full_text": (_optional_bool, None),  # null: true, false with a prompt_template (MLflow)
-        "num_beams": (_num_beams, 1),
+        **BEAM_PARAMS,
+    },
+    # Encoder-decoders (T5, BART): the same decoding params, without return_full_text.
+    **{
+        task: {
+            "max_new_tokens": (_optional_positive_int, None),
+            "do_sample": (_optional_bool, None),
+            "temperature": (_positive_float, 1.0),
+            "top_k": (_optional_non_negative_int, None),
+            "top_p": (_probability, 1.0),
+            "repetition_penalty": (_positive_float, 1.0),
+            "seed": (_optional_non_negative_int, None),
+            "stop": (_stop, []),
+            **BEAM_PARAMS,
+        }
+        for task in ("text2text-generation", "summarization", "translation")
     },
 }
 
 TASKS = tuple(TASK_PARAMS)
-OWN_LENGTH = {"question-answering", "text-generation"}  # tasks without the COMMON params
-# text-generation params whose defaults come from the model's generation_config.
-GENERATION_DEFAULTS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty")
+GENERATION_TASKS = ("text-generation", "text2text-generation", "summarization", "translation")
+ENCODER_DECODER_TASKS = GENERATION_TASKS[1:]
+OWN_LENGTH = {"question-answering", *GENERATION_TASKS}  # tasks without the COMMON params
+# Generation params whose defaults come from the model's generation_config, and the value each
+# takes when neither the model nor the request sets it (max_new_tokens: see `resolve_for`).
+GENERATION_DEFAULTS: dict[str, Any] = {
+    "max_new_tokens": None,
+    "do_sample": False,
+    "temperature": 1.0,
+    "top_k": None,
+    "top_p": 1.0,
+    "repetition_penalty": 1.0,
+    "num_beams": 1,
+    "length_penalty": 1.0,
+    "early_stopping": False,
+    "no_repeat_ngram_size": 0,
+    "min_new_tokens": 0,
+}
 
 # The MLflow param type of each validator (a list type is "string_list"); others are "string".
 _KINDS: dict[Validator, str] = {
@@ -186,6 +244,7 @@ _KINDS: dict[Validator, str] = {
     _positive_float: "double",
     _probability: "double",
     _num_beams: "long",
+    _float: "double",
     _stop: "string_list",
     _positive_int: "long",
     _optional_positive_int: "long",
@@ -208,15 +267,17 @@ def accepted(task: str) -> dict[str, tuple[Validator, Any]]:
 
 
 def resolve_for(config: Any, params: dict[str, Any] | None) -> dict[str, Any]:
-    """`resolve` with everything a bundle's `ServingConfig` says: its defaults, and for
-    text-generation the model's generation defaults and the max_new_tokens limit."""
-    if config.task != "text-generation":
+    """`resolve` with everything a bundle's `ServingConfig` says: its defaults, and for the
+    generation tasks the model's generation defaults and the max_new_tokens limit."""
+    if config.task not in GENERATION_TASKS:
         return resolve(config.task, params, config.defaults, config.max_length)
     generation = config.generation or {}
     model_defaults = dict(generation.get("defaults") or {})
-    model_defaults["return_full_text"] = config.prompt_template is None
-    if generation.get("return_full_text") is not None:  # the source model's MLflow model_config
-        model_defaults["return_full_text"] = generation["return_full_text"]
+    if config.task == "text-generation":
+        model_defaults["return_full_text"] = config.prompt_template is None
+        if generation.get("return_full_text") is not None:  # the source model's MLflow model_config
+            model_defaults["return_full_text"] = generation["return_full_text"]
+    model_defaults = {k: v for k, v in model_defaults.items() if v is not None}
     resolved = resolve(config.task, params, {**model_defaults, **config.defaults}, config.max_length)
     limit = int(generation.get("max_new_tokens_limit") or 256)
     if resolved["max_new_tokens"] is None:
@@ -227,10 +288,23 @@ def resolve_for(config: Any, params: dict[str, Any] | None) -> dict[str, Any]:
         raise InvalidInput(
             f"param 'max_new_tokens': {resolved['max_new_tokens']} exceeds this model's limit of {limit}"
         )
-    if resolved["do_sample"] is None:
-        resolved["do_sample"] = False
-    if resolved["return_full_text"] is None:
+    for name, fallback in GENERATION_DEFAULTS.items():
+        if resolved[name] is None and fallback is not None:
+            resolved[name] = fallback
+    if resolved.get("return_full_text") is None and config.task == "text-generation":
         resolved["return_full_text"] = True
+    asked = params or {}
+    if resolved["num_beams"] > 1 and resolved["do_sample"]:
+        # Beam sampling is not implemented: the param the request set wins over the default.
+        if "do_sample" in asked and "num_beams" not in asked:
+            resolved["num_beams"] = 1
+        elif "num_beams" in asked and "do_sample" not in asked:
+            resolved["do_sample"] = False
+    if resolved["num_beams"] > 1 and resolved["do_sample"]:
+        raise InvalidInput(
+            "params 'num_beams' > 1 with 'do_sample' true (the request's or the model's default): beam sampling "
+            "is not supported; pass do_sample=false for beam search"
+        )
     return resolved
 
 

@@ -23,9 +23,15 @@ class SplitServeModel(PythonModel):
         bundle = read_local(root)
         bundle.verify(("tokenizer", "onnx"))
         self.pipeline = InProcessPipeline(bundle)
+        from splitserve.params import resolve_for
+
+        self.defaults = resolve_for(bundle.config, {})
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         import pandas as pd
 
-        results = self.pipeline.predict(model_input, params or None)
+        # MLflow fills in the signature's default for every param the caller left out; drop those so
+        # that the params the caller did set win where two conflict (do_sample vs. num_beams).
+        asked = {k: v for k, v in (params or {}).items() if k not in self.defaults or self.defaults[k] != v}
+        results = self.pipeline.predict(model_input, asked or None)
         return pd.DataFrame(results)

@@ -33,11 +33,16 @@ def log_pipeline(model_dir: Path | None, task: str, name: str | None, prompt_tem
 
     from splitserve.mlflow_env import registered_uri
 
-    if task not in TASKS:
-        raise InvalidInput(f"task {task!r} is not supported; supported tasks: {list(TASKS)}")
+    if task not in TASKS and not task.startswith("translation_"):  # translation_en_to_fr and the like
+        raise InvalidInput(f"task {task!r} is not supported; supported tasks: {list(TASKS)} (and translation_xx_to_yy)")
     if model_dir is None:
         model_dir, name = bundled_minilm_dir(), name or DEFAULT_MODEL_NAME
     pipe = transformers.pipeline(task, model=str(model_dir), tokenizer=str(model_dir))  # type: ignore[call-overload]
+    # The pipeline pops its task's `prefix` (T5's "translate English to French: ") out of the
+    # model config's task_specific_params; put them back so the logged model keeps the prefix.
+    task_params = transformers.AutoConfig.from_pretrained(str(model_dir)).task_specific_params
+    if task_params is not None:
+        pipe.model.config.task_specific_params = task_params
     with mlflow.start_run(run_name=f"log-{name or task}"):
         info = mlflow.transformers.log_model(
             pipe,

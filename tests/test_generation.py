@@ -86,6 +86,24 @@ def test_greedy_matches_pipeline(gen_bundles, arch: str) -> None:
             {"do_sample": False, "max_new_tokens": 9, "repetition_penalty": 1.5, "return_full_text": False},
             {"max_new_tokens": 9, "repetition_penalty": 1.5, "return_full_text": False},
         ),
+        # Beam search, with the length controls.
+        ({"do_sample": False, "max_new_tokens": 10, "num_beams": 3}, {"max_new_tokens": 10, "num_beams": 3}),
+        (
+            {
+                "do_sample": False,
+                **(
+                    beams := {
+                        "max_new_tokens": 8,
+                        "num_beams": 4,
+                        "length_penalty": 0.6,
+                        "early_stopping": True,
+                        "no_repeat_ngram_size": 2,
+                        "min_new_tokens": 3,
+                    }
+                ),
+            },
+            beams,
+        ),
     ]
     with Stack(bundle.local_dir) as stack, Client(stack.gateway) as client:
         for params, pipe_kwargs in cases:
@@ -163,7 +181,9 @@ def test_prompt_template(gen_bundles) -> None:
     ("params", "message"),
     [
         ({"max_new_tokens": LIMIT + 1}, "max_new_tokens"),
-        ({"num_beams": 2}, "num_beams > 1 is not supported yet"),
+        ({"num_beams": 2, "do_sample": True}, "beam sampling is not supported"),
+        ({"num_beams": 17}, "at most 16"),
+        ({"early_stopping": "sometimes"}, "early_stopping"),
         ({"temperature": 0}, "temperature"),
         ({"top_p": 1.5}, "top_p"),
         ({"stop": [""]}, "stop"),
@@ -185,7 +205,7 @@ def test_bad_params_through_the_gateway(gen_bundles) -> None:
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "max_new_tokens" in err.value.details()
         with pytest.raises(grpc.RpcError) as err:
-            client.predict(PROMPTS[:1], params={"num_beams": 3})
+            client.predict(PROMPTS[:1], params={"num_beams": 3, "do_sample": True})
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         # Too long a prompt for the model with the new tokens: refused, naming the record.
         with pytest.raises(grpc.RpcError) as err:
@@ -195,10 +215,14 @@ def test_bad_params_through_the_gateway(gen_bundles) -> None:
 
 
 def test_logits_processing_matches_transformers() -> None:
-    """Repetition penalty, temperature, top-k and top-p give the scores transformers' processors do."""
+    """Repetition penalty, no-repeat n-grams, min new tokens, forced eos, temperature, top-k and
+    top-p give the scores transformers' processors do."""
     import numpy as np
     import torch
     from transformers.generation.logits_process import (
+        ForcedEOSTokenLogitsProcessor,
+        MinNewTokensLengthLogitsProcessor,
+        NoRepeatNGramLogitsProcessor,
         RepetitionPenaltyLogitsProcessor,
         TemperatureLogitsWarper,
         TopKLogitsWarper,
@@ -210,21 +234,32 @@ def test_logits_processing_matches_transformers() -> None:
     rng = np.random.default_rng(0)
     for _ in range(20):
         logits = rng.normal(0, 3, size=97).astype(np.float32)
-        seen = rng.integers(0, 97, size=12).tolist()
+        seen = rng.integers(0, 12, size=int(rng.integers(8, 14))).tolist()  # repeats: n-grams to ban
         p = GenerationParams(
             do_sample=True,
             temperature=float(rng.uniform(0.3, 2)),
             top_k=int(rng.integers(0, 40)),
             top_p=float(rng.uniform(0.2, 1)),
             repetition_penalty=float(rng.uniform(0.8, 2)),
+            no_repeat_ngram_size=int(rng.integers(0, 4)),
+            min_new_tokens=int(rng.integers(0, 8)),
+            max_new_tokens=int(rng.integers(4, 12)),
+            eos_ids=(3,),
+            forced_eos_token_id=(3,),
         )
+        prompt_len = 5
         ids, scores = torch.tensor([seen]), torch.from_numpy(logits.copy())[None]
         scores = RepetitionPenaltyLogitsProcessor(p.repetition_penalty)(ids, scores)
+        if p.no_repeat_ngram_size:
+            scores = NoRepeatNGramLogitsProcessor(p.no_repeat_ngram_size)(ids, scores)
+        if p.min_new_tokens:
+            scores = MinNewTokensLengthLogitsProcessor(prompt_len, p.min_new_tokens, 3)(ids, scores)
+        scores = ForcedEOSTokenLogitsProcessor(prompt_len + p.max_new_tokens, 3)(ids, scores)
         scores = TemperatureLogitsWarper(p.temperature)(ids, scores)
         if p.top_k:
             scores = TopKLogitsWarper(p.top_k)(ids, scores)
         scores = TopPLogitsWarper(p.top_p)(ids, scores)
-        expected, got = scores[0].numpy(), process(logits, seen, p)
+        expected, got = scores[0].numpy(), process(logits, seen, prompt_len, p)
         assert np.array_equal(np.isinf(expected), np.isinf(got)), p
         finite = ~np.isinf(expected)
         assert np.allclose(expected[finite], got[finite], rtol=1e-5, atol=1e-5), p
@@ -259,8 +294,8 @@ def test_export_refuses_generation_settings_it_does_not_implement(mlflow_store, 
 
     model_dir = save_tiny_lm("gpt2", tmp_path)
     config = transformers.GenerationConfig.from_pretrained(str(model_dir))
-    config.no_repeat_ngram_size = 2
+    config.suppress_tokens = [5]
     config.save_pretrained(str(model_dir))
     source = log_pipeline(model_dir, "text-generation", None)
-    with pytest.raises(ExportError, match="no_repeat_ngram_size"):
+    with pytest.raises(ExportError, match="suppress_tokens"):
         export_bundle(source, show_progress=False)

@@ -49,12 +49,12 @@ def test_cli_log_and_export_print_uris(mlflow_store, tiny_bundles) -> None:
 
 def test_export_refuses_unsupported_task(mlflow_store, tmp_path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "splitserve", "log", "--model-dir", str(tmp_path), "--task", "summarization"],
+        [sys.executable, "-m", "splitserve", "log", "--model-dir", str(tmp_path), "--task", "table-question-answering"],
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 2
-    assert "task 'summarization' is not supported" in proc.stderr
+    assert "task 'table-question-answering' is not supported" in proc.stderr
 
 
 @pytest.mark.parametrize("task", ["feature-extraction", "token-classification"])

@@ -239,3 +239,56 @@ def save_tiny_lm(arch: str, root: Path, seed: int = 1) -> Path:
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
     return out
+
+
+def save_tiny_seq2seq(arch: str, root: Path, seed: int = 1, prefix_task: str | None = None) -> Path:
+    """A 2+2-layer, 32-wide encoder-decoder with a large init std (no near-ties in greedy
+    decoding): T5 with the real WordPiece tokenizer of all-MiniLM-L6-v2 ([PAD] starts the decoder,
+    [SEP] ends), or BART with the byte-level BPE (</s> starts and ends). `prefix_task`: give the T5
+    a `task_specific_params` prefix for that pipeline task, as the real T5 checkpoints have."""
+    import torch
+
+    if arch == "t5":
+        tok = reloaded(transformers.AutoTokenizer.from_pretrained(MINILM_DIR), root / "tok")
+        config = transformers.T5Config(
+            vocab_size=len(tok),
+            d_model=32,
+            d_kv=16,
+            d_ff=64,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=2,
+            initializer_factor=8.0,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.sep_token_id,
+            decoder_start_token_id=tok.pad_token_id,
+        )
+        if prefix_task:
+            config.task_specific_params = {prefix_task: {"prefix": "translate English to French: "}}
+        cls = transformers.T5ForConditionalGeneration
+    else:
+        tok = roberta_bpe_tokenizer(root / "tok")
+        config = transformers.BartConfig(
+            vocab_size=len(tok),
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            max_position_embeddings=BPE_MAX_LEN,
+            init_std=0.5,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            decoder_start_token_id=tok.eos_token_id,
+            forced_eos_token_id=tok.eos_token_id,
+        )
+        cls = transformers.BartForConditionalGeneration
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    out = root / f"seq2seq-{arch}"
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out

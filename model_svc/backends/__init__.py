@@ -9,7 +9,7 @@ import numpy as np
 from splitserve.bundle import ServingConfig
 
 if TYPE_CHECKING:
-    from model_svc.generation import GenerationParams
+    from model_svc.generation import GenerationParams, OnTokens
 from splitserve.errors import InvalidInput
 
 
@@ -19,8 +19,11 @@ class Backend(Protocol):
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
-    def generate(self, inputs: dict[str, np.ndarray], params: GenerationParams) -> dict[str, np.ndarray]:
-        """text-generation bundles: the decoding loop on the prompts (input_ids, attention_mask)."""
+    def generate(
+        self, inputs: dict[str, np.ndarray], params: GenerationParams, on_tokens: OnTokens | None = None
+    ) -> dict[str, np.ndarray]:
+        """Generation bundles: the decoding loop on the prompts (input_ids, attention_mask);
+        `on_tokens(row, tokens)` is called as tokens are chosen (streaming)."""
         ...
 
     def output_shapes(self) -> dict[str, list[int]]:

@@ -1,7 +1,8 @@
 """ONNX Runtime backend: runs the bundle's exported graph. Never imports torch.
 
-text-generation bundles hold a decoder with past key values: `generate` runs the decoding loop
-(`model_svc.generation`) on it; `infer` is for every other task.
+Generation bundles hold a decoder with past key values (decoder-only LMs), or an encoder and a
+merged decoder (encoder-decoders): `generate` runs the decoding loop (`model_svc.generation`) on
+them through a `Stepper`; `infer` is for every other task.
 """
 
 from __future__ import annotations
@@ -41,21 +42,32 @@ class OnnxBackend:
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.config = config
+        info = config.generation
         graph_inputs = {i.name for i in self.session.get_inputs()}
-        expected = config.generation["graph_inputs"] if config.generation else config.model_inputs
+        expected = info["graph_inputs"] if info else config.model_inputs
         if graph_inputs != set(expected):
             raise RuntimeError(f"{path}: graph inputs {sorted(graph_inputs)} != serving.json {sorted(expected)}")
-        self.decoder = OnnxDecoder(self.session, config.generation) if config.generation else None
+        self.stepper: Any = None
+        if info and info.get("architecture") == "encoder-decoder":
+            encoder = ort.InferenceSession(str(path.parent / info["encoder_file"]), options, providers=providers)
+            self.stepper = OnnxEncoderDecoder(encoder, self.session, info)
+        elif info:
+            self.stepper = OnnxDecoder(self.session, info)
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self.session.run(self.config.model_outputs, inputs)
         return dict(zip(self.config.model_outputs, outputs, strict=True))
 
-    def generate(self, inputs: dict[str, np.ndarray], params: generation.GenerationParams) -> dict[str, np.ndarray]:
-        assert self.decoder is not None and self.config.generation is not None
-        eos = self.config.generation["eos_token_ids"]
+    def generate(
+        self,
+        inputs: dict[str, np.ndarray],
+        params: generation.GenerationParams,
+        on_tokens: generation.OnTokens | None = None,
+    ) -> dict[str, np.ndarray]:
+        assert self.stepper is not None and self.config.generation is not None
+        limit = None if self.config.generation.get("architecture") == "encoder-decoder" else self.config.max_length
         return generation.generate(
-            self.decoder, inputs["input_ids"], inputs["attention_mask"], params, eos, self.config.max_length
+            self.stepper, inputs["input_ids"], inputs["attention_mask"], params, limit, on_tokens
         )
 
     def output_shapes(self) -> dict[str, list[int]]:
@@ -65,24 +77,93 @@ class OnnxBackend:
         return {name: [d if isinstance(d, int) else -1 for d in shapes[name]] for name in self.config.model_outputs}
 
 
+def _take(past: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: value[index] for name, value in past.items()}
+
+
 class OnnxDecoder:
-    """One forward pass of the exported decoder: `past_key_values.<i>.key/value` in,
-    `present.<i>.key/value` out (the first pass feeds empty ones)."""
+    """`generation.Stepper` on the exported decoder-only LM: `past_key_values.<i>.key/value` in,
+    `present.<i>.key/value` out (the first pass feeds empty ones). State: (past, length)."""
 
     def __init__(self, session: Any, info: dict[str, Any]):
         self.session = session
         names = info["graph_inputs"]
         self.past_names = [n for n in names if n.startswith("past_key_values.")]
-        self.present_names = [n.replace("past_key_values.", "present.", 1) for n in self.past_names]
         self.with_positions = "position_ids" in names
         self.empty = np.zeros((1, info["num_kv_heads"], 0, info["head_dim"]), dtype=np.float32)
-        self.outputs = ["logits", *self.present_names]
+        self.outputs = ["logits", *(n.replace("past_key_values.", "present.", 1) for n in self.past_names)]
 
-    def forward(self, input_ids: np.ndarray, position_ids: np.ndarray, past: Any) -> tuple[np.ndarray, Any]:
-        total = int(position_ids[0, -1]) + 1
-        feeds = {"input_ids": input_ids, "attention_mask": np.ones((1, total), dtype=np.int64)}
+    def _run(self, input_ids: np.ndarray, start: int, past: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
+        rows, n = input_ids.shape
+        feeds = {"input_ids": input_ids, "attention_mask": np.ones((rows, start + n), dtype=np.int64)}
         if self.with_positions:
-            feeds["position_ids"] = position_ids
-        feeds.update(past if past is not None else dict.fromkeys(self.past_names, self.empty))
+            feeds["position_ids"] = np.tile(np.arange(start, start + n, dtype=np.int64), (rows, 1))
+        feeds.update(past)
         logits, *presents = self.session.run(self.outputs, feeds)
-        return logits[0, -1], dict(zip(self.past_names, presents, strict=True))
+        return logits[:, -1], dict(zip(self.past_names, presents, strict=True))
+
+    def start(self, prompt: np.ndarray, beams: int) -> tuple[np.ndarray, Any, list[int]]:
+        logits, past = self._run(prompt[None].astype(np.int64), 0, dict.fromkeys(self.past_names, self.empty))
+        if beams > 1:
+            logits, past = np.repeat(logits, beams, axis=0), {k: np.repeat(v, beams, axis=0) for k, v in past.items()}
+        return logits, (past, int(prompt.shape[0])), [int(t) for t in prompt]
+
+    def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        past, length = state
+        logits, past = self._run(tokens.astype(np.int64)[:, None], length, past)
+        return logits, (past, length + 1)
+
+    def reorder(self, state: Any, index: np.ndarray) -> Any:
+        past, length = state
+        return _take(past, index), length
+
+
+class OnnxEncoderDecoder:
+    """`generation.Stepper` on Optimum's encoder-decoder export: the encoder graph runs once per
+    prompt; the merged decoder graph (`use_cache_branch` false on the first step, with empty past
+    key values) takes the encoder's hidden states and the past key values of its self-attention
+    (`past_key_values.<i>.decoder.*`, growing) and cross-attention (`.encoder.*`, computed on the
+    first step). State: (past, encoder hidden states, encoder attention mask)."""
+
+    def __init__(self, encoder: Any, decoder: Any, info: dict[str, Any]):
+        self.encoder, self.decoder = encoder, decoder
+        self.start_id = int(info["decoder_start_token_id"])
+        names = info["graph_inputs"]
+        self.past_names = [n for n in names if n.startswith("past_key_values.")]
+        self.heads, self.head_dim = int(info["num_kv_heads"]), int(info["head_dim"])
+        self.outputs = ["logits", *(n.replace("past_key_values.", "present.", 1) for n in self.past_names)]
+
+    def _run(self, tokens: np.ndarray, past: dict[str, np.ndarray] | None, hidden: np.ndarray, mask: np.ndarray):
+        feeds: dict[str, np.ndarray] = {
+            "input_ids": tokens,
+            "encoder_hidden_states": hidden,
+            "encoder_attention_mask": mask,
+            "use_cache_branch": np.asarray([past is not None]),
+        }
+        if past is None:
+            empty = np.zeros((tokens.shape[0], self.heads, 0, self.head_dim), dtype=np.float32)
+            past = dict.fromkeys(self.past_names, empty)
+        feeds.update(past)
+        logits, *presents = self.decoder.run(self.outputs, feeds)
+        updated = dict(zip(self.past_names, presents, strict=True))
+        if feeds["use_cache_branch"][0]:  # the cross-attention keys/values stay those of the first step
+            updated.update({n: v for n, v in past.items() if ".encoder." in n})
+        return logits[:, -1], updated
+
+    def start(self, prompt: np.ndarray, beams: int) -> tuple[np.ndarray, Any, list[int]]:
+        ids = prompt[None].astype(np.int64)
+        mask = np.ones_like(ids)
+        (hidden,) = self.encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
+        hidden, mask = np.repeat(hidden, beams, axis=0), np.repeat(mask, beams, axis=0)
+        tokens = np.full((beams, 1), self.start_id, dtype=np.int64)
+        logits, past = self._run(tokens, None, hidden, mask)
+        return logits, (past, hidden, mask), [self.start_id]
+
+    def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        past, hidden, mask = state
+        logits, past = self._run(tokens.astype(np.int64)[:, None], past, hidden, mask)
+        return logits, (past, hidden, mask)
+
+    def reorder(self, state: Any, index: np.ndarray) -> Any:
+        past, hidden, mask = state
+        return _take(past, index), hidden, mask

@@ -1,7 +1,7 @@
 """PyTorch backend: runs the source pipeline's model (for comparison with ONNX).
 
-text-generation: the same decoding loop as the ONNX backend (`model_svc.generation`), one
-forward pass of the model per token with its own past key values cache.
+Generation: the same decoding loops as the ONNX backend (`model_svc.generation`), through a
+`Stepper` on the model (one forward pass per token, with the model's own cache).
 """
 
 from __future__ import annotations
@@ -38,26 +38,22 @@ class TorchBackend:
             out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()})
         return {name: out[name].float().cpu().numpy() for name in self.config.model_outputs}
 
-    def generate(self, inputs: dict[str, np.ndarray], params: generation.GenerationParams) -> dict[str, np.ndarray]:
+    def generate(
+        self,
+        inputs: dict[str, np.ndarray],
+        params: generation.GenerationParams,
+        on_tokens: generation.OnTokens | None = None,
+    ) -> dict[str, np.ndarray]:
         assert self.config.generation is not None
-        eos = self.config.generation["eos_token_ids"]
-        return generation.generate(
-            self, inputs["input_ids"], inputs["attention_mask"], params, eos, self.config.max_length
-        )
+        if self.config.generation.get("architecture") == "encoder-decoder":
+            stepper: Any = TorchEncoderDecoder(self, int(self.config.generation["decoder_start_token_id"]))
+            limit = None
+        else:
+            stepper, limit = TorchDecoder(self), self.config.max_length
+        return generation.generate(stepper, inputs["input_ids"], inputs["attention_mask"], params, limit, on_tokens)
 
-    def forward(self, input_ids: np.ndarray, position_ids: np.ndarray, past: Any) -> tuple[np.ndarray, Any]:
-        """`generation.Decoder`: one pass of the model with its past key values cache."""
-        torch = self.torch
-        total = int(position_ids[0, -1]) + 1
-        with torch.inference_mode():
-            out = self.model(
-                input_ids=torch.from_numpy(input_ids).to(self.device),
-                attention_mask=torch.ones((1, total), dtype=torch.long, device=self.device),
-                position_ids=torch.from_numpy(position_ids).to(self.device),
-                past_key_values=past,
-                use_cache=True,
-            )
-        return out.logits[0, -1].float().cpu().numpy(), out.past_key_values
+    def tensor(self, array: np.ndarray) -> Any:
+        return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
     def output_shapes(self) -> dict[str, list[int]]:
         if self.config.generation:
@@ -70,3 +66,89 @@ class TorchBackend:
         if self.config.task == "question-answering":  # start/end logits: [rows, tokens]
             return {name: [-1, -1] for name in self.config.model_outputs}
         return {name: [-1, -1, len(self.config.id2label or {}) or -1] for name in self.config.model_outputs}
+
+
+class TorchDecoder:
+    """`generation.Stepper` on a causal LM with its own cache. State: (cache, length)."""
+
+    def __init__(self, backend: TorchBackend):
+        self.b = backend
+
+    def _run(self, input_ids: np.ndarray, start: int, cache: Any) -> tuple[np.ndarray, Any]:
+        rows, n = input_ids.shape
+        torch = self.b.torch
+        with torch.inference_mode():
+            out = self.b.model(
+                input_ids=self.b.tensor(input_ids),
+                attention_mask=torch.ones((rows, start + n), dtype=torch.long, device=self.b.device),
+                position_ids=self.b.tensor(np.tile(np.arange(start, start + n, dtype=np.int64), (rows, 1))),
+                past_key_values=cache,
+                use_cache=True,
+            )
+        return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
+
+    def start(self, prompt: np.ndarray, beams: int) -> tuple[np.ndarray, Any, list[int]]:
+        logits, cache = self._run(prompt[None].astype(np.int64), 0, None)
+        if beams > 1:
+            cache.batch_repeat_interleave(beams)
+            logits = np.repeat(logits, beams, axis=0)
+        return logits, (cache, int(prompt.shape[0])), [int(t) for t in prompt]
+
+    def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        cache, length = state
+        logits, cache = self._run(tokens.astype(np.int64)[:, None], length, cache)
+        return logits, (cache, length + 1)
+
+    def reorder(self, state: Any, index: np.ndarray) -> Any:
+        cache, length = state
+        cache.reorder_cache(self.b.tensor(index.astype(np.int64)))
+        return cache, length
+
+
+class TorchEncoderDecoder:
+    """`generation.Stepper` on an encoder-decoder (T5, BART): the encoder once per prompt, then the
+    decoder with its cache. State: (cache, encoder hidden states, encoder attention mask)."""
+
+    def __init__(self, backend: TorchBackend, start_id: int):
+        self.b, self.start_id = backend, start_id
+
+    def _run(self, tokens: np.ndarray, cache: Any, hidden: Any, mask: Any) -> tuple[np.ndarray, Any]:
+        with self.b.torch.inference_mode():
+            out = self.b.model(
+                encoder_outputs=(hidden,),
+                attention_mask=mask,
+                decoder_input_ids=self.b.tensor(tokens),
+                past_key_values=cache,
+                use_cache=True,
+            )
+        return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
+
+    def start(self, prompt: np.ndarray, beams: int) -> tuple[np.ndarray, Any, list[int]]:
+        torch = self.b.torch
+        ids = self.b.tensor(prompt[None].astype(np.int64))
+        mask = torch.ones_like(ids)
+        with torch.inference_mode():
+            hidden = encode(self.b.model, ids, mask)
+        hidden, mask = hidden.repeat_interleave(beams, dim=0), mask.repeat_interleave(beams, dim=0)
+        logits, cache = self._run(np.full((beams, 1), self.start_id, dtype=np.int64), None, hidden, mask)
+        return logits, (cache, hidden, mask), [self.start_id]
+
+    def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        cache, hidden, mask = state
+        logits, cache = self._run(tokens.astype(np.int64)[:, None], cache, hidden, mask)
+        return logits, (cache, hidden, mask)
+
+    def reorder(self, state: Any, index: np.ndarray) -> Any:
+        cache, hidden, mask = state
+        cache.reorder_cache(self.b.tensor(index.astype(np.int64)))
+        return cache, hidden, mask
+
+
+def encode(model: Any, input_ids: Any, attention_mask: Any) -> Any:
+    """An encoder-decoder's encoder hidden states (T5's encoder stack must be told use_cache=False:
+    after an ONNX export its config says True)."""
+    import inspect
+
+    encoder = model.get_encoder()
+    kwargs = {"use_cache": False} if "use_cache" in inspect.signature(encoder.forward).parameters else {}
+    return encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
