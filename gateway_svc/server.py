@@ -10,11 +10,17 @@ model tier's own split of it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+import unicodedata
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import numpy as np
+from google.protobuf import struct_pb2
 
 from gateway_svc.pool import open_channel
 from gateway_svc.settings import GatewaySettings
@@ -23,6 +29,7 @@ from protos import grpc_predict_v2_pb2_grpc as oip_grpc
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve.errors import BundleMismatch, InvalidInput, ModelNotReady, Overloaded
+from splitserve.params import GENERATION_TASKS
 
 log = logging.getLogger("splitserve.gateway")
 FORWARDED_METADATA = ("traceparent", "tracestate", "authorization")
@@ -78,7 +85,8 @@ class GatewayTier(pb_grpc.GatewayServicer):
             raise ModelNotReady("gateway is still connecting to its tiers")
         return self.info
 
-    async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
+    @contextlib.asynccontextmanager
+    async def _admitted(self, request: pb.PredictRequest) -> AsyncIterator[None]:
         if self.info is None:
             raise ModelNotReady("gateway is still connecting to its tiers")
         if not request.records:
@@ -89,26 +97,40 @@ class GatewayTier(pb_grpc.GatewayServicer):
             raise Overloaded(f"gateway has {self.in_flight} requests in flight (max_in_flight); retry later")
         self.in_flight += 1
         try:
-            return await self._predict(request, context)
+            yield
         finally:
             self.in_flight -= 1
 
-    async def _predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
-        start = time.perf_counter()
+    async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
+        async with self._admitted(request):
+            return await self._predict(request, context)
+
+    async def PredictStream(
+        self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.PredictStreamResponse]:
+        async with self._admitted(request):
+            assert self.info is not None
+            if self.info.task not in GENERATION_TASKS:
+                yield pb.PredictStreamResponse(final=await self._predict(request, context))
+                return
+            async for event in self._predict_stream(request, context):
+                yield event
+
+    def _hop(self, context: grpc.aio.ServicerContext) -> Hop:
         remaining = context.time_remaining()
         deadline = time.monotonic() + (remaining if remaining is not None else self.settings.timeout_s)
         metadata = tuple((k, v) for k, v in context.invocation_metadata() or () if k in FORWARDED_METADATA)
+        return Hop(deadline, metadata)
 
-        def left() -> float:
-            return max(deadline - time.monotonic(), 0.001)
-
-        t0 = time.perf_counter()
-        pre = await self.pre.Preprocess(
+    async def _preprocess(self, request: pb.PredictRequest, hop: Hop) -> pb.PreprocessResponse:
+        return await self.pre.Preprocess(
             pb.PreprocessRequest(model=request.model, records=request.records, params=request.params),
-            timeout=left(),
-            metadata=metadata,
+            timeout=hop.left(),
+            metadata=hop.metadata,
         )
-        t1 = time.perf_counter()
+
+    @staticmethod
+    def _infer_request(pre: pb.PreprocessResponse) -> oip.ModelInferRequest:
         infer_request = oip.ModelInferRequest(model_name=pre.model, model_version=pre.fingerprint)
         for name, value in pre.model_parameters.items():  # e.g. generation params, as the pre tier resolved them
             kind = value.WhichOneof("value")
@@ -117,34 +139,53 @@ class GatewayTier(pb_grpc.GatewayServicer):
         for tensor in pre.model_inputs:
             infer_request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
             infer_request.raw_input_contents.append(tensor.raw)
-        infer = await self.model.ModelInfer(infer_request, timeout=left(), metadata=metadata)
-        t2 = time.perf_counter()
+        return infer_request
+
+    @staticmethod
+    def _check_version(infer: oip.ModelInferResponse, pre: pb.PreprocessResponse) -> None:
         if infer.model_version and infer.model_version != pre.fingerprint:
             raise BundleMismatch(
                 f"bundle mismatch: preprocess serves {pre.fingerprint}, model serves {infer.model_version}"
             )
+
+    async def _postprocess(
+        self,
+        request: pb.PredictRequest,
+        pre: pb.PreprocessResponse,
+        outputs: list[pb.Tensor],
+        hop: Hop,
+        params: Any = None,
+    ) -> pb.PostprocessResponse:
         post_request = pb.PostprocessRequest(
             model=pre.model,
             fingerprint=pre.fingerprint,
             records=request.records,
-            params=request.params,
+            params=request.params if params is None else params,
             context=pre.context,
+            model_outputs=outputs,
         )
-        for out, raw in zip(infer.outputs, infer.raw_output_contents, strict=True):
-            post_request.model_outputs.add(name=out.name, datatype=out.datatype, shape=out.shape, raw=raw)
-        post = await self.post.Postprocess(post_request, timeout=left(), metadata=metadata)
-        t3 = time.perf_counter()
+        post = await self.post.Postprocess(post_request, timeout=hop.left(), metadata=hop.metadata)
         if post.fingerprint != pre.fingerprint:
             raise BundleMismatch(
                 f"bundle mismatch: preprocess serves {pre.fingerprint}, postprocess serves {post.fingerprint}"
             )
-        hops = (t1 - t0) + (t2 - t1) + (t3 - t2)
+        return post
+
+    @staticmethod
+    def _outputs(infer: oip.ModelInferResponse) -> list[pb.Tensor]:
+        return [
+            pb.Tensor(name=out.name, datatype=out.datatype, shape=out.shape, raw=raw)
+            for out, raw in zip(infer.outputs, infer.raw_output_contents, strict=True)
+        ]
+
+    @staticmethod
+    def _set_timings(
+        context: grpc.aio.ServicerContext, stages: dict[str, float], total: float, infer: oip.ModelInferResponse
+    ) -> None:
         context.set_trailing_metadata(
             (
-                ("splitserve-preprocess-us", str(int((t1 - t0) * 1e6))),
-                ("splitserve-model-us", str(int((t2 - t1) * 1e6))),
-                ("splitserve-postprocess-us", str(int((t3 - t2) * 1e6))),
-                ("splitserve-gateway-us", str(int((time.perf_counter() - start - hops) * 1e6))),
+                *((f"splitserve-{name}-us", str(int(seconds * 1e6))) for name, seconds in stages.items()),
+                ("splitserve-gateway-us", str(int((total - sum(stages.values())) * 1e6))),
                 *(
                     (f"splitserve-{name}-us", str(infer.parameters[f"{name}_us"].int64_param))
                     for name in ("queue", "inference")
@@ -152,7 +193,150 @@ class GatewayTier(pb_grpc.GatewayServicer):
                 ),
             )
         )
+
+    async def _predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
+        start = time.perf_counter()
+        hop = self._hop(context)
+        t0 = time.perf_counter()
+        pre = await self._preprocess(request, hop)
+        t1 = time.perf_counter()
+        infer = await self.model.ModelInfer(self._infer_request(pre), timeout=hop.left(), metadata=hop.metadata)
+        t2 = time.perf_counter()
+        self._check_version(infer, pre)
+        post = await self._postprocess(request, pre, self._outputs(infer), hop)
+        t3 = time.perf_counter()
+        stages = {"preprocess": t1 - t0, "model": t2 - t1, "postprocess": t3 - t2}
+        self._set_timings(context, stages, time.perf_counter() - start, infer)
         return pb.PredictResponse(model=pre.model, fingerprint=pre.fingerprint, results=post.results)
+
+    async def _predict_stream(
+        self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.PredictStreamResponse]:
+        """Preprocess, then the model tier's ModelStreamInfer: the token chunks that arrived while
+        the last delta was decoded are decoded together by the postprocess tier (the gateway has
+        no tokenizer), and each record's new text is sent as a delta; then the final response."""
+        start = time.perf_counter()
+        hop = self._hop(context)
+        pre = await self._preprocess(request, hop)
+        t1 = time.perf_counter()
+        call = self.model.ModelStreamInfer(iter([self._infer_request(pre)]), timeout=hop.left(), metadata=hop.metadata)
+        chunks: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for message in call:
+                    chunks.put_nowait(message)
+                chunks.put_nowait(None)
+            except grpc.aio.AioRpcError as exc:
+                chunks.put_nowait(exc)
+
+        reader = asyncio.create_task(pump())
+        stream = TextStream(len(request.records))
+        partial_params = struct_pb2.Struct()
+        partial_params.CopyFrom(request.params)
+        if self.info is not None and self.info.task == "text-generation":
+            partial_params["return_full_text"] = False  # deltas are the new text only
+        final: oip.ModelInferResponse | None = None
+        decode_s = 0.0
+        try:
+            while final is None:
+                items = [await chunks.get()]
+                while not chunks.empty():
+                    items.append(chunks.get_nowait())
+                for item in items:
+                    if isinstance(item, BaseException):
+                        raise item
+                    if item is None:  # the stream's end, after its final response
+                        if final is None:
+                            raise ModelNotReady("the model tier ended the stream without a final response")
+                        continue
+                    response = item.infer_response
+                    if response.parameters["triton_final_response"].bool_param:
+                        final = response
+                    else:
+                        stream.add(int(response.parameters["row"].int64_param), _ids(response.raw_output_contents[0]))
+                t = time.perf_counter()
+                self._check_version(final or items[-1].infer_response, pre)
+                post = await self._postprocess(request, pre, [stream.tensor()], hop, partial_params)
+                decode_s += time.perf_counter() - t
+                for delta in stream.deltas(_texts(post), request.records, done=final is not None):
+                    yield pb.PredictStreamResponse(delta=delta)
+        finally:
+            reader.cancel()
+            call.cancel()
+        t2 = time.perf_counter()
+        post = await self._postprocess(request, pre, self._outputs(final), hop)
+        t3 = time.perf_counter()
+        stages = {"preprocess": t1 - start, "model": t2 - t1 - decode_s, "postprocess": t3 - t2 + decode_s}
+        self._set_timings(context, stages, time.perf_counter() - start, final)
+        yield pb.PredictStreamResponse(
+            final=pb.PredictResponse(model=pre.model, fingerprint=pre.fingerprint, results=post.results)
+        )
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.channels))
+
+
+@dataclass(frozen=True)
+class Hop:
+    """What bounds every downstream call of one request: its deadline, and the caller's
+    metadata that travels on (trace context, authorization)."""
+
+    deadline: float
+    metadata: tuple[tuple[str, str], ...]
+
+    def left(self) -> float:
+        return max(self.deadline - time.monotonic(), 0.001)
+
+
+def _ids(raw: bytes) -> list[int]:
+    return np.frombuffer(raw, dtype="<i8").tolist()
+
+
+def _texts(post: pb.PostprocessResponse) -> list[str]:
+    return [r.generated.texts[0].generated_text if r.generated.texts else "" for r in post.results]
+
+
+def _is_wide(char: str) -> bool:
+    """CJK and other scripts written without spaces: a word ends with each character."""
+    return unicodedata.east_asian_width(char) in ("W", "F")
+
+
+class TextStream:
+    """The tokens generated so far for each record of a streamed request, and the text already
+    sent. A delta only ever appends: text is held back from the last whitespace on (decoding more
+    tokens can still change an unfinished word, or clean up the space before punctuation) and
+    while it ends in an incomplete UTF-8 sequence (U+FFFD), as transformers' TextStreamer does."""
+
+    def __init__(self, rows: int):
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.sent_tokens = [0] * rows
+        self.sent_text = [""] * rows
+
+    def add(self, row: int, tokens: list[int]) -> None:
+        self.tokens[row].extend(tokens)
+
+    def tensor(self) -> pb.Tensor:
+        width = max(1, *(len(t) for t in self.tokens))
+        ids = np.full((len(self.tokens), width), -1, dtype="<i8")
+        for i, tokens in enumerate(self.tokens):
+            ids[i, : len(tokens)] = tokens
+        return pb.Tensor(name="generated_ids", datatype="INT64", shape=list(ids.shape), raw=ids.tobytes())
+
+    def deltas(self, texts: list[str], records: Any, done: bool) -> list[pb.TextDelta]:
+        out = []
+        for row, text in enumerate(texts):
+            if not done:
+                text = text.rstrip("\ufffd")
+                if text and not _is_wide(text[-1]):
+                    cut = max((i for i, c in enumerate(text) if c.isspace()), default=0)
+                    text = text[:cut]
+            sent = self.sent_text[row]
+            new_tokens = self.tokens[row][self.sent_tokens[row] :]
+            if not text.startswith(sent) or (len(text) == len(sent) and not (done and new_tokens)):
+                continue  # nothing to add yet (or a revision, which the final response carries)
+            out.append(
+                pb.TextDelta(record=row, id=records[row].id or str(row), text=text[len(sent) :], token_ids=new_tokens)
+            )
+            self.sent_text[row], self.sent_tokens[row] = text, len(self.tokens[row])
+        return out

@@ -40,6 +40,10 @@ NEG = np.float32(-1.0e9)  # transformers' "never pick" score offset in beam sear
 OnTokens = Callable[[int, list[int]], None]
 
 
+class Abandoned(Exception):
+    """Raised by an `on_tokens` callback to stop a generation nobody waits for any more."""
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     max_new_tokens: int = 32

@@ -10,16 +10,21 @@ text-generation bundles: the request's `parameters` are the generation params
 (`model_svc.generation.parse_params`) and the output is `generated_ids` (INT64 [rows, new tokens],
 -1 after a row's end). Generation requests are not batched with each other: each runs alone (its
 rows one after the other) in the replica's one inference thread, queued behind what runs there.
+`ModelStreamInfer` (Triton's streaming RPC) streams their new tokens as they are chosen. A
+generation whose caller has gone away (cancelled, past its deadline) stops at its next token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
+import numpy as np
 
 from model_svc import codec, generation
 from model_svc.backends import Backend, check_inputs
@@ -151,19 +156,82 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
     async def _generate(
         self, request: oip.ModelInferRequest, inputs: dict[str, Any], bundle: Bundle
     ) -> oip.ModelInferResponse:
+        responses = [r async for r in self._generation(request, inputs, bundle, stream=False)]
+        return responses[-1]  # not streaming: the final response only
+
+    async def ModelStreamInfer(self, requests: Any, context: Any) -> AsyncIterator[oip.ModelStreamInferResponse]:
+        """Triton's decoupled streaming: for a generation bundle, one response per chunk of new
+        tokens (`generated_ids` INT64 [1, n] of row `row`), then the final response, as ModelInfer
+        answers it, with `triton_final_response` true. Other bundles: the final response only.
+        An error ends the stream with its status code."""
+        async for request in requests:
+            self._check_model(request.model_name, request.model_version)
+            bundle, _ = self._ready()
+            if bundle.config.generation is None:
+                yield oip.ModelStreamInferResponse(infer_response=await self.ModelInfer(request, context))
+                continue
+            inputs = codec.inputs_from_request(request)
+            check_inputs(inputs, bundle.config, self.settings.max_batch_size)
+            async for response in self._generation(request, inputs, bundle, stream=True):
+                yield oip.ModelStreamInferResponse(infer_response=response)
+
+    async def _generation(
+        self, request: oip.ModelInferRequest, inputs: dict[str, Any], bundle: Bundle, stream: bool
+    ) -> AsyncIterator[oip.ModelInferResponse]:
+        """Run the decoding loop in the inference thread; yield the streamed chunks (`stream`) and
+        the final response. When the caller goes away (cancelled, deadline), the loop stops at its
+        next token instead of running on for nobody."""
         _, backend = self._ready()
         params = generation.parse_params(codec.parameters_from_request(request), bundle.config.generation)
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[tuple[int, list[int]] | None] = asyncio.Queue()
+        abandoned = threading.Event()
         submitted = time.perf_counter()
         started = 0.0
+
+        def on_tokens(row: int, tokens: list[int]) -> None:
+            if abandoned.is_set():
+                raise generation.Abandoned("the caller went away")
+            if stream:
+                loop.call_soon_threadsafe(chunks.put_nowait, (row, tokens))
 
         def run() -> dict[str, Any]:
             nonlocal started
             started = time.perf_counter()
-            return backend.generate(inputs, params)
+            return backend.generate(inputs, params, on_tokens)
 
-        outputs = await asyncio.get_running_loop().run_in_executor(self.executor, run)
+        def finished(future: asyncio.Future[Any]) -> None:
+            if not future.cancelled():
+                future.exception()  # retrieved here; awaiting the future below raises it
+            chunks.put_nowait(None)  # after every chunk: those were scheduled on the loop first
+
+        future = loop.run_in_executor(self.executor, run)
+        future.add_done_callback(finished)
+        try:
+            while (item := await chunks.get()) is not None:
+                rows: dict[int, list[int]] = {item[0]: list(item[1])}
+                ended = False
+                while not chunks.empty():  # coalesce the chunks that came while the last was sent
+                    more = chunks.get_nowait()
+                    if more is None:
+                        ended = True
+                        break
+                    rows.setdefault(more[0], []).extend(more[1])
+                for row, tokens in rows.items():
+                    part = {generation.OUTPUT: np.asarray([tokens], dtype=np.int64)}
+                    chunk = codec.response_from_outputs(part, request, self.model_name, bundle.fingerprint)
+                    chunk.parameters["row"].int64_param = row
+                    chunk.parameters["triton_final_response"].bool_param = False
+                    yield chunk
+                if ended:
+                    break
+            outputs = await future
+        finally:
+            abandoned.set()
         end = time.perf_counter()
         response = codec.response_from_outputs(outputs, request, self.model_name, bundle.fingerprint)
         response.parameters["queue_us"].int64_param = int((started - submitted) * 1e6)
         response.parameters["inference_us"].int64_param = int((end - started) * 1e6)
-        return response
+        if stream:
+            response.parameters["triton_final_response"].bool_param = True
+        yield response

@@ -211,6 +211,8 @@ def text_generation(post: Postprocessor, batch: Batch, p: dict[str, Any]) -> lis
         text = decode_generated(
             post.tokenizer, ids[i][mask[i].astype(bool)].tolist(), new.tolist(), prompt, p["return_full_text"]
         )
+        if (post.config.generation or {}).get("collapse_whitespace"):  # MLflow's model_config option
+            text["generated_text"] = " ".join(text["generated_text"].split())
         results.append({"generated": [text]})
     return results
 

@@ -269,6 +269,11 @@ class GatewayStub:
                 request_serializer=splitserve__pb2.PredictRequest.SerializeToString,
                 response_deserializer=splitserve__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.PredictStream = channel.unary_stream(
+                '/splitserve.v1.Gateway/PredictStream',
+                request_serializer=splitserve__pb2.PredictRequest.SerializeToString,
+                response_deserializer=splitserve__pb2.PredictStreamResponse.FromString,
+                _registered_method=True)
         self.Info = channel.unary_unary(
                 '/splitserve.v1.Gateway/Info',
                 request_serializer=splitserve__pb2.TierInfoRequest.SerializeToString,
@@ -281,6 +286,14 @@ class GatewayServicer:
 
     def Predict(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PredictStream(self, request, context):
+        """Generation tasks: the new text of each record as it is generated, then the whole response
+        (what Predict returns). Other tasks: the whole response only.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -298,6 +311,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=splitserve__pb2.PredictRequest.FromString,
                     response_serializer=splitserve__pb2.PredictResponse.SerializeToString,
+            ),
+            'PredictStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.PredictStream,
+                    request_deserializer=splitserve__pb2.PredictRequest.FromString,
+                    response_serializer=splitserve__pb2.PredictStreamResponse.SerializeToString,
             ),
             'Info': grpc.unary_unary_rpc_method_handler(
                     servicer.Info,
@@ -332,6 +350,33 @@ class Gateway:
             '/splitserve.v1.Gateway/Predict',
             splitserve__pb2.PredictRequest.SerializeToString,
             splitserve__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/splitserve.v1.Gateway/PredictStream',
+            splitserve__pb2.PredictRequest.SerializeToString,
+            splitserve__pb2.PredictStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -103,7 +103,9 @@ def cmd_log(args: argparse.Namespace) -> int:
     from splitserve.source import log_pipeline
 
     ensure_tracking_uri()
-    print(log_pipeline(Path(args.model_dir) if args.model_dir else None, args.task, args.name, args.prompt_template))
+    model_config = json.loads(args.model_config) if args.model_config else None
+    model_dir = Path(args.model_dir) if args.model_dir else None
+    print(log_pipeline(model_dir, args.task, args.name, args.prompt_template, model_config))
     return 0
 
 
@@ -151,7 +153,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     records = [_record(i, t) for i, t in enumerate(args.text)]
     with Client(args.target, timeout_s=args.timeout) as client:
-        results = client.predict(records, params=_parse_kv(args.param), model=args.model)
+        if not args.stream:
+            results = client.predict(records, params=_parse_kv(args.param), model=args.model)
+        else:  # the new text to stderr as it comes (one record: as is; several: one line per delta)
+            for event in client.stream(records, params=_parse_kv(args.param), model=args.model):
+                if "results" in event:
+                    results = event["results"]
+                elif len(records) == 1:
+                    print(event["text"], end="", file=sys.stderr, flush=True)
+                else:
+                    print(f"[{event['id']}] {event['text']!r}", file=sys.stderr, flush=True)
+            print(file=sys.stderr)
     print(json.dumps(results, ensure_ascii=False))
     return 0
 
@@ -198,7 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--task", default="feature-extraction", help="Pipeline task (default: feature-extraction).")
     p.add_argument("--name", help="Register the logged model under this name.")
-    p.add_argument("--prompt-template", help="text-generation: MLflow prompt template with one {prompt}.")
+    p.add_argument("--prompt-template", help="Generation tasks: MLflow prompt template with one {prompt}.")
+    p.add_argument(
+        "--model-config",
+        help='MLflow model_config as JSON: inference defaults, e.g. \'{"max_new_tokens": 64, "collapse_whitespace": true}\'.',
+    )
     p.set_defaults(func=cmd_log)
 
     p = sub.add_parser("export", help="Export a logged model to ONNX and log the serving bundle.")
@@ -275,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", nargs="+", metavar="PARAM=VALUE", help="Request params, e.g. pooling=mean top_k=2.")
     p.add_argument("--model", default="", help="Model name (default: the served one).")
     p.add_argument("--timeout", type=float, default=60.0, help="Deadline in seconds.")
+    p.add_argument(
+        "--stream", action="store_true", help="Generation tasks: show the new text on stderr as it is generated."
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="The main job: log MiniLM, export it, serve every tier, query, print a ranking.")

@@ -3,15 +3,20 @@
     from splitserve.client import Client
     with Client("127.0.0.1:50051") as client:
         results = client.predict(["Florida has nice beaches"], params={"pooling": "mean"})
+        # Generation tasks: the new text as it is generated, then the whole results.
+        for event in client.stream(["Once upon a time"], params={"max_new_tokens": 40}):
+            if "text" in event:
+                print(event["text"], end="", flush=True)
 
 Each result is a dict: {"id": ..., <kind>: ...}, the kind being "labels", "entities",
-"embedding", "filled_masks", "answers", "zero_shot" or "generated" (text-generation: a list of
-{"generated_text", "token_ids"}), with the field names (and shapes) of transformers' pipeline
+"embedding", "filled_masks", "answers", "zero_shot" or "generated" (the generation tasks: a
+list of {"generated_text", "token_ids"}), with the field names (and shapes) of transformers' pipeline
 outputs inside.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -41,12 +46,30 @@ class Client:
             params=codec.params_to_struct(params),
         )
         response, call = self.stub.Predict.with_call(request, timeout=self.timeout_s)
-        self.last_timings_us = {
-            k.removeprefix("splitserve-").removesuffix("-us"): int(v)
-            for k, v in (call.trailing_metadata() or ())
-            if k.startswith("splitserve-")
-        }
+        self.last_timings_us = _timings(call.trailing_metadata())
         return [codec.result_from_pb(r) for r in response.results]
+
+    def stream(self, records: Any, params: dict[str, Any] | None = None, model: str = "") -> Iterator[dict[str, Any]]:
+        """Like `predict`, streamed: for the generation tasks, one event per chunk of new text of a
+        record, {"record": index, "id", "text", "token_ids"} (append the texts of a record to get
+        its text so far), then the last event, {"results": [what predict returns]}. Other tasks:
+        the last event only. Breaking out of the loop cancels the call (and the generation)."""
+        request = pb.PredictRequest(
+            model=model,
+            records=codec.records_to_pb(to_records(records)),
+            params=codec.params_to_struct(params),
+        )
+        call = self.stub.PredictStream(request, timeout=self.timeout_s)
+        try:
+            for event in call:
+                if event.WhichOneof("event") == "delta":
+                    d = event.delta
+                    yield {"record": d.record, "id": d.id, "text": d.text, "token_ids": list(d.token_ids)}
+                else:
+                    self.last_timings_us = _timings(call.trailing_metadata())
+                    yield {"results": [codec.result_from_pb(r) for r in event.final.results]}
+        finally:
+            call.cancel()
 
     def info(self) -> dict[str, str]:
         info = self.stub.Info(pb.TierInfoRequest(), timeout=self.timeout_s)
@@ -60,3 +83,12 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _timings(metadata: Any) -> dict[str, int]:
+    """Where a request's time went, from the gateway's trailing metadata (microseconds)."""
+    return {
+        k.removeprefix("splitserve-").removesuffix("-us"): int(v)
+        for k, v in (metadata or ())
+        if k.startswith("splitserve-")
+    }

@@ -402,6 +402,8 @@ def generation_info(
         "defaults": defaults,
         "max_new_tokens_limit": int(max_new_tokens_limit),
         "return_full_text": model_config.get("return_full_text"),
+        # MLflow's text-generation option: runs of whitespace in the text become one space.
+        "collapse_whitespace": bool(model_config.get("collapse_whitespace", False)),
     }
     if encoder_decoder:
         start = gc.decoder_start_token_id

@@ -8,6 +8,8 @@ A tier supplies a `Tier` (its servicer registration, its service names and an as
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import json
 import logging
 import signal
@@ -65,44 +67,64 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps exceptions to status codes and records per-method metrics, for unary RPCs."""
+    """Maps exceptions to status codes and records per-method metrics, for unary RPCs and for
+    server-streaming and bidirectional ones (an error ends the stream with its status)."""
 
     def __init__(self, tier: str):
         self.tier = tier
 
     async def intercept_service(self, continuation: Callable[..., Awaitable[Any]], details: Any) -> Any:
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        inner = handler.unary_unary
         method = details.method.rsplit("/", 1)[-1]
-        tier = self.tier
+        codecs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
 
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start = time.perf_counter()
-            IN_FLIGHT.labels(tier).inc()
-            code = grpc.StatusCode.OK
-            try:
-                return await inner(request, context)
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:  # noqa: BLE001 - this is the mapping point
-                if context.code() not in (None, grpc.StatusCode.OK) and not isinstance(exc, errors.SplitServeError):
-                    code = context.code()
-                    raise  # the handler already aborted
-                code, message = status_of(exc)
-                await context.abort(code, message)
-            finally:
-                IN_FLIGHT.labels(tier).dec()
-                REQUESTS.labels(tier, method, code.name).inc()
-                LATENCY.labels(tier, method).observe(time.perf_counter() - start)
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                async with self._guard(method, context):
+                    return await unary(request, context)
+                raise AssertionError("unreachable")  # the guard re-raises or aborts
 
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            return grpc.unary_unary_rpc_method_handler(wrapped, **codecs)
+        stream = handler.unary_stream or handler.stream_stream
+        if not inspect.isasyncgenfunction(stream):  # e.g. health's Watch, which writes to its context
+            return handler
+
+        async def streamed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async with self._guard(method, context):
+                async for item in stream(request, context):
+                    yield item
+
+        factory = (
+            grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
         )
+        return factory(streamed, **codecs)
+
+    @contextlib.asynccontextmanager
+    async def _guard(self, method: str, context: grpc.aio.ServicerContext) -> Any:
+        start = time.perf_counter()
+        IN_FLIGHT.labels(self.tier).inc()
+        code = grpc.StatusCode.OK
+        try:
+            yield
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:  # noqa: BLE001 - this is the mapping point
+            if context.code() not in (None, grpc.StatusCode.OK) and not isinstance(exc, errors.SplitServeError):
+                code = context.code()
+                raise  # the handler already aborted
+            code, message = status_of(exc)
+            await context.abort(code, message)
+        finally:
+            IN_FLIGHT.labels(self.tier).dec()
+            REQUESTS.labels(self.tier, method, code.name).inc()
+            LATENCY.labels(self.tier, method).observe(time.perf_counter() - start)
 
 
 class Tier(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from splitserve.errors import InvalidInput
 from splitserve.params import TASKS
@@ -25,9 +26,16 @@ def source_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("transformers", "torch", "tokenizers")]
 
 
-def log_pipeline(model_dir: Path | None, task: str, name: str | None, prompt_template: str | None = None) -> str:
+def log_pipeline(
+    model_dir: Path | None,
+    task: str,
+    name: str | None,
+    prompt_template: str | None = None,
+    model_config: dict[str, Any] | None = None,
+) -> str:
     """Log `transformers.pipeline(task, model=model_dir)`; returns its model URI. `prompt_template`
-    ("... {prompt} ...", text-generation) is MLflow's, kept in the logged model's metadata."""
+    ("... {prompt} ...", generation tasks) and `model_config` (inference defaults, e.g.
+    {"max_new_tokens": 64}) are MLflow's, kept with the logged model."""
     import mlflow
     import transformers
 
@@ -51,5 +59,6 @@ def log_pipeline(model_dir: Path | None, task: str, name: str | None, prompt_tem
             registered_model_name=name,
             pip_requirements=source_requirements(),
             **({"prompt_template": prompt_template} if prompt_template is not None else {}),
+            **({"model_config": model_config} if model_config else {}),
         )
     return registered_uri(info, name)

@@ -299,3 +299,106 @@ def test_export_refuses_generation_settings_it_does_not_implement(mlflow_store, 
     source = log_pipeline(model_dir, "text-generation", None)
     with pytest.raises(ExportError, match="suppress_tokens"):
         export_bundle(source, show_progress=False)
+
+
+def _collect(events: list[dict], rows: int) -> tuple[list[str], list[list[int]], list[int], list[dict]]:
+    """Per record: the deltas' texts and tokens concatenated, and the number of deltas; and the
+    final results (the last event)."""
+    texts, tokens, counts = [""] * rows, [[] for _ in range(rows)], [0] * rows
+    assert "results" in events[-1] and all("results" not in e for e in events[:-1])
+    for event in events[:-1]:
+        texts[event["record"]] += event["text"]
+        tokens[event["record"]] += event["token_ids"]
+        counts[event["record"]] += 1
+    return texts, tokens, counts, events[-1]["results"]
+
+
+def test_streaming(gen_bundles) -> None:
+    """PredictStream sends each record's new text as it is generated: the deltas of a record add up
+    to the final text (no delta is ever revised, also mid-character in CJK and emoji, and with
+    return_full_text the deltas are the new text only), their tokens to the final tokens, and the
+    final event equals what Predict returns. Beam search sends its best sequence at the end. Bad
+    params end the stream with INVALID_ARGUMENT; a client that stops reading cancels the call
+    and the gateway keeps serving."""
+    bundle = gen_bundles["gpt2"]
+    records = [{"id": f"p{i}", "text": t} for i, t in enumerate(PROMPTS)]
+    with Stack(bundle.local_dir) as stack, Client(stack.gateway) as client:
+        for params in (
+            {"do_sample": False, "max_new_tokens": 30, "return_full_text": False},
+            {"do_sample": True, "seed": 3, "max_new_tokens": 30},  # return_full_text: true
+            {"do_sample": False, "max_new_tokens": 12, "num_beams": 3},
+        ):
+            expected = client.predict(records, params=params)
+            texts, tokens, counts, results = _collect(list(client.stream(records, params=params)), len(records))
+            assert results == expected, params
+            for prompt, text, toks, count, result in zip(PROMPTS, texts, tokens, counts, results, strict=True):
+                final = result["generated"][0]
+                full = params.get("return_full_text", True)
+                new_text = final["generated_text"].removeprefix(prompt) if full else final["generated_text"]
+                assert text == new_text, (params, prompt)
+                assert toks == final["token_ids"], (params, prompt)
+                # Beam search knows its text only at the end: one chunk (two deltas at most, as
+                # the text after the last space waits for the final response).
+                assert count <= 2 if "num_beams" in params else count > 2, (params, prompt, count)
+            assert client.last_timings_us["model"] > 0 and client.last_timings_us["postprocess"] > 0
+
+        with pytest.raises(grpc.RpcError) as err:
+            list(client.stream(records, params={"max_new_tokens": LIMIT + 1}))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "max_new_tokens" in err.value.details()
+
+        for event in client.stream(records, params={"do_sample": False, "max_new_tokens": LIMIT}):
+            assert "text" in event
+            break  # the client goes away mid-generation
+        assert client.predict(records[:1], params={"do_sample": False, "max_new_tokens": 3})
+
+
+def test_generation_stops_when_abandoned(gen_bundles) -> None:
+    """A generation whose caller went away stops at its next token (the model tier's callback
+    raises `Abandoned`) instead of running on to max_new_tokens."""
+    import numpy as np
+
+    from model_svc.backends.onnx import OnnxBackend
+    from model_svc.generation import Abandoned, parse_params
+
+    loaded = load_bundle(gen_bundles["gpt2"].local_dir, ("onnx",))
+    backend = OnnxBackend(loaded.onnx_path, loaded.config)
+    seen: list[int] = []
+
+    def on_tokens(row: int, tokens: list[int]) -> None:
+        seen.extend(tokens)
+        if len(seen) >= 3:
+            raise Abandoned("gone")
+
+    params = parse_params({"max_new_tokens": 30}, loaded.config.generation)
+    ids = np.asarray([[5, 6, 7]], dtype=np.int64)
+    with pytest.raises(Abandoned):
+        backend.generate({"input_ids": ids, "attention_mask": np.ones_like(ids)}, params, on_tokens)
+    assert len(seen) == 3
+
+
+def test_streaming_other_tasks_send_the_final_response_only(tiny_bundles) -> None:
+    bundle = tiny_bundles[("text-classification", "bert")]
+    with Stack(bundle.local_dir) as stack, Client(stack.gateway) as client:
+        events = list(client.stream(PROMPTS))
+        assert events == [{"results": client.predict(PROMPTS)}]
+
+
+def test_mlflow_model_config_sets_defaults(mlflow_store, gen_bundles) -> None:
+    """The source model's MLflow model_config gives the bundle its defaults (a request's params
+    still win), and MLflow's collapse_whitespace option applies: the bundle answers what MLflow's
+    own pyfunc of the source model answers."""
+    import mlflow.pyfunc
+
+    from splitserve.export import export_bundle
+    from splitserve.source import log_pipeline
+
+    model_config = {"max_new_tokens": 6, "do_sample": False, "collapse_whitespace": True}
+    source = log_pipeline(gen_bundles["gpt2"].model_dir, "text-generation", None, model_config=model_config)
+    local = mlflow.artifacts.download_artifacts(export_bundle(source, show_progress=False))
+    expected = mlflow.pyfunc.load_model(source).predict(PROMPTS)
+    here = InProcessPipeline(load_bundle(local, ("tokenizer", "onnx")))
+    got = here.predict(PROMPTS)
+    assert [r["generated"][0]["generated_text"] for r in got] == list(expected)
+    assert all(len(r["generated"][0]["token_ids"]) <= 6 for r in got)
+    assert len(here.predict(PROMPTS[:1], params={"max_new_tokens": 9})[0]["generated"][0]["token_ids"]) > 6

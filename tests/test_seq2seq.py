@@ -145,3 +145,9 @@ def test_sampling_pyfunc_and_errors(s2s_bundles) -> None:
         assert "id='long'" in err.value.details() and "maximum" in err.value.details()
         # The server keeps serving.
         assert client.predict(TEXTS[:1], params=sampled) == first[:1]
+        # Streamed: each record's deltas add up to its final text.
+        events = list(client.stream(TEXTS, params=sampled))
+        assert events[-1] == {"results": first}
+        for i, result in enumerate(first):
+            streamed = "".join(e["text"] for e in events[:-1] if e["record"] == i)
+            assert streamed == result["generated"][0]["generated_text"]
