@@ -1,7 +1,7 @@
 """Gateway gRPC server: `splitserve.v1.Gateway`, the one API clients call.
 
 Predict = Preprocess -> ModelInfer (OIP) -> Postprocess. Tensors are forwarded as bytes,
-never decoded here. The client's deadline (or `timeout_s`) bounds every hop; cancelling the
+never decoded here (PredictStream excepted: it gathers the streamed token ids of each record). The client's deadline (or `timeout_s`) bounds every hop; cancelling the
 client's call cancels the hop in progress. Where each request's time went is sent back as
 trailing metadata (`splitserve-<stage>-us`; `model` is the whole hop, `queue` and `inference` the
 model tier's own split of it).
@@ -9,9 +9,11 @@ model tier's own split of it).
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 import unicodedata
 from collections.abc import AsyncIterator
@@ -19,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import numpy as np
 from google.protobuf import struct_pb2
 
 from gateway_svc.pool import open_channel
@@ -290,7 +291,12 @@ class Hop:
 
 
 def _ids(raw: bytes) -> list[int]:
-    return np.frombuffer(raw, dtype="<i8").tolist()
+    """INT64 little-endian tensor bytes -> ints (stdlib only: the gateway imports no numpy)."""
+    ids = array.array("q")
+    ids.frombytes(raw)
+    if sys.byteorder == "big":
+        ids.byteswap()
+    return ids.tolist()
 
 
 def _texts(post: pb.PostprocessResponse) -> list[str]:
@@ -317,11 +323,15 @@ class TextStream:
         self.tokens[row].extend(tokens)
 
     def tensor(self) -> pb.Tensor:
+        """The tokens so far as the model tier's `generated_ids`: INT64 [rows, longest], -1 padded."""
         width = max(1, *(len(t) for t in self.tokens))
-        ids = np.full((len(self.tokens), width), -1, dtype="<i8")
-        for i, tokens in enumerate(self.tokens):
-            ids[i, : len(tokens)] = tokens
-        return pb.Tensor(name="generated_ids", datatype="INT64", shape=list(ids.shape), raw=ids.tobytes())
+        ids = array.array("q")
+        for tokens in self.tokens:
+            ids.extend(tokens)
+            ids.extend([-1] * (width - len(tokens)))
+        if sys.byteorder == "big":
+            ids.byteswap()
+        return pb.Tensor(name="generated_ids", datatype="INT64", shape=[len(self.tokens), width], raw=ids.tobytes())
 
     def deltas(self, texts: list[str], records: Any, done: bool) -> list[pb.TextDelta]:
         out = []
