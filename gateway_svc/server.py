@@ -1,6 +1,7 @@
 """Gateway gRPC server: `splitserve.v1.Gateway`, the one API clients call.
 
-Predict = Preprocess -> ModelInfer (OIP) -> Postprocess. Tensors are forwarded as bytes,
+Predict = Preprocess -> ModelInfer (OIP) -> Postprocess. With `inline_stages`, the preprocess and
+postprocess stages run in this process (same code, called instead of their tiers). Tensors are forwarded as bytes,
 never decoded here (PredictStream excepted: it gathers the streamed token ids of each record). The client's deadline (or `timeout_s`) bounds every hop; cancelling the
 client's call cancels the hop in progress. Where each request's time went is sent back as
 trailing metadata (`splitserve-<stage>-us`; `model` is the whole hop, `queue` and `inference` the
@@ -58,13 +59,17 @@ class GatewayTier(pb_grpc.GatewayServicer):
 
     async def load(self) -> dict[str, Any]:
         s = self.settings
-        pre, model, post = (
-            open_channel(a, s.max_attempts, s.max_message_bytes) for a in (s.preprocess, s.model, s.postprocess)
-        )
-        self.channels = [pre, model, post]
-        self.pre = pb_grpc.PreprocessStub(pre)
+        model = open_channel(s.model, s.max_attempts, s.max_message_bytes)
+        self.channels = [model]
         self.model = oip_grpc.GRPCInferenceServiceStub(model)
-        self.post = pb_grpc.PostprocessStub(post)
+        self.pre: Any
+        self.post: Any
+        if s.inline_stages is not None:
+            self.pre, self.post = await inline_stages(s.inline_stages)
+        else:
+            pre, post = (open_channel(a, s.max_attempts, s.max_message_bytes) for a in (s.preprocess, s.postprocess))
+            self.channels += [pre, post]
+            self.pre, self.post = pb_grpc.PreprocessStub(pre), pb_grpc.PostprocessStub(post)
         # Wait for every tier, and say so loudly if they serve different bundles.
         pre_info = await self.pre.Info(pb.TierInfoRequest(), wait_for_ready=True, timeout=120)
         post_info = await self.post.Info(pb.TierInfoRequest(), wait_for_ready=True, timeout=120)
@@ -350,3 +355,33 @@ class TextStream:
             )
             self.sent_text[row], self.sent_tokens[row] = text, len(self.tokens[row])
         return out
+
+
+class InlineStub:
+    """A tier's servicer running in this process, called like its gRPC stub (`inline_stages`)."""
+
+    def __init__(self, servicer: Any):
+        self.servicer = servicer
+
+    def __getattr__(self, method: str) -> Any:
+        handler = getattr(self.servicer, method)
+
+        async def call(request: Any, **_: Any) -> Any:  # timeout, metadata: no hop to bound or carry them
+            return await handler(request, None)
+
+        return call
+
+
+async def inline_stages(bundle_uri: str) -> tuple[InlineStub, InlineStub]:
+    """The preprocess and postprocess tiers' servicers, loaded here (their settings, from the
+    SPLITSERVE_PREPROCESS_* / SPLITSERVE_POSTPROCESS_* environment, apply)."""
+    from postprocess_svc.server import PostprocessTier
+    from postprocess_svc.settings import PostprocessSettings
+    from preprocess_svc.server import PreprocessTier
+    from preprocess_svc.settings import PreprocessSettings
+
+    settings: Any = (PreprocessSettings, PostprocessSettings)  # pydantic-settings fill in the rest from env
+    pre = PreprocessTier(settings[0](bundle_uri=bundle_uri))
+    post = PostprocessTier(settings[1](bundle_uri=bundle_uri))
+    await asyncio.gather(pre.load(), post.load())
+    return InlineStub(pre), InlineStub(post)

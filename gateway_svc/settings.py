@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from splitserve.settings import ServerSettings
@@ -11,10 +11,27 @@ class GatewaySettings(ServerSettings):
 
     model_config = SettingsConfigDict(env_prefix="SPLITSERVE_GATEWAY_", extra="forbid")
 
-    preprocess: list[str] = Field(..., description="Preprocess replicas (host:port ...).")
+    preprocess: list[str] = Field([], description="Preprocess replicas (host:port ...).")
     model: list[str] = Field(..., description="Model-tier replicas (host:port ...).")
-    postprocess: list[str] = Field(..., description="Postprocess replicas (host:port ...).")
+    postprocess: list[str] = Field([], description="Postprocess replicas (host:port ...).")
+    inline_stages: str | None = Field(
+        None,
+        description=(
+            "A serving bundle URI: run its preprocess and postprocess stages inside the gateway instead of "
+            "calling their tiers (one network hop per request instead of three; for latency, on one machine)."
+        ),
+    )
     max_in_flight: int = Field(256, description="Requests in progress at once; more get RESOURCE_EXHAUSTED.")
     max_records: int = Field(1024, description="Most records one request may carry.")
     timeout_s: float = Field(30.0, description="Deadline for a request whose client sets none.")
     max_attempts: int = Field(3, description="Attempts per downstream call on UNAVAILABLE (other replicas).")
+
+    @model_validator(mode="after")
+    def _tiers(self) -> GatewaySettings:
+        if self.inline_stages is None and not (self.preprocess and self.postprocess):
+            raise ValueError("give the preprocess and postprocess replicas, or --inline-stages BUNDLE_URI")
+        if self.inline_stages is not None and (self.preprocess or self.postprocess):
+            raise ValueError(
+                "--inline-stages runs the preprocess and postprocess stages here: give no replicas for them"
+            )
+        return self

@@ -134,13 +134,14 @@ class Target:
 class GatewayTarget(Target):
     """All tiers via `splitserve up`, called through the gateway with the gRPC client."""
 
-    def __init__(self, name: str, bundle_uri: str, backend: str, model_args: list[str] | None = None):
-        self.name, self.bundle_uri, self.backend, self.model_args = name, bundle_uri, backend, model_args or []
+    def __init__(self, name: str, bundle_uri: str, backend: str, inline_stages: bool = False):
+        self.name, self.bundle_uri, self.backend, self.inline_stages = name, bundle_uri, backend, inline_stages
 
     def start(self) -> None:
         from splitserve.client import Client
 
         argv = [sys.executable, "-m", "splitserve", "up", self.bundle_uri, "--backend", self.backend]
+        argv += ["--inline-stages"] if self.inline_stages else []
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line:
@@ -175,6 +176,72 @@ class GatewayTarget(Target):
 
     def stop(self) -> None:
         self.client.close()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class ModelTierTarget(Target):
+    """One model-tier replica alone (`splitserve serve-model`), called over the Open Inference
+    Protocol with inputs tokenized beforehand: the model tier's own throughput, ONNX vs PyTorch."""
+
+    def __init__(self, name: str, bundle_uri: str, backend: str):
+        self.name, self.bundle_uri, self.backend = name, bundle_uri, backend
+
+    def start(self) -> None:
+        import grpc
+
+        from preprocess_svc.tokenize import Preprocessor
+        from protos import grpc_predict_v2_pb2_grpc as oip_grpc
+        from splitserve.bundle import load_bundle
+        from splitserve.records import Limits
+        from splitserve.tokenizer import load_tokenizer
+
+        argv = [sys.executable, "-m", "splitserve", "serve-model", self.bundle_uri, "--backend", self.backend]
+        argv += ["--host", "127.0.0.1", "--port", "0", "--intra-op-threads", str(os.cpu_count() or 1)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        address = None
+        for line in self.proc.stdout or ():
+            try:
+                facts = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(facts, dict) and "address" in facts:
+                address = facts["address"]
+                break
+        if address is None:
+            raise RuntimeError(f"{self.name}: `splitserve serve-model` exited before it was ready")
+        bundle = load_bundle(self.bundle_uri, ("tokenizer",))
+        self.bundle = bundle
+        self.stage = Preprocessor(bundle.config, load_tokenizer(bundle.tokenizer_dir), Limits(10**6, 10**9))
+        self.channel = grpc.insecure_channel(address)
+        self.stub = oip_grpc.GRPCInferenceServiceStub(self.channel)
+        self.cache: dict[tuple[str, ...], Any] = {}
+
+    def _request(self, records: list[str]) -> Any:
+        from protos import grpc_predict_v2_pb2 as oip
+        from splitserve.records import to_records
+
+        key = tuple(records)
+        if key not in self.cache:  # tokenize once: only the model tier's work is measured
+            encoded = self.stage.run(to_records(records), None)
+            request = oip.ModelInferRequest(model_name=self.bundle.config.name, model_version=self.bundle.fingerprint)
+            for name, array in encoded.model_inputs.items():
+                request.inputs.add(name=name, datatype="INT64", shape=list(array.shape))
+                request.raw_input_contents.append(array.astype("<i8").tobytes())
+            self.cache[key] = request
+        return self.cache[key]
+
+    def call(self, records: list[str]) -> None:
+        self.stub.ModelInfer(self._request(records), timeout=120)
+
+    def processes(self) -> dict[str, list[int]]:
+        return {"model": [self.proc.pid], "client (bench)": [os.getpid()]}
+
+    def stop(self) -> None:
+        self.channel.close()
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(30)
@@ -364,8 +431,17 @@ def headline(
     out = {
         f"onnx_fp32_vs_torch_tier_c{cmax}_b{bmax}": ratio(points, "gateway-onnx-fp32", "gateway-torch", cmax, bmax),
         f"onnx_int8_vs_torch_tier_c{cmax}_b{bmax}": ratio(points, "gateway-onnx-int8", "gateway-torch", cmax, bmax),
+        f"model_tier_fp32_vs_torch_c{cmax}_b{bmax}": ratio(
+            points, "model-tier-onnx-fp32", "model-tier-torch", cmax, bmax
+        ),
+        f"model_tier_int8_vs_torch_c{cmax}_b{bmax}": ratio(
+            points, "model-tier-onnx-int8", "model-tier-torch", cmax, bmax
+        ),
         f"gateway_fp32_vs_inprocess_pyfunc_c{cmax}_b{bmax}": ratio(
             points, "gateway-onnx-fp32", "pyfunc-in-process", cmax, bmax
+        ),
+        f"gateway_inline_fp32_vs_inprocess_pyfunc_c{cmax}_b{bmax}": ratio(
+            points, "gateway-onnx-fp32-inline", "pyfunc-in-process", cmax, bmax
         ),
         f"gateway_fp32_vs_mlflow_serve_c{cmax}_b{bmax}": ratio(
             points, "gateway-onnx-fp32", "mlflow-models-serve", cmax, bmax
@@ -381,6 +457,8 @@ def headline(
     }
     if "gateway-onnx-fp32" in p1 and "pyfunc-in-process" in p1:
         out["gateway_added_p50_ms_c1_b1"] = round(p1["gateway-onnx-fp32"] - p1["pyfunc-in-process"], 3)
+    if "gateway-onnx-fp32-inline" in p1 and "pyfunc-in-process" in p1:
+        out["gateway_inline_added_p50_ms_c1_b1"] = round(p1["gateway-onnx-fp32-inline"] - p1["pyfunc-in-process"], 3)
     return out
 
 
@@ -476,6 +554,10 @@ ALL_TARGETS = (
     "gateway-onnx-fp32",
     "gateway-onnx-int8",
     "gateway-torch",
+    "gateway-onnx-fp32-inline",
+    "model-tier-onnx-fp32",
+    "model-tier-onnx-int8",
+    "model-tier-torch",
     "pipeline-in-process",
     "pyfunc-in-process",
     "mlflow-models-serve",
@@ -511,7 +593,7 @@ def run_bench(
     fp32 = export_bundle(source_uri, name="bench-fp32", show_progress=False)
     int8 = (
         export_bundle(source_uri, name="bench-int8", quantize="int8", show_progress=False)
-        if "gateway-onnx-int8" in names
+        if {"gateway-onnx-int8", "model-tier-onnx-int8"} & set(names)
         else ""
     )
     available: dict[str, Target] = {
@@ -520,6 +602,10 @@ def run_bench(
             GatewayTarget("gateway-onnx-fp32", fp32, "onnx"),
             GatewayTarget("gateway-onnx-int8", int8, "onnx"),
             GatewayTarget("gateway-torch", fp32, "torch"),
+            GatewayTarget("gateway-onnx-fp32-inline", fp32, "onnx", inline_stages=True),
+            ModelTierTarget("model-tier-onnx-fp32", fp32, "onnx"),
+            ModelTierTarget("model-tier-onnx-int8", int8, "onnx"),
+            ModelTierTarget("model-tier-torch", fp32, "torch"),
             PipelineTarget("pipeline-in-process", source_uri),
             PyfuncTarget("pyfunc-in-process", fp32),
             MlflowServeTarget("mlflow-models-serve", source_uri),

@@ -95,7 +95,12 @@ def cmd_serve_gateway(args: argparse.Namespace) -> int:
     from gateway_svc.server import GatewayTier
     from gateway_svc.settings import GatewaySettings
 
-    return _run_tier(GatewayTier, settings_from_args(GatewaySettings, args))
+    settings = settings_from_args(GatewaySettings, args)
+    if settings.inline_stages is not None:  # it tokenizes: keep torch out, as the CPU tiers do
+        from splitserve.tokenizer import keep_torch_out
+
+        keep_torch_out()
+    return _run_tier(GatewayTier, settings)
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -136,7 +141,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     ensure_tracking_uri()
     model_args = ["--intra-op-threads", str(args.intra_op_threads)] if args.intra_op_threads is not None else []
     model_args += ["--device", args.device]
-    return up(args.bundle_uri, args.pre, args.model, args.post, args.backend, args.host, args.port, model_args)
+    return up(
+        args.bundle_uri,
+        args.pre,
+        args.model,
+        args.post,
+        args.backend,
+        args.host,
+        args.port,
+        model_args,
+        inline_stages=args.inline_stages,
+    )
 
 
 def _record(index: int, arg: str) -> dict[str, Any]:
@@ -278,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="Address every process binds.")
     p.add_argument("--port", type=int, default=0, help="Gateway port (0: a free one).")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
+    p.add_argument(
+        "--inline-stages",
+        action="store_true",
+        help="Run the preprocess and postprocess stages inside the gateway (no tiers for them; lower latency).",
+    )
     p.add_argument(
         "--intra-op-threads",
         type=int,

@@ -91,8 +91,12 @@ def up(
     port: int = 0,
     model_args: list[str] | None = None,
     on_ready: Any = None,
+    inline_stages: bool = False,
 ) -> int:
-    """Run everything until a signal; `on_ready(addresses)` runs once all are up (then stops if it returns)."""
+    """Run everything until a signal; `on_ready(addresses)` runs once all are up (then stops if it returns).
+    `inline_stages`: no preprocess/postprocess replicas; the gateway runs those stages itself."""
+    if inline_stages:
+        pre = post = 0
     if not any(a.startswith("--intra-op-threads") for a in model_args or []):
         # Replicas on one machine share its cores: split them instead of each taking all of them.
         model_args = [*(model_args or []), "--intra-op-threads", str(default_model_threads(model))]
@@ -131,12 +135,13 @@ def up(
                 host,
                 "--port",
                 str(port),
-                "--preprocess",
-                *addresses["preprocess"],
                 "--model",
                 *addresses["model"],
-                "--postprocess",
-                *addresses["postprocess"],
+                *(
+                    ["--inline-stages", bundle_uri]
+                    if inline_stages
+                    else ["--preprocess", *addresses["preprocess"], "--postprocess", *addresses["postprocess"]]
+                ),
             ),
         )
         gateway.start()

@@ -57,12 +57,12 @@ class Stack:
         names = ("preprocess", "model", "postprocess")
         started = await asyncio.gather(*(self._start(cls(settings), settings) for cls, settings in self.settings))
         self.addresses.update(zip(names, started, strict=True))
-        gw = GatewaySettings(
-            preprocess=[self.addresses["preprocess"]],
-            model=[self.addresses["model"]],
-            postprocess=[self.addresses["postprocess"]],
-            **self.gateway_overrides,
-        )
+        tiers = {
+            "preprocess": [self.addresses["preprocess"]],
+            "model": [self.addresses["model"]],
+            "postprocess": [self.addresses["postprocess"]],
+        }
+        gw = GatewaySettings(**{**tiers, **self.gateway_overrides})
         self.gateway_tier = GatewayTier(gw)
         self.addresses["gateway"] = await self._start(self.gateway_tier, gw)
 

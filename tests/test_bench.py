@@ -26,13 +26,25 @@ def test_bench_runs_and_reports(tiny_bundles, tmp_path) -> None:
         concurrency=(1, 2),
         batch_sizes=(1, 4),
         seconds=0.3,
-        targets=("gateway-onnx-fp32", "pyfunc-in-process", "pipeline-in-process"),
+        targets=(
+            "gateway-onnx-fp32",
+            "gateway-onnx-fp32-inline",
+            "model-tier-onnx-fp32",
+            "pyfunc-in-process",
+            "pipeline-in-process",
+        ),
         command="pytest",
     )
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["headline"] == report["headline"]
     points = saved["points"]
-    assert {p["target"] for p in points} == {"gateway-onnx-fp32", "pyfunc-in-process", "pipeline-in-process"}
+    assert {p["target"] for p in points} == {
+        "gateway-onnx-fp32",
+        "gateway-onnx-fp32-inline",
+        "model-tier-onnx-fp32",
+        "pyfunc-in-process",
+        "pipeline-in-process",
+    }
     assert all(p["errors"] == 0 and p["records"] > 0 for p in points)
     gateway = [t for t in saved["targets"] if t["target"] == "gateway-onnx-fp32"][0]
     assert {"preprocess", "model", "postprocess", "gateway"} <= set(gateway["peak_rss_mb"])
@@ -40,6 +52,9 @@ def test_bench_runs_and_reports(tiny_bundles, tmp_path) -> None:
         set(p["cpu_s_per_record"]) >= {"preprocess", "model"} for p in points if p["target"] == "gateway-onnx-fp32"
     )
     assert "gateway_fp32_vs_inprocess_pyfunc_c2_b4" in saved["headline"]
+    assert saved["headline"]["gateway_inline_added_p50_ms_c1_b1"] is not None
+    inline = [t for t in saved["targets"] if t["target"] == "gateway-onnx-fp32-inline"][0]
+    assert set(inline["peak_rss_mb"]) >= {"model", "gateway"} and "preprocess" not in inline["peak_rss_mb"]
     for name in ("results.md", "throughput.png", "latency_p50.png", "latency_percentiles.png"):
         assert (tmp_path / name).stat().st_size > 0
     runs = mlflow.search_runs(filter_string="attributes.run_name = 'splitserve-bench'", search_all_experiments=True)

@@ -402,3 +402,25 @@ def test_mlflow_model_config_sets_defaults(mlflow_store, gen_bundles) -> None:
     assert [r["generated"][0]["generated_text"] for r in got] == list(expected)
     assert all(len(r["generated"][0]["token_ids"]) <= 6 for r in got)
     assert len(here.predict(PROMPTS[:1], params={"max_new_tokens": 9})[0]["generated"][0]["token_ids"]) > 6
+
+
+def test_gateway_with_inline_stages(gen_bundles, tiny_bundles) -> None:
+    """`inline_stages`: the gateway runs the preprocess and postprocess stages itself and calls
+    only the model tier; answers, streams and refusals are those of the three-tier path."""
+    for local_dir, params in (
+        (gen_bundles["llama"].local_dir, {"do_sample": False, "max_new_tokens": 9}),
+        (tiny_bundles[("token-classification", "roberta")].local_dir, {"aggregation_strategy": "simple"}),
+    ):
+        with Stack(local_dir) as stack, Client(stack.gateway) as client:
+            expected = client.predict(PROMPTS, params=params)
+            streamed = _collect(list(client.stream(PROMPTS, params=params)), len(PROMPTS))
+        inline = {"inline_stages": local_dir, "preprocess": [], "postprocess": []}
+        with Stack(local_dir, gateway=inline) as stack, Client(stack.gateway) as client:
+            assert client.predict(PROMPTS, params=params) == expected
+            texts, tokens, _, results = _collect(list(client.stream(PROMPTS, params=params)), len(PROMPTS))
+            assert (texts, tokens, results) == (streamed[0], streamed[1], streamed[3])  # chunking may differ
+            assert set(client.last_timings_us) >= {"preprocess", "model", "postprocess", "gateway"}
+            with pytest.raises(grpc.RpcError) as err:
+                client.predict([{"id": "x", "text": " "}], params=params)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "id='x'" in err.value.details()
+            assert client.predict(PROMPTS[:1], params=params) == expected[:1]
