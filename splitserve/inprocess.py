@@ -6,6 +6,8 @@ transport differs.
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 from splitserve.bundle import Bundle
@@ -45,9 +47,56 @@ class InProcessPipeline:
             gen_params = parse_params(encoded.model_params, self.bundle.config.generation)
             outputs = self.model.generate(encoded.model_inputs, gen_params)
         else:
-            outputs = self.model.infer(encoded.model_inputs)
+            outputs = self._infer(encoded.model_inputs)
         results = self.post.run(recs, params, outputs, encoded.context)
         return [{"id": r.id, **_plain(res)} for r, res in zip(recs, results, strict=True)]
+
+    def _infer(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """One inference; rows of different lengths run in length groups, as the model tier's
+        batcher runs them (same code), not all padded to the longest."""
+        mask = inputs.get("attention_mask")
+        if mask is None or mask.shape[0] == 1 or mask.all():
+            return self.model.infer(inputs)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case: no event loop in this thread
+            return asyncio.run(self._grouped(inputs))
+        with ThreadPoolExecutor(1) as pool:  # called from async code (a notebook, a server): another thread
+            return pool.submit(asyncio.run, self._grouped(inputs)).result()
+
+    async def _grouped(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        from model_svc.batching import Batcher
+
+        shapes = self.model.output_shapes()
+        batcher = Batcher(
+            self.model.infer,
+            token_outputs=[name for name, shape in shapes.items() if len(shape) >= 2 and shape[1] == -1],
+            max_batch_size=10**9,
+            max_batch_tokens=4096,
+            max_queue_delay_ms=0,
+            max_queue_size=10**9,
+            executor=_INLINE,
+        )
+        batcher.start()
+        try:
+            return (await batcher.submit(inputs)).outputs
+        finally:
+            await batcher.close()
+
+
+class _Inline(Executor):
+    """Runs each submitted call at once, in the caller's thread (the batcher's executor here)."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+            future.set_exception(exc)
+        return future
+
+
+_INLINE = _Inline()
 
 
 def _plain(result: dict[str, Any]) -> dict[str, Any]:

@@ -379,3 +379,27 @@ async def test_rows_of_a_padded_request_run_at_their_own_length() -> None:
     np.testing.assert_array_equal(tokens[mask], np.stack([request["input_ids"], request["input_ids"] * 2], -1)[mask])
     assert not tokens[~mask].any()  # beyond a row's length: zeros, where the mask says padding
     np.testing.assert_array_equal(result.outputs["summary"][:, 1], [10, 3, 3])
+
+
+@pytest.mark.parametrize("task", ["token-classification", "feature-extraction"])
+def test_in_process_runs_rows_in_length_groups(tiny_bundles, task: str) -> None:
+    """The pyfunc path runs a request's rows of different lengths in length groups (the batcher's
+    code) instead of padding all to the longest: same outputs as one padded inference, also when
+    called from code that already runs an event loop (a notebook, an async server)."""
+    from splitserve.inprocess import InProcessPipeline
+    from splitserve.records import to_records
+
+    local = InProcessPipeline(load_bundle(tiny_bundles[(task, "bert")].local_dir, ("tokenizer", "onnx")))
+    texts = ["x", "a much longer text " * 12, "two words", *TEXTS]
+    inputs = local.pre.run(to_records(texts), None).model_inputs
+    padded = local.model.infer(inputs)
+    grouped = local._infer(inputs)
+    mask = inputs["attention_mask"].astype(bool)
+    for name, expected in padded.items():
+        assert grouped[name].shape == expected.shape
+        np.testing.assert_allclose(grouped[name][mask], expected[mask], atol=1e-4)
+
+    async def from_a_running_loop() -> Any:
+        return local.predict(texts)
+
+    assert asyncio.run(from_a_running_loop()) == local.predict(texts)

@@ -78,8 +78,14 @@ def test_minilm_int8(minilm_bundle) -> None:
     print("in-process cosine int8 vs fp32:", np.round(cosines, 4))
     assert cosines.min() >= 0.98, cosines
     assert np.median(cosines) >= 0.99, cosines
-    # The demo's ranking is unchanged: the query's neighbours come in the same order.
-    assert np.argsort(-fp32[1:] @ fp32[0]).tolist() == np.argsort(-int8[1:] @ int8[0]).tolist()
+    # The demo's ranking is unchanged: the query's neighbours come in the same order, up to
+    # neighbours whose fp32 similarities are within 0.02 of each other (int8 noise; dynamic
+    # quantization's activation scales also depend on which rows run together).
+    sim32, sim8 = fp32[1:] @ fp32[0], int8[1:] @ int8[0]
+    for i in range(len(sim32)):
+        for j in range(len(sim32)):
+            if sim32[i] > sim32[j] + 0.02:
+                assert sim8[i] > sim8[j], (i, j, sim32, sim8)
 
 
 def test_impossible_thresholds_fail_the_export(tiny_bundles) -> None:
