@@ -84,6 +84,71 @@ class Stepper(Protocol):
         ...
 
 
+class DecoderSteps:
+    """`Stepper` of a decoder-only LM, for a backend that supplies one forward pass (`run`) and
+    its past key values' handling (`empty_past`, `repeat`, `take`). State: (past, length)."""
+
+    def run(self, input_ids: np.ndarray, start: int, past: Any) -> tuple[np.ndarray, Any]:
+        """input_ids int64 [rows, n] at positions start.. after `past`; logits of the last position."""
+        raise NotImplementedError
+
+    def empty_past(self) -> Any:
+        raise NotImplementedError
+
+    def repeat(self, past: Any, beams: int) -> Any:
+        raise NotImplementedError
+
+    def take(self, past: Any, index: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def start(self, prompt: np.ndarray, beams: int) -> tuple[np.ndarray, Any, list[int]]:
+        logits, past = self.run(prompt[None].astype(np.int64), 0, self.empty_past())
+        if beams > 1:
+            logits, past = np.repeat(logits, beams, axis=0), self.repeat(past, beams)
+        return logits, (past, int(prompt.shape[0])), [int(t) for t in prompt]
+
+    def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        past, length = state
+        logits, past = self.run(tokens.astype(np.int64)[:, None], length, past)
+        return logits, (past, length + 1)
+
+    def reorder(self, state: Any, index: np.ndarray) -> Any:
+        past, length = state
+        return self.take(past, index), length
+
+
+class EncoderDecoderSteps:
+    """`Stepper` of an encoder-decoder: the backend supplies `encode` (once per prompt) and one
+    decoder pass (`run`), and `take` for its past. State: (past, encoder states, encoder mask)."""
+
+    start_id: int
+
+    def encode(self, prompt: np.ndarray, beams: int) -> tuple[Any, Any]:
+        """The prompt's (int64 [n]) encoder hidden states and attention mask, repeated per beam."""
+        raise NotImplementedError
+
+    def run(self, tokens: np.ndarray, past: Any, hidden: Any, mask: Any) -> tuple[np.ndarray, Any]:
+        """tokens int64 [rows, 1] after `past` (None on the first step); logits [rows, vocab]."""
+        raise NotImplementedError
+
+    def take(self, past: Any, index: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def start(self, prompt: np.ndarray, beams: int) -> tuple[np.ndarray, Any, list[int]]:
+        hidden, mask = self.encode(prompt, beams)
+        logits, past = self.run(np.full((beams, 1), self.start_id, dtype=np.int64), None, hidden, mask)
+        return logits, (past, hidden, mask), [self.start_id]
+
+    def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        past, hidden, mask = state
+        logits, past = self.run(tokens.astype(np.int64)[:, None], past, hidden, mask)
+        return logits, (past, hidden, mask)
+
+    def reorder(self, state: Any, index: np.ndarray) -> Any:
+        past, hidden, mask = state
+        return self.take(past, index), hidden, mask
+
+
 _KINDS: dict[str, tuple[type, ...]] = {
     "max_new_tokens": (int,),
     "do_sample": (bool,),

@@ -77,13 +77,9 @@ class OnnxBackend:
         return {name: [d if isinstance(d, int) else -1 for d in shapes[name]] for name in self.config.model_outputs}
 
 
-def _take(past: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
-    return {name: value[index] for name, value in past.items()}
-
-
-class OnnxDecoder:
-    """`generation.Stepper` on the exported decoder-only LM: `past_key_values.<i>.key/value` in,
-    `present.<i>.key/value` out (the first pass feeds empty ones). State: (past, length)."""
+class OnnxDecoder(generation.DecoderSteps):
+    """The exported decoder-only LM: `past_key_values.<i>.key/value` in, `present.<i>.key/value`
+    out (the first pass feeds empty ones)."""
 
     def __init__(self, session: Any, info: dict[str, Any]):
         self.session = session
@@ -93,7 +89,7 @@ class OnnxDecoder:
         self.empty = np.zeros((1, info["num_kv_heads"], 0, info["head_dim"]), dtype=np.float32)
         self.outputs = ["logits", *(n.replace("past_key_values.", "present.", 1) for n in self.past_names)]
 
-    def _run(self, input_ids: np.ndarray, start: int, past: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
+    def run(self, input_ids: np.ndarray, start: int, past: Any) -> tuple[np.ndarray, Any]:
         rows, n = input_ids.shape
         feeds = {"input_ids": input_ids, "attention_mask": np.ones((rows, start + n), dtype=np.int64)}
         if self.with_positions:
@@ -102,28 +98,22 @@ class OnnxDecoder:
         logits, *presents = self.session.run(self.outputs, feeds)
         return logits[:, -1], dict(zip(self.past_names, presents, strict=True))
 
-    def start(self, prompt: np.ndarray, beams: int) -> tuple[np.ndarray, Any, list[int]]:
-        logits, past = self._run(prompt[None].astype(np.int64), 0, dict.fromkeys(self.past_names, self.empty))
-        if beams > 1:
-            logits, past = np.repeat(logits, beams, axis=0), {k: np.repeat(v, beams, axis=0) for k, v in past.items()}
-        return logits, (past, int(prompt.shape[0])), [int(t) for t in prompt]
+    def empty_past(self) -> Any:
+        return dict.fromkeys(self.past_names, self.empty)
 
-    def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
-        past, length = state
-        logits, past = self._run(tokens.astype(np.int64)[:, None], length, past)
-        return logits, (past, length + 1)
+    def repeat(self, past: Any, beams: int) -> Any:
+        return {name: np.repeat(value, beams, axis=0) for name, value in past.items()}
 
-    def reorder(self, state: Any, index: np.ndarray) -> Any:
-        past, length = state
-        return _take(past, index), length
+    def take(self, past: Any, index: np.ndarray) -> Any:
+        return {name: value[index] for name, value in past.items()}
 
 
-class OnnxEncoderDecoder:
-    """`generation.Stepper` on Optimum's encoder-decoder export: the encoder graph runs once per
-    prompt; the merged decoder graph (`use_cache_branch` false on the first step, with empty past
-    key values) takes the encoder's hidden states and the past key values of its self-attention
+class OnnxEncoderDecoder(generation.EncoderDecoderSteps):
+    """Optimum's encoder-decoder export: the encoder graph runs once per prompt; the merged
+    decoder graph (`use_cache_branch` false on the first step, with empty past key values) takes
+    the encoder's hidden states and the past key values of its self-attention
     (`past_key_values.<i>.decoder.*`, growing) and cross-attention (`.encoder.*`, computed on the
-    first step). State: (past, encoder hidden states, encoder attention mask)."""
+    first step)."""
 
     def __init__(self, encoder: Any, decoder: Any, info: dict[str, Any]):
         self.encoder, self.decoder = encoder, decoder
@@ -133,7 +123,13 @@ class OnnxEncoderDecoder:
         self.heads, self.head_dim = int(info["num_kv_heads"]), int(info["head_dim"])
         self.outputs = ["logits", *(n.replace("past_key_values.", "present.", 1) for n in self.past_names)]
 
-    def _run(self, tokens: np.ndarray, past: dict[str, np.ndarray] | None, hidden: np.ndarray, mask: np.ndarray):
+    def encode(self, prompt: np.ndarray, beams: int) -> tuple[Any, Any]:
+        ids = prompt[None].astype(np.int64)
+        mask = np.ones_like(ids)
+        (hidden,) = self.encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
+        return np.repeat(hidden, beams, axis=0), np.repeat(mask, beams, axis=0)
+
+    def run(self, tokens: np.ndarray, past: Any, hidden: Any, mask: Any) -> tuple[np.ndarray, Any]:
         feeds: dict[str, np.ndarray] = {
             "input_ids": tokens,
             "encoder_hidden_states": hidden,
@@ -150,20 +146,5 @@ class OnnxEncoderDecoder:
             updated.update({n: v for n, v in past.items() if ".encoder." in n})
         return logits[:, -1], updated
 
-    def start(self, prompt: np.ndarray, beams: int) -> tuple[np.ndarray, Any, list[int]]:
-        ids = prompt[None].astype(np.int64)
-        mask = np.ones_like(ids)
-        (hidden,) = self.encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
-        hidden, mask = np.repeat(hidden, beams, axis=0), np.repeat(mask, beams, axis=0)
-        tokens = np.full((beams, 1), self.start_id, dtype=np.int64)
-        logits, past = self._run(tokens, None, hidden, mask)
-        return logits, (past, hidden, mask), [self.start_id]
-
-    def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
-        past, hidden, mask = state
-        logits, past = self._run(tokens.astype(np.int64)[:, None], past, hidden, mask)
-        return logits, (past, hidden, mask)
-
-    def reorder(self, state: Any, index: np.ndarray) -> Any:
-        past, hidden, mask = state
-        return _take(past, index), hidden, mask
+    def take(self, past: Any, index: np.ndarray) -> Any:
+        return {name: value[index] for name, value in past.items()}

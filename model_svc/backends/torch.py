@@ -68,13 +68,13 @@ class TorchBackend:
         return {name: [-1, -1, len(self.config.id2label or {}) or -1] for name in self.config.model_outputs}
 
 
-class TorchDecoder:
-    """`generation.Stepper` on a causal LM with its own cache. State: (cache, length)."""
+class TorchDecoder(generation.DecoderSteps):
+    """A causal LM with its own cache (a transformers `Cache`, reordered in place)."""
 
     def __init__(self, backend: TorchBackend):
         self.b = backend
 
-    def _run(self, input_ids: np.ndarray, start: int, cache: Any) -> tuple[np.ndarray, Any]:
+    def run(self, input_ids: np.ndarray, start: int, past: Any) -> tuple[np.ndarray, Any]:
         rows, n = input_ids.shape
         torch = self.b.torch
         with torch.inference_mode():
@@ -82,66 +82,51 @@ class TorchDecoder:
                 input_ids=self.b.tensor(input_ids),
                 attention_mask=torch.ones((rows, start + n), dtype=torch.long, device=self.b.device),
                 position_ids=self.b.tensor(np.tile(np.arange(start, start + n, dtype=np.int64), (rows, 1))),
-                past_key_values=cache,
+                past_key_values=past,
                 use_cache=True,
             )
         return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
 
-    def start(self, prompt: np.ndarray, beams: int) -> tuple[np.ndarray, Any, list[int]]:
-        logits, cache = self._run(prompt[None].astype(np.int64), 0, None)
-        if beams > 1:
-            cache.batch_repeat_interleave(beams)
-            logits = np.repeat(logits, beams, axis=0)
-        return logits, (cache, int(prompt.shape[0])), [int(t) for t in prompt]
+    def empty_past(self) -> Any:
+        return None
 
-    def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
-        cache, length = state
-        logits, cache = self._run(tokens.astype(np.int64)[:, None], length, cache)
-        return logits, (cache, length + 1)
+    def repeat(self, past: Any, beams: int) -> Any:
+        past.batch_repeat_interleave(beams)
+        return past
 
-    def reorder(self, state: Any, index: np.ndarray) -> Any:
-        cache, length = state
-        cache.reorder_cache(self.b.tensor(index.astype(np.int64)))
-        return cache, length
+    def take(self, past: Any, index: np.ndarray) -> Any:
+        past.reorder_cache(self.b.tensor(index.astype(np.int64)))
+        return past
 
 
-class TorchEncoderDecoder:
-    """`generation.Stepper` on an encoder-decoder (T5, BART): the encoder once per prompt, then the
-    decoder with its cache. State: (cache, encoder hidden states, encoder attention mask)."""
+class TorchEncoderDecoder(generation.EncoderDecoderSteps):
+    """An encoder-decoder (T5, BART): the encoder once per prompt, then the decoder with its cache."""
 
     def __init__(self, backend: TorchBackend, start_id: int):
         self.b, self.start_id = backend, start_id
 
-    def _run(self, tokens: np.ndarray, cache: Any, hidden: Any, mask: Any) -> tuple[np.ndarray, Any]:
-        with self.b.torch.inference_mode():
-            out = self.b.model(
-                encoder_outputs=(hidden,),
-                attention_mask=mask,
-                decoder_input_ids=self.b.tensor(tokens),
-                past_key_values=cache,
-                use_cache=True,
-            )
-        return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
-
-    def start(self, prompt: np.ndarray, beams: int) -> tuple[np.ndarray, Any, list[int]]:
+    def encode(self, prompt: np.ndarray, beams: int) -> tuple[Any, Any]:
         torch = self.b.torch
         ids = self.b.tensor(prompt[None].astype(np.int64))
         mask = torch.ones_like(ids)
         with torch.inference_mode():
             hidden = encode(self.b.model, ids, mask)
-        hidden, mask = hidden.repeat_interleave(beams, dim=0), mask.repeat_interleave(beams, dim=0)
-        logits, cache = self._run(np.full((beams, 1), self.start_id, dtype=np.int64), None, hidden, mask)
-        return logits, (cache, hidden, mask), [self.start_id]
+        return hidden.repeat_interleave(beams, dim=0), mask.repeat_interleave(beams, dim=0)
 
-    def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
-        cache, hidden, mask = state
-        logits, cache = self._run(tokens.astype(np.int64)[:, None], cache, hidden, mask)
-        return logits, (cache, hidden, mask)
+    def run(self, tokens: np.ndarray, past: Any, hidden: Any, mask: Any) -> tuple[np.ndarray, Any]:
+        with self.b.torch.inference_mode():
+            out = self.b.model(
+                encoder_outputs=(hidden,),
+                attention_mask=mask,
+                decoder_input_ids=self.b.tensor(tokens),
+                past_key_values=past,
+                use_cache=True,
+            )
+        return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
 
-    def reorder(self, state: Any, index: np.ndarray) -> Any:
-        cache, hidden, mask = state
-        cache.reorder_cache(self.b.tensor(index.astype(np.int64)))
-        return cache, hidden, mask
+    def take(self, past: Any, index: np.ndarray) -> Any:
+        past.reorder_cache(self.b.tensor(index.astype(np.int64)))
+        return past
 
 
 def encode(model: Any, input_ids: Any, attention_mask: Any) -> Any:
