@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from pathlib import Path
 
 import grpc
 
@@ -69,15 +70,40 @@ def service_config(max_attempts: int) -> str:
     )
 
 
-def open_channel(addresses: list[str], max_attempts: int, max_message_bytes: int) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        target_for(addresses),
-        options=[
-            ("grpc.service_config", service_config(max_attempts)),
-            ("grpc.enable_retries", 1),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.per_rpc_retry_buffer_size", max_message_bytes),
-            ("grpc.retry_buffer_size", 4 * max_message_bytes),
-        ],
+def open_channel(
+    addresses: list[str],
+    max_attempts: int,
+    max_message_bytes: int,
+    credentials: grpc.ChannelCredentials | None = None,
+    server_name: str | None = None,
+) -> grpc.aio.Channel:
+    """One channel over a tier's replicas; TLS with `credentials` (`server_name`: the name the
+    replicas' certificates carry, when it is not the address's host)."""
+    options: list[tuple[str, object]] = [
+        ("grpc.service_config", service_config(max_attempts)),
+        ("grpc.enable_retries", 1),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.per_rpc_retry_buffer_size", max_message_bytes),
+        ("grpc.retry_buffer_size", 4 * max_message_bytes),
+    ]
+    if credentials is None:
+        return grpc.aio.insecure_channel(target_for(addresses), options=options)
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return grpc.aio.secure_channel(target_for(addresses), credentials, options=options)
+
+
+def channel_credentials(ca: str | None, cert: str | None, key: str | None) -> grpc.ChannelCredentials | None:
+    """TLS credentials for calling the tiers (None: plaintext); with cert and key, mutual TLS."""
+    if ca is None:
+        if cert or key:
+            raise ValueError("--tier-tls-cert/--tier-tls-key need --tier-tls-ca")
+        return None
+    if (cert is None) != (key is None):
+        raise ValueError("mutual TLS needs both --tier-tls-cert and --tier-tls-key")
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(ca).read_bytes(),
+        private_key=Path(key).read_bytes() if key else None,
+        certificate_chain=Path(cert).read_bytes() if cert else None,
     )

@@ -13,24 +13,27 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import hmac
 import logging
 import sys
 import time
 import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2
 
-from gateway_svc.pool import open_channel
+from gateway_svc.pool import channel_credentials
+from gateway_svc.pool import open_channel as open_tier_channel
 from gateway_svc.settings import GatewaySettings
 from protos import grpc_predict_v2_pb2 as oip
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
-from splitserve.errors import BundleMismatch, InvalidInput, ModelNotReady, Overloaded
+from splitserve.errors import BundleMismatch, InvalidInput, ModelNotReady, Overloaded, Unauthenticated
 from splitserve.params import GENERATION_TASKS
 
 log = logging.getLogger("splitserve.gateway")
@@ -53,13 +56,20 @@ class GatewayTier(pb_grpc.GatewayServicer):
         self.in_flight = 0
         self.info: pb.TierInfo | None = None
         self.channels: list[grpc.aio.Channel] = []
+        self.tokens: list[bytes] | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_GatewayServicer_to_server(self, server)
 
     async def load(self) -> dict[str, Any]:
         s = self.settings
-        model = open_channel(s.model, s.max_attempts, s.max_message_bytes)
+        self.tokens = _read_tokens(s.auth_token_file) if s.auth_token_file else None
+        tls = channel_credentials(s.tier_tls_ca, s.tier_tls_cert, s.tier_tls_key)
+
+        def open_channel(addresses: list[str]) -> grpc.aio.Channel:
+            return open_tier_channel(addresses, s.max_attempts, s.max_message_bytes, tls, s.tier_tls_server_name)
+
+        model = open_channel(s.model)
         self.channels = [model]
         self.model = oip_grpc.GRPCInferenceServiceStub(model)
         self.pre: Any
@@ -67,7 +77,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
         if s.inline_stages is not None:
             self.pre, self.post = await inline_stages(s.inline_stages)
         else:
-            pre, post = (open_channel(a, s.max_attempts, s.max_message_bytes) for a in (s.preprocess, s.postprocess))
+            pre, post = open_channel(s.preprocess), open_channel(s.postprocess)
             self.channels += [pre, post]
             self.pre, self.post = pb_grpc.PreprocessStub(pre), pb_grpc.PostprocessStub(post)
         # Wait for every tier, and say so loudly if they serve different bundles.
@@ -86,13 +96,24 @@ class GatewayTier(pb_grpc.GatewayServicer):
         )
         return {"model": pre_info.model, "task": pre_info.task, "fingerprint": pre_info.fingerprint}
 
+    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        """With `auth_token_file`: the call must carry `authorization: Bearer <an accepted token>`."""
+        if self.tokens is None:
+            return
+        metadata = dict(context.invocation_metadata() or ())
+        scheme, _, token = str(metadata.get("authorization", "")).partition(" ")
+        if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.encode(), t) for t in self.tokens):
+            raise Unauthenticated("missing or unknown token: send 'authorization: Bearer <token>'")
+
     async def Info(self, request: pb.TierInfoRequest, context: grpc.aio.ServicerContext) -> pb.TierInfo:
+        self._authorize(context)
         if self.info is None:
             raise ModelNotReady("gateway is still connecting to its tiers")
         return self.info
 
     @contextlib.asynccontextmanager
-    async def _admitted(self, request: pb.PredictRequest) -> AsyncIterator[None]:
+    async def _admitted(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        self._authorize(context)
         if self.info is None:
             raise ModelNotReady("gateway is still connecting to its tiers")
         if not request.records:
@@ -108,13 +129,13 @@ class GatewayTier(pb_grpc.GatewayServicer):
             self.in_flight -= 1
 
     async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
-        async with self._admitted(request):
+        async with self._admitted(request, context):
             return await self._predict(request, context)
 
     async def PredictStream(
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.PredictStreamResponse]:
-        async with self._admitted(request):
+        async with self._admitted(request, context):
             assert self.info is not None
             if self.info.task not in GENERATION_TASKS:
                 yield pb.PredictStreamResponse(final=await self._predict(request, context))
@@ -385,3 +406,10 @@ async def inline_stages(bundle_uri: str) -> tuple[InlineStub, InlineStub]:
     post = PostprocessTier(settings[1](bundle_uri=bundle_uri))
     await asyncio.gather(pre.load(), post.load())
     return InlineStub(pre), InlineStub(post)
+
+
+def _read_tokens(path: str) -> list[bytes]:
+    tokens = [line.strip().encode() for line in Path(path).read_text().splitlines() if line.strip()]
+    if not tokens:
+        raise ValueError(f"auth token file {path} has no tokens")
+    return tokens

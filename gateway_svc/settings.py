@@ -26,6 +26,20 @@ class GatewaySettings(ServerSettings):
     timeout_s: float = Field(30.0, description="Deadline for a request whose client sets none.")
     max_attempts: int = Field(3, description="Attempts per downstream call on UNAVAILABLE (other replicas).")
 
+    tier_tls_ca: str | None = Field(
+        None, description="PEM CA file: call the tiers over TLS, trusting the certificates it signed."
+    )
+    tier_tls_cert: str | None = Field(None, description="PEM client certificate for the tiers (mutual TLS).")
+    tier_tls_key: str | None = Field(None, description="PEM private key file of --tier-tls-cert.")
+    tier_tls_server_name: str | None = Field(
+        None, description="Name the tiers' certificates are checked against (default: the address's host)."
+    )
+    auth_token_file: str | None = Field(
+        None,
+        description="File of accepted tokens, one per line: Gateway calls must send 'authorization: Bearer "
+        "<token>' (health and reflection stay open).",
+    )
+
     @model_validator(mode="after")
     def _tiers(self) -> GatewaySettings:
         if self.inline_stages is None and not (self.preprocess and self.postprocess):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -151,6 +152,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         args.port,
         model_args,
         inline_stages=args.inline_stages,
+        gateway_args=["--auth-token-file", args.auth_token_file] if args.auth_token_file else None,
     )
 
 
@@ -167,7 +169,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from splitserve.client import Client
 
     records = [_record(i, t) for i, t in enumerate(args.text)]
-    with Client(args.target, timeout_s=args.timeout) as client:
+    with Client(args.target, timeout_s=args.timeout, token=args.token, tls_ca=args.tls_ca) as client:
         if not args.stream:
             results = client.predict(records, params=_parse_kv(args.param), model=args.model)
         else:  # the new text to stderr as it comes (one record: as is; several: one line per delta)
@@ -293,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="Address every process binds.")
     p.add_argument("--port", type=int, default=0, help="Gateway port (0: a free one).")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
+    p.add_argument("--auth-token-file", help="Gateway: accept only calls bearing one of this file's tokens.")
     p.add_argument(
         "--inline-stages",
         action="store_true",
@@ -314,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stream", action="store_true", help="Generation tasks: show the new text on stderr as it is generated."
     )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("SPLITSERVE_TOKEN"),
+        help="Bearer token for a gateway that requires one (default: $SPLITSERVE_TOKEN).",
+    )
+    p.add_argument("--tls-ca", help="PEM CA file: call the gateway over TLS and check its certificate.")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="The main job: log MiniLM, export it, serve every tier, query, print a ranking.")

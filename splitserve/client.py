@@ -17,6 +17,7 @@ outputs inside.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,10 +29,26 @@ from splitserve.records import to_records
 
 
 class Client:
-    def __init__(self, target: str, timeout_s: float | None = 60.0):
-        self.channel = grpc.insecure_channel(target)
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float | None = 60.0,
+        token: str | None = None,
+        tls_ca: str | None = None,
+        tls_server_name: str | None = None,
+    ):
+        """`token`: sent as `authorization: Bearer <token>` (a gateway with `--auth-token-file`).
+        `tls_ca`: a PEM CA file; the gateway is then called over TLS and its certificate checked
+        (`tls_server_name`: the name it carries, when not the target's host)."""
+        if tls_ca is None:
+            self.channel = grpc.insecure_channel(target)
+        else:
+            credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
+            options = [("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []
+            self.channel = grpc.secure_channel(target, credentials, options=options)
         self.stub = pb_grpc.GatewayStub(self.channel)
         self.timeout_s = timeout_s
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.last_timings_us: dict[str, int] = {}
 
     def predict(self, records: Any, params: dict[str, Any] | None = None, model: str = "") -> list[dict[str, Any]]:
@@ -45,7 +62,7 @@ class Client:
             records=codec.records_to_pb(to_records(records)),
             params=codec.params_to_struct(params),
         )
-        response, call = self.stub.Predict.with_call(request, timeout=self.timeout_s)
+        response, call = self.stub.Predict.with_call(request, timeout=self.timeout_s, metadata=self.metadata)
         self.last_timings_us = _timings(call.trailing_metadata())
         return [codec.result_from_pb(r) for r in response.results]
 
@@ -59,7 +76,7 @@ class Client:
             records=codec.records_to_pb(to_records(records)),
             params=codec.params_to_struct(params),
         )
-        call = self.stub.PredictStream(request, timeout=self.timeout_s)
+        call = self.stub.PredictStream(request, timeout=self.timeout_s, metadata=self.metadata)
         try:
             for event in call:
                 if event.WhichOneof("event") == "delta":
@@ -72,7 +89,7 @@ class Client:
             call.cancel()
 
     def info(self) -> dict[str, str]:
-        info = self.stub.Info(pb.TierInfoRequest(), timeout=self.timeout_s)
+        info = self.stub.Info(pb.TierInfoRequest(), timeout=self.timeout_s, metadata=self.metadata)
         return {"model": info.model, "task": info.task, "fingerprint": info.fingerprint}
 
     def close(self) -> None:

@@ -28,6 +28,10 @@ class Overloaded(SplitServeError):
     """Too much work in flight; retry later or elsewhere (RESOURCE_EXHAUSTED)."""
 
 
+class Unauthenticated(SplitServeError):
+    """The call carries no valid token (UNAUTHENTICATED)."""
+
+
 class BundleMismatch(SplitServeError):
     """Tiers were loaded from different serving bundles (FAILED_PRECONDITION)."""
 

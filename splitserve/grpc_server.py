@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
@@ -37,6 +38,7 @@ STATUS_CODES: dict[type[errors.SplitServeError], grpc.StatusCode] = {
     errors.ModelNotFound: grpc.StatusCode.NOT_FOUND,
     errors.ModelNotReady: grpc.StatusCode.UNAVAILABLE,
     errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.BundleMismatch: grpc.StatusCode.FAILED_PRECONDITION,
     errors.BundleError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ExportError: grpc.StatusCode.FAILED_PRECONDITION,
@@ -165,6 +167,22 @@ class Running:
         await self.server.stop(grace_s)
 
 
+def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+    """TLS when the settings name a certificate; mutual TLS when they also name a client CA."""
+    if settings.tls_cert is None and settings.tls_key is None:
+        if settings.tls_client_ca is not None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
 async def start(tier: Tier, settings: ServerSettings) -> Running:
     """Start the tier's server (health NOT_SERVING, reflection on); loading is up to the caller."""
     server = grpc.aio.server(interceptors=[ErrorInterceptor(tier.name)], options=server_options(settings))
@@ -173,7 +191,9 @@ async def start(tier: Tier, settings: ServerSettings) -> Running:
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [*tier.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    credentials = server_credentials(settings)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     running = Running(tier, server, health, port)
     await running.set_serving(False)
     await server.start()

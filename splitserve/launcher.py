@@ -92,6 +92,7 @@ def up(
     model_args: list[str] | None = None,
     on_ready: Any = None,
     inline_stages: bool = False,
+    gateway_args: list[str] | None = None,
 ) -> int:
     """Run everything until a signal; `on_ready(addresses)` runs once all are up (then stops if it returns).
     `inline_stages`: no preprocess/postprocess replicas; the gateway runs those stages itself."""
@@ -142,6 +143,7 @@ def up(
                     if inline_stages
                     else ["--preprocess", *addresses["preprocess"], "--postprocess", *addresses["postprocess"]]
                 ),
+                *(gateway_args or []),
             ),
         )
         gateway.start()

@@ -20,6 +20,11 @@ class ServerSettings(BaseSettings):
     max_message_bytes: int = Field(64 * 1024 * 1024, description="Largest gRPC message accepted or sent.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port (off when unset).")
     log_level: str = Field("info", description="Logging level.")
+    tls_cert: str | None = Field(None, description="PEM certificate (chain) file: serve TLS instead of plaintext.")
+    tls_key: str | None = Field(None, description="PEM private key file of --tls-cert.")
+    tls_client_ca: str | None = Field(
+        None, description="PEM CA file: require client certificates it signed (mutual TLS)."
+    )
 
 
 class BundleServerSettings(ServerSettings):
