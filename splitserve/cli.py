@@ -185,6 +185,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_k8s(args: argparse.Namespace) -> int:
+    from splitserve import k8s
+
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not tracking_uri:
+        raise SystemExit(
+            "error: --tracking-uri (or MLFLOW_TRACKING_URI): the MLflow server the pods load the bundle from"
+        )
+    objects = k8s.manifests(
+        args.bundle_uri,
+        image=args.image,
+        tracking_uri=tracking_uri,
+        name=args.name,
+        namespace=args.namespace,
+        replicas={k: int(v) for k, v in _parse_kv(args.replicas).items()},
+        max_replicas=args.max_replicas,
+        backend=args.backend,
+        device=args.device,
+    )
+    if args.out:
+        print(k8s.write(objects, Path(args.out)))
+    else:
+        print(k8s.to_yaml(objects), end="")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from splitserve.bench import run_bench
     from splitserve.mlflow_env import ensure_tracking_uri
@@ -307,6 +333,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="Threads per model replica (default: this machine's CPUs divided among the model replicas).",
     )
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("k8s", help="Kubernetes manifests for a bundle: Deployment, Service, HPA per tier.")
+    p.add_argument("bundle_uri", help="Serving bundle URI (models:/..., runs:/...), as the pods will load it.")
+    p.add_argument("--image", default="splitserve:latest", help="Container image (deploy/Dockerfile).")
+    p.add_argument("--tracking-uri", help="MLflow tracking server the pods use (default: $MLFLOW_TRACKING_URI).")
+    p.add_argument("--name", default="splitserve", help="Prefix of every object's name.")
+    p.add_argument("--namespace", default="default", help="Namespace.")
+    p.add_argument(
+        "--replicas", nargs="+", metavar="TIER=N", help="Initial (and minimum) replicas, e.g. model=2 preprocess=2."
+    )
+    p.add_argument("--max-replicas", type=int, default=10, help="Autoscaler ceiling per tier.")
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="Model-tier backend.")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: the model pods ask for a GPU.")
+    p.add_argument("--out", help="Write the YAML here (default: stdout).")
+    p.set_defaults(func=cmd_k8s)
 
     p = sub.add_parser("predict", help="Send texts to a gateway; prints results as JSON.")
     p.add_argument("--target", required=True, help="Gateway address host:port.")
