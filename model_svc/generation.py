@@ -16,8 +16,9 @@ Semantics follow `transformers`' `generate` (what the pipelines run):
 - stops after `max_new_tokens`, on an eos token (kept in the output, as `generate` keeps it), or
   when the new tokens end with one of the token sequences of the `stop` strings (kept too).
 
-Each row (prompt) of a request is generated on its own, unpadded, like the pipeline runs each
-prompt; rows are padded with -1 in the returned [rows, new_tokens] array.
+The rows (prompts) of a request are generated together, padded and masked (greedy and sampling;
+beam search runs one prompt at a time, its beams being the batch); rows are padded with -1 in
+the returned [rows, new_tokens] array.
 """
 
 from __future__ import annotations
@@ -67,7 +68,13 @@ class GenerationParams:
 
 
 class Stepper(Protocol):
-    """One model, one prompt at a time: `start` runs the prompt, `step` one more token per beam."""
+    """One model: `start_rows` runs several prompts as one batch, `start` one prompt for `beams`
+    hypotheses; `step` appends one token per row; `reorder` keeps (and orders) some rows."""
+
+    def start_rows(self, prompts: list[np.ndarray]) -> tuple[np.ndarray, Any, list[list[int]]]:
+        """Run the prompts (int64 [n_i] each) together, padded; return the next-token logits
+        [rows, vocab], the state, and each row's ids as `start` returns them."""
+        ...
 
     def start(self, prompt: np.ndarray, beams: int) -> tuple[np.ndarray, Any, list[int]]:
         """Run the prompt (int64 [n]) for `beams` identical hypotheses; return the next-token logits
@@ -86,13 +93,18 @@ class Stepper(Protocol):
 
 class DecoderSteps:
     """`Stepper` of a decoder-only LM, for a backend that supplies one forward pass (`run`) and
-    its past key values' handling (`empty_past`, `repeat`, `take`). State: (past, length)."""
+    its past key values' handling (`empty_past`, `repeat`, `take`). Prompts of different lengths
+    are left-padded (masked, with position ids counting real tokens only, as `generate` does).
+    State: (past, attention mask so far [rows, tokens])."""
 
-    def run(self, input_ids: np.ndarray, start: int, past: Any) -> tuple[np.ndarray, Any]:
-        """input_ids int64 [rows, n] at positions start.. after `past`; logits of the last position."""
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, past: Any
+    ) -> tuple[np.ndarray, Any]:
+        """input_ids int64 [rows, n] after `past`; the mask covers past and new tokens; returns
+        the logits of the last position [rows, vocab] and the new past."""
         raise NotImplementedError
 
-    def empty_past(self) -> Any:
+    def empty_past(self, rows: int) -> Any:
         raise NotImplementedError
 
     def repeat(self, past: Any, beams: int) -> Any:
@@ -101,43 +113,72 @@ class DecoderSteps:
     def take(self, past: Any, index: np.ndarray) -> Any:
         raise NotImplementedError
 
+    def start_rows(self, prompts: list[np.ndarray]) -> tuple[np.ndarray, Any, list[list[int]]]:
+        ids, mask = _pad(prompts, left=True)
+        positions = np.maximum(mask.cumsum(axis=1) - 1, 0)
+        logits, past = self.run(ids, mask, positions, self.empty_past(len(prompts)))
+        return logits, (past, mask), [[int(t) for t in prompt] for prompt in prompts]
+
     def start(self, prompt: np.ndarray, beams: int) -> tuple[np.ndarray, Any, list[int]]:
-        logits, past = self.run(prompt[None].astype(np.int64), 0, self.empty_past())
+        logits, (past, mask), seen = self.start_rows([prompt])
         if beams > 1:
-            logits, past = np.repeat(logits, beams, axis=0), self.repeat(past, beams)
-        return logits, (past, int(prompt.shape[0])), [int(t) for t in prompt]
+            logits, past, mask = np.repeat(logits, beams, axis=0), self.repeat(past, beams), np.repeat(mask, beams, 0)
+        return logits, (past, mask), seen[0]
 
     def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
-        past, length = state
-        logits, past = self.run(tokens.astype(np.int64)[:, None], length, past)
-        return logits, (past, length + 1)
+        past, mask = state
+        mask = np.concatenate([mask, np.ones((mask.shape[0], 1), dtype=np.int64)], axis=1)
+        positions = (mask.sum(axis=1) - 1)[:, None]
+        logits, past = self.run(tokens.astype(np.int64)[:, None], mask, positions, past)
+        return logits, (past, mask)
 
     def reorder(self, state: Any, index: np.ndarray) -> Any:
-        past, length = state
-        return self.take(past, index), length
+        past, mask = state
+        return self.take(past, index), mask[index]
+
+
+def _pad(prompts: list[np.ndarray], left: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Prompts as one int64 [rows, longest] array (padded with 0) and its attention mask."""
+    width = max(len(p) for p in prompts)
+    ids = np.zeros((len(prompts), width), dtype=np.int64)
+    mask = np.zeros((len(prompts), width), dtype=np.int64)
+    for i, prompt in enumerate(prompts):
+        where = slice(width - len(prompt), width) if left else slice(0, len(prompt))
+        ids[i, where], mask[i, where] = prompt, 1
+    return ids, mask
 
 
 class EncoderDecoderSteps:
-    """`Stepper` of an encoder-decoder: the backend supplies `encode` (once per prompt) and one
-    decoder pass (`run`), and `take` for its past. State: (past, encoder states, encoder mask)."""
+    """`Stepper` of an encoder-decoder: the backend supplies `encode` (once per prompt, right-
+    padded and masked when several run together) and one decoder pass (`run`), and `take` for
+    its past. State: (past, encoder states, encoder mask)."""
 
     start_id: int
 
-    def encode(self, prompt: np.ndarray, beams: int) -> tuple[Any, Any]:
-        """The prompt's (int64 [n]) encoder hidden states and attention mask, repeated per beam."""
+    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray, beams: int) -> tuple[Any, Any]:
+        """The prompts' encoder hidden states and attention mask, each row repeated `beams` times."""
         raise NotImplementedError
 
     def run(self, tokens: np.ndarray, past: Any, hidden: Any, mask: Any) -> tuple[np.ndarray, Any]:
         """tokens int64 [rows, 1] after `past` (None on the first step); logits [rows, vocab]."""
         raise NotImplementedError
 
-    def take(self, past: Any, index: np.ndarray) -> Any:
+    def take(self, past: Any, hidden: Any, mask: Any, index: np.ndarray) -> tuple[Any, Any, Any]:
         raise NotImplementedError
 
+    def _start(self, prompts: list[np.ndarray], beams: int) -> tuple[np.ndarray, Any, list[list[int]]]:
+        ids, attention = _pad(prompts, left=False)
+        hidden, mask = self.encode(ids, attention, beams)
+        rows = len(prompts) * beams
+        logits, past = self.run(np.full((rows, 1), self.start_id, dtype=np.int64), None, hidden, mask)
+        return logits, (past, hidden, mask), [[self.start_id] for _ in prompts]
+
+    def start_rows(self, prompts: list[np.ndarray]) -> tuple[np.ndarray, Any, list[list[int]]]:
+        return self._start(prompts, 1)
+
     def start(self, prompt: np.ndarray, beams: int) -> tuple[np.ndarray, Any, list[int]]:
-        hidden, mask = self.encode(prompt, beams)
-        logits, past = self.run(np.full((beams, 1), self.start_id, dtype=np.int64), None, hidden, mask)
-        return logits, (past, hidden, mask), [self.start_id]
+        logits, state, seen = self._start([prompt], beams)
+        return logits, state, seen[0]
 
     def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
         past, hidden, mask = state
@@ -146,7 +187,7 @@ class EncoderDecoderSteps:
 
     def reorder(self, state: Any, index: np.ndarray) -> Any:
         past, hidden, mask = state
-        return self.take(past, index), hidden, mask
+        return self.take(past, hidden, mask, index)
 
 
 _KINDS: dict[str, tuple[type, ...]] = {
@@ -302,32 +343,35 @@ def _stops(new: Sequence[int], p: GenerationParams) -> bool:
     return any(len(new) >= len(s) and tuple(new[-len(s) :]) == s for s in p.stop_ids)
 
 
-def generate_row(
-    stepper: Stepper,
-    prompt: np.ndarray,
-    p: GenerationParams,
-    rng: np.random.Generator,
-    on_tokens: Callable[[list[int]], None] | None = None,
-) -> list[int]:
-    """The new tokens for one prompt (int64 [n], no padding): greedy or sampled."""
-    if p.num_beams > 1:
-        best = beam_search(stepper, prompt, p)
-        if on_tokens is not None:
-            on_tokens(best)
-        return best
-    logits, state, seen = stepper.start(prompt, 1)
-    decoder_prompt_len = len(seen)
-    new: list[int] = []
+def generate_rows(
+    stepper: Stepper, prompts: list[np.ndarray], p: GenerationParams, on_tokens: OnTokens | None = None
+) -> list[list[int]]:
+    """The new tokens of every prompt (int64 [n_i], no padding), greedy or sampled, the prompts
+    run together as one batch; a row that stops leaves the batch. Sampling draws each row from
+    its own generator, seeded by (`seed`, row)."""
+    rngs = [np.random.default_rng(None if p.seed is None else [p.seed, row]) for row in range(len(prompts))]
+    logits, state, seen = stepper.start_rows(prompts)
+    decoder_prompt_len = [len(s) for s in seen]
+    new: list[list[int]] = [[] for _ in prompts]
+    active = list(range(len(prompts)))  # the batch's rows, by prompt index
     eos = set(p.eos_ids)
     while True:
-        token = choose(logits[0], seen, decoder_prompt_len, p, rng)
-        new.append(token)
-        seen.append(token)
-        if on_tokens is not None:
-            on_tokens([token])
-        if token in eos or len(new) >= p.max_new_tokens or _stops(new, p):
+        keep, tokens = [], []
+        for i, row in enumerate(active):
+            token = choose(logits[i], seen[row], decoder_prompt_len[row], p, rngs[row])
+            new[row].append(token)
+            seen[row].append(token)
+            if on_tokens is not None:
+                on_tokens(row, [token])
+            if not (token in eos or len(new[row]) >= p.max_new_tokens or _stops(new[row], p)):
+                keep.append(i)
+                tokens.append(token)
+        if not keep:
             return new
-        logits, state = stepper.step(np.asarray([token], dtype=np.int64), state)
+        if len(keep) < len(active):
+            state = stepper.reorder(state, np.asarray(keep, dtype=np.int64))
+            active = [active[i] for i in keep]
+        logits, state = stepper.step(np.asarray(tokens, dtype=np.int64), state)
 
 
 def _top(values: np.ndarray, k: int) -> np.ndarray:
@@ -419,9 +463,8 @@ def generate(
     tokens are real); returns {"generated_ids": int64 [rows, longest], padded with -1}.
     `max_length`: the most positions of a decoder-only LM, which prompt + max_new_tokens must fit
     in (None for encoder-decoders). `on_tokens(row, tokens)` streams the tokens as they come."""
-    rng = np.random.default_rng(p.seed)
-    rows = []
-    for row, (ids, mask) in enumerate(zip(input_ids, attention_mask, strict=True)):
+    prompts = []
+    for ids, mask in zip(input_ids, attention_mask, strict=True):
         prompt = ids[mask.astype(bool)]
         if prompt.size == 0:
             raise InvalidInput("a prompt has no tokens (attention_mask is all zeros)")
@@ -430,8 +473,15 @@ def generate(
                 f"a prompt of {prompt.size} tokens with max_new_tokens={p.max_new_tokens} exceeds the model's "
                 f"maximum of {max_length} tokens"
             )
-        callback = None if on_tokens is None else (lambda tokens, row=row: on_tokens(row, tokens))
-        rows.append(generate_row(stepper, prompt, p, rng, callback))
+        prompts.append(prompt)
+    if p.num_beams == 1:
+        rows = generate_rows(stepper, prompts, p, on_tokens)
+    else:  # beam search: one prompt at a time (its beams are the batch)
+        rows = []
+        for row, prompt in enumerate(prompts):
+            rows.append(beam_search(stepper, prompt, p))
+            if on_tokens is not None:
+                on_tokens(row, rows[-1])
     out = np.full((len(rows), max(len(r) for r in rows)), PAD, dtype=np.int64)
     for i, tokens in enumerate(rows):
         out[i, : len(tokens)] = tokens

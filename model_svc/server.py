@@ -9,7 +9,7 @@ say where its time went: `queue_us` (waiting for a batch) and `inference_us` (th
 text-generation bundles: the request's `parameters` are the generation params
 (`model_svc.generation.parse_params`) and the output is `generated_ids` (INT64 [rows, new tokens],
 -1 after a row's end). Generation requests are not batched with each other: each runs alone (its
-rows one after the other) in the replica's one inference thread, queued behind what runs there.
+rows together as one batch) in the replica's one inference thread, queued behind what runs there.
 `ModelStreamInfer` (Triton's streaming RPC) streams their new tokens as they are chosen. A
 generation whose caller has gone away (cancelled, past its deadline) stops at its next token.
 """

@@ -89,17 +89,18 @@ class OnnxDecoder(generation.DecoderSteps):
         self.empty = np.zeros((1, info["num_kv_heads"], 0, info["head_dim"]), dtype=np.float32)
         self.outputs = ["logits", *(n.replace("past_key_values.", "present.", 1) for n in self.past_names)]
 
-    def run(self, input_ids: np.ndarray, start: int, past: Any) -> tuple[np.ndarray, Any]:
-        rows, n = input_ids.shape
-        feeds = {"input_ids": input_ids, "attention_mask": np.ones((rows, start + n), dtype=np.int64)}
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, past: Any
+    ) -> tuple[np.ndarray, Any]:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.with_positions:
-            feeds["position_ids"] = np.tile(np.arange(start, start + n, dtype=np.int64), (rows, 1))
+            feeds["position_ids"] = position_ids
         feeds.update(past)
         logits, *presents = self.session.run(self.outputs, feeds)
         return logits[:, -1], dict(zip(self.past_names, presents, strict=True))
 
-    def empty_past(self) -> Any:
-        return dict.fromkeys(self.past_names, self.empty)
+    def empty_past(self, rows: int) -> Any:
+        return dict.fromkeys(self.past_names, np.repeat(self.empty, rows, axis=0))
 
     def repeat(self, past: Any, beams: int) -> Any:
         return {name: np.repeat(value, beams, axis=0) for name, value in past.items()}
@@ -123,11 +124,10 @@ class OnnxEncoderDecoder(generation.EncoderDecoderSteps):
         self.heads, self.head_dim = int(info["num_kv_heads"]), int(info["head_dim"])
         self.outputs = ["logits", *(n.replace("past_key_values.", "present.", 1) for n in self.past_names)]
 
-    def encode(self, prompt: np.ndarray, beams: int) -> tuple[Any, Any]:
-        ids = prompt[None].astype(np.int64)
-        mask = np.ones_like(ids)
-        (hidden,) = self.encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
-        return np.repeat(hidden, beams, axis=0), np.repeat(mask, beams, axis=0)
+    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray, beams: int) -> tuple[Any, Any]:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        (hidden,) = self.encoder.run(["last_hidden_state"], feeds)
+        return np.repeat(hidden, beams, axis=0), np.repeat(attention_mask, beams, axis=0)
 
     def run(self, tokens: np.ndarray, past: Any, hidden: Any, mask: Any) -> tuple[np.ndarray, Any]:
         feeds: dict[str, np.ndarray] = {
@@ -146,5 +146,5 @@ class OnnxEncoderDecoder(generation.EncoderDecoderSteps):
             updated.update({n: v for n, v in past.items() if ".encoder." in n})
         return logits[:, -1], updated
 
-    def take(self, past: Any, index: np.ndarray) -> Any:
-        return {name: value[index] for name, value in past.items()}
+    def take(self, past: Any, hidden: Any, mask: Any, index: np.ndarray) -> tuple[Any, Any, Any]:
+        return {name: value[index] for name, value in past.items()}, hidden[index], mask[index]

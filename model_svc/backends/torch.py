@@ -74,20 +74,20 @@ class TorchDecoder(generation.DecoderSteps):
     def __init__(self, backend: TorchBackend):
         self.b = backend
 
-    def run(self, input_ids: np.ndarray, start: int, past: Any) -> tuple[np.ndarray, Any]:
-        rows, n = input_ids.shape
-        torch = self.b.torch
-        with torch.inference_mode():
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, past: Any
+    ) -> tuple[np.ndarray, Any]:
+        with self.b.torch.inference_mode():
             out = self.b.model(
                 input_ids=self.b.tensor(input_ids),
-                attention_mask=torch.ones((rows, start + n), dtype=torch.long, device=self.b.device),
-                position_ids=self.b.tensor(np.tile(np.arange(start, start + n, dtype=np.int64), (rows, 1))),
+                attention_mask=self.b.tensor(attention_mask),
+                position_ids=self.b.tensor(position_ids),
                 past_key_values=past,
                 use_cache=True,
             )
         return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
 
-    def empty_past(self) -> Any:
+    def empty_past(self, rows: int) -> Any:
         return None
 
     def repeat(self, past: Any, beams: int) -> Any:
@@ -105,11 +105,9 @@ class TorchEncoderDecoder(generation.EncoderDecoderSteps):
     def __init__(self, backend: TorchBackend, start_id: int):
         self.b, self.start_id = backend, start_id
 
-    def encode(self, prompt: np.ndarray, beams: int) -> tuple[Any, Any]:
-        torch = self.b.torch
-        ids = self.b.tensor(prompt[None].astype(np.int64))
-        mask = torch.ones_like(ids)
-        with torch.inference_mode():
+    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray, beams: int) -> tuple[Any, Any]:
+        ids, mask = self.b.tensor(input_ids), self.b.tensor(attention_mask)
+        with self.b.torch.inference_mode():
             hidden = encode(self.b.model, ids, mask)
         return hidden.repeat_interleave(beams, dim=0), mask.repeat_interleave(beams, dim=0)
 
@@ -124,9 +122,10 @@ class TorchEncoderDecoder(generation.EncoderDecoderSteps):
             )
         return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
 
-    def take(self, past: Any, index: np.ndarray) -> Any:
-        past.reorder_cache(self.b.tensor(index.astype(np.int64)))
-        return past
+    def take(self, past: Any, hidden: Any, mask: Any, index: np.ndarray) -> tuple[Any, Any, Any]:
+        rows = self.b.tensor(index.astype(np.int64))
+        past.reorder_cache(rows)
+        return past, hidden.index_select(0, rows), mask.index_select(0, rows)
 
 
 def encode(model: Any, input_ids: Any, attention_mask: Any) -> Any:
