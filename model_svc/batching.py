@@ -19,11 +19,13 @@ the bundle fingerprint) or different input names. No protobuf here: numpy and as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from prometheus_client import Gauge, Histogram
@@ -240,3 +242,89 @@ class Batcher:
         for item in items:
             if not item.future.done():
                 item.future.set_exception(exc)
+
+
+class GenerationBatcher:
+    """Generation requests that arrive while a batch is generating wait, then run together in the
+    next one: their prompts as one batch, each row with its own request's params
+    (`generation.run_jobs`). Up to `max_rows` rows (beams count) per batch; past `max_queue_size`
+    waiting rows, `RESOURCE_EXHAUSTED` at once. A job whose caller went away before its batch
+    started is skipped; one that goes away during it leaves the batch at its next token."""
+
+    def __init__(
+        self, run_jobs: Callable[[list[Any]], list[Any]], executor: Executor, max_rows: int, max_queue_size: int
+    ):
+        self.run_jobs, self.executor = run_jobs, executor
+        self.max_rows, self.max_queue_size = max_rows, max_queue_size
+        self._queue: list[tuple[Any, asyncio.Future[Any], float]] = []
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work(), name="generation-batcher")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        for _, future, _ in self._queue:
+            if not future.done():
+                future.set_exception(ModelNotReady("model tier is shutting down"))
+        self._queue = []
+
+    def submit(self, job: Any) -> asyncio.Future[tuple[Any, int, int]]:
+        """A future of (the job's result, queue_us, inference_us)."""
+        if self._closed or self._worker is None:
+            raise ModelNotReady("model tier is not running")
+        waiting = sum(j.rows for j, _, _ in self._queue)
+        if waiting + job.rows > self.max_queue_size:
+            raise Overloaded(
+                f"model tier generation queue is full ({waiting} rows waiting, max_queue_size "
+                f"{self.max_queue_size}); retry later"
+            )
+        future: asyncio.Future[tuple[Any, int, int]] = asyncio.get_running_loop().create_future()
+        self._queue.append((job, future, time.perf_counter()))
+        self._wakeup.set()
+        return future
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            batch: list[tuple[Any, asyncio.Future[Any], float]] = []
+            rows = 0
+            while self._queue and (not batch or rows + self._queue[0][0].rows <= self.max_rows):
+                item = self._queue.pop(0)
+                if not item[1].done():  # its caller went away while it waited
+                    batch.append(item)
+                    rows += item[0].rows
+            if not batch:
+                continue
+            BATCH_ROWS.observe(rows)
+            BATCH_REQUESTS.observe(len(batch))
+            start = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self.executor, self.run_jobs, [job for job, _, _ in batch])
+            except asyncio.CancelledError:
+                self._fail(batch, ModelNotReady("model tier is shutting down"))
+                raise
+            except Exception as exc:  # noqa: BLE001 - a broken batch must not stop the worker
+                log.exception("generation batch of %d requests failed", len(batch))
+                self._fail(batch, exc)
+                continue
+            end = time.perf_counter()
+            for (_, future, submitted), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result((result, int((start - submitted) * 1e6), int((end - start) * 1e6)))
+
+    @staticmethod
+    def _fail(batch: list[tuple[Any, asyncio.Future[Any], float]], exc: BaseException) -> None:
+        for _, future, _ in batch:
+            if not future.done():
+                future.set_exception(exc)

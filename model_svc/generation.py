@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -343,27 +343,44 @@ def _stops(new: Sequence[int], p: GenerationParams) -> bool:
     return any(len(new) >= len(s) and tuple(new[-len(s) :]) == s for s in p.stop_ids)
 
 
+@dataclass
+class Job:
+    """One request's generation: its prompts (int64 [n_i], unpadded), params and streaming
+    callback. `on_tokens(row, tokens)` may raise `Abandoned`: the job's rows then leave the batch
+    and its result is that exception."""
+
+    prompts: list[np.ndarray]
+    params: GenerationParams
+    on_tokens: OnTokens | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.prompts) * self.params.num_beams
+
+
 def generate_rows(
-    stepper: Stepper, prompts: list[np.ndarray], p: GenerationParams, on_tokens: OnTokens | None = None
+    stepper: Stepper,
+    prompts: list[np.ndarray],
+    params: list[GenerationParams],
+    rngs: list[np.random.Generator],
+    emit: Callable[[int, int], bool] | None = None,
 ) -> list[list[int]]:
-    """The new tokens of every prompt (int64 [n_i], no padding), greedy or sampled, the prompts
-    run together as one batch; a row that stops leaves the batch. Sampling draws each row from
-    its own generator, seeded by (`seed`, row)."""
-    rngs = [np.random.default_rng(None if p.seed is None else [p.seed, row]) for row in range(len(prompts))]
+    """The new tokens of every prompt, greedy or sampled with its own params and generator, the
+    prompts run together as one batch; a row that stops leaves the batch, and so does one whose
+    `emit(row, token)` returns False (nobody wants it any more)."""
     logits, state, seen = stepper.start_rows(prompts)
     decoder_prompt_len = [len(s) for s in seen]
     new: list[list[int]] = [[] for _ in prompts]
     active = list(range(len(prompts)))  # the batch's rows, by prompt index
-    eos = set(p.eos_ids)
     while True:
         keep, tokens = [], []
         for i, row in enumerate(active):
+            p = params[row]
             token = choose(logits[i], seen[row], decoder_prompt_len[row], p, rngs[row])
             new[row].append(token)
             seen[row].append(token)
-            if on_tokens is not None:
-                on_tokens(row, [token])
-            if not (token in eos or len(new[row]) >= p.max_new_tokens or _stops(new[row], p)):
+            wanted = emit(row, token) if emit is not None else True
+            if wanted and not (token in p.eos_ids or len(new[row]) >= p.max_new_tokens or _stops(new[row], p)):
                 keep.append(i)
                 tokens.append(token)
         if not keep:
@@ -372,6 +389,51 @@ def generate_rows(
             state = stepper.reorder(state, np.asarray(keep, dtype=np.int64))
             active = [active[i] for i in keep]
         logits, state = stepper.step(np.asarray(tokens, dtype=np.int64), state)
+
+
+def run_jobs(stepper: Stepper, jobs: list[Job]) -> list[list[list[int]] | Abandoned]:
+    """Every job's new tokens per prompt: the greedy and sampled jobs' prompts as one batch (each
+    row with its job's params, sampling from a generator seeded by (`seed`, row)); beam-search
+    jobs one prompt at a time, its beams being the batch."""
+    results: list[list[list[int]] | Abandoned] = [[] for _ in jobs]
+    owners: list[tuple[int, int]] = []  # batch row -> (job, row in the job)
+    for j, job in enumerate(jobs):
+        if job.params.num_beams == 1:
+            owners += [(j, r) for r in range(len(job.prompts))]
+    gone: dict[int, Abandoned] = {}
+
+    def emit(job_index: int, row: int, tokens: list[int]) -> bool:
+        if job_index in gone:
+            return False
+        callback = jobs[job_index].on_tokens
+        try:
+            if callback is not None:
+                callback(row, tokens)
+        except Abandoned as exc:
+            gone[job_index] = exc
+            return False
+        return True
+
+    if owners:
+        prompts = [jobs[j].prompts[r] for j, r in owners]
+        params = [jobs[j].params for j, _ in owners]
+        rngs = [
+            np.random.default_rng(None if p.seed is None else [p.seed, r])
+            for p, (_, r) in zip(params, owners, strict=True)
+        ]
+        rows = generate_rows(stepper, prompts, params, rngs, lambda i, token: emit(*owners[i], [token]))
+        for (j, _), tokens in zip(owners, rows, strict=True):
+            cast(list, results[j]).append(tokens)
+    for j, job in enumerate(jobs):
+        if job.params.num_beams > 1:
+            for r, prompt in enumerate(job.prompts):
+                if j not in gone:
+                    best = beam_search(stepper, prompt, job.params)
+                    cast(list, results[j]).append(best)
+                    emit(j, r, best)
+    for j, exc in gone.items():
+        results[j] = exc
+    return results
 
 
 def _top(values: np.ndarray, k: int) -> np.ndarray:
@@ -451,18 +513,12 @@ def beam_search(stepper: Stepper, prompt: np.ndarray, p: GenerationParams) -> li
     return [int(t) for t in finished[0][prompt_len:]]
 
 
-def generate(
-    stepper: Stepper,
-    input_ids: np.ndarray,
-    attention_mask: np.ndarray,
-    p: GenerationParams,
-    max_length: int | None = None,
-    on_tokens: OnTokens | None = None,
-) -> dict[str, np.ndarray]:
-    """Generate for every row of a request (left- or right-padded prompts; the mask says which
-    tokens are real); returns {"generated_ids": int64 [rows, longest], padded with -1}.
-    `max_length`: the most positions of a decoder-only LM, which prompt + max_new_tokens must fit
-    in (None for encoder-decoders). `on_tokens(row, tokens)` streams the tokens as they come."""
+def prompts_of(
+    input_ids: np.ndarray, attention_mask: np.ndarray, p: GenerationParams, max_length: int | None
+) -> list[np.ndarray]:
+    """A request's prompts without their padding (the mask says which tokens are real), checked:
+    `max_length` is the most positions of a decoder-only LM, which prompt + max_new_tokens must
+    fit in (None for encoder-decoders)."""
     prompts = []
     for ids, mask in zip(input_ids, attention_mask, strict=True):
         prompt = ids[mask.astype(bool)]
@@ -474,15 +530,28 @@ def generate(
                 f"maximum of {max_length} tokens"
             )
         prompts.append(prompt)
-    if p.num_beams == 1:
-        rows = generate_rows(stepper, prompts, p, on_tokens)
-    else:  # beam search: one prompt at a time (its beams are the batch)
-        rows = []
-        for row, prompt in enumerate(prompts):
-            rows.append(beam_search(stepper, prompt, p))
-            if on_tokens is not None:
-                on_tokens(row, rows[-1])
+    return prompts
+
+
+def as_output(rows: list[list[int]]) -> dict[str, np.ndarray]:
+    """{"generated_ids": int64 [rows, longest]}, padded with -1."""
     out = np.full((len(rows), max(len(r) for r in rows)), PAD, dtype=np.int64)
     for i, tokens in enumerate(rows):
         out[i, : len(tokens)] = tokens
     return {OUTPUT: out}
+
+
+def generate(
+    stepper: Stepper,
+    input_ids: np.ndarray,
+    attention_mask: np.ndarray,
+    p: GenerationParams,
+    max_length: int | None = None,
+    on_tokens: OnTokens | None = None,
+) -> dict[str, np.ndarray]:
+    """Generate for every row of one request; `on_tokens(row, tokens)` streams the tokens as
+    they come (raising `Abandoned` stops the generation, and raises it here)."""
+    (result,) = run_jobs(stepper, [Job(prompts_of(input_ids, attention_mask, p, max_length), p, on_tokens)])
+    if isinstance(result, Abandoned):
+        raise result
+    return as_output(result)

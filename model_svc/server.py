@@ -8,8 +8,8 @@ say where its time went: `queue_us` (waiting for a batch) and `inference_us` (th
 
 text-generation bundles: the request's `parameters` are the generation params
 (`model_svc.generation.parse_params`) and the output is `generated_ids` (INT64 [rows, new tokens],
--1 after a row's end). Generation requests are not batched with each other: each runs alone (its
-rows together as one batch) in the replica's one inference thread, queued behind what runs there.
+-1 after a row's end). Generation requests that wait while a batch generates run together in the
+next one (`batching.GenerationBatcher`), each row with its own request's params.
 `ModelStreamInfer` (Triton's streaming RPC) streams their new tokens as they are chosen. A
 generation whose caller has gone away (cancelled, past its deadline) stops at its next token.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,7 +27,7 @@ import numpy as np
 
 from model_svc import codec, generation
 from model_svc.backends import Backend, check_inputs
-from model_svc.batching import Batcher
+from model_svc.batching import Batcher, GenerationBatcher
 from model_svc.settings import ModelSettings
 from protos import grpc_predict_v2_pb2 as oip
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
@@ -61,6 +60,7 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
         self.backend: Backend | None = None
         self.model_name = ""
         self.batcher: Batcher | None = None
+        self.generations: GenerationBatcher | None = None
         # One inference at a time per replica: the runtime's own threads use the cores.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
 
@@ -85,6 +85,9 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
             executor=self.executor,
         )
         self.batcher.start()
+        if bundle.config.generation is not None:
+            self.generations = GenerationBatcher(backend.run_jobs, self.executor, s.max_batch_size, s.max_queue_size)
+            self.generations.start()
         self.bundle, self.backend = bundle, backend
         return {
             "model": self.model_name,
@@ -96,6 +99,8 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
     async def close(self) -> None:
         if self.batcher is not None:
             await self.batcher.close()
+        if self.generations is not None:
+            await self.generations.close()
         self.executor.shutdown(wait=False)
 
     def _ready(self) -> tuple[Bundle, Backend]:
@@ -182,12 +187,12 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
         the final response. When the caller goes away (cancelled, deadline), the loop stops at its
         next token instead of running on for nobody."""
         _, backend = self._ready()
+        assert self.generations is not None
         params = generation.parse_params(codec.parameters_from_request(request), bundle.config.generation)
+        prompts = generation.prompts_of(inputs["input_ids"], inputs["attention_mask"], params, backend.max_positions)
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[tuple[int, list[int]] | None] = asyncio.Queue()
         abandoned = threading.Event()
-        submitted = time.perf_counter()
-        started = 0.0
 
         def on_tokens(row: int, tokens: list[int]) -> None:
             if abandoned.is_set():
@@ -195,17 +200,14 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
             if stream:
                 loop.call_soon_threadsafe(chunks.put_nowait, (row, tokens))
 
-        def run() -> dict[str, Any]:
-            nonlocal started
-            started = time.perf_counter()
-            return backend.generate(inputs, params, on_tokens)
-
         def finished(future: asyncio.Future[Any]) -> None:
             if not future.cancelled():
                 future.exception()  # retrieved here; awaiting the future below raises it
-            chunks.put_nowait(None)  # after every chunk: those were scheduled on the loop first
+            # After every chunk: those were scheduled on the loop before the batch's end was.
+            loop.call_soon(chunks.put_nowait, None)
 
-        future = loop.run_in_executor(self.executor, run)
+        # Generated together with the requests waiting beside it (generation.run_jobs).
+        future = self.generations.submit(generation.Job(prompts, params, on_tokens))
         future.add_done_callback(finished)
         try:
             while (item := await chunks.get()) is not None:
@@ -225,13 +227,16 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
                     yield chunk
                 if ended:
                     break
-            outputs = await future
+            result, queue_us, inference_us = await future
         finally:
             abandoned.set()
-        end = time.perf_counter()
+            future.cancel()  # still waiting for its batch: it is skipped
+        if isinstance(result, generation.Abandoned):
+            raise result
+        outputs = generation.as_output(result)
         response = codec.response_from_outputs(outputs, request, self.model_name, bundle.fingerprint)
-        response.parameters["queue_us"].int64_param = int((started - submitted) * 1e6)
-        response.parameters["inference_us"].int64_param = int((end - started) * 1e6)
+        response.parameters["queue_us"].int64_param = queue_us
+        response.parameters["inference_us"].int64_param = inference_us
         if stream:
             response.parameters["triton_final_response"].bool_param = True
         yield response

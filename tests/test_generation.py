@@ -425,3 +425,38 @@ def test_gateway_with_inline_stages(gen_bundles, tiny_bundles) -> None:
                 client.predict([{"id": "x", "text": " "}], params=params)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "id='x'" in err.value.details()
             assert client.predict(PROMPTS[:1], params=params) == expected[:1]
+
+
+def test_concurrent_requests_generate_together(gen_bundles) -> None:
+    """Generation requests that wait while a batch runs are generated together in the next one,
+    each row with its own request's params: the answers are those of the same requests sent one
+    at a time, and some batch did combine several requests."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prometheus_client import REGISTRY
+
+    def batched_batches() -> float:  # batches that combined more than one request
+        count = REGISTRY.get_sample_value("splitserve_model_batch_requests_count") or 0.0
+        return count - (REGISTRY.get_sample_value("splitserve_model_batch_requests_bucket", {"le": "1.0"}) or 0.0)
+
+    requests = [
+        (PROMPTS[i % len(PROMPTS) :], params)
+        for i, params in enumerate(
+            [
+                {"do_sample": False, "max_new_tokens": 20},
+                {"do_sample": True, "seed": 4, "max_new_tokens": 12, "top_k": 20},
+                {"do_sample": False, "max_new_tokens": 7, "repetition_penalty": 1.4},
+                {"do_sample": False, "max_new_tokens": 9, "num_beams": 2},
+                {"do_sample": True, "seed": 9, "temperature": 0.7, "max_new_tokens": 16},
+                {"do_sample": False, "max_new_tokens": 30, "stop": ["e"]},
+            ]
+            * 2
+        )
+    ]
+    with Stack(gen_bundles["gpt2"].local_dir) as stack, Client(stack.gateway) as client:
+        alone = [client.predict(texts, params=params) for texts, params in requests]
+        before = batched_batches()
+        with ThreadPoolExecutor(len(requests)) as pool:
+            together = list(pool.map(lambda r: client.predict(r[0], params=r[1]), requests))
+        assert together == alone
+        assert batched_batches() > before

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from splitserve.bundle import ServingConfig
 
 if TYPE_CHECKING:
-    from model_svc.generation import GenerationParams, OnTokens
+    from model_svc.generation import GenerationParams, Job, OnTokens
 from splitserve.errors import InvalidInput
 
 
@@ -24,6 +24,15 @@ class Backend(Protocol):
     ) -> dict[str, np.ndarray]:
         """Generation bundles: the decoding loop on the prompts (input_ids, attention_mask);
         `on_tokens(row, tokens)` is called as tokens are chosen (streaming)."""
+        ...
+
+    def run_jobs(self, jobs: list[Job]) -> list[Any]:
+        """Generation bundles: several requests' prompts generated together (`generation.run_jobs`)."""
+        ...
+
+    @property
+    def max_positions(self) -> int | None:
+        """Generation bundles: the positions a decoder-only LM's prompt and new tokens must fit in."""
         ...
 
     def output_shapes(self) -> dict[str, list[int]]:

@@ -58,17 +58,25 @@ class OnnxBackend:
         outputs = self.session.run(self.config.model_outputs, inputs)
         return dict(zip(self.config.model_outputs, outputs, strict=True))
 
+    @property
+    def max_positions(self) -> int | None:
+        """The most positions a decoder-only LM's prompt and new tokens fit in (encoder-decoders: None)."""
+        info = self.config.generation or {}
+        return None if info.get("architecture") == "encoder-decoder" else self.config.max_length
+
     def generate(
         self,
         inputs: dict[str, np.ndarray],
         params: generation.GenerationParams,
         on_tokens: generation.OnTokens | None = None,
     ) -> dict[str, np.ndarray]:
-        assert self.stepper is not None and self.config.generation is not None
-        limit = None if self.config.generation.get("architecture") == "encoder-decoder" else self.config.max_length
-        return generation.generate(
-            self.stepper, inputs["input_ids"], inputs["attention_mask"], params, limit, on_tokens
-        )
+        assert self.stepper is not None
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        return generation.generate(self.stepper, ids, mask, params, self.max_positions, on_tokens)
+
+    def run_jobs(self, jobs: list[generation.Job]) -> list[Any]:
+        assert self.stepper is not None
+        return generation.run_jobs(self.stepper, jobs)
 
     def output_shapes(self) -> dict[str, list[int]]:
         if self.config.generation:
