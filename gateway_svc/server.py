@@ -278,12 +278,12 @@ class GatewayTier(pb_grpc.GatewayServicer):
                             raise ModelNotReady("the model tier ended the stream without a final response")
                         continue
                     response = item.infer_response
+                    self._check_version(response, pre)
                     if response.parameters["triton_final_response"].bool_param:
                         final = response
                     else:
                         stream.add(int(response.parameters["row"].int64_param), _ids(response.raw_output_contents[0]))
                 t = time.perf_counter()
-                self._check_version(final or items[-1].infer_response, pre)
                 post = await self._postprocess(request, pre, [stream.tensor()], hop, partial_params)
                 decode_s += time.perf_counter() - t
                 for delta in stream.deltas(_texts(post), request.records, done=final is not None):

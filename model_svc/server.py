@@ -17,6 +17,7 @@ generation whose caller has gone away (cancelled, past its deadline) stops at it
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,7 @@ import grpc
 import numpy as np
 
 from model_svc import codec, generation
-from model_svc.backends import Backend, check_inputs
+from model_svc.backends import Backend, check_inputs, token_outputs
 from model_svc.batching import Batcher, GenerationBatcher
 from model_svc.settings import ModelSettings
 from protos import grpc_predict_v2_pb2 as oip
@@ -73,10 +74,7 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
         s = self.settings
         self.batcher = Batcher(
             backend.infer,
-            # Outputs with a variable dim 1 are per token ([rows, tokens, ...], e.g. QA's [rows, tokens]).
-            token_outputs=[
-                name for name, shape in backend.output_shapes().items() if len(shape) >= 2 and shape[1] == -1
-            ],
+            token_outputs=token_outputs(backend),
             max_batch_size=s.max_batch_size,
             max_batch_tokens=s.max_batch_tokens,
             max_queue_delay_ms=s.max_queue_delay_ms,
@@ -86,7 +84,8 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
         )
         self.batcher.start()
         if bundle.config.generation is not None:
-            self.generations = GenerationBatcher(backend.run_jobs, self.executor, s.max_batch_size, s.max_queue_size)
+            run_jobs = functools.partial(generation.run_jobs, backend.stepper)
+            self.generations = GenerationBatcher(run_jobs, self.executor, s.max_batch_size, s.max_queue_size)
             self.generations.start()
         self.bundle, self.backend = bundle, backend
         return {
@@ -142,14 +141,24 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
             ],
         )
 
-    async def ModelInfer(self, request: oip.ModelInferRequest, context: Any) -> oip.ModelInferResponse:
+    def _inputs(self, request: oip.ModelInferRequest) -> tuple[Bundle, dict[str, Any]]:
+        """The request's input arrays, once its model, version and tensors are checked."""
         self._check_model(request.model_name, request.model_version)
         bundle, _ = self._ready()
-        assert self.batcher is not None  # set before the backend, in load()
         inputs = codec.inputs_from_request(request)
         check_inputs(inputs, bundle.config, self.settings.max_batch_size)
+        return bundle, inputs
+
+    async def ModelInfer(self, request: oip.ModelInferRequest, context: Any) -> oip.ModelInferResponse:
+        bundle, inputs = self._inputs(request)
         if bundle.config.generation is not None:
             return await self._generate(request, inputs, bundle)
+        return await self._infer(request, inputs, bundle)
+
+    async def _infer(
+        self, request: oip.ModelInferRequest, inputs: dict[str, Any], bundle: Bundle
+    ) -> oip.ModelInferResponse:
+        assert self.batcher is not None  # set before the backend, in load()
         # Every request here is for this one bundle, and no params reach the model: the fingerprint
         # is the only key that could change the computation.
         result = await self.batcher.submit(inputs, key=bundle.fingerprint)
@@ -170,13 +179,10 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
         answers it, with `triton_final_response` true. Other bundles: the final response only.
         An error ends the stream with its status code."""
         async for request in requests:
-            self._check_model(request.model_name, request.model_version)
-            bundle, _ = self._ready()
+            bundle, inputs = self._inputs(request)
             if bundle.config.generation is None:
-                yield oip.ModelStreamInferResponse(infer_response=await self.ModelInfer(request, context))
+                yield oip.ModelStreamInferResponse(infer_response=await self._infer(request, inputs, bundle))
                 continue
-            inputs = codec.inputs_from_request(request)
-            check_inputs(inputs, bundle.config, self.settings.max_batch_size)
             async for response in self._generation(request, inputs, bundle, stream=True):
                 yield oip.ModelStreamInferResponse(infer_response=response)
 
@@ -186,10 +192,10 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
         """Run the decoding loop in the inference thread; yield the streamed chunks (`stream`) and
         the final response. When the caller goes away (cancelled, deadline), the loop stops at its
         next token instead of running on for nobody."""
-        _, backend = self._ready()
         assert self.generations is not None
         params = generation.parse_params(codec.parameters_from_request(request), bundle.config.generation)
-        prompts = generation.prompts_of(inputs["input_ids"], inputs["attention_mask"], params, backend.max_positions)
+        max_positions = bundle.config.max_positions
+        prompts = generation.prompts_of(inputs["input_ids"], inputs["attention_mask"], params, max_positions)
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[tuple[int, list[int]] | None] = asyncio.Queue()
         abandoned = threading.Event()

@@ -252,7 +252,7 @@ def encode_generation(pre: Preprocessor, records: list[Record], p: dict[str, Any
     check_text_records(records, pre.limits, allow_pairs=False)
     prompts = prompt_texts(pre.config, records)
     ids = pre.tokenizer(prompts)["input_ids"]
-    decoder_only = pre.config.task == "text-generation"
+    decoder_only = not pre.config.encoder_decoder
     for i, row in enumerate(ids):
         where = record_label(i, records[i].id)
         if not row:

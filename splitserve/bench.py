@@ -196,23 +196,15 @@ class ModelTierTarget(Target):
         from preprocess_svc.tokenize import Preprocessor
         from protos import grpc_predict_v2_pb2_grpc as oip_grpc
         from splitserve.bundle import load_bundle
+        from splitserve.launcher import READY_TIMEOUT_S, Replica, serve_command
         from splitserve.records import Limits
         from splitserve.tokenizer import load_tokenizer
 
-        argv = [sys.executable, "-m", "splitserve", "serve-model", self.bundle_uri, "--backend", self.backend]
-        argv += ["--host", "127.0.0.1", "--port", "0", "--intra-op-threads", str(os.cpu_count() or 1)]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        address = None
-        for line in self.proc.stdout or ():
-            try:
-                facts = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(facts, dict) and "address" in facts:
-                address = facts["address"]
-                break
-        if address is None:
-            raise RuntimeError(f"{self.name}: `splitserve serve-model` exited before it was ready")
+        threads = str(os.cpu_count() or 1)
+        self.replica = Replica("model", serve_command("serve-model", self.bundle_uri, "--backend", self.backend))
+        self.replica.argv += ["--host", "127.0.0.1", "--intra-op-threads", threads, "--log-level", "warning"]
+        self.replica.start()
+        address = self.replica.wait_ready(time.monotonic() + READY_TIMEOUT_S)
         bundle = load_bundle(self.bundle_uri, ("tokenizer",))
         self.bundle = bundle
         self.stage = Preprocessor(bundle.config, load_tokenizer(bundle.tokenizer_dir), Limits(10**6, 10**9))
@@ -238,15 +230,13 @@ class ModelTierTarget(Target):
         self.stub.ModelInfer(self._request(records), timeout=120)
 
     def processes(self) -> dict[str, list[int]]:
-        return {"model": [self.proc.pid], "client (bench)": [os.getpid()]}
+        assert self.replica.proc is not None
+        return {"model": [self.replica.proc.pid], "client (bench)": [os.getpid()]}
 
     def stop(self) -> None:
         self.channel.close()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        self.replica.stop()
+        self.replica.wait(30)
 
 
 class PipelineTarget(Target):

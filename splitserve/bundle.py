@@ -43,13 +43,24 @@ class ServingConfig:
     quantization: str | None = None
     parity: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
-    # text-generation only: the decoder graph's names and shapes, eos/pad ids, the generation
+    # Generation tasks only: the decoder graph's names and shapes, eos/pad ids, the generation
     # defaults from the model's generation_config and the max_new_tokens limit (export.py).
     generation: dict[str, Any] | None = None
     # MLflow's prompt_template of the source model ("... {prompt} ..."), applied by preprocess.
     prompt_template: str | None = None
     format_version: int = FORMAT_VERSION
     fingerprint: str = ""
+
+    @property
+    def encoder_decoder(self) -> bool:
+        """A generation bundle of an encoder-decoder (T5, BART): an encoder and a decoder graph."""
+        return (self.generation or {}).get("architecture") == "encoder-decoder"
+
+    @property
+    def max_positions(self) -> int | None:
+        """Generation: the positions a decoder-only LM's prompt and new tokens must fit in
+        (None for encoder-decoders, whose prompt goes to the encoder)."""
+        return None if self.encoder_decoder else self.max_length
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

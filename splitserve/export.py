@@ -727,17 +727,20 @@ def export_bundle(
             gates = ", ".join(f"{g} {quality[f'int8_{g}']:.4f} >= {thresholds[g]:g}" for g in GATE_METRICS[task])
             done(t, f"Quantized to int8 ({gates})")
 
-        import onnxruntime as ort
-
         onnx_file = MERGED_DECODER_FILE if task in params_mod.ENCODER_DECODER_TASKS else "model.onnx"
-        session = ort.InferenceSession(str(onnx_dir / onnx_file), providers=["CPUExecutionProvider"])
+        if generation:  # the model tier takes the prompts and returns the generated ids
+            model_inputs, model_outputs = ["input_ids", "attention_mask"], ["generated_ids"]
+        else:
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(onnx_dir / onnx_file), providers=["CPUExecutionProvider"])
+            model_inputs, model_outputs = [i.name for i in session.get_inputs()], list(outputs)
         config = ServingConfig(
             name=bundle_name(source_uri, name, register),
             task=task,
             source_model_uri=source_uri,
-            # text-generation: the model tier takes the prompts and returns the generated ids.
-            model_inputs=["input_ids", "attention_mask"] if generation else [i.name for i in session.get_inputs()],
-            model_outputs=["generated_ids"] if generation else list(outputs),
+            model_inputs=model_inputs,
+            model_outputs=model_outputs,
             max_length=max_length,
             id2label={int(k): v for k, v in model.config.id2label.items()} if task in LABEL_TASKS else None,
             problem_type=getattr(model.config, "problem_type", None),

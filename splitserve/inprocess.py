@@ -16,7 +16,7 @@ from splitserve.records import Record, to_records
 
 class InProcessPipeline:
     def __init__(self, bundle: Bundle, backend: str = "onnx", intra_op_threads: int = 0):
-        from model_svc.backends import check_inputs
+        from model_svc.backends import check_inputs, token_outputs
         from postprocess_svc.postprocess import Postprocessor
         from preprocess_svc.tokenize import Preprocessor
         from splitserve.tokenizer import load_tokenizer
@@ -34,6 +34,7 @@ class InProcessPipeline:
             from model_svc.backends.torch import TorchBackend
 
             self.model = TorchBackend(bundle.config, intra_op_threads=intra_op_threads)
+        self.token_outputs = token_outputs(self.model)
 
     def predict(self, records: Any, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Results as the gateway client returns them: [{"id": ..., <kind>: ...}, ...]."""
@@ -42,10 +43,12 @@ class InProcessPipeline:
         rows = next(iter(encoded.model_inputs.values())).shape[0]  # QA windows, zero-shot pairs: several per record
         self._check_inputs(encoded.model_inputs, self.bundle.config, max_batch_size=rows)
         if self.bundle.config.generation is not None:
-            from model_svc.generation import parse_params
+            from model_svc import generation
 
-            gen_params = parse_params(encoded.model_params, self.bundle.config.generation)
-            outputs = self.model.generate(encoded.model_inputs, gen_params)
+            config = self.bundle.config
+            gen_params = generation.parse_params(encoded.model_params, config.generation)
+            ids, mask = encoded.model_inputs["input_ids"], encoded.model_inputs["attention_mask"]
+            outputs = generation.generate(self.model.stepper, ids, mask, gen_params, config.max_positions)
         else:
             outputs = self._infer(encoded.model_inputs)
         results = self.post.run(recs, params, outputs, encoded.context)
@@ -67,10 +70,9 @@ class InProcessPipeline:
     async def _grouped(self, inputs: dict[str, Any]) -> dict[str, Any]:
         from model_svc.batching import Batcher
 
-        shapes = self.model.output_shapes()
         batcher = Batcher(
             self.model.infer,
-            token_outputs=[name for name, shape in shapes.items() if len(shape) >= 2 and shape[1] == -1],
+            token_outputs=self.token_outputs,
             max_batch_size=10**9,
             max_batch_tokens=4096,
             max_queue_delay_ms=0,

@@ -77,7 +77,7 @@ def default_model_threads(model_replicas: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, model_replicas))
 
 
-def _serve(command: str, *args: str) -> list[str]:
+def serve_command(command: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "splitserve", command, *args]
 
 
@@ -105,16 +105,17 @@ def up(
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     tiers: dict[str, list[Replica]] = {
         "preprocess": [
-            Replica("preprocess", _serve("serve-preprocess", bundle_uri, "--host", host)) for _ in range(pre)
+            Replica("preprocess", serve_command("serve-preprocess", bundle_uri, "--host", host)) for _ in range(pre)
         ],
         "model": [
             Replica(
-                "model", _serve("serve-model", bundle_uri, "--host", host, "--backend", backend, *(model_args or []))
+                "model",
+                serve_command("serve-model", bundle_uri, "--host", host, "--backend", backend, *(model_args or [])),
             )
             for _ in range(model)
         ],
         "postprocess": [
-            Replica("postprocess", _serve("serve-postprocess", bundle_uri, "--host", host)) for _ in range(post)
+            Replica("postprocess", serve_command("serve-postprocess", bundle_uri, "--host", host)) for _ in range(post)
         ],
     }
     replicas = [r for rs in tiers.values() for r in rs]
@@ -130,7 +131,7 @@ def up(
             r.argv += ["--port", r.address.rpartition(":")[2]]
         gateway = Replica(
             "gateway",
-            _serve(
+            serve_command(
                 "serve-gateway",
                 "--host",
                 host,

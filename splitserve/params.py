@@ -143,9 +143,17 @@ COMMON: dict[str, tuple[Validator, Any]] = {
     "max_length": (_optional_positive_int, None),
 }
 
-# Beam search and the length controls of generate (the model's generation_config gives the
-# defaults of those set to None).
-BEAM_PARAMS: dict[str, tuple[Validator, Any]] = {
+# The decoding params of every generation task (`generate`'s, as the pipelines take them);
+# defaults of None come from the model's generation_config (see `resolve_for`).
+GENERATE_PARAMS: dict[str, tuple[Validator, Any]] = {
+    "max_new_tokens": (_optional_positive_int, None),
+    "do_sample": (_optional_bool, None),
+    "temperature": (_positive_float, 1.0),
+    "top_k": (_optional_non_negative_int, None),  # 0 or null: no top-k filter
+    "top_p": (_probability, 1.0),
+    "repetition_penalty": (_positive_float, 1.0),
+    "seed": (_optional_non_negative_int, None),  # null: a fresh seed per request
+    "stop": (_stop, []),
     "num_beams": (_num_beams, None),
     "length_penalty": (_float, None),
     "early_stopping": (_early_stopping, None),
@@ -189,32 +197,11 @@ TASK_PARAMS: dict[str, dict[str, tuple[Validator, Any]]] = {
     # Defaults of None are filled from the bundle's `generation` defaults (the model's
     # generation_config as the pipeline resolves it), see `resolve_for`.
     "text-generation": {
-        "max_new_tokens": (_optional_positive_int, None),
-        "do_sample": (_optional_bool, None),
-        "temperature": (_positive_float, 1.0),
-        "top_k": (_optional_non_negative_int, None),  # 0 or null: no top-k filter
-        "top_p": (_probability, 1.0),
-        "repetition_penalty": (_positive_float, 1.0),
-        "seed": (_optional_non_negative_int, None),  # null: a fresh seed per request
-        "stop": (_stop, []),
+        **GENERATE_PARAMS,
         "return_full_text": (_optional_bool, None),  # null: true, false with a prompt_template (MLflow)
-        **BEAM_PARAMS,
     },
     # Encoder-decoders (T5, BART): the same decoding params, without return_full_text.
-    **{
-        task: {
-            "max_new_tokens": (_optional_positive_int, None),
-            "do_sample": (_optional_bool, None),
-            "temperature": (_positive_float, 1.0),
-            "top_k": (_optional_non_negative_int, None),
-            "top_p": (_probability, 1.0),
-            "repetition_penalty": (_positive_float, 1.0),
-            "seed": (_optional_non_negative_int, None),
-            "stop": (_stop, []),
-            **BEAM_PARAMS,
-        }
-        for task in ("text2text-generation", "summarization", "translation")
-    },
+    **dict.fromkeys(("text2text-generation", "summarization", "translation"), GENERATE_PARAMS),
 }
 
 TASKS = tuple(TASK_PARAMS)

@@ -360,7 +360,7 @@ def test_generation_stops_when_abandoned(gen_bundles) -> None:
     import numpy as np
 
     from model_svc.backends.onnx import OnnxBackend
-    from model_svc.generation import Abandoned, parse_params
+    from model_svc.generation import Abandoned, generate, parse_params
 
     loaded = load_bundle(gen_bundles["gpt2"].local_dir, ("onnx",))
     backend = OnnxBackend(loaded.onnx_path, loaded.config)
@@ -374,7 +374,7 @@ def test_generation_stops_when_abandoned(gen_bundles) -> None:
     params = parse_params({"max_new_tokens": 30}, loaded.config.generation)
     ids = np.asarray([[5, 6, 7]], dtype=np.int64)
     with pytest.raises(Abandoned):
-        backend.generate({"input_ids": ids, "attention_mask": np.ones_like(ids)}, params, on_tokens)
+        generate(backend.stepper, ids, np.ones_like(ids), params, loaded.config.max_positions, on_tokens)
     assert len(seen) == 3
 
 

@@ -176,11 +176,22 @@ def save_tiny(task: str, arch: str, root: Path, seed: int = 1) -> Path:
         if arch == "bert"
         else roberta_bpe_tokenizer(root / "tok")
     )
-    model = tiny_model(task, arch, tok, seed)
-    out = root / f"{task}-{arch}"
+    return _save(tiny_model(task, arch, tok, seed), tok, root / f"{task}-{arch}")
+
+
+def _save(model, tok, out: Path) -> Path:
+    """A model and its tokenizer in one folder, as `transformers.pipeline` loads them."""
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
     return out
+
+
+def _seeded(cls, config, seed: int):
+    """`cls(config)` with weights drawn after `torch.manual_seed(seed)`, in eval mode."""
+    import torch
+
+    torch.manual_seed(seed)
+    return cls(config).eval()
 
 
 LM_MAX_LEN = 128
@@ -205,7 +216,6 @@ def gpt2_bpe_tokenizer(root: Path):
 def save_tiny_lm(arch: str, root: Path, seed: int = 1) -> Path:
     """A 2-layer, 32-wide causal LM (GPT-2, or Llama with grouped-query attention) with the BPE
     tokenizer, and a large init std so that greedy decoding has no near-ties."""
-    import torch
 
     tok = gpt2_bpe_tokenizer(root / "tok")
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
@@ -233,12 +243,7 @@ def save_tiny_lm(arch: str, root: Path, seed: int = 1) -> Path:
             **ids,
         )
         cls = transformers.LlamaForCausalLM
-    torch.manual_seed(seed)
-    model = cls(config).eval()
-    out = root / f"text-generation-{arch}"
-    model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return out
+    return _save(_seeded(cls, config, seed), tok, root / f"text-generation-{arch}")
 
 
 def save_tiny_seq2seq(arch: str, root: Path, seed: int = 1, prefix_task: str | None = None) -> Path:
@@ -246,7 +251,6 @@ def save_tiny_seq2seq(arch: str, root: Path, seed: int = 1, prefix_task: str | N
     decoding): T5 with the real WordPiece tokenizer of all-MiniLM-L6-v2 ([PAD] starts the decoder,
     [SEP] ends), or BART with the byte-level BPE (</s> starts and ends). `prefix_task`: give the T5
     a `task_specific_params` prefix for that pipeline task, as the real T5 checkpoints have."""
-    import torch
 
     if arch == "t5":
         tok = reloaded(transformers.AutoTokenizer.from_pretrained(MINILM_DIR), root / "tok")
@@ -286,9 +290,4 @@ def save_tiny_seq2seq(arch: str, root: Path, seed: int = 1, prefix_task: str | N
             forced_eos_token_id=tok.eos_token_id,
         )
         cls = transformers.BartForConditionalGeneration
-    torch.manual_seed(seed)
-    model = cls(config).eval()
-    out = root / f"seq2seq-{arch}"
-    model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return out
+    return _save(_seeded(cls, config, seed), tok, root / f"seq2seq-{arch}")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from splitserve.bundle import ServingConfig
-
-if TYPE_CHECKING:
-    from model_svc.generation import GenerationParams, Job, OnTokens
 from splitserve.errors import InvalidInput
 
 
@@ -19,21 +16,8 @@ class Backend(Protocol):
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
-    def generate(
-        self, inputs: dict[str, np.ndarray], params: GenerationParams, on_tokens: OnTokens | None = None
-    ) -> dict[str, np.ndarray]:
-        """Generation bundles: the decoding loop on the prompts (input_ids, attention_mask);
-        `on_tokens(row, tokens)` is called as tokens are chosen (streaming)."""
-        ...
-
-    def run_jobs(self, jobs: list[Job]) -> list[Any]:
-        """Generation bundles: several requests' prompts generated together (`generation.run_jobs`)."""
-        ...
-
-    @property
-    def max_positions(self) -> int | None:
-        """Generation bundles: the positions a decoder-only LM's prompt and new tokens must fit in."""
-        ...
+    # Generation bundles: the model as a `generation.Stepper` for the decoding loop (else None).
+    stepper: Any
 
     def output_shapes(self) -> dict[str, list[int]]:
         """Output shapes with -1 for variable dimensions (for ModelMetadata)."""
@@ -65,3 +49,9 @@ def check_inputs(inputs: dict[str, np.ndarray], config: ServingConfig, max_batch
         raise InvalidInput(f"batch of {shape[0]} rows exceeds max_batch_size {max_batch_size}")
     if shape[1] > config.max_length:
         raise InvalidInput(f"{shape[1]} tokens exceed the model's max length {config.max_length}")
+
+
+def token_outputs(backend: Backend) -> list[str]:
+    """The outputs with one value per token ([rows, tokens, ...]: a variable dim 1), which the
+    batcher cuts back to each request's own length."""
+    return [name for name, shape in backend.output_shapes().items() if len(shape) >= 2 and shape[1] == -1]

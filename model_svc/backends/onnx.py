@@ -1,8 +1,8 @@
 """ONNX Runtime backend: runs the bundle's exported graph. Never imports torch.
 
 Generation bundles hold a decoder with past key values (decoder-only LMs), or an encoder and a
-merged decoder (encoder-decoders): `generate` runs the decoding loop (`model_svc.generation`) on
-them through a `Stepper`; `infer` is for every other task.
+merged decoder (encoder-decoders): `stepper` runs them for the decoding loop
+(`model_svc.generation`); `infer` is for every other task.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class OnnxBackend:
         if graph_inputs != set(expected):
             raise RuntimeError(f"{path}: graph inputs {sorted(graph_inputs)} != serving.json {sorted(expected)}")
         self.stepper: Any = None
-        if info and info.get("architecture") == "encoder-decoder":
+        if info and config.encoder_decoder:
             encoder = ort.InferenceSession(str(path.parent / info["encoder_file"]), options, providers=providers)
             self.stepper = OnnxEncoderDecoder(encoder, self.session, info)
         elif info:
@@ -57,26 +57,6 @@ class OnnxBackend:
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self.session.run(self.config.model_outputs, inputs)
         return dict(zip(self.config.model_outputs, outputs, strict=True))
-
-    @property
-    def max_positions(self) -> int | None:
-        """The most positions a decoder-only LM's prompt and new tokens fit in (encoder-decoders: None)."""
-        info = self.config.generation or {}
-        return None if info.get("architecture") == "encoder-decoder" else self.config.max_length
-
-    def generate(
-        self,
-        inputs: dict[str, np.ndarray],
-        params: generation.GenerationParams,
-        on_tokens: generation.OnTokens | None = None,
-    ) -> dict[str, np.ndarray]:
-        assert self.stepper is not None
-        ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        return generation.generate(self.stepper, ids, mask, params, self.max_positions, on_tokens)
-
-    def run_jobs(self, jobs: list[generation.Job]) -> list[Any]:
-        assert self.stepper is not None
-        return generation.run_jobs(self.stepper, jobs)
 
     def output_shapes(self) -> dict[str, list[int]]:
         if self.config.generation:

@@ -31,37 +31,18 @@ class TorchBackend:
         self.device = torch.device(device)
         self.model = components["model"].eval().to(self.device)
         self.config = config
+        self.stepper: Any = None
+        if config.encoder_decoder:
+            assert config.generation is not None
+            self.stepper = TorchEncoderDecoder(self, int(config.generation["decoder_start_token_id"]))
+        elif config.generation is not None:
+            self.stepper = TorchDecoder(self)
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch
         with torch.inference_mode():
             out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()})
         return {name: out[name].float().cpu().numpy() for name in self.config.model_outputs}
-
-    @property
-    def max_positions(self) -> int | None:
-        """The most positions a decoder-only LM's prompt and new tokens fit in (encoder-decoders: None)."""
-        info = self.config.generation or {}
-        return None if info.get("architecture") == "encoder-decoder" else self.config.max_length
-
-    def _stepper(self) -> Any:
-        info = self.config.generation
-        assert info is not None
-        if info.get("architecture") == "encoder-decoder":
-            return TorchEncoderDecoder(self, int(info["decoder_start_token_id"]))
-        return TorchDecoder(self)
-
-    def generate(
-        self,
-        inputs: dict[str, np.ndarray],
-        params: generation.GenerationParams,
-        on_tokens: generation.OnTokens | None = None,
-    ) -> dict[str, np.ndarray]:
-        ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        return generation.generate(self._stepper(), ids, mask, params, self.max_positions, on_tokens)
-
-    def run_jobs(self, jobs: list[generation.Job]) -> list[Any]:
-        return generation.run_jobs(self._stepper(), jobs)
 
     def tensor(self, array: np.ndarray) -> Any:
         return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
