@@ -418,37 +418,25 @@ def headline(
 ) -> dict[str, float | None]:
     """The ratios the project's targets are stated in."""
     cmax, bmax = max(concurrency), max(batch_sizes)
-    out = {
-        f"onnx_fp32_vs_torch_tier_c{cmax}_b{bmax}": ratio(points, "gateway-onnx-fp32", "gateway-torch", cmax, bmax),
-        f"onnx_int8_vs_torch_tier_c{cmax}_b{bmax}": ratio(points, "gateway-onnx-int8", "gateway-torch", cmax, bmax),
-        f"model_tier_fp32_vs_torch_c{cmax}_b{bmax}": ratio(
-            points, "model-tier-onnx-fp32", "model-tier-torch", cmax, bmax
-        ),
-        f"model_tier_int8_vs_torch_c{cmax}_b{bmax}": ratio(
-            points, "model-tier-onnx-int8", "model-tier-torch", cmax, bmax
-        ),
-        f"gateway_fp32_vs_inprocess_pyfunc_c{cmax}_b{bmax}": ratio(
-            points, "gateway-onnx-fp32", "pyfunc-in-process", cmax, bmax
-        ),
-        f"gateway_inline_fp32_vs_inprocess_pyfunc_c{cmax}_b{bmax}": ratio(
-            points, "gateway-onnx-fp32-inline", "pyfunc-in-process", cmax, bmax
-        ),
-        f"gateway_fp32_vs_mlflow_serve_c{cmax}_b{bmax}": ratio(
-            points, "gateway-onnx-fp32", "mlflow-models-serve", cmax, bmax
-        ),
-        f"gateway_fp32_vs_torch_pipeline_c{cmax}_b{bmax}": ratio(
-            points, "gateway-onnx-fp32", "pipeline-in-process", cmax, bmax
-        ),
+    pairs = {  # name: (target, baseline), throughput at the largest concurrency and batch
+        "onnx_fp32_vs_torch_tier": ("gateway-onnx-fp32", "gateway-torch"),
+        "onnx_int8_vs_torch_tier": ("gateway-onnx-int8", "gateway-torch"),
+        "model_tier_fp32_vs_torch": ("model-tier-onnx-fp32", "model-tier-torch"),
+        "model_tier_int8_vs_torch": ("model-tier-onnx-int8", "model-tier-torch"),
+        "gateway_fp32_vs_inprocess_pyfunc": ("gateway-onnx-fp32", "pyfunc-in-process"),
+        "gateway_inline_fp32_vs_inprocess_pyfunc": ("gateway-onnx-fp32-inline", "pyfunc-in-process"),
+        "gateway_fp32_vs_mlflow_serve": ("gateway-onnx-fp32", "mlflow-models-serve"),
+        "gateway_fp32_vs_torch_pipeline": ("gateway-onnx-fp32", "pipeline-in-process"),
     }
+    out = {f"{name}_c{cmax}_b{bmax}": ratio(points, a, b, cmax, bmax) for name, (a, b) in pairs.items()}
     p1 = {
         p.target: p.p50_ms
         for p in points
         if p.concurrency == 1 and p.batch_size == min(batch_sizes) and p.request_set == "docstrings"
     }
-    if "gateway-onnx-fp32" in p1 and "pyfunc-in-process" in p1:
-        out["gateway_added_p50_ms_c1_b1"] = round(p1["gateway-onnx-fp32"] - p1["pyfunc-in-process"], 3)
-    if "gateway-onnx-fp32-inline" in p1 and "pyfunc-in-process" in p1:
-        out["gateway_inline_added_p50_ms_c1_b1"] = round(p1["gateway-onnx-fp32-inline"] - p1["pyfunc-in-process"], 3)
+    for name, target in (("gateway", "gateway-onnx-fp32"), ("gateway_inline", "gateway-onnx-fp32-inline")):
+        if target in p1 and "pyfunc-in-process" in p1:
+            out[f"{name}_added_p50_ms_c1_b1"] = round(p1[target] - p1["pyfunc-in-process"], 3)
     return out
 
 
