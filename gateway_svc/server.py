@@ -1,40 +1,39 @@
 """Gateway gRPC server: `splitserve.v1.Gateway`, the one API clients call.
 
 Predict = Preprocess -> ModelInfer (OIP) -> Postprocess. With `inline_stages`, the preprocess and
-postprocess stages run in this process (same code, called instead of their tiers). Tensors are forwarded as bytes,
-never decoded here (PredictStream excepted: it gathers the streamed token ids of each record). The client's deadline (or `timeout_s`) bounds every hop; cancelling the
-client's call cancels the hop in progress. Where each request's time went is sent back as
-trailing metadata (`splitserve-<stage>-us`; `model` is the whole hop, `queue` and `inference` the
-model tier's own split of it).
+postprocess stages run in this process (same code, called instead of their tiers; the program that
+starts the gateway hands them in). Tensors are forwarded as bytes, never decoded here
+(PredictStream excepted: it gathers the streamed token ids of each record). The gateway knows no
+task: what it must know (does the task stream?) comes from the tiers' `Info`. The client's
+deadline (or `timeout_s`) bounds every hop; cancelling the client's call cancels the hop in
+progress. Where each request's time went is sent back as trailing metadata
+(`splitserve-<stage>-us`; `model` is the whole hop, `queue` and `inference` the model tier's own
+split of it).
 """
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
 import hmac
 import logging
-import sys
 import time
-import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
 
 from gateway_svc.pool import channel_credentials
 from gateway_svc.pool import open_channel as open_tier_channel
 from gateway_svc.settings import GatewaySettings
+from gateway_svc.stream import TextStream, ids_of, texts_of
 from protos import grpc_predict_v2_pb2 as oip
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
-from splitserve.errors import BundleMismatch, InvalidInput, ModelNotReady, Overloaded, Unauthenticated
-from splitserve.params import GENERATION_TASKS
+from splitserve.core.errors import BundleMismatch, InvalidInput, ModelNotReady, Overloaded, Unauthenticated
 
 log = logging.getLogger("splitserve.gateway")
 FORWARDED_METADATA = ("traceparent", "tracestate", "authorization")
@@ -51,8 +50,13 @@ class GatewayTier(pb_grpc.GatewayServicer):
     name = "gateway"
     service_names = [pb.DESCRIPTOR.services_by_name["Gateway"].full_name]
 
-    def __init__(self, settings: GatewaySettings):
+    def __init__(self, settings: GatewaySettings, stages: tuple[Any, Any] | None = None):
+        """`stages`: with `inline_stages`, the preprocess and postprocess servicers to run here
+        (not loaded yet; `load` loads them)."""
+        if (settings.inline_stages is not None) != (stages is not None):
+            raise ValueError("inline_stages needs the preprocess and postprocess stages handed in, and only then")
         self.settings = settings
+        self.stages = stages
         self.in_flight = 0
         self.info: pb.TierInfo | None = None
         self.channels: list[grpc.aio.Channel] = []
@@ -74,8 +78,9 @@ class GatewayTier(pb_grpc.GatewayServicer):
         self.model = oip_grpc.GRPCInferenceServiceStub(model)
         self.pre: Any
         self.post: Any
-        if s.inline_stages is not None:
-            self.pre, self.post = await inline_stages(s.inline_stages)
+        if self.stages is not None:
+            await asyncio.gather(*(stage.load() for stage in self.stages))
+            self.pre, self.post = (InlineStub(stage) for stage in self.stages)
         else:
             pre, post = open_channel(s.preprocess), open_channel(s.postprocess)
             self.channels += [pre, post]
@@ -92,7 +97,11 @@ class GatewayTier(pb_grpc.GatewayServicer):
                 "tiers serve different bundles %s; requests will be refused until they agree", sorted(fingerprints)
             )
         self.info = pb.TierInfo(
-            tier=self.name, model=pre_info.model, task=pre_info.task, fingerprint=pre_info.fingerprint
+            tier=self.name,
+            model=pre_info.model,
+            task=pre_info.task,
+            fingerprint=pre_info.fingerprint,
+            streams=pre_info.streams,
         )
         return {"model": pre_info.model, "task": pre_info.task, "fingerprint": pre_info.fingerprint}
 
@@ -137,7 +146,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
     ) -> AsyncIterator[pb.PredictStreamResponse]:
         async with self._admitted(request, context):
             assert self.info is not None
-            if self.info.task not in GENERATION_TASKS:
+            if not self.info.streams:
                 yield pb.PredictStreamResponse(final=await self._predict(request, context))
                 return
             async for event in self._predict_stream(request, context):
@@ -181,15 +190,16 @@ class GatewayTier(pb_grpc.GatewayServicer):
         pre: pb.PreprocessResponse,
         outputs: list[pb.Tensor],
         hop: Hop,
-        params: Any = None,
+        partial: bool = False,
     ) -> pb.PostprocessResponse:
         post_request = pb.PostprocessRequest(
             model=pre.model,
             fingerprint=pre.fingerprint,
             records=request.records,
-            params=request.params if params is None else params,
+            params=request.params,
             context=pre.context,
             model_outputs=outputs,
+            partial=partial,
         )
         post = await self.post.Postprocess(post_request, timeout=hop.left(), metadata=hop.metadata)
         if post.fingerprint != pre.fingerprint:
@@ -259,10 +269,6 @@ class GatewayTier(pb_grpc.GatewayServicer):
 
         reader = asyncio.create_task(pump())
         stream = TextStream(len(request.records))
-        partial_params = struct_pb2.Struct()
-        partial_params.CopyFrom(request.params)
-        if self.info is not None and self.info.task == "text-generation":
-            partial_params["return_full_text"] = False  # deltas are the new text only
         final: oip.ModelInferResponse | None = None
         decode_s = 0.0
         try:
@@ -282,11 +288,11 @@ class GatewayTier(pb_grpc.GatewayServicer):
                     if response.parameters["triton_final_response"].bool_param:
                         final = response
                     else:
-                        stream.add(int(response.parameters["row"].int64_param), _ids(response.raw_output_contents[0]))
+                        stream.add(int(response.parameters["row"].int64_param), ids_of(response.raw_output_contents[0]))
                 t = time.perf_counter()
-                post = await self._postprocess(request, pre, [stream.tensor()], hop, partial_params)
+                post = await self._postprocess(request, pre, [stream.tensor()], hop, partial=True)
                 decode_s += time.perf_counter() - t
-                for delta in stream.deltas(_texts(post), request.records, done=final is not None):
+                for delta in stream.deltas(texts_of(post), request.records, done=final is not None):
                     yield pb.PredictStreamResponse(delta=delta)
         finally:
             reader.cancel()
@@ -316,68 +322,6 @@ class Hop:
         return max(self.deadline - time.monotonic(), 0.001)
 
 
-def _ids(raw: bytes) -> list[int]:
-    """INT64 little-endian tensor bytes -> ints (stdlib only: the gateway imports no numpy)."""
-    ids = array.array("q")
-    ids.frombytes(raw)
-    if sys.byteorder == "big":
-        ids.byteswap()
-    return ids.tolist()
-
-
-def _texts(post: pb.PostprocessResponse) -> list[str]:
-    return [r.generated.texts[0].generated_text if r.generated.texts else "" for r in post.results]
-
-
-def _is_wide(char: str) -> bool:
-    """CJK and other scripts written without spaces: a word ends with each character."""
-    return unicodedata.east_asian_width(char) in ("W", "F")
-
-
-class TextStream:
-    """The tokens generated so far for each record of a streamed request, and the text already
-    sent. A delta only ever appends: text is held back from the last whitespace on (decoding more
-    tokens can still change an unfinished word, or clean up the space before punctuation) and
-    while it ends in an incomplete UTF-8 sequence (U+FFFD), as transformers' TextStreamer does."""
-
-    def __init__(self, rows: int):
-        self.tokens: list[list[int]] = [[] for _ in range(rows)]
-        self.sent_tokens = [0] * rows
-        self.sent_text = [""] * rows
-
-    def add(self, row: int, tokens: list[int]) -> None:
-        self.tokens[row].extend(tokens)
-
-    def tensor(self) -> pb.Tensor:
-        """The tokens so far as the model tier's `generated_ids`: INT64 [rows, longest], -1 padded."""
-        width = max(1, *(len(t) for t in self.tokens))
-        ids = array.array("q")
-        for tokens in self.tokens:
-            ids.extend(tokens)
-            ids.extend([-1] * (width - len(tokens)))
-        if sys.byteorder == "big":
-            ids.byteswap()
-        return pb.Tensor(name="generated_ids", datatype="INT64", shape=[len(self.tokens), width], raw=ids.tobytes())
-
-    def deltas(self, texts: list[str], records: Any, done: bool) -> list[pb.TextDelta]:
-        out = []
-        for row, text in enumerate(texts):
-            if not done:
-                text = text.rstrip("\ufffd")
-                if text and not _is_wide(text[-1]):
-                    cut = max((i for i, c in enumerate(text) if c.isspace()), default=0)
-                    text = text[:cut]
-            sent = self.sent_text[row]
-            new_tokens = self.tokens[row][self.sent_tokens[row] :]
-            if not text.startswith(sent) or (len(text) == len(sent) and not (done and new_tokens)):
-                continue  # nothing to add yet (or a revision, which the final response carries)
-            out.append(
-                pb.TextDelta(record=row, id=records[row].id or str(row), text=text[len(sent) :], token_ids=new_tokens)
-            )
-            self.sent_text[row], self.sent_tokens[row] = text, len(self.tokens[row])
-        return out
-
-
 class InlineStub:
     """A tier's servicer running in this process, called like its gRPC stub (`inline_stages`)."""
 
@@ -391,21 +335,6 @@ class InlineStub:
             return await handler(request, None)
 
         return call
-
-
-async def inline_stages(bundle_uri: str) -> tuple[InlineStub, InlineStub]:
-    """The preprocess and postprocess tiers' servicers, loaded here (their settings, from the
-    SPLITSERVE_PREPROCESS_* / SPLITSERVE_POSTPROCESS_* environment, apply)."""
-    from postprocess_svc.server import PostprocessTier
-    from postprocess_svc.settings import PostprocessSettings
-    from preprocess_svc.server import PreprocessTier
-    from preprocess_svc.settings import PreprocessSettings
-
-    settings: Any = (PreprocessSettings, PostprocessSettings)  # pydantic-settings fill in the rest from env
-    pre = PreprocessTier(settings[0](bundle_uri=bundle_uri))
-    post = PostprocessTier(settings[1](bundle_uri=bundle_uri))
-    await asyncio.gather(pre.load(), post.load())
-    return InlineStub(pre), InlineStub(post)
 
 
 def _read_tokens(path: str) -> list[bytes]:

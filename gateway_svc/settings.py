@@ -3,7 +3,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from splitserve.settings import ServerSettings
+from splitserve.core.settings import ServerSettings
 
 
 class GatewaySettings(ServerSettings):

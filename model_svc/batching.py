@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import Gauge, Histogram
 
-from splitserve.errors import ModelNotReady, Overloaded
+from splitserve.core.errors import ModelNotReady, Overloaded
 
 log = logging.getLogger("splitserve.batching")
 
@@ -47,7 +47,6 @@ class Result:
     outputs: Arrays  # this request's rows only, token-level outputs at its own length
     queue_us: int  # submitted -> its batch started
     inference_us: int  # the batch's inference (shared by every request in it)
-    batch_rows: int  # rows in the batch it ran in
 
 
 @dataclass(eq=False)
@@ -60,7 +59,73 @@ class _Item:
     submitted: float = field(default_factory=time.perf_counter)
 
 
-class Batcher:
+class Worker:
+    """A queue and the task that works it off in batches: what the two batchers share. Subclasses
+    say how to take the next batches from the queue (`_batches`) and run one (`_run`)."""
+
+    name = "worker"
+
+    def __init__(self, executor: Executor | None):
+        self.executor = executor
+        self._queue: list[Any] = []
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work(), name=self.name)
+
+    async def close(self) -> None:
+        """Stop the worker; requests still waiting fail with ModelNotReady."""
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        self._fail(self._take(), ModelNotReady("model tier is shutting down"))
+
+    def _check_open(self) -> None:
+        if self._closed or self._worker is None:
+            raise ModelNotReady("model tier is not running")
+
+    def _put(self, item: Any) -> None:
+        self._queue.append(item)
+        self._wakeup.set()
+
+    def _take(self) -> list[Any]:
+        items, self._queue = self._queue, []
+        return items
+
+    async def _work(self) -> None:
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            for batch in await self._batches():
+                try:
+                    await self._run(batch)
+                except asyncio.CancelledError:
+                    self._fail(batch, ModelNotReady("model tier is shutting down"))
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a broken batch must not stop the worker
+                    log.exception("%s: batch of %d requests failed", self.name, len(batch))
+                    self._fail(batch, exc)
+
+    async def _batches(self) -> list[list[Any]]:
+        raise NotImplementedError
+
+    async def _run(self, batch: list[Any]) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _fail(items: list[Any], exc: BaseException) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(exc)
+
+
+class Batcher(Worker):
     def __init__(
         self,
         infer: Callable[[Arrays], Arrays],
@@ -71,38 +136,17 @@ class Batcher:
         max_queue_delay_ms: float,
         max_queue_size: int,
         max_pad_fraction: float = 0.25,
-        split_rows: bool = True,
         executor: Executor | None = None,
     ):
+        super().__init__(executor)
         self.infer = infer
         self.token_outputs = frozenset(token_outputs)  # outputs shaped [rows, tokens, ...]
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_pad_fraction = max_pad_fraction
-        self.split_rows = split_rows
         self.max_queue_delay_s = max_queue_delay_ms / 1000
         self.max_queue_size = max_queue_size
-        self.executor = executor
-        self._queue: list[_Item] = []
         self._queued_rows = 0
-        self._wakeup = asyncio.Event()
-        self._worker: asyncio.Task[None] | None = None
-        self._closed = False
-
-    def start(self) -> None:
-        if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._work(), name="batcher")
-
-    async def close(self) -> None:
-        """Stop the worker; requests still waiting fail with ModelNotReady."""
-        self._closed = True
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except asyncio.CancelledError:
-                pass
-        self._fail(self._take(), ModelNotReady("model tier is shutting down"))
 
     async def submit(self, inputs: Arrays, key: str = "") -> Result:
         """Run one request's inputs (int64 [rows, tokens], all the same shape) in some batch.
@@ -113,7 +157,7 @@ class Batcher:
         attention mask already marks as padding).
         """
         mask = inputs.get("attention_mask")
-        if self.split_rows and mask is not None and mask.shape[0] > 1:
+        if mask is not None and mask.shape[0] > 1:
             lengths = mask.sum(axis=1)
             right_padded = np.array_equal(mask, np.arange(mask.shape[1])[None, :] < lengths[:, None])
             if right_padded and lengths.min() < mask.shape[1]:
@@ -134,11 +178,10 @@ class Batcher:
                 arrays = [np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2)) for a in arrays]
             outputs[name] = np.concatenate(arrays)
         last = max(parts, key=lambda p: p.queue_us + p.inference_us)  # the row the request waited for
-        return Result(outputs, last.queue_us, last.inference_us, max(p.batch_rows for p in parts))
+        return Result(outputs, last.queue_us, last.inference_us)
 
     async def _submit(self, inputs: Arrays, key: str) -> Result:
-        if self._closed or self._worker is None:
-            raise ModelNotReady("model tier is not running")
+        self._check_open()
         rows, length = next(iter(inputs.values())).shape
         if self._queued_rows + rows > self.max_queue_size:
             raise Overloaded(
@@ -146,40 +189,26 @@ class Batcher:
                 f"{self.max_queue_size}); retry later"
             )
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(inputs, (key, *sorted(inputs)), rows, length, future))
         self._queued_rows += rows
         QUEUE_ROWS.inc(rows)
-        self._wakeup.set()
+        self._put(_Item(inputs, (key, *sorted(inputs)), rows, length, future))
         return await future  # a cancelled caller cancels the future; the worker then skips it
 
     def _take(self) -> list[_Item]:
-        items, self._queue = self._queue, []
         QUEUE_ROWS.dec(self._queued_rows)
         self._queued_rows = 0
-        return items
+        return super()._take()
 
-    async def _work(self) -> None:
-        while True:
-            while not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            # Wait for companions until the oldest request has waited long enough or a batch is full.
-            deadline = self._queue[0].submitted + self.max_queue_delay_s
-            while self._queued_rows < self.max_batch_size and (left := deadline - time.perf_counter()) > 0:
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), left)
-                except TimeoutError:
-                    break
-            for group in self.groups(self._take()):
-                try:
-                    await self._run(group)
-                except asyncio.CancelledError:
-                    self._fail(group, ModelNotReady("model tier is shutting down"))
-                    raise
-                except Exception as exc:  # noqa: BLE001 - a broken batch must not stop the worker
-                    log.exception("batch of %d requests failed", len(group))
-                    self._fail(group, exc)
+    async def _batches(self) -> list[list[_Item]]:
+        # Wait for companions until the oldest request has waited long enough or a batch is full.
+        deadline = self._queue[0].submitted + self.max_queue_delay_s
+        while self._queued_rows < self.max_batch_size and (left := deadline - time.perf_counter()) > 0:
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), left)
+            except TimeoutError:
+                break
+        return self.groups(self._take())
 
     def groups(self, items: list[_Item]) -> list[list[_Item]]:
         """Live items sorted by (key, length), cut where a limit or the key would be crossed."""
@@ -233,98 +262,62 @@ class Batcher:
                 mine[name] = part[:, : item.length] if name in self.token_outputs else part
             offset += item.rows
             if not item.future.done():
-                item.future.set_result(
-                    Result(mine, int((start - item.submitted) * 1e6), int((end - start) * 1e6), rows)
-                )
-
-    @staticmethod
-    def _fail(items: list[_Item], exc: BaseException) -> None:
-        for item in items:
-            if not item.future.done():
-                item.future.set_exception(exc)
+                item.future.set_result(Result(mine, int((start - item.submitted) * 1e6), int((end - start) * 1e6)))
 
 
-class GenerationBatcher:
+@dataclass(eq=False)
+class _Job:
+    job: Any  # a generation.Job
+    future: asyncio.Future[tuple[Any, int, int]]
+    submitted: float = field(default_factory=time.perf_counter)
+
+
+class GenerationBatcher(Worker):
     """Generation requests that arrive while a batch is generating wait, then run together in the
     next one: their prompts as one batch, each row with its own request's params
     (`generation.run_jobs`). Up to `max_rows` rows (beams count) per batch; past `max_queue_size`
     waiting rows, `RESOURCE_EXHAUSTED` at once. A job whose caller went away before its batch
     started is skipped; one that goes away during it leaves the batch at its next token."""
 
+    name = "generation-batcher"
+
     def __init__(
         self, run_jobs: Callable[[list[Any]], list[Any]], executor: Executor, max_rows: int, max_queue_size: int
     ):
-        self.run_jobs, self.executor = run_jobs, executor
+        super().__init__(executor)
+        self.run_jobs = run_jobs
         self.max_rows, self.max_queue_size = max_rows, max_queue_size
-        self._queue: list[tuple[Any, asyncio.Future[Any], float]] = []
-        self._wakeup = asyncio.Event()
-        self._worker: asyncio.Task[None] | None = None
-        self._closed = False
-
-    def start(self) -> None:
-        if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._work(), name="generation-batcher")
-
-    async def close(self) -> None:
-        self._closed = True
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-        for _, future, _ in self._queue:
-            if not future.done():
-                future.set_exception(ModelNotReady("model tier is shutting down"))
-        self._queue = []
 
     def submit(self, job: Any) -> asyncio.Future[tuple[Any, int, int]]:
         """A future of (the job's result, queue_us, inference_us)."""
-        if self._closed or self._worker is None:
-            raise ModelNotReady("model tier is not running")
-        waiting = sum(j.rows for j, _, _ in self._queue)
+        self._check_open()
+        waiting = sum(item.job.rows for item in self._queue)
         if waiting + job.rows > self.max_queue_size:
             raise Overloaded(
                 f"model tier generation queue is full ({waiting} rows waiting, max_queue_size "
                 f"{self.max_queue_size}); retry later"
             )
         future: asyncio.Future[tuple[Any, int, int]] = asyncio.get_running_loop().create_future()
-        self._queue.append((job, future, time.perf_counter()))
-        self._wakeup.set()
+        self._put(_Job(job, future))
         return future
 
-    async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            while not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            batch: list[tuple[Any, asyncio.Future[Any], float]] = []
-            rows = 0
-            while self._queue and (not batch or rows + self._queue[0][0].rows <= self.max_rows):
-                item = self._queue.pop(0)
-                if not item[1].done():  # its caller went away while it waited
-                    batch.append(item)
-                    rows += item[0].rows
-            if not batch:
-                continue
-            BATCH_ROWS.observe(rows)
-            BATCH_REQUESTS.observe(len(batch))
-            start = time.perf_counter()
-            try:
-                results = await loop.run_in_executor(self.executor, self.run_jobs, [job for job, _, _ in batch])
-            except asyncio.CancelledError:
-                self._fail(batch, ModelNotReady("model tier is shutting down"))
-                raise
-            except Exception as exc:  # noqa: BLE001 - a broken batch must not stop the worker
-                log.exception("generation batch of %d requests failed", len(batch))
-                self._fail(batch, exc)
-                continue
-            end = time.perf_counter()
-            for (_, future, submitted), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result((result, int((start - submitted) * 1e6), int((end - start) * 1e6)))
+    async def _batches(self) -> list[list[_Job]]:
+        batch: list[_Job] = []
+        rows = 0
+        while self._queue and (not batch or rows + self._queue[0].job.rows <= self.max_rows):
+            item = self._queue.pop(0)
+            if not item.future.done():  # its caller went away while it waited
+                batch.append(item)
+                rows += item.job.rows
+        return [batch] if batch else []
 
-    @staticmethod
-    def _fail(batch: list[tuple[Any, asyncio.Future[Any], float]], exc: BaseException) -> None:
-        for _, future, _ in batch:
-            if not future.done():
-                future.set_exception(exc)
+    async def _run(self, batch: list[_Job]) -> None:
+        BATCH_ROWS.observe(sum(item.job.rows for item in batch))
+        BATCH_REQUESTS.observe(len(batch))
+        start = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(self.executor, self.run_jobs, [item.job for item in batch])
+        end = time.perf_counter()
+        for item, result in zip(batch, results, strict=True):
+            if not item.future.done():
+                item.future.set_result((result, int((start - item.submitted) * 1e6), int((end - start) * 1e6)))

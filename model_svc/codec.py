@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from protos import grpc_predict_v2_pb2 as oip
-from splitserve.errors import InvalidInput
-from splitserve.tensors import from_raw, numpy_dtype, to_raw
+from splitserve.core.errors import InvalidInput
+from splitserve.core.tensors import from_raw, numpy_dtype, to_raw
 
 # Typed-contents field for each datatype, for clients that do not send raw bytes.
 _CONTENTS_FIELD = {

@@ -6,8 +6,8 @@ request pinned to another bundle's fingerprint is refused with FAILED_PRECONDITI
 `ModelInfer` requests are batched dynamically (`model_svc.batching`); each response's `parameters`
 say where its time went: `queue_us` (waiting for a batch) and `inference_us` (the batch's run).
 
-text-generation bundles: the request's `parameters` are the generation params
-(`model_svc.generation.parse_params`) and the output is `generated_ids` (INT64 [rows, new tokens],
+Generation bundles: the request's `parameters` are the generation params
+(`splitserve.core.generation.GenerationParams.from_oip`) and the output is `generated_ids` (INT64 [rows, new tokens],
 -1 after a row's end). Generation requests that wait while a batch generates run together in the
 next one (`batching.GenerationBatcher`), each row with its own request's params.
 `ModelStreamInfer` (Triton's streaming RPC) streams their new tokens as they are chosen. A
@@ -27,39 +27,25 @@ import grpc
 import numpy as np
 
 from model_svc import codec, generation
-from model_svc.backends import Backend, check_inputs, token_outputs
+from model_svc.backends import Backend, check_inputs, create_backend
 from model_svc.batching import Batcher, GenerationBatcher
 from model_svc.settings import ModelSettings
 from protos import grpc_predict_v2_pb2 as oip
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
-from splitserve import __version__
-from splitserve.bundle import Bundle, check_fingerprint, check_model, load_bundle
-from splitserve.errors import ModelNotReady
+from splitserve.core import VERSION
+from splitserve.core.bundle import Bundle, check_fingerprint, check_model
+from splitserve.core.generation import OUTPUT, GenerationParams
+from splitserve.core.tier import BundleTier
 
 
-def create_backend(settings: ModelSettings) -> tuple[Bundle, Backend]:
-    if settings.backend == "onnx":
-        from model_svc.backends.onnx import OnnxBackend
-
-        bundle = load_bundle(settings.bundle_uri, ("onnx",))
-        return bundle, OnnxBackend(
-            bundle.onnx_path, bundle.config, settings.device, settings.intra_op_threads, settings.spin_wait
-        )
-    from model_svc.backends.torch import TorchBackend
-
-    bundle = load_bundle(settings.bundle_uri, ())
-    return bundle, TorchBackend(bundle.config, settings.device, settings.intra_op_threads)
-
-
-class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
+class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
     name = "model"
     service_names = [oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name]
+    settings: ModelSettings
 
     def __init__(self, settings: ModelSettings):
-        self.settings = settings
-        self.bundle: Bundle | None = None
-        self.backend: Backend | None = None
-        self.model_name = ""
+        super().__init__(settings)
+        self.parts = ("onnx",) if settings.backend == "onnx" else ()  # torch loads the source model
         self.batcher: Batcher | None = None
         self.generations: GenerationBatcher | None = None
         # One inference at a time per replica: the runtime's own threads use the cores.
@@ -68,13 +54,16 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
     def register(self, server: grpc.aio.Server) -> None:
         oip_grpc.add_GRPCInferenceServiceServicer_to_server(self, server)
 
-    async def load(self) -> dict[str, Any]:
-        bundle, backend = await asyncio.get_running_loop().run_in_executor(None, create_backend, self.settings)
-        self.model_name = self.settings.model_name or bundle.config.name
+    def build(self, bundle: Bundle) -> Backend:
+        s = self.settings
+        return create_backend(bundle, s.backend, s.device, s.intra_op_threads, s.spin_wait)
+
+    async def started(self) -> dict[str, Any]:
+        bundle, backend = self.ready()
         s = self.settings
         self.batcher = Batcher(
             backend.infer,
-            token_outputs=token_outputs(backend),
+            token_outputs=bundle.config.token_outputs,
             max_batch_size=s.max_batch_size,
             max_batch_tokens=s.max_batch_tokens,
             max_queue_delay_ms=s.max_queue_delay_ms,
@@ -87,13 +76,7 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
             run_jobs = functools.partial(generation.run_jobs, backend.stepper)
             self.generations = GenerationBatcher(run_jobs, self.executor, s.max_batch_size, s.max_queue_size)
             self.generations.start()
-        self.bundle, self.backend = bundle, backend
-        return {
-            "model": self.model_name,
-            "task": bundle.config.task,
-            "fingerprint": bundle.fingerprint,
-            "backend": backend.name,
-        }
+        return {"backend": backend.name}
 
     async def close(self) -> None:
         if self.batcher is not None:
@@ -102,13 +85,12 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
             await self.generations.close()
         self.executor.shutdown(wait=False)
 
-    def _ready(self) -> tuple[Bundle, Backend]:
-        if self.bundle is None or self.backend is None:
-            raise ModelNotReady("model tier is still loading")
-        return self.bundle, self.backend
+    @property
+    def loaded(self) -> bool:
+        return self.stage is not None and self.batcher is not None
 
     def _check_model(self, name: str, version: str) -> None:
-        bundle, _ = self._ready()
+        bundle, _ = self.ready()
         check_model(name, self.model_name, required=True)  # OIP requests always name the model
         check_fingerprint(version, bundle.fingerprint, "the request")
 
@@ -116,35 +98,35 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
         return oip.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: Any, context: Any) -> oip.ServerReadyResponse:
-        return oip.ServerReadyResponse(ready=self.backend is not None)
+        return oip.ServerReadyResponse(ready=self.loaded)
 
     async def ModelReady(self, request: oip.ModelReadyRequest, context: Any) -> oip.ModelReadyResponse:
-        if self.backend is not None:
+        if self.loaded:
             check_model(request.name, self.model_name, required=True)
-        return oip.ModelReadyResponse(ready=self.backend is not None)
+        return oip.ModelReadyResponse(ready=self.loaded)
 
     async def ServerMetadata(self, request: Any, context: Any) -> oip.ServerMetadataResponse:
-        return oip.ServerMetadataResponse(name="splitserve", version=__version__, extensions=[])
+        return oip.ServerMetadataResponse(name="splitserve", version=VERSION, extensions=[])
 
     async def ModelMetadata(self, request: oip.ModelMetadataRequest, context: Any) -> oip.ModelMetadataResponse:
         self._check_model(request.name, request.version)
-        bundle, backend = self._ready()
-        shapes = backend.output_shapes()
+        bundle, backend = self.ready()
+        config = bundle.config
         return oip.ModelMetadataResponse(
             name=self.model_name,
             versions=[bundle.fingerprint],
             platform=backend.platform,
-            inputs=[codec.tensor_metadata(n, "INT64", [-1, -1]) for n in bundle.config.model_inputs],
+            inputs=[codec.tensor_metadata(n, "INT64", [-1, -1]) for n in config.model_inputs],
             outputs=[
-                codec.tensor_metadata(n, "INT64" if bundle.config.generation else "FP32", shapes[n])
-                for n in bundle.config.model_outputs
+                codec.tensor_metadata(n, "INT64" if config.generation else "FP32", config.output_shapes[n])
+                for n in config.model_outputs
             ],
         )
 
     def _inputs(self, request: oip.ModelInferRequest) -> tuple[Bundle, dict[str, Any]]:
         """The request's input arrays, once its model, version and tensors are checked."""
         self._check_model(request.model_name, request.model_version)
-        bundle, _ = self._ready()
+        bundle, _ = self.ready()
         inputs = codec.inputs_from_request(request)
         check_inputs(inputs, bundle.config, self.settings.max_batch_size)
         return bundle, inputs
@@ -192,8 +174,8 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
         """Run the decoding loop in the inference thread; yield the streamed chunks (`stream`) and
         the final response. When the caller goes away (cancelled, deadline), the loop stops at its
         next token instead of running on for nobody."""
-        assert self.generations is not None
-        params = generation.parse_params(codec.parameters_from_request(request), bundle.config.generation)
+        assert self.generations is not None and bundle.config.generation is not None
+        params = GenerationParams.from_oip(codec.parameters_from_request(request), bundle.config.generation)
         max_positions = bundle.config.max_positions
         prompts = generation.prompts_of(inputs["input_ids"], inputs["attention_mask"], params, max_positions)
         loop = asyncio.get_running_loop()
@@ -226,7 +208,7 @@ class ModelTier(oip_grpc.GRPCInferenceServiceServicer):
                         break
                     rows.setdefault(more[0], []).extend(more[1])
                 for row, tokens in rows.items():
-                    part = {generation.OUTPUT: np.asarray([tokens], dtype=np.int64)}
+                    part = {OUTPUT: np.asarray([tokens], dtype=np.int64)}
                     chunk = codec.response_from_outputs(part, request, self.model_name, bundle.fingerprint)
                     chunk.parameters["row"].int64_param = row
                     chunk.parameters["triton_final_response"].bool_param = False

@@ -5,7 +5,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from splitserve.settings import BundleServerSettings
+from splitserve.core.records import MAX_RECORDS
+from splitserve.core.settings import BundleServerSettings
 
 
 class ModelSettings(BundleServerSettings):
@@ -21,7 +22,7 @@ class ModelSettings(BundleServerSettings):
         0, description="Intra-op threads for ONNX Runtime / PyTorch (0: the runtime's default)."
     )
     max_batch_size: int = Field(
-        1024, ge=1, description="Most rows one request may carry, and one batched inference combines."
+        MAX_RECORDS, ge=1, description="Most rows one request may carry, and one batched inference combines."
     )
     max_batch_tokens: int = Field(
         4096,

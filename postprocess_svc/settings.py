@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
-from splitserve.settings import BundleServerSettings
+from splitserve.core.settings import BundleServerSettings
 
 
 class PostprocessSettings(BundleServerSettings):

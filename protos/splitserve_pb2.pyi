@@ -172,16 +172,18 @@ class TierInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TierInfo(_message.Message):
-    __slots__ = ("tier", "model", "task", "fingerprint")
+    __slots__ = ("tier", "model", "task", "fingerprint", "streams")
     TIER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
     tier: str
     model: str
     task: str
     fingerprint: str
-    def __init__(self, tier: _Optional[str] = ..., model: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[str] = ...) -> None: ...
+    streams: bool
+    def __init__(self, tier: _Optional[str] = ..., model: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[str] = ..., streams: _Optional[bool] = ...) -> None: ...
 
 class PreprocessRequest(_message.Message):
     __slots__ = ("model", "records", "params")
@@ -227,20 +229,22 @@ class PreprocessResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., model_inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., context: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., model_parameters: _Optional[_Mapping[str, ModelParameter]] = ...) -> None: ...
 
 class PostprocessRequest(_message.Message):
-    __slots__ = ("model", "fingerprint", "records", "params", "model_outputs", "context")
+    __slots__ = ("model", "fingerprint", "records", "params", "model_outputs", "context", "partial")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
     model: str
     fingerprint: str
     records: _containers.RepeatedCompositeFieldContainer[Record]
     params: _struct_pb2.Struct
     model_outputs: _containers.RepeatedCompositeFieldContainer[Tensor]
     context: _containers.RepeatedCompositeFieldContainer[Tensor]
-    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model_outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., context: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+    partial: bool
+    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model_outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., context: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., partial: _Optional[bool] = ...) -> None: ...
 
 class PostprocessResponse(_message.Message):
     __slots__ = ("fingerprint", "results")

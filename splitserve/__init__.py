@@ -4,4 +4,6 @@ The package is light at import; heavy dependencies (torch, optimum, mlflow) are 
 inside the commands that need them.
 """
 
-__version__ = "0.1.0"
+from splitserve.core import VERSION as __version__
+
+__all__ = ["__version__"]

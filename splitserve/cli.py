@@ -59,37 +59,40 @@ def _parse_kv(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _run_tier(tier_factory: Any, settings: Any) -> int:
-    from splitserve.grpc_server import serve
+def _run_tier(tier: Any, settings: Any) -> int:
+    from splitserve.core.grpc_server import serve
 
-    return asyncio.run(serve(tier_factory(settings), settings))
+    return asyncio.run(serve(tier, settings))
 
 
 def cmd_serve_preprocess(args: argparse.Namespace) -> int:
-    from splitserve.tokenizer import keep_torch_out
+    from splitserve.core.tokenizer import keep_torch_out
 
     keep_torch_out()
     from preprocess_svc.server import PreprocessTier
     from preprocess_svc.settings import PreprocessSettings
 
-    return _run_tier(PreprocessTier, settings_from_args(PreprocessSettings, args))
+    settings = settings_from_args(PreprocessSettings, args)
+    return _run_tier(PreprocessTier(settings), settings)
 
 
 def cmd_serve_postprocess(args: argparse.Namespace) -> int:
-    from splitserve.tokenizer import keep_torch_out
+    from splitserve.core.tokenizer import keep_torch_out
 
     keep_torch_out()
     from postprocess_svc.server import PostprocessTier
     from postprocess_svc.settings import PostprocessSettings
 
-    return _run_tier(PostprocessTier, settings_from_args(PostprocessSettings, args))
+    settings = settings_from_args(PostprocessSettings, args)
+    return _run_tier(PostprocessTier(settings), settings)
 
 
 def cmd_serve_model(args: argparse.Namespace) -> int:
     from model_svc.server import ModelTier
     from model_svc.settings import ModelSettings
 
-    return _run_tier(ModelTier, settings_from_args(ModelSettings, args))
+    settings = settings_from_args(ModelSettings, args)
+    return _run_tier(ModelTier(settings), settings)
 
 
 def cmd_serve_gateway(args: argparse.Namespace) -> int:
@@ -97,11 +100,14 @@ def cmd_serve_gateway(args: argparse.Namespace) -> int:
     from gateway_svc.settings import GatewaySettings
 
     settings = settings_from_args(GatewaySettings, args)
+    stages = None
     if settings.inline_stages is not None:  # it tokenizes: keep torch out, as the CPU tiers do
-        from splitserve.tokenizer import keep_torch_out
+        from splitserve.core.tokenizer import keep_torch_out
+        from splitserve.inline import inline_stages
 
         keep_torch_out()
-    return _run_tier(GatewayTier, settings)
+        stages = inline_stages(settings.inline_stages)
+    return _run_tier(GatewayTier(settings, stages), settings)
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -379,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        from splitserve.errors import SplitServeError
+        from splitserve.core.errors import SplitServeError
 
         if isinstance(exc, SplitServeError):
             print(f"error: {exc}", file=sys.stderr)

@@ -24,8 +24,9 @@ import grpc
 
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
-from splitserve import codec
-from splitserve.records import to_records
+from splitserve.core import codec
+from splitserve.core.records import to_records
+from splitserve.tasks import result_from_pb
 
 
 class Client:
@@ -64,7 +65,7 @@ class Client:
         )
         response, call = self.stub.Predict.with_call(request, timeout=self.timeout_s, metadata=self.metadata)
         self.last_timings_us = _timings(call.trailing_metadata())
-        return [codec.result_from_pb(r) for r in response.results]
+        return [result_from_pb(r) for r in response.results]
 
     def stream(self, records: Any, params: dict[str, Any] | None = None, model: str = "") -> Iterator[dict[str, Any]]:
         """Like `predict`, streamed: for the generation tasks, one event per chunk of new text of a
@@ -84,7 +85,7 @@ class Client:
                     yield {"record": d.record, "id": d.id, "text": d.text, "token_ids": list(d.token_ids)}
                 else:
                     self.last_timings_us = _timings(call.trailing_metadata())
-                    yield {"results": [codec.result_from_pb(r) for r in event.final.results]}
+                    yield {"results": [result_from_pb(r) for r in event.final.results]}
         finally:
             call.cancel()
 

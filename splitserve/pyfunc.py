@@ -16,16 +16,14 @@ class SplitServeModel(PythonModel):
     def load_context(self, context):  # type: ignore[no-untyped-def]  # no hints: MLflow infers from them
         from pathlib import Path
 
-        from splitserve.bundle import read_local
+        from splitserve.core.bundle import read_local
         from splitserve.inprocess import InProcessPipeline
 
         root = Path(context.artifacts["serving.json"]).parent.parent
         bundle = read_local(root)
         bundle.verify(("tokenizer", "onnx"))
         self.pipeline = InProcessPipeline(bundle)
-        from splitserve.params import resolve_for
-
-        self.defaults = resolve_for(bundle.config, {})
+        self.defaults = self.pipeline.pre.resolve_params({})
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         import pandas as pd

@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from splitserve.errors import InvalidInput
-from splitserve.params import TASKS
+from splitserve import tasks
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
@@ -41,8 +40,7 @@ def log_pipeline(
 
     from splitserve.mlflow_env import registered_uri
 
-    if task not in TASKS and not task.startswith("translation_"):  # translation_en_to_fr and the like
-        raise InvalidInput(f"task {task!r} is not supported; supported tasks: {list(TASKS)} (and translation_xx_to_yy)")
+    tasks.get(task)  # refuses a task splitserve does not serve
     if model_dir is None:
         model_dir, name = bundled_minilm_dir(), name or DEFAULT_MODEL_NAME
     pipe = transformers.pipeline(task, model=str(model_dir), tokenizer=str(model_dir))  # type: ignore[call-overload]

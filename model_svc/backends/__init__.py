@@ -1,4 +1,5 @@
-"""Model backends: `infer(inputs) -> outputs` on numpy arrays, nothing protocol-specific."""
+"""Model backends: `infer(inputs) -> outputs` on numpy arrays, nothing protocol-specific;
+generation bundles' backends also expose the model as a `Stepper` for the decoding loop."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from splitserve.bundle import ServingConfig
-from splitserve.errors import InvalidInput
+from splitserve.core.bundle import Bundle, ServingConfig
+from splitserve.core.errors import InvalidInput
 
 
 class Backend(Protocol):
@@ -18,10 +19,6 @@ class Backend(Protocol):
 
     # Generation bundles: the model as a `generation.Stepper` for the decoding loop (else None).
     stepper: Any
-
-    def output_shapes(self) -> dict[str, list[int]]:
-        """Output shapes with -1 for variable dimensions (for ModelMetadata)."""
-        ...
 
 
 def check_inputs(inputs: dict[str, np.ndarray], config: ServingConfig, max_batch_size: int) -> None:
@@ -51,7 +48,14 @@ def check_inputs(inputs: dict[str, np.ndarray], config: ServingConfig, max_batch
         raise InvalidInput(f"{shape[1]} tokens exceed the model's max length {config.max_length}")
 
 
-def token_outputs(backend: Backend) -> list[str]:
-    """The outputs with one value per token ([rows, tokens, ...]: a variable dim 1), which the
-    batcher cuts back to each request's own length."""
-    return [name for name, shape in backend.output_shapes().items() if len(shape) >= 2 and shape[1] == -1]
+def create_backend(
+    bundle: Bundle, backend: str = "onnx", device: str = "cpu", intra_op_threads: int = 0, spin_wait: bool = False
+) -> Backend:
+    """The bundle's ONNX graph on ONNX Runtime, or the source PyTorch model (`backend="torch"`)."""
+    if backend == "onnx":
+        from model_svc.backends.onnx import OnnxBackend
+
+        return OnnxBackend(bundle.onnx_path, bundle.config, device, intra_op_threads, spin_wait)
+    from model_svc.backends.torch import TorchBackend
+
+    return TorchBackend(bundle.config, device, intra_op_threads)

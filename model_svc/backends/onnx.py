@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from model_svc import generation
-from splitserve.bundle import ServingConfig
+from model_svc.generation import DecoderSteps, EncoderDecoderSteps
+from splitserve.core.bundle import ServingConfig
+from splitserve.core.generation import GenerationInfo
 
 
 class OnnxBackend:
@@ -44,12 +45,12 @@ class OnnxBackend:
         self.config = config
         info = config.generation
         graph_inputs = {i.name for i in self.session.get_inputs()}
-        expected = info["graph_inputs"] if info else config.model_inputs
+        expected = info.graph_inputs if info else config.model_inputs
         if graph_inputs != set(expected):
             raise RuntimeError(f"{path}: graph inputs {sorted(graph_inputs)} != serving.json {sorted(expected)}")
         self.stepper: Any = None
         if info and config.encoder_decoder:
-            encoder = ort.InferenceSession(str(path.parent / info["encoder_file"]), options, providers=providers)
+            encoder = ort.InferenceSession(str(path.parent / str(info.encoder_file)), options, providers=providers)
             self.stepper = OnnxEncoderDecoder(encoder, self.session, info)
         elif info:
             self.stepper = OnnxDecoder(self.session, info)
@@ -58,23 +59,17 @@ class OnnxBackend:
         outputs = self.session.run(self.config.model_outputs, inputs)
         return dict(zip(self.config.model_outputs, outputs, strict=True))
 
-    def output_shapes(self) -> dict[str, list[int]]:
-        if self.config.generation:
-            return {generation.OUTPUT: [-1, -1]}
-        shapes = {o.name: o.shape for o in self.session.get_outputs()}
-        return {name: [d if isinstance(d, int) else -1 for d in shapes[name]] for name in self.config.model_outputs}
 
-
-class OnnxDecoder(generation.DecoderSteps):
+class OnnxDecoder(DecoderSteps):
     """The exported decoder-only LM: `past_key_values.<i>.key/value` in, `present.<i>.key/value`
     out (the first pass feeds empty ones)."""
 
-    def __init__(self, session: Any, info: dict[str, Any]):
+    def __init__(self, session: Any, info: GenerationInfo):
         self.session = session
-        names = info["graph_inputs"]
+        names = info.graph_inputs
         self.past_names = [n for n in names if n.startswith("past_key_values.")]
         self.with_positions = "position_ids" in names
-        self.empty = np.zeros((1, info["num_kv_heads"], 0, info["head_dim"]), dtype=np.float32)
+        self.empty = np.zeros((1, info.num_kv_heads, 0, info.head_dim), dtype=np.float32)
         self.outputs = ["logits", *(n.replace("past_key_values.", "present.", 1) for n in self.past_names)]
 
     def run(
@@ -97,19 +92,19 @@ class OnnxDecoder(generation.DecoderSteps):
         return {name: value[index] for name, value in past.items()}
 
 
-class OnnxEncoderDecoder(generation.EncoderDecoderSteps):
+class OnnxEncoderDecoder(EncoderDecoderSteps):
     """Optimum's encoder-decoder export: the encoder graph runs once per prompt; the merged
     decoder graph (`use_cache_branch` false on the first step, with empty past key values) takes
     the encoder's hidden states and the past key values of its self-attention
     (`past_key_values.<i>.decoder.*`, growing) and cross-attention (`.encoder.*`, computed on the
     first step)."""
 
-    def __init__(self, encoder: Any, decoder: Any, info: dict[str, Any]):
+    def __init__(self, encoder: Any, decoder: Any, info: GenerationInfo):
         self.encoder, self.decoder = encoder, decoder
-        self.start_id = int(info["decoder_start_token_id"])
-        names = info["graph_inputs"]
+        self.start_id = int(info.decoder_start_token_id or 0)
+        names = info.graph_inputs
         self.past_names = [n for n in names if n.startswith("past_key_values.")]
-        self.heads, self.head_dim = int(info["num_kv_heads"]), int(info["head_dim"])
+        self.heads, self.head_dim = info.num_kv_heads, info.head_dim
         self.outputs = ["logits", *(n.replace("past_key_values.", "present.", 1) for n in self.past_names)]
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray, beams: int) -> tuple[Any, Any]:

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from model_svc import generation
-from splitserve.bundle import ServingConfig
+from model_svc.generation import DecoderSteps, EncoderDecoderSteps
+from splitserve.core.bundle import ServingConfig
 
 
 class TorchBackend:
@@ -32,9 +32,8 @@ class TorchBackend:
         self.model = components["model"].eval().to(self.device)
         self.config = config
         self.stepper: Any = None
-        if config.encoder_decoder:
-            assert config.generation is not None
-            self.stepper = TorchEncoderDecoder(self, int(config.generation["decoder_start_token_id"]))
+        if config.generation is not None and config.generation.encoder_decoder:
+            self.stepper = TorchEncoderDecoder(self, int(config.generation.decoder_start_token_id or 0))
         elif config.generation is not None:
             self.stepper = TorchDecoder(self)
 
@@ -47,20 +46,8 @@ class TorchBackend:
     def tensor(self, array: np.ndarray) -> Any:
         return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
-    def output_shapes(self) -> dict[str, list[int]]:
-        if self.config.generation:
-            return {generation.OUTPUT: [-1, -1]}
-        hidden = getattr(self.model.config, "hidden_size", -1)
-        if self.config.task == "feature-extraction":
-            return {name: [-1, -1, hidden] for name in self.config.model_outputs}
-        if self.config.task in ("text-classification", "zero-shot-classification"):
-            return {name: [-1, len(self.config.id2label or {}) or -1] for name in self.config.model_outputs}
-        if self.config.task == "question-answering":  # start/end logits: [rows, tokens]
-            return {name: [-1, -1] for name in self.config.model_outputs}
-        return {name: [-1, -1, len(self.config.id2label or {}) or -1] for name in self.config.model_outputs}
 
-
-class TorchDecoder(generation.DecoderSteps):
+class TorchDecoder(DecoderSteps):
     """A causal LM with its own cache (a transformers `Cache`, reordered in place)."""
 
     def __init__(self, backend: TorchBackend):
@@ -91,7 +78,7 @@ class TorchDecoder(generation.DecoderSteps):
         return past
 
 
-class TorchEncoderDecoder(generation.EncoderDecoderSteps):
+class TorchEncoderDecoder(EncoderDecoderSteps):
     """An encoder-decoder (T5, BART): the encoder once per prompt, then the decoder with its cache."""
 
     def __init__(self, backend: TorchBackend, start_id: int):

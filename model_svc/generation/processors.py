@@ -1,0 +1,82 @@
+"""transformers' logits processors and warpers, on numpy, in transformers' order: repetition
+penalty, no-repeat n-grams, min length and min new tokens (eos banned), forced bos (the first
+decoder token), forced eos (the last one); when sampling, temperature, top-k, top-p; then the
+choice of one token (argmax, or one draw from the softmax with the row's generator)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from splitserve.core.generation import GenerationParams
+
+
+def _banned_ngram_tokens(seen: Sequence[int], n: int) -> list[int]:
+    """transformers' NoRepeatNGramLogitsProcessor: tokens that would repeat an n-gram of `seen`."""
+    if len(seen) + 1 < n:
+        return []
+    seen = list(seen)
+    prefix = tuple(seen[len(seen) + 1 - n :])
+    return [seen[i + n - 1] for i in range(len(seen) - n + 1) if tuple(seen[i : i + n - 1]) == prefix]
+
+
+def process(scores: np.ndarray, seen: Sequence[int], decoder_prompt_len: int, p: GenerationParams) -> np.ndarray:
+    """One hypothesis' next-token scores after transformers' processors and, when sampling, its
+    warpers (temperature, top-k, top-p; removed tokens at -inf). `seen`: the ids the decoder has
+    (prompt and generated), of which the first `decoder_prompt_len` are its prompt."""
+    scores = np.array(scores, dtype=np.float32)  # a copy
+    cur_len = len(seen)
+    if p.repetition_penalty != 1.0 and cur_len:
+        ids = np.unique(np.asarray(seen, dtype=np.int64))
+        picked = scores[ids]
+        scores[ids] = np.where(picked < 0, picked * p.repetition_penalty, picked / p.repetition_penalty)
+    if p.no_repeat_ngram_size > 0:
+        banned = _banned_ngram_tokens(seen, p.no_repeat_ngram_size)
+        if banned:
+            scores[banned] = -np.inf
+    eos = list(p.eos_ids)
+    if eos and (cur_len < p.min_length or cur_len - decoder_prompt_len < p.min_new_tokens):
+        scores[eos] = -np.inf
+    if p.forced_bos_token_id is not None and cur_len == 1:
+        scores[:] = -np.inf
+        scores[p.forced_bos_token_id] = 0
+    if p.forced_eos_token_id and cur_len == decoder_prompt_len + p.max_new_tokens - 1:
+        scores[:] = -np.inf
+        scores[list(p.forced_eos_token_id)] = 0
+    if not p.do_sample:
+        return scores
+    if p.temperature != 1.0:
+        scores = scores / np.float32(p.temperature)
+    if p.top_k > 0:
+        k = min(p.top_k, scores.shape[-1])
+        threshold = np.partition(scores, -k)[-k]
+        scores = np.where(scores < threshold, np.float32(-np.inf), scores)
+    if p.top_p < 1.0:
+        # transformers' TopPLogitsWarper: drop the lowest tokens whose cumulative probability
+        # (ascending) is <= 1 - top_p, keeping at least the top one.
+        order = np.argsort(scores, kind="stable")
+        ascending = scores[order].astype(np.float64)
+        probs = np.exp(ascending - ascending[-1])
+        cumulative = np.cumsum(probs / probs.sum())
+        remove = cumulative <= (1 - p.top_p)
+        remove[-1] = False
+        scores[order[remove]] = -np.inf
+    return scores
+
+
+def choose(
+    scores: np.ndarray, seen: Sequence[int], decoder_prompt_len: int, p: GenerationParams, rng: np.random.Generator
+) -> int:
+    """The next token from the last position's logits: argmax, or one draw from the softmax."""
+    scores = process(scores, seen, decoder_prompt_len, p)
+    if not p.do_sample:
+        return int(np.argmax(scores))
+    probs = np.exp((scores - scores.max()).astype(np.float64))
+    probs /= probs.sum()
+    drawn = int(np.searchsorted(np.cumsum(probs), rng.random(), side="right"))
+    return min(drawn, len(probs) - 1)
+
+
+def ends_with_stop(new: Sequence[int], p: GenerationParams) -> bool:
+    return any(len(new) >= len(s) and tuple(new[-len(s) :]) == s for s in p.stop_ids)

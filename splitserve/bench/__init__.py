@@ -1,0 +1,182 @@
+"""`splitserve bench`: the same request set against every way of serving one model, in one run.
+
+Targets: the gateway with the model tier on ONNX fp32, on ONNX int8 and on PyTorch (all tiers
+as real processes via `splitserve up`), in-process `transformers.pipeline` on PyTorch, the
+bundle's pyfunc in-process, and `mlflow models serve` of the source model over HTTP. For each:
+throughput and latency percentiles at several concurrency levels and batch sizes, CPU-seconds
+per record of every process (from the OS's own accounting) and peak RSS of every process.
+Outputs: a markdown table, a JSON file and PNG plots, logged to MLflow as a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from splitserve.bench.corpus import docstring_corpus, fixed_length_set
+from splitserve.bench.load import Point, TargetSummary, peak_rss_mb, run_point
+from splitserve.bench.report import headline, markdown, plots
+from splitserve.bench.targets import (
+    GatewayTarget,
+    MlflowServeTarget,
+    ModelTierTarget,
+    PipelineTarget,
+    PyfuncTarget,
+    Target,
+)
+
+DEFAULT_CONCURRENCY = (1, 4, 16)
+DEFAULT_BATCH_SIZES = (1, 8)
+
+__all__ = ["docstring_corpus", "fixed_length_set", "run_bench"]
+
+
+ALL_TARGETS = (
+    "gateway-onnx-fp32",
+    "gateway-onnx-int8",
+    "gateway-torch",
+    "gateway-onnx-fp32-inline",
+    "model-tier-onnx-fp32",
+    "model-tier-onnx-int8",
+    "model-tier-torch",
+    "pipeline-in-process",
+    "pyfunc-in-process",
+    "mlflow-models-serve",
+)
+
+
+def run_bench(
+    source_uri: str | None,
+    out_dir: Path,
+    concurrency: tuple[int, ...] = DEFAULT_CONCURRENCY,
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES,
+    seconds: float = 6.0,
+    targets: tuple[str, ...] | None = None,
+    command: str = "",
+) -> dict[str, Any]:
+    import mlflow
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from splitserve.export import export_bundle
+    from splitserve.source import log_pipeline
+
+    console = Console(stderr=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if source_uri is None:
+        console.print("Logging the bundled all-MiniLM-L6-v2 as the source model")
+        source_uri = log_pipeline(None, "feature-extraction", None)
+    names = targets or ALL_TARGETS
+    unknown = sorted(set(names) - set(ALL_TARGETS))
+    if unknown:
+        raise ValueError(f"unknown bench target(s) {unknown}; known: {list(ALL_TARGETS)}")
+    console.print(f"Exporting the serving bundle(s) of {source_uri}")
+    fp32 = export_bundle(source_uri, name="bench-fp32", show_progress=False)
+    int8 = (
+        export_bundle(source_uri, name="bench-int8", quantize="int8", show_progress=False)
+        if {"gateway-onnx-int8", "model-tier-onnx-int8"} & set(names)
+        else ""
+    )
+    available: dict[str, Target] = {
+        t.name: t
+        for t in (
+            GatewayTarget("gateway-onnx-fp32", fp32, "onnx"),
+            GatewayTarget("gateway-onnx-int8", int8, "onnx"),
+            GatewayTarget("gateway-torch", fp32, "torch"),
+            GatewayTarget("gateway-onnx-fp32-inline", fp32, "onnx", inline_stages=True),
+            ModelTierTarget("model-tier-onnx-fp32", fp32, "onnx"),
+            ModelTierTarget("model-tier-onnx-int8", int8, "onnx"),
+            ModelTierTarget("model-tier-torch", fp32, "torch"),
+            PipelineTarget("pipeline-in-process", source_uri),
+            PyfuncTarget("pyfunc-in-process", fp32),
+            MlflowServeTarget("mlflow-models-serve", source_uri),
+        )
+    }
+    chosen = [available[t] for t in names]
+    corpus = docstring_corpus()
+    request_sets = {"docstrings": corpus, "fixed-24-words": fixed_length_set(corpus)}
+    plan = [
+        (rs, c, b)
+        for rs in request_sets
+        for c in concurrency
+        for b in batch_sizes
+        if rs == "docstrings" or (c == max(concurrency) and b == max(batch_sizes))
+    ]
+    points: list[Point] = []
+    summaries: list[TargetSummary] = []
+    failed: dict[str, str] = {}
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    with progress:
+        overall = progress.add_task("bench", total=len(chosen) * len(plan))
+        for target in chosen:
+            progress.update(overall, description=f"starting {target.name}")
+            t0 = time.perf_counter()
+            try:
+                target.start()
+            except Exception as exc:  # noqa: BLE001 - one target that cannot start does not sink the run
+                console.print(f"[red]{target.name} did not start: {exc}[/]")
+                failed[target.name] = str(exc)
+                progress.advance(overall, len(plan))
+                continue
+            startup = time.perf_counter() - t0
+            try:
+                for _ in range(2):  # warm-up
+                    target.call(corpus[:8])
+                for request_set, c, b in plan:
+                    progress.update(overall, description=f"{target.name} {request_set} c={c} b={b}")
+                    point = run_point(target, request_sets[request_set], c, b, seconds, min_requests=c * 2)
+                    point.request_set = request_set
+                    points.append(point)
+                    progress.advance(overall)
+                groups = target.processes()
+                summaries.append(
+                    TargetSummary(
+                        target.name,
+                        {g: max(peak_rss_mb(p) for p in pids) for g, pids in groups.items()},
+                        round(startup, 2),
+                    )
+                )
+            finally:
+                target.stop()
+    heads = headline(points, concurrency, batch_sizes)
+    report = {
+        "command": command,
+        "source_uri": source_uri,
+        "bundles": {"fp32": fp32, "int8": int8},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "headline": heads,
+        "points": [asdict(p) for p in points],
+        "targets": [asdict(s) for s in summaries],
+        "failed_targets": failed,
+    }
+    (out_dir / "results.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "results.md").write_text(markdown(points, summaries, heads, command))
+    images = plots(points, out_dir)
+    with mlflow.start_run(run_name="splitserve-bench"):
+        mlflow.log_params(
+            {
+                "source_uri": source_uri,
+                "concurrency": list(concurrency),
+                "batch_sizes": list(batch_sizes),
+                "seconds": seconds,
+            }
+        )
+        mlflow.log_metrics({k: v for k, v in heads.items() if v is not None})
+        for p in points:
+            key = f"{p.target}.{p.request_set}.c{p.concurrency}.b{p.batch_size}"
+            mlflow.log_metrics({f"{key}.rps": p.throughput_rps, f"{key}.p50_ms": p.p50_ms, f"{key}.p99_ms": p.p99_ms})
+        for f in [out_dir / "results.json", out_dir / "results.md", *images]:
+            mlflow.log_artifact(str(f))
+    console.print((out_dir / "results.md").read_text())
+    return report

@@ -1,0 +1,115 @@
+"""The load driver and what it measures: closed-loop requests at a concurrency, latency
+percentiles, CPU-seconds per record and peak RSS of every process (the OS's own accounting)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from splitserve.bench.targets import Target
+
+
+@dataclass
+class Point:
+    target: str
+    request_set: str
+    concurrency: int
+    batch_size: int
+    requests: int
+    records: int
+    seconds: float
+    throughput_rps: float  # records per second
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+    cpu_s_per_record: dict[str, float] = field(default_factory=dict)  # per process group
+
+
+@dataclass
+class TargetSummary:
+    target: str
+    peak_rss_mb: dict[str, float]
+    startup_s: float
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident set size (VmHWM) of a process, from the kernel's own accounting."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    import psutil
+
+    try:
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except psutil.Error:
+        return float("nan")
+
+
+def run_point(
+    target: Target, texts: list[str], concurrency: int, batch_size: int, seconds: float, min_requests: int
+) -> Point:
+    """Closed-loop load: `concurrency` threads each send requests of `batch_size` records back to back."""
+    groups = target.processes()
+    cpu_before = {g: sum(cpu_seconds(p) for p in pids) for g, pids in groups.items()}
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    counter = iter(range(10**9))
+    stop_at = time.perf_counter() + seconds
+
+    def worker() -> None:
+        nonlocal errors
+        while True:
+            i = next(counter)
+            if time.perf_counter() >= stop_at and i >= min_requests:
+                return
+            batch = [texts[(i * batch_size + k) % len(texts)] for k in range(batch_size)]
+            t0 = time.perf_counter()
+            try:
+                target.call(batch)
+            except Exception:  # noqa: BLE001 - counted, and the run goes on
+                with lock:
+                    errors += 1
+                continue
+            with lock:
+                latencies.append(time.perf_counter() - t0)
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        for f in [pool.submit(worker) for _ in range(concurrency)]:
+            f.result()
+    wall = time.perf_counter() - start
+    records = len(latencies) * batch_size
+    cpu = {g: (sum(cpu_seconds(p) for p in pids) - cpu_before[g]) / max(records, 1) for g, pids in groups.items()}
+    lat = np.asarray(latencies) * 1000 if latencies else np.asarray([float("nan")])
+    return Point(
+        target=target.name,
+        request_set="",
+        concurrency=concurrency,
+        batch_size=batch_size,
+        requests=len(latencies),
+        records=records,
+        seconds=round(wall, 3),
+        throughput_rps=round(records / wall, 2),
+        p50_ms=round(float(np.percentile(lat, 50)), 3),
+        p95_ms=round(float(np.percentile(lat, 95)), 3),
+        p99_ms=round(float(np.percentile(lat, 99)), 3),
+        errors=errors,
+        cpu_s_per_record={g: round(v, 6) for g, v in cpu.items()},
+    )

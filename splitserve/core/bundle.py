@@ -1,0 +1,198 @@
+"""The serving bundle: `serving.json`, `tokenizer/`, `onnx/` inside an MLflow pyfunc model.
+
+Tiers call `load_bundle(uri, parts)`, which fetches only the artifacts they need and verifies
+their content hashes against `serving.json`. MLflow is never imported into a tier process:
+remote URIs are fetched by a short-lived child process (`python -m splitserve.core.fetch`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from splitserve.core.errors import BundleError, BundleMismatch, ModelNotFound
+from splitserve.core.generation import GenerationInfo
+
+FORMAT_VERSION = 2  # 2: typed `generation`, `output_shapes`
+ARTIFACT_DIR = "artifacts"
+CONFIG_FILE = "serving.json"
+PARTS = ("tokenizer", "onnx")
+
+
+@dataclass
+class ServingConfig:
+    """What `serving.json` holds. Every tier reads it; `fingerprint` identifies the bundle."""
+
+    name: str
+    task: str
+    source_model_uri: str
+    model_inputs: list[str]
+    model_outputs: list[str]
+    max_length: int
+    # Each model output's shape, -1 for variable dimensions ([rows, tokens, ...] outputs are the
+    # token-level ones), as the model tier reports them in ModelMetadata.
+    output_shapes: dict[str, list[int]] = field(default_factory=dict)
+    id2label: dict[int, str] | None = None
+    problem_type: str | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+    onnx_file: str = "model.onnx"
+    quantization: str | None = None
+    parity: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    # Generation tasks only (see `splitserve.core.generation.GenerationInfo`).
+    generation: GenerationInfo | None = None
+    # MLflow's prompt_template of the source model ("... {prompt} ..."), applied by preprocess.
+    prompt_template: str | None = None
+    format_version: int = FORMAT_VERSION
+    fingerprint: str = ""
+
+    @property
+    def encoder_decoder(self) -> bool:
+        """A generation bundle of an encoder-decoder (T5, BART): an encoder and a decoder graph."""
+        return self.generation is not None and self.generation.encoder_decoder
+
+    @property
+    def max_positions(self) -> int | None:
+        """Generation: the positions a decoder-only LM's prompt and new tokens must fit in
+        (None for encoder-decoders, whose prompt goes to the encoder)."""
+        return None if self.encoder_decoder else self.max_length
+
+    @property
+    def token_outputs(self) -> list[str]:
+        """The outputs with one value per token ([rows, tokens, ...]: a variable dim 1), which the
+        model tier's batcher cuts back to each request's own length."""
+        return [n for n, shape in self.output_shapes.items() if len(shape) >= 2 and shape[1] == -1]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ServingConfig:
+        data = json.loads(text)
+        if data.get("format_version") != FORMAT_VERSION:
+            raise BundleError(
+                f"serving.json format_version {data.get('format_version')!r} is not supported "
+                f"(this splitserve reads {FORMAT_VERSION})"
+            )
+        if data.get("id2label") is not None:
+            data["id2label"] = {int(k): v for k, v in data["id2label"].items()}
+        if data.get("generation") is not None:
+            data["generation"] = GenerationInfo.from_dict(data["generation"])
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def compute_fingerprint(self) -> str:
+        content = asdict(self)
+        content.pop("fingerprint")
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def hash_tree(path: Path) -> str:
+    """Content hash of a file or a directory tree (relative paths and bytes)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        rel = file.name if path.is_file() else file.relative_to(path).as_posix()
+        digest.update(rel.encode() + b"\0")
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A bundle on local disk: `root` is the MLflow model directory."""
+
+    root: Path
+    config: ServingConfig
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / ARTIFACT_DIR
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.artifacts / "tokenizer"
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.artifacts / "onnx" / self.config.onnx_file
+
+    @property
+    def fingerprint(self) -> str:
+        return self.config.fingerprint
+
+    def verify(self, parts: tuple[str, ...]) -> None:
+        """Check serving.json's own hash and the hashes of the given artifact parts."""
+        if self.config.compute_fingerprint() != self.config.fingerprint:
+            raise BundleError(f"{self.root}: serving.json does not match its fingerprint")
+        for part in parts:
+            expected = self.config.artifacts.get(part)
+            path = self.artifacts / part
+            if expected is None or not path.exists():
+                raise BundleError(f"{self.root}: bundle has no {part!r} artifact")
+            if hash_tree(path) != expected:
+                raise BundleError(f"{self.root}: artifact {part!r} does not match its hash")
+
+
+def read_local(root: Path) -> Bundle:
+    config_path = root / ARTIFACT_DIR / CONFIG_FILE
+    if not config_path.is_file():
+        raise BundleError(f"{root} is not a splitserve bundle (no {ARTIFACT_DIR}/{CONFIG_FILE})")
+    return Bundle(root=root, config=ServingConfig.from_json(config_path.read_text()))
+
+
+def load_bundle(uri: str, parts: tuple[str, ...] = (), verify: bool = True) -> Bundle:
+    """Fetch serving.json and the named artifact parts of the bundle at `uri`, verified.
+
+    `uri` is a local directory or anything MLflow resolves (runs:/, models:/name/3,
+    models:/name@alias, models:/m-<id>, file:...).
+    """
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown bundle parts {sorted(unknown)}; known: {PARTS}")
+    scheme = re.match(r"^([A-Za-z][\w+.-]+):", uri)
+    if scheme is None or scheme.group(1) == "file":
+        local = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
+        bundle = read_local(local.resolve())
+    else:
+        bundle = read_local(_fetch_remote(uri, parts))
+    if verify:
+        bundle.verify(parts)
+    return bundle
+
+
+def _fetch_remote(uri: str, parts: tuple[str, ...]) -> Path:
+    dest = tempfile.mkdtemp(prefix="splitserve-bundle-", dir=os.environ.get("SPLITSERVE_CACHE_DIR"))
+    cmd = [sys.executable, "-m", "splitserve.core.fetch", uri, dest, *parts]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        detail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise BundleError(f"cannot fetch bundle {uri!r}: {detail[0]}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def check_model(requested: str, served: str, required: bool = False) -> None:
+    """Refuse a request for another model; an empty name means the served one unless `required`."""
+    if (requested or required) and requested != served:
+        raise ModelNotFound(f"model {requested!r} is not served here; this tier serves {served!r}")
+
+
+def check_fingerprint(sent: str, mine: str, source: str) -> None:
+    """Refuse to combine tiers loaded from different bundles (an empty fingerprint is not pinned)."""
+    if sent and sent != mine:
+        raise BundleMismatch(
+            f"bundle mismatch: {source} is for bundle {sent}, this tier serves {mine}; "
+            "all tiers must be loaded from the same serving bundle"
+        )

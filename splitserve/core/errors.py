@@ -1,0 +1,49 @@
+"""Typed errors, one class per condition.
+
+Stage logic raises these; servers map them to gRPC status codes in one place
+(`splitserve.core.grpc_server.ErrorInterceptor`). Messages are safe to show to clients; any other
+exception becomes INTERNAL with a generic message.
+"""
+
+from __future__ import annotations
+
+
+class SplitServeError(Exception):
+    """Base class of every error whose message may be shown to a client."""
+
+
+class InvalidInput(SplitServeError):
+    """The request is malformed: a record, a field or a param is wrong (INVALID_ARGUMENT)."""
+
+
+class ModelNotFound(SplitServeError):
+    """The request names a model this server does not serve (NOT_FOUND)."""
+
+
+class ModelNotReady(SplitServeError):
+    """The server is still loading or is shutting down (UNAVAILABLE)."""
+
+
+class Overloaded(SplitServeError):
+    """Too much work in flight; retry later or elsewhere (RESOURCE_EXHAUSTED)."""
+
+
+class Unauthenticated(SplitServeError):
+    """The call carries no valid token (UNAUTHENTICATED)."""
+
+
+class BundleMismatch(SplitServeError):
+    """Tiers were loaded from different serving bundles (FAILED_PRECONDITION)."""
+
+
+class BundleError(SplitServeError):
+    """A serving bundle is missing, corrupt or not what a command expects."""
+
+
+class ExportError(SplitServeError):
+    """Export failed, e.g. the ONNX graph does not match PyTorch within tolerance."""
+
+
+def record_label(index: int, record_id: str | None) -> str:
+    """How messages name a record: `record 3 (id='a7')`."""
+    return f"record {index} (id={record_id!r})" if record_id else f"record {index}"

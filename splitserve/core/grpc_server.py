@@ -1,0 +1,245 @@
+"""What every splitserve gRPC server shares: error mapping, health, reflection, metrics,
+start-up announcement and graceful shutdown.
+
+A tier supplies a `Tier` (its servicer registration, its service names and an async `load`);
+`serve(tier, settings)` does the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter, Gauge, Histogram
+
+from splitserve.core import errors
+from splitserve.core.settings import ServerSettings
+
+log = logging.getLogger("splitserve")
+
+# The one table from error classes to gRPC status codes.
+STATUS_CODES: dict[type[errors.SplitServeError], grpc.StatusCode] = {
+    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.ModelNotReady: grpc.StatusCode.UNAVAILABLE,
+    errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.BundleMismatch: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.BundleError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ExportError: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+REQUESTS = Counter("splitserve_requests_total", "RPCs handled", ["tier", "method", "code"])
+LATENCY = Histogram(
+    "splitserve_request_seconds",
+    "RPC latency",
+    ["tier", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+IN_FLIGHT = Gauge("splitserve_in_flight", "RPCs in progress", ["tier"])
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status a client sees for an exception raised by a handler."""
+    if isinstance(exc, grpc.aio.AioRpcError):  # a downstream tier's answer, passed through
+        return exc.code(), exc.details() or exc.code().name
+    for cls in type(exc).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls], str(exc)
+    if isinstance(exc, errors.SplitServeError):
+        return grpc.StatusCode.INTERNAL, str(exc)
+    incident = uuid.uuid4().hex[:12]
+    log.error("unexpected error (incident %s)", incident, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the server log"
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps exceptions to status codes and records per-method metrics, for unary RPCs and for
+    server-streaming and bidirectional ones (an error ends the stream with its status)."""
+
+    def __init__(self, tier: str):
+        self.tier = tier
+
+    async def intercept_service(self, continuation: Callable[..., Awaitable[Any]], details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = details.method.rsplit("/", 1)[-1]
+        codecs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                async with self._guard(method, context):
+                    return await unary(request, context)
+                raise AssertionError("unreachable")  # the guard re-raises or aborts
+
+            return grpc.unary_unary_rpc_method_handler(wrapped, **codecs)
+        stream = handler.unary_stream or handler.stream_stream
+        if not inspect.isasyncgenfunction(stream):  # e.g. health's Watch, which writes to its context
+            return handler
+
+        async def streamed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async with self._guard(method, context):
+                async for item in stream(request, context):
+                    yield item
+
+        factory = (
+            grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        )
+        return factory(streamed, **codecs)
+
+    @contextlib.asynccontextmanager
+    async def _guard(self, method: str, context: grpc.aio.ServicerContext) -> Any:
+        start = time.perf_counter()
+        IN_FLIGHT.labels(self.tier).inc()
+        code = grpc.StatusCode.OK
+        try:
+            yield
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:  # noqa: BLE001 - this is the mapping point
+            if context.code() not in (None, grpc.StatusCode.OK) and not isinstance(exc, errors.SplitServeError):
+                code = context.code()
+                raise  # the handler already aborted
+            code, message = status_of(exc)
+            await context.abort(code, message)
+        finally:
+            IN_FLIGHT.labels(self.tier).dec()
+            REQUESTS.labels(self.tier, method, code.name).inc()
+            LATENCY.labels(self.tier, method).observe(time.perf_counter() - start)
+
+
+class Tier(Protocol):
+    name: str
+    service_names: list[str]  # full gRPC service names, for health and reflection
+
+    def register(self, server: grpc.aio.Server) -> None: ...
+
+    async def load(self) -> dict[str, Any]:
+        """Load what the tier serves; returns facts for the ready line (e.g. fingerprint)."""
+        ...
+
+
+def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+@dataclass
+class Running:
+    """A started server: its bound port and health servicer."""
+
+    tier: Tier
+    server: grpc.aio.Server
+    health: health_aio.HealthServicer
+    port: int
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self.tier.service_names]:
+            await self.health.set(name, status)
+
+    async def stop(self, grace_s: float) -> None:
+        await self.set_serving(False)
+        await self.server.stop(grace_s)
+
+
+def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+    """TLS when the settings name a certificate; mutual TLS when they also name a client CA."""
+    if settings.tls_cert is None and settings.tls_key is None:
+        if settings.tls_client_ca is not None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+async def start(tier: Tier, settings: ServerSettings) -> Running:
+    """Start the tier's server (health NOT_SERVING, reflection on); loading is up to the caller."""
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(tier.name)], options=server_options(settings))
+    tier.register(server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = [*tier.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+    address = f"{settings.host}:{settings.port}"
+    credentials = server_credentials(settings)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    running = Running(tier, server, health, port)
+    await running.set_serving(False)
+    await server.start()
+    return running
+
+
+async def serve(tier: Tier, settings: ServerSettings) -> int:
+    """Run the tier until SIGINT/SIGTERM; returns a process exit code.
+
+    Health is NOT_SERVING until `load` finishes, then SERVING; on a signal it flips back to
+    NOT_SERVING and in-flight RPCs get `grace_s` seconds to finish. Once loaded, one JSON line
+    `{"tier", "address", ...}` goes to stdout so launchers know where the tier listens.
+    """
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.host)
+    running = await start(tier, settings)
+    port = running.port
+    log.info("%s listening on %s:%d, loading", tier.name, settings.host, port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    load = asyncio.create_task(tier.load())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({load, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if load.done():
+        if load.exception() is not None:
+            log.error("%s failed to load: %s", tier.name, load.exception(), exc_info=load.exception())
+            print(f"error: {tier.name} failed to load: {load.exception()}", file=sys.stderr, flush=True)
+            stop.set()
+            code = 1
+        else:
+            await running.set_serving(True)
+            facts = load.result() or {}
+            print(json.dumps({"tier": tier.name, "address": f"{settings.host}:{port}", **facts}), flush=True)
+            log.info("%s ready on %s:%d", tier.name, settings.host, port)
+    await stopper
+    load.cancel()
+    log.info("%s draining (grace %.1fs)", tier.name, settings.grace_s)
+    await running.stop(settings.grace_s)
+    close = getattr(tier, "close", None)
+    if close is not None:
+        await close()
+    return code

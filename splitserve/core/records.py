@@ -1,0 +1,124 @@
+"""Input records: normalization from what users pass, and validation with precise messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from splitserve.core.errors import InvalidInput, record_label
+
+# Accepted aliases for the main text field (MLflow users often name the column `content`).
+TEXT_ALIASES = ("text", "content", "inputs")
+RECORD_FIELDS = ("id", "text", "text_pair", "question", "context", "candidate_labels")
+STRING_FIELDS = ("text", "text_pair", "question", "context")
+# The most records one request may carry, and the longest text, unless a tier's settings say otherwise.
+MAX_RECORDS = 1024
+MAX_TEXT_CHARS = 100_000
+
+
+@dataclass
+class Record:
+    id: str
+    text: str | None = None
+    text_pair: str | None = None
+    question: str | None = None
+    context: str | None = None
+    candidate_labels: list[str] = field(default_factory=list)
+
+
+def to_records(inputs: Any) -> list[Record]:
+    """Records from a string, a list of strings/dicts, or a pandas DataFrame.
+
+    A dict uses the field names of `Record` (`content` is accepted for `text`). A missing id
+    becomes the record's index. Values are type-checked here so that messages name the record
+    and the field.
+    """
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    elif hasattr(inputs, "to_dict") and hasattr(inputs, "columns"):  # pandas.DataFrame
+        inputs = inputs.to_dict(orient="records")
+    elif isinstance(inputs, dict):
+        inputs = [inputs]
+    if not isinstance(inputs, (list, tuple)):
+        raise InvalidInput(f"records must be a list of strings or dicts, got {type(inputs).__name__}")
+    return [_to_record(i, item) for i, item in enumerate(inputs)]
+
+
+def _to_record(index: int, item: Any) -> Record:
+    if isinstance(item, Record):
+        return item
+    if isinstance(item, str):
+        return Record(id=str(index), text=item)
+    if not isinstance(item, dict):
+        raise InvalidInput(f"{record_label(index, None)}: expected a string or a dict, got {type(item).__name__}")
+    item = dict(item)
+    raw_id = item.pop("id", None)
+    record_id = str(index) if raw_id is None or raw_id != raw_id else str(raw_id)  # NaN -> index
+    where = record_label(index, record_id)
+    aliases = [k for k in TEXT_ALIASES if k in item]
+    if len(aliases) > 1:
+        raise InvalidInput(f"{where}: give the text once, as one of {list(TEXT_ALIASES)}; got {aliases}")
+    if aliases:
+        item["text"] = item.pop(aliases[0])
+    unknown = sorted(set(item) - set(RECORD_FIELDS))
+    if unknown:
+        raise InvalidInput(f"{where}: unknown field(s) {unknown}; known fields: {list(RECORD_FIELDS[1:])}")
+    record = Record(id=record_id)
+    for name in STRING_FIELDS:
+        value = item.get(name)
+        if value is None or (isinstance(value, float) and value != value):
+            continue
+        if not isinstance(value, str):
+            raise InvalidInput(f"{where}: field {name!r} must be a string, got {type(value).__name__}")
+        setattr(record, name, value)
+    labels = item.get("candidate_labels")
+    if hasattr(labels, "tolist"):  # a numpy array, from a DataFrame column
+        labels = labels.tolist()
+    if labels is not None and not (isinstance(labels, float) and labels != labels):  # NaN: missing
+        if isinstance(labels, str):  # "a, b, c", split as the zero-shot pipeline splits it
+            labels = [s.strip() for s in labels.split(",") if s.strip()]
+        if not isinstance(labels, (list, tuple)) or not all(isinstance(x, str) for x in labels):
+            raise InvalidInput(f"{where}: field 'candidate_labels' must be a list of strings")
+        record.candidate_labels = list(labels)
+    return record
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request size limits, enforced where records enter a tier."""
+
+    max_records: int = MAX_RECORDS
+    max_text_chars: int = MAX_TEXT_CHARS
+
+
+def check_request(records: list[Record], limits: Limits) -> None:
+    if not records:
+        raise InvalidInput("request has no records")
+    if len(records) > limits.max_records:
+        raise InvalidInput(f"request has {len(records)} records; the limit is {limits.max_records}")
+
+
+def check_records(records: list[Record], limits: Limits, required: tuple[str, ...], used: tuple[str, ...]) -> None:
+    """The request's size, and every record's fields: the `required` string fields are there and not
+    blank; no field is over the size limit or unused by the task (`used`)."""
+    check_request(records, limits)
+    for index, record in enumerate(records):
+        where = record_label(index, record.id)
+        for name in required:
+            value = getattr(record, name)
+            if value is None:
+                raise InvalidInput(f"{where}: field {name!r} is missing")
+            if not value.strip():
+                raise InvalidInput(f"{where}: field {name!r} is empty")
+        for name in STRING_FIELDS:
+            value = getattr(record, name)
+            if value is None:
+                continue
+            if name not in used:
+                raise InvalidInput(f"{where}: field {name!r} is not used by this task")
+            if len(value) > limits.max_text_chars:
+                raise InvalidInput(
+                    f"{where}: field {name!r} has {len(value)} characters; the limit is {limits.max_text_chars}"
+                )
+        if record.candidate_labels and "candidate_labels" not in used:
+            raise InvalidInput(f"{where}: field 'candidate_labels' is not used by this task")

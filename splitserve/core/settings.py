@@ -1,0 +1,36 @@
+"""Settings shared by every server. Each tier subclasses `ServerSettings` in its own
+`settings.py` with its env prefix; CLI flags are generated from the same fields
+(`splitserve.cli.add_settings_flags`), so every knob has one home.
+
+Precedence: CLI flag > `SPLITSERVE_<TIER>_<FIELD>` env var > default.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from splitserve.core.records import MAX_RECORDS, MAX_TEXT_CHARS
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPLITSERVE_", extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(0, description="Port to bind; 0 picks a free one (announced on stdout).")
+    grace_s: float = Field(10.0, description="Seconds in-flight RPCs get to finish on SIGTERM.")
+    max_message_bytes: int = Field(64 * 1024 * 1024, description="Largest gRPC message accepted or sent.")
+    metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port (off when unset).")
+    log_level: str = Field("info", description="Logging level.")
+    tls_cert: str | None = Field(None, description="PEM certificate (chain) file: serve TLS instead of plaintext.")
+    tls_key: str | None = Field(None, description="PEM private key file of --tls-cert.")
+    tls_client_ca: str | None = Field(
+        None, description="PEM CA file: require client certificates it signed (mutual TLS)."
+    )
+
+
+class BundleServerSettings(ServerSettings):
+    bundle_uri: str = Field(..., description="Serving bundle: a path, runs:/..., models:/name/3, models:/name@alias.")
+    model_name: str | None = Field(None, description="Name the model is served under (default: the bundle's).")
+    max_records: int = Field(MAX_RECORDS, description="Most records one request may carry.")
+    max_text_chars: int = Field(MAX_TEXT_CHARS, description="Longest text (in characters) one record may carry.")

@@ -1,0 +1,244 @@
+"""`splitserve export`: source MLflow transformers model -> ONNX -> parity check -> serving bundle.
+
+Heavy dependencies (torch, optimum, mlflow, onnxruntime) are imported inside `export_bundle`.
+The steps live in their own modules: `onnx` (Optimum's export), `parity` (against PyTorch),
+`generation` (what generation needs), `quantize` (int8 and its quality gate), `signature`
+(params, code, requirements), `samples` (the texts every check runs on).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from splitserve import tasks
+from splitserve.core.bundle import CONFIG_FILE, ServingConfig, hash_tree
+from splitserve.core.errors import ExportError
+from splitserve.core.generation import DEFAULT_MAX_NEW_TOKENS_LIMIT, OUTPUT, GenerationInfo
+from splitserve.export.generation import generation_info
+from splitserve.export.onnx import export_graphs, graph_inputs, max_length_of, output_shapes
+from splitserve.export.parity import check_generation_parity, check_parity, check_seq2seq_parity
+from splitserve.export.quantize import (
+    DEFAULT_QUALITY_THRESHOLDS,
+    check_quantized,
+    quality_thresholds_for,
+    quantize_int8,
+)
+from splitserve.export.samples import QUALITY_TEXTS, SAMPLE_TEXTS
+from splitserve.export.signature import bundle_requirements, code_paths, signature_for
+from splitserve.tasks.base import Task
+
+__all__ = ["DEFAULT_QUALITY_THRESHOLDS", "bundle_name", "export_bundle"]
+
+
+def bundle_name(source_uri: str, name: str | None, register: str | None) -> str:
+    if name:
+        return name
+    if register:
+        return register
+    if source_uri.startswith("models:/") and not source_uri.startswith("models:/m-"):
+        return source_uri[len("models:/") :].split("/")[0].split("@")[0]
+    return "model"
+
+
+def export_bundle(
+    source_uri: str,
+    name: str | None = None,
+    register: str | None = None,
+    tolerance: float = 1e-4,
+    defaults: dict[str, Any] | None = None,
+    show_progress: bool = True,
+    quantize: str | None = None,
+    quality_thresholds: dict[str, float] | None = None,
+    max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS_LIMIT,
+) -> str:
+    """Export the source model at `source_uri` and log the serving bundle; returns its URI.
+
+    `quantize="int8"` replaces the bundle's ONNX graph with a dynamically quantized one, after the
+    fp32 graph passed the PyTorch parity check, and only if the int8 graph keeps the quality of the
+    fp32 one on sample texts (`quality_thresholds` overrides `DEFAULT_QUALITY_THRESHOLDS`).
+    `max_new_tokens_limit`: generation tasks only, the most new tokens a request may ask for.
+    """
+    import mlflow
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    defaults = dict(defaults or {})
+    thresholds = quality_thresholds_for(quantize, quality_thresholds)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not show_progress,
+    )
+    with progress, tempfile.TemporaryDirectory(prefix="splitserve-export-") as tmp:
+
+        def step(text: str) -> Any:
+            return progress.add_task(text, total=1)
+
+        def done(task_id: Any, text: str) -> None:
+            progress.update(task_id, completed=1, description=f"[green]✓[/] {text}")
+
+        t = step(f"Loading source model {source_uri}")
+        components = mlflow.transformers.load_model(source_uri, return_type="components")
+        pipeline_task = components["task"]  # translation: "translation_en_to_fr" and the like
+        task = tasks.lookup(pipeline_task)
+        if task is None:
+            raise ExportError(f"task {pipeline_task!r} is not supported yet; supported: {sorted(tasks.NAMES)}")
+        _check_arguments(task, defaults, quantize, max_new_tokens_limit)
+        model, tokenizer = components["model"].float().eval(), components["tokenizer"]
+        done(t, f"Loaded {type(model).__name__} ({task.name})")
+
+        t = step("Exporting to ONNX with Optimum")
+        artifacts = Path(tmp) / "artifacts"
+        onnx_dir, tok_dir = artifacts / "onnx", artifacts / "tokenizer"
+        onnx_file = export_graphs(model, task, Path(tmp) / "optimum", onnx_dir)
+        tokenizer.save_pretrained(str(tok_dir))
+        done(t, "Exported ONNX graph")
+
+        t = step("Checking ONNX against PyTorch")
+        max_length = max_length_of(tokenizer, model.config)
+        generation, template = None, None
+        if task.export.parity != "encoder":
+            generation, template = generation_info(
+                model, tokenizer, onnx_dir, source_uri, max_new_tokens_limit, pipeline_task, task
+            )
+        parity = _check_parity(task, model, tokenizer, onnx_dir, max_length, tolerance, generation)
+        done(t, f"ONNX matches PyTorch (max abs diff {parity['parity_max_abs_diff']:.2e})")
+
+        if quantize == "int8":
+            t = step("Quantizing to int8 (dynamic, per-channel weights) and checking it against fp32")
+            int8_dir = Path(tmp) / "int8"
+            int8_dir.mkdir()
+            quantize_int8(onnx_dir / "model.onnx", int8_dir / "model.onnx")
+            gate = task.export.int8_gate
+            quality = check_quantized(
+                onnx_dir / "model.onnx",
+                int8_dir / "model.onnx",
+                tokenizer,
+                max_length,
+                gate,
+                task.export.outputs[0],  # the main output
+                SAMPLE_TEXTS + QUALITY_TEXTS,
+                thresholds,
+            )
+            shutil.rmtree(onnx_dir)
+            shutil.copytree(int8_dir, onnx_dir)
+            parity.update(quality)
+            done(
+                t,
+                "Quantized to int8 ("
+                + ", ".join(f"{g} {quality[f'int8_{g}']:.4f} >= {thresholds[g]:g}" for g in gate)
+                + ")",
+            )
+
+        if generation:  # the model tier takes the prompts and returns the generated ids
+            model_inputs, model_outputs = ["input_ids", "attention_mask"], [OUTPUT]
+            shapes = {OUTPUT: [-1, -1]}
+        else:
+            model_inputs, model_outputs = graph_inputs(onnx_dir / onnx_file), list(task.export.outputs)
+            shapes = output_shapes(onnx_dir / onnx_file, model_outputs)
+        config = ServingConfig(
+            name=bundle_name(source_uri, name, register),
+            task=task.name,
+            source_model_uri=source_uri,
+            model_inputs=model_inputs,
+            model_outputs=model_outputs,
+            max_length=max_length,
+            output_shapes=shapes,
+            id2label={int(k): v for k, v in model.config.id2label.items()} if task.export.labels else None,
+            problem_type=getattr(model.config, "problem_type", None),
+            defaults=defaults,
+            quantization=quantize,
+            parity=parity,
+            artifacts={"tokenizer": hash_tree(tok_dir), "onnx": hash_tree(onnx_dir)},
+            generation=generation,
+            prompt_template=template,
+            onnx_file=onnx_file,
+        )
+        config.fingerprint = config.compute_fingerprint()
+        (artifacts / CONFIG_FILE).write_text(config.to_json())
+
+        t = step("Logging the serving bundle to MLflow")
+        uri = _log_bundle(task, config, artifacts, register)
+        done(t, f"Logged serving bundle {uri} (fingerprint {config.fingerprint})")
+    return uri
+
+
+def _check_arguments(task: Task, defaults: dict[str, Any], quantize: str | None, max_new_tokens_limit: int) -> None:
+    task.validate_defaults(defaults)
+    if (defaults.get("max_new_tokens") or 0) > max_new_tokens_limit:
+        raise ExportError(
+            f"default max_new_tokens={defaults['max_new_tokens']} exceeds max_new_tokens_limit={max_new_tokens_limit}"
+        )
+    if quantize and not task.export.int8_gate:
+        gated = sorted(t.name for t in tasks.TASKS if t.export.int8_gate)
+        raise ExportError(
+            f"--quantize {quantize} has no quality gate for task {task.name!r} yet "
+            f"(gated tasks: {gated}); export it without quantization"
+        )
+
+
+def _check_parity(
+    task: Task,
+    model: Any,
+    tokenizer: Any,
+    onnx_dir: Path,
+    max_length: int,
+    tolerance: float,
+    generation: GenerationInfo | None,
+) -> dict[str, float]:
+    if task.export.parity == "decoder":
+        return check_generation_parity(model, onnx_dir / "model.onnx", tokenizer, max_length, SAMPLE_TEXTS, tolerance)
+    if task.export.parity == "seq2seq":
+        assert generation is not None and generation.decoder_start_token_id is not None
+        start = generation.decoder_start_token_id
+        return check_seq2seq_parity(model, onnx_dir, tokenizer, max_length, SAMPLE_TEXTS, tolerance, start)
+    outputs = task.export.outputs
+    token_outputs = [
+        n
+        for n, shape in output_shapes(onnx_dir / "model.onnx", list(outputs)).items()
+        if len(shape) >= 2 and shape[1] == -1
+    ]
+    return check_parity(
+        model, onnx_dir / "model.onnx", tokenizer, max_length, SAMPLE_TEXTS, outputs, tolerance, token_outputs
+    )
+
+
+def _log_bundle(task: Task, config: ServingConfig, artifacts: Path, register: str | None) -> str:
+    """Log the bundle as an MLflow pyfunc model (registered under `register`); returns its URI."""
+    import mlflow
+
+    from splitserve.mlflow_env import registered_uri
+
+    with mlflow.start_run(run_name=f"export-{config.name}"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*input example.*")
+        mlflow.log_params(
+            {
+                "source_model_uri": config.source_model_uri,
+                "task": task.name,
+                "fingerprint": config.fingerprint,
+                "max_length": config.max_length,
+                "quantization": config.quantization or "none",
+            }
+        )
+        mlflow.log_metrics(config.parity)
+        info = mlflow.pyfunc.log_model(
+            name="bundle",
+            python_model=str(Path(__file__).parent.parent / "pyfunc_model.py"),
+            artifacts={
+                "serving.json": str(artifacts / CONFIG_FILE),
+                "tokenizer": str(artifacts / "tokenizer"),
+                "onnx": str(artifacts / "onnx"),
+            },
+            code_paths=code_paths(),
+            signature=signature_for(task, config),
+            pip_requirements=bundle_requirements(),
+            registered_model_name=register,
+            tags={"splitserve.fingerprint": config.fingerprint, "splitserve.task": task.name},
+        )
+    return registered_uri(info, register)

@@ -1,0 +1,87 @@
+"""The ONNX export itself (Optimum), and the model facts read off it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from splitserve.core.errors import ExportError
+from splitserve.tasks.base import Task
+
+ENCODER_FILE, MERGED_DECODER_FILE = "encoder_model.onnx", "decoder_model_merged.onnx"
+
+
+# Model types whose position ids start after the padding index (RoBERTa family).
+PADDING_OFFSET_TYPES = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xlm-roberta-xl"}
+
+
+def max_length_of(tokenizer: Any, model_config: Any) -> int:
+    candidates = []
+    if 0 < getattr(tokenizer, "model_max_length", 0) < 100_000:
+        candidates.append(int(tokenizer.model_max_length))
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if positions:
+        if model_config.model_type in PADDING_OFFSET_TYPES:
+            positions -= (model_config.pad_token_id or 0) + 1
+        candidates.append(int(positions))
+    if not candidates:
+        raise ExportError("cannot tell the model's maximum sequence length")
+    return min(candidates)
+
+
+def export_graphs(model: Any, task: Task, raw_dir: Path, onnx_dir: Path) -> str:
+    """Export with Optimum into `raw_dir` and copy the graphs the bundle keeps (with their
+    external data) into `onnx_dir`; returns the file the model tier runs."""
+    graphs = export_onnx(model, raw_dir, task.export.optimum_task)
+    onnx_dir.mkdir(parents=True)
+    for f in raw_dir.iterdir():
+        if f.name.split(".onnx")[0] + ".onnx" in graphs and (
+            f.suffix == ".onnx" or ".onnx_data" in f.name or ".onnx.data" in f.name
+        ):
+            shutil.copy2(f, onnx_dir / f.name)
+    return graphs[-1]
+
+
+def export_onnx(model: Any, out_dir: Path, optimum_task: str) -> list[str]:
+    """Optimum's export; returns the graph files the bundle keeps (encoder-decoders: the encoder
+    and the merged decoder, not the separate decoders with and without past)."""
+    import logging
+    import warnings
+
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    logging.getLogger("optimum").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_export_from_model(model, out_dir, task=optimum_task, do_validation=False)
+    wanted = [ENCODER_FILE, MERGED_DECODER_FILE] if optimum_task.startswith("text2text") else ["model.onnx"]
+    missing = [f for f in wanted if not (out_dir / f).exists()]
+    if missing:
+        raise ExportError(f"Optimum wrote no {missing} (got {sorted(p.name for p in out_dir.iterdir())})")
+    return wanted
+
+
+def graph_inputs(path: Path) -> list[str]:
+    import onnxruntime as ort
+
+    return [i.name for i in ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()]
+
+
+def output_shapes(path: Path, outputs: list[str]) -> dict[str, list[int]]:
+    """The graph's output shapes, -1 for its variable dimensions."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    shapes = {o.name: o.shape for o in session.get_outputs()}
+    return {name: [d if isinstance(d, int) else -1 for d in shapes[name]] for name in outputs}
+
+
+def encoder_states(model: Any, input_ids: Any, attention_mask: Any) -> Any:
+    """An encoder-decoder's encoder hidden states in PyTorch (T5's encoder stack must be told
+    use_cache=False: after an ONNX export its config says True)."""
+    import inspect
+
+    encoder = model.get_encoder()
+    kwargs = {"use_cache": False} if "use_cache" in inspect.signature(encoder.forward).parameters else {}
+    return encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state

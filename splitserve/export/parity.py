@@ -1,0 +1,168 @@
+"""The exported graphs checked against PyTorch on the sample texts: an encoder's outputs, a
+decoder-only LM's logits (prefill and one step with past), an encoder-decoder's encoder states and
+decoder logits. Export fails past the tolerance; the numbers become MLflow metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from splitserve.core.errors import ExportError
+from splitserve.export.onnx import ENCODER_FILE, MERGED_DECODER_FILE
+from splitserve.export.samples import SAMPLE_TEXTS
+
+
+def check_parity(
+    model: Any,
+    onnx_path: Path,
+    tokenizer: Any,
+    max_length: int,
+    inputs: list[str],
+    outputs: str | tuple[str, ...] | list[str],
+    tolerance: float,
+    token_outputs: tuple[str, ...] | list[str] = (),
+) -> dict[str, float]:
+    """Run PyTorch and ONNX Runtime on the same batch and compare every output (`token_outputs`:
+    those with one value per token, compared at real tokens only); fail past `tolerance` (abs +
+    rel) on any. The metrics are the worst over all outputs."""
+    import onnxruntime as ort
+    import torch
+
+    names_out = [outputs] if isinstance(outputs, str) else list(outputs)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    enc = tokenizer(SAMPLE_TEXTS, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    feeds = {n: enc[n].astype(np.int64) if n in enc else np.zeros_like(enc["input_ids"], dtype=np.int64) for n in names}
+    with torch.inference_mode():
+        torch_out = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+    onnx_out = dict(zip(names_out, session.run(names_out, feeds), strict=True))
+    mask = enc["attention_mask"].astype(bool)
+    max_abs = max_rel = 0.0
+    for output in names_out:
+        expected, actual = torch_out[output].float().numpy(), onnx_out[output]
+        if output in token_outputs:  # token-level outputs: compare real tokens only
+            expected, actual = expected[mask], actual[mask]
+        abs_diff, rel_diff = _compare(expected, actual, tolerance, f"ONNX output {output!r}")
+        max_abs, max_rel = max(max_abs, abs_diff), max(max_rel, rel_diff)
+    return {"parity_max_abs_diff": max_abs, "parity_max_rel_diff": max_rel, "parity_tolerance": tolerance}
+
+
+def _compare(expected: np.ndarray, actual: np.ndarray, tolerance: float, what: str) -> tuple[float, float]:
+    """Max abs and rel difference; ExportError past `tolerance` (abs + rel)."""
+    diff = np.abs(expected - actual)
+    if not bool(np.all(diff <= tolerance + tolerance * np.abs(expected))):
+        raise ExportError(
+            f"{what} differs from PyTorch by up to {float(diff.max()):.3g} (tolerance {tolerance:g}); refusing to export"
+        )
+    return float(diff.max()), float((diff / np.maximum(np.abs(expected), 1e-6)).max())
+
+
+def check_generation_parity(
+    model: Any, onnx_path: Path, tokenizer: Any, max_length: int, texts: list[str], tolerance: float
+) -> dict[str, float]:
+    """The decoder graph against PyTorch: the logits of every prompt position (prefill, empty past)
+    and of one more step fed the graph's own present key values; fail past `tolerance`."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    inputs = {i.name: i for i in session.get_inputs()}
+    out_names = [o.name for o in session.get_outputs()]
+    past_names = [n for n in inputs if n.startswith("past_key_values.")]
+    max_abs = max_rel = 0.0
+    for text in texts:
+        ids = np.asarray([tokenizer(text, truncation=True, max_length=max_length - 1)["input_ids"]], dtype=np.int64)
+        n = ids.shape[1]
+        feeds: dict[str, np.ndarray] = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if "position_ids" in inputs:
+            feeds["position_ids"] = np.arange(n, dtype=np.int64)[None]
+        for name in past_names:
+            _, heads, _, dim = inputs[name].shape
+            feeds[name] = np.zeros((1, int(heads), 0, int(dim)), dtype=np.float32)
+        with torch.inference_mode():
+            kwargs = {"position_ids": torch.arange(n)[None]} if "position_ids" in inputs else {}
+            t_out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.ones(1, n, dtype=torch.long), **kwargs)
+            o_out = dict(zip(out_names, session.run(out_names, feeds), strict=True))
+            steps = [(t_out.logits[0].float().numpy(), o_out["logits"][0])]
+            nxt = int(o_out["logits"][0, -1].argmax())
+            feeds2: dict[str, np.ndarray] = {
+                "input_ids": np.asarray([[nxt]], dtype=np.int64),
+                "attention_mask": np.ones((1, n + 1), dtype=np.int64),
+            }
+            if "position_ids" in inputs:
+                feeds2["position_ids"] = np.asarray([[n]], dtype=np.int64)
+            for name in past_names:
+                feeds2[name] = o_out[name.replace("past_key_values.", "present.")]
+            kwargs = {"position_ids": torch.tensor([[n]])} if "position_ids" in inputs else {}
+            t2 = model(
+                input_ids=torch.tensor([[nxt]]),
+                attention_mask=torch.ones(1, n + 1, dtype=torch.long),
+                past_key_values=t_out.past_key_values,
+                **kwargs,
+            )
+            o2 = session.run(["logits"], feeds2)[0]
+            steps.append((t2.logits[0].float().numpy(), o2[0]))
+        for expected, actual in steps:
+            abs_diff, rel_diff = _compare(expected, actual, tolerance, "ONNX decoder logits")
+            max_abs, max_rel = max(max_abs, abs_diff), max(max_rel, rel_diff)
+    return {"parity_max_abs_diff": max_abs, "parity_max_rel_diff": max_rel, "parity_tolerance": tolerance}
+
+
+def check_seq2seq_parity(
+    model: Any, onnx_dir: Path, tokenizer: Any, max_length: int, texts: list[str], tolerance: float, start_id: int
+) -> dict[str, float]:
+    """The encoder and merged decoder graphs against PyTorch: the encoder's hidden states, the
+    decoder's logits on the first step (no past) and on one more step fed the graph's own past key
+    values; fail past `tolerance`."""
+    import onnxruntime as ort
+    import torch
+
+    from splitserve.export.onnx import encoder_states as encode
+
+    encoder = ort.InferenceSession(str(onnx_dir / ENCODER_FILE), providers=["CPUExecutionProvider"])
+    decoder = ort.InferenceSession(str(onnx_dir / MERGED_DECODER_FILE), providers=["CPUExecutionProvider"])
+    inputs = {i.name: i.shape for i in decoder.get_inputs()}
+    past_names = [n for n in inputs if n.startswith("past_key_values.")]
+    outputs = ["logits", *(n.replace("past_key_values.", "present.", 1) for n in past_names)]
+    max_abs = max_rel = 0.0
+    for text in texts:
+        ids = np.asarray([tokenizer(text, truncation=True, max_length=max_length)["input_ids"]], dtype=np.int64)
+        mask = np.ones_like(ids)
+        (hidden,) = encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
+        _, heads, _, dim = inputs[past_names[0]]
+        feeds: dict[str, np.ndarray] = {
+            "input_ids": np.asarray([[start_id]], dtype=np.int64),
+            "encoder_hidden_states": hidden,
+            "encoder_attention_mask": mask,
+            "use_cache_branch": np.asarray([False]),
+            **dict.fromkeys(past_names, np.zeros((1, int(heads), 0, int(dim)), dtype=np.float32)),
+        }
+        first = dict(zip(outputs, decoder.run(outputs, feeds), strict=True))
+        nxt = int(first["logits"][0, -1].argmax())
+        feeds.update(
+            {n: first[n.replace("past_key_values.", "present.", 1)] for n in past_names},
+            input_ids=np.asarray([[nxt]], dtype=np.int64),
+            use_cache_branch=np.asarray([True]),
+        )
+        second = decoder.run(["logits"], feeds)[0]
+        with torch.inference_mode():
+            t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+            t_hidden = encode(model, t_ids, t_mask)
+            t1 = model(encoder_outputs=(t_hidden,), attention_mask=t_mask, decoder_input_ids=torch.tensor([[start_id]]))
+            t2 = model(
+                encoder_outputs=(t_hidden,),
+                attention_mask=t_mask,
+                decoder_input_ids=torch.tensor([[nxt]]),
+                past_key_values=t1.past_key_values,
+            )
+        pairs = [
+            (t_hidden[0].float().numpy(), hidden[0], "ONNX encoder hidden states"),
+            (t1.logits[0].float().numpy(), first["logits"][0], "ONNX decoder logits (first step)"),
+            (t2.logits[0].float().numpy(), second[0], "ONNX decoder logits (with past)"),
+        ]
+        for expected, actual, what in pairs:
+            abs_diff, rel_diff = _compare(expected, actual, tolerance, what)
+            max_abs, max_rel = max(max_abs, abs_diff), max(max_rel, rel_diff)
+    return {"parity_max_abs_diff": max_abs, "parity_max_rel_diff": max_rel, "parity_tolerance": tolerance}

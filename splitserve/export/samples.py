@@ -1,0 +1,73 @@
+"""The texts export checks the ONNX graphs on: against PyTorch (parity) and int8 against fp32
+(the quality gate)."""
+
+# Texts the ONNX graph is checked on against PyTorch: scripts, emoji, odd spacing, a long one.
+SAMPLE_TEXTS = [
+    "Abraham Lincoln cut down a cherry tree",
+    "Florida has nice beaches",
+    "Élodie a visité Zürich et São Paulo en été.",
+    "東京タワーに行きました。北京欢迎你",
+    "I ❤️ Paris 🗼 and naïve café crème",
+    "multiple    spaces\tand\nnewlines   here",
+    "x",
+    " ".join(["The quick brown fox jumps over the lazy dog."] * 120),
+]
+
+# More texts for the int8 quality gate (with SAMPLE_TEXTS): 8 texts are too few to measure 99%
+# agreement. Docstring-like English, questions, sentiment, names and places, numbers, code,
+# accents, CJK, Arabic, Cyrillic, emoji; short and long.
+QUALITY_TEXTS = [
+    "Return the number of items in the queue, or zero when it is empty.",
+    "Load the configuration file and validate every field against the schema.",
+    "Raises ValueError if the timeout is negative.",
+    "This function is deprecated and will be removed in the next major release.",
+    "Compute the cosine similarity between two vectors of the same length.",
+    "Which state is good for a seaside holiday?",
+    "How do I reset my password if I no longer have access to my email?",
+    "What time does the museum open on Sundays?",
+    "Is it going to rain in Seattle tomorrow afternoon?",
+    "I absolutely loved this movie, the acting was superb!",
+    "The service was slow and the food arrived cold. Never again.",
+    "It was fine, I guess. Nothing special, nothing terrible.",
+    "Worst purchase I have ever made; it broke after two days.",
+    "What a wonderful surprise, thank you so much for the flowers!",
+    "Angela Merkel met Emmanuel Macron in Berlin on Tuesday.",
+    "Microsoft and NASA announced a partnership to study climate data.",
+    "Barack Obama was born in Honolulu, Hawaii, in 1961.",
+    "The United Nations headquarters is located in New York City.",
+    "Søren Kierkegaard wrote Either/Or while living in Copenhagen.",
+    "Toyota opened a new factory near Kraków last spring.",
+    "The invoice total is $1,249.99, due on 2024-03-15.",
+    "Call +1 (555) 010-2030 between 9am and 5pm, Monday to Friday.",
+    "Version 3.11.4 fixes a memory leak in the HTTP client.",
+    "for i in range(10): print(i ** 2)",
+    "SELECT name, email FROM users WHERE created_at > NOW() - INTERVAL '7 days';",
+    "Please see https://example.com/docs/install for installation instructions.",
+    "The mitochondria is the powerhouse of the cell.",
+    "Photosynthesis converts light energy into chemical energy stored in glucose.",
+    "The Treaty of Westphalia ended the Thirty Years' War in 1648.",
+    "Water boils at 100 degrees Celsius at sea level.",
+    "She sells seashells by the seashore.",
+    "Après le déjeuner, nous avons flâné le long de la Seine.",
+    "¿Dónde está la estación de tren más cercana?",
+    "Der schnelle braune Fuchs springt über den faulen Hund.",
+    "Zoë Núñez a étudié à Montréal avant de partir pour Reykjavík.",
+    "Ich möchte gern einen Kaffee mit Milch, bitte.",
+    "Москва — столица России.",
+    "مرحبا بالعالم، كيف حالك اليوم؟",
+    "今日はとても良い天気ですね。散歩に行きましょう。",
+    "我喜欢在周末去公园跑步。",
+    "서울은 대한민국의 수도입니다.",
+    "東京大学の研究チームが新しい材料を発見した。",
+    "The meeting has been moved to Thursday 🙂 see you there!",
+    "Great job team 🎉🎉🎉",
+    "ok",
+    "Why?",
+    "no no no no no",
+    "A man is playing a guitar on the street corner while people walk by.",
+    "Two dogs are running through a field of tall grass.",
+    "The new phone has a faster processor, a better camera and a longer battery life, "
+    "but it is also considerably more expensive than last year's model.",
+    "Despite the heavy traffic on the highway, we arrived at the airport with plenty of time "
+    "to spare, checked our bags, and had a quick breakfast before boarding the flight to Lisbon.",
+]

@@ -1,0 +1,49 @@
+"""The postprocess stage: model outputs + context -> one typed result per record.
+
+Resolves the request's params, checks the tensors' rows against the records, and hands them to
+the bundle's task (`Task.decode`). Results are dicts with one key, the task's result kind. Pure
+Python/numpy: no protobuf, no torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from splitserve.core.bundle import ServingConfig
+from splitserve.core.errors import InvalidInput
+from splitserve.core.records import Record
+from splitserve.tasks import get
+from splitserve.tasks.base import ROW_RECORD, Batch, Stage
+
+
+class Postprocessor:
+    def __init__(self, config: ServingConfig, tokenizer: Any = None):
+        self.task = get(config.task)
+        if self.task.decodes_tokens and tokenizer is None:
+            raise ValueError(f"task {config.task} needs the bundle's tokenizer")
+        self.stage = Stage(config, tokenizer)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.stage.tokenizer
+
+    def run(
+        self,
+        records: list[Record],
+        params: dict[str, Any] | None,
+        outputs: dict[str, np.ndarray],
+        context: dict[str, np.ndarray],
+        partial: bool = False,
+    ) -> list[dict[str, Any]]:
+        """`partial`: a stream's tokens so far, decoded for its deltas (with the task's `stream_params`)."""
+        p = self.task.resolve(self.stage.config, params)
+        if partial:
+            p = {**p, **self.task.stream_params}
+        rows = len(records)
+        if self.task.multi_row:
+            if ROW_RECORD not in context:
+                raise InvalidInput(f"context tensor {ROW_RECORD!r} is missing; got {sorted(context)}")
+            rows = int(np.asarray(context[ROW_RECORD]).shape[0])
+        return self.task.decode(self.stage, Batch(records, outputs, context, rows), p)
