@@ -18,7 +18,8 @@ from postprocess_svc.server import PostprocessTier
 from postprocess_svc.settings import PostprocessSettings
 from preprocess_svc.server import PreprocessTier
 from preprocess_svc.settings import PreprocessSettings
-from splitserve.grpc_server import Running, start
+from splitserve.core.grpc_server import Running, start
+from splitserve.inline import inline_stages
 
 
 class Stack:
@@ -63,7 +64,8 @@ class Stack:
             "postprocess": [self.addresses["postprocess"]],
         }
         gw = GatewaySettings(**{**tiers, **self.gateway_overrides})
-        self.gateway_tier = GatewayTier(gw)
+        stages = inline_stages(gw.inline_stages) if gw.inline_stages is not None else None
+        self.gateway_tier = GatewayTier(gw, stages)
         self.addresses["gateway"] = await self._start(self.gateway_tier, gw)
 
     async def _stop_all(self) -> None:

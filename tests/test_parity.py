@@ -11,8 +11,8 @@ from conftest import ARCHS, TASKS
 from oracle import PARAMS, TEXTS, assert_matches, pipeline_output
 from stack import Stack
 
-from splitserve.bundle import load_bundle
 from splitserve.client import Client
+from splitserve.core.bundle import load_bundle
 from splitserve.inprocess import InProcessPipeline
 
 

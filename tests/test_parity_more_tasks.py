@@ -14,11 +14,12 @@ from conftest import ARCHS, MORE_TASKS
 from oracle import MORE_PARAMS, QA_RECORDS, ZERO_SHOT_RECORDS, assert_matches, more_inputs, pipeline_output
 from stack import Stack
 
-from splitserve.bundle import load_bundle
 from splitserve.client import Client
-from splitserve.errors import InvalidInput
+from splitserve.core.bundle import load_bundle
+from splitserve.core.errors import InvalidInput
+from splitserve.core.records import to_records
 from splitserve.inprocess import InProcessPipeline
-from splitserve.records import ROW_RECORD, to_records
+from splitserve.tasks.base import ROW_RECORD
 
 # The QA pipeline itself calls np.array() on torch tensors once per window.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")

@@ -15,7 +15,7 @@ from oracle import TEXTS, assert_matches
 from stack import Stack
 
 from splitserve.client import Client
-from splitserve.errors import InvalidInput
+from splitserve.core.errors import InvalidInput
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

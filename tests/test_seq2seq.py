@@ -17,8 +17,8 @@ import pytest
 import transformers
 from stack import Stack
 
-from splitserve.bundle import load_bundle
 from splitserve.client import Client
+from splitserve.core.bundle import load_bundle
 from splitserve.inprocess import InProcessPipeline
 
 TEXTS = [

@@ -15,7 +15,7 @@ from stack import Stack
 from model_svc.server import ModelTier
 from model_svc.settings import ModelSettings
 from splitserve.client import Client
-from splitserve.grpc_server import start
+from splitserve.core.grpc_server import start
 
 
 @pytest.mark.parametrize("task", ["feature-extraction", "token-classification"])
