@@ -112,12 +112,12 @@ def cmd_serve_gateway(args: argparse.Namespace) -> int:
 
 def cmd_log(args: argparse.Namespace) -> int:
     from splitserve.mlflow_env import ensure_tracking_uri
-    from splitserve.source import log_pipeline
+    from splitserve.source import DEFAULT_TASK, log_pipeline
 
     ensure_tracking_uri()
     model_config = json.loads(args.model_config) if args.model_config else None
     model_dir = Path(args.model_dir) if args.model_dir else None
-    print(log_pipeline(model_dir, args.task, args.name, args.prompt_template, model_config))
+    print(log_pipeline(model_dir, args.task or DEFAULT_TASK, args.name, args.prompt_template, model_config))
     return 0
 
 
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model-dir", help="A saved Hugging Face model+tokenizer folder (default: bundled all-MiniLM-L6-v2)."
     )
-    p.add_argument("--task", default="feature-extraction", help="Pipeline task (default: feature-extraction).")
+    p.add_argument("--task", help="Pipeline task (default: the bundled model's, feature-extraction).")
     p.add_argument("--name", help="Register the logged model under this name.")
     p.add_argument("--prompt-template", help="Generation tasks: MLflow prompt template with one {prompt}.")
     p.add_argument(

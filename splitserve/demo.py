@@ -32,14 +32,14 @@ def main(workdir: Path) -> int:
     from splitserve.export import export_bundle
     from splitserve.launcher import up
     from splitserve.mlflow_env import ensure_tracking_uri
-    from splitserve.source import log_pipeline
+    from splitserve.source import DEFAULT_TASK, log_pipeline
 
     workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(workdir)
     console = Console(stderr=True)
     tracking = ensure_tracking_uri()
     console.print(f"[bold]MLflow store:[/] {tracking}")
-    source = log_pipeline(None, "feature-extraction", None)
+    source = log_pipeline(None, DEFAULT_TASK, None)
     console.print(f"[bold]1. Logged source model:[/] {source}")
     bundle = export_bundle(source)
     console.print(f"[bold]2. Exported serving bundle:[/] {bundle}")

@@ -9,6 +9,7 @@ from typing import Any
 from splitserve import tasks
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+DEFAULT_TASK = tasks.feature_extraction.TASK.name  # the bundled model's
 
 
 def bundled_minilm_dir() -> Path:

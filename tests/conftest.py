@@ -1,5 +1,10 @@
 """Shared fixtures: a real MLflow store in a temp folder, and serving bundles exported from
-tiny random-weight models (two architectures per task) and from the real all-MiniLM-L6-v2."""
+tiny random-weight models (two architectures per task, built on first use) and from the real
+all-MiniLM-L6-v2.
+
+Layout (mirrors the source tree): `unit/` the core without MLflow or models (seconds),
+`tasks/test_<task>.py` each task against its oracles (with its own oracle adapter), and the tiers
+and programs at the top level."""
 
 from __future__ import annotations
 
@@ -15,9 +20,6 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 sys.path.insert(0, str(Path(__file__).parent))
 
-TASKS = ("feature-extraction", "text-classification", "token-classification")
-# Tasks with other records than one text, or several model rows per record (tests/test_parity_more_tasks.py).
-MORE_TASKS = ("fill-mask", "question-answering", "zero-shot-classification")
 ARCHS = ("bert", "roberta")  # WordPiece and byte-level BPE tokenizers
 
 
@@ -54,26 +56,27 @@ def _log_and_export(task: str, arch: str, model_dir: Path, name: str) -> Exporte
     return Exported(task, arch, model_dir, source, bundle, mlflow.artifacts.download_artifacts(bundle))
 
 
-def _tiny_bundles(tasks: tuple[str, ...], root: Path) -> dict[tuple[str, str], Exported]:
-    """A tiny random-weight model per task and architecture, logged and exported."""
-    from zoo import save_tiny
+class TinyBundles:
+    """A tiny random-weight model per (task, architecture), logged and exported the first time a
+    test asks for it (`bundles[("fill-mask", "bert")]`), then shared by every test of the session."""
 
-    out = {}
-    for task in tasks:
-        for arch in ARCHS:
-            model_dir = save_tiny(task, arch, root / f"{task}-{arch}")
-            out[(task, arch)] = _log_and_export(task, arch, model_dir, name=f"tiny-{task}-{arch}")
-    return out
+    def __init__(self, root: Path):
+        self.root = root
+        self.built: dict[tuple[str, str], Exported] = {}
+
+    def __getitem__(self, key: tuple[str, str]) -> Exported:
+        if key not in self.built:
+            from zoo import save_tiny
+
+            task, arch = key
+            model_dir = save_tiny(task, arch, self.root / f"{task}-{arch}")
+            self.built[key] = _log_and_export(task, arch, model_dir, name=f"tiny-{task}-{arch}")
+        return self.built[key]
 
 
 @pytest.fixture(scope="session")
-def tiny_bundles(mlflow_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Exported]:
-    return _tiny_bundles(TASKS, tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="session")
-def more_bundles(mlflow_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Exported]:
-    return _tiny_bundles(MORE_TASKS, tmp_path_factory.mktemp("tiny-more"))
+def tiny_bundles(mlflow_store: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyBundles:
+    return TinyBundles(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="session")

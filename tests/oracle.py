@@ -1,8 +1,11 @@
-"""The correctness oracle: what `transformers.pipeline` on PyTorch returns for the same model
-and input, and comparisons of splitserve results against it."""
+"""What the task tests share: the inputs every task is checked on, the tolerances, and the one
+parity check against the oracle, `transformers.pipeline` on PyTorch, through the gateway (real
+gRPC servers of every tier) and in process. Each task's test module brings its own oracle
+adapter: what the pipeline returns in splitserve's result shape, and how two results compare."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,162 +27,103 @@ TEXTS = [
     LONG_TEXT,  # longer than every model's max length: truncated
 ]
 
-PARAMS = {
-    "feature-extraction": [{}, {"pooling": "mean", "normalize": True}, {"pooling": "cls"}],
-    "text-classification": [{}, {"top_k": None}, {"top_k": 2, "function_to_apply": "sigmoid"}],
-    "token-classification": [
-        {},
-        {"aggregation_strategy": "simple"},
-        {"aggregation_strategy": "first"},
-        {"aggregation_strategy": "average"},
-        {"aggregation_strategy": "max"},
-        {"aggregation_strategy": "simple", "ignore_labels": []},
-    ],
-}
+# (the pipeline, one record's input, params) -> the pipeline's output in splitserve's result shape
+Expected = Callable[[Any, Any, dict[str, Any]], dict[str, Any]]
+# (expected, got, where) -> None, or AssertionError
+Matches = Callable[[dict[str, Any], dict[str, Any], str], None]
 
 
-# The tasks where one record can make several model rows, or carries more than a text.
-# Fill-mask texts hold "{mask}", replaced by the tokenizer's mask token (`fill_mask_texts`).
-FILL_MASK_TEMPLATES = [
-    "Abraham Lincoln cut down a {mask} tree",
-    "Élodie vit à {mask} et mange des crêpes",
-    "東京{mask}に行きました。北京欢迎你",
-    "I ❤️ {mask} 🗼 😀",
-    "multiple    spaces   and\t{mask}\nnewlines",
-    "Angela {mask} met Emmanuel Macron in {mask}.",  # two masks: a list per mask
-    "{mask}",
-]
-QA_RECORDS = [
-    {"question": "Who works for NASA?", "context": "Angela Merkel works for NASA in Paris."},
-    {"question": "Où vit Élodie ?", "context": "Élodie vit à Zürich et mange des crêpes à São Paulo."},
-    {"question": "東京タワーはどこ？", "context": "東京タワーに行きました。北京欢迎你 😀"},
-    {"question": "What do I love?", "context": "I ❤️ Paris 🗼 😀 and naïve café crème, multiple    spaces."},
-    # Longer than every model's max length (BERT 384 by default, RoBERTa 64): windows with stride.
-    {"question": "Where did they fly to?", "context": LONG_TEXT},
-]
-ZERO_SHOT_RECORDS = [
-    {"text": "Angela Merkel met Emmanuel Macron in Berlin", "candidate_labels": ["politics", "sports", "travel"]},
-    {
-        "text": "Élodie vit à Zürich et mange des crêpes",
-        "candidate_labels": ["food", "cuisine française", "voyage", "sport"],
-    },
-    {"text": "東京タワーに行きました。北京欢迎你", "candidate_labels": ["旅行", "travel"]},
-    {"text": "I ❤️ Paris 🗼 😀", "candidate_labels": ["love", "hate"]},
-    {"text": "Florida has nice beaches", "candidate_labels": ["beach"]},  # one label: entailment vs contradiction
-    {"text": LONG_TEXT, "candidate_labels": ["news", "politics", "weather"]},  # truncated, hypothesis kept
-]
-
-MORE_PARAMS: dict[str, list[dict[str, Any]]] = {
-    "fill-mask": [
-        {},
-        {"top_k": 2},
-        # In the vocabulary or not (then its first token, as the pipeline does); fewer than top_k.
-        {"targets": ["paris", "Berlin", " tree", "🗼", "crêpes"], "top_k": 10},
-    ],
-    "question-answering": [
-        {},
-        {"top_k": 3},
-        {"top_k": 2, "max_answer_len": 4, "handle_impossible_answer": True},
-        {"max_seq_len": 48, "doc_stride": 16, "top_k": 2, "max_question_len": 32},
-        {"align_to_words": False, "top_k": 2},
-    ],
-    "zero-shot-classification": [
-        {},
-        {"multi_label": True},
-        {"hypothesis_template": "Das Thema ist {}."},
-    ],
-}
+def close(expected: float, got: float, tol: float = SCORE_TOL) -> bool:
+    return abs(float(expected) - float(got)) <= tol
 
 
-def fill_mask_texts(mask_token: str) -> list[str]:
-    return [t.replace("{mask}", mask_token) for t in FILL_MASK_TEMPLATES]
+def pipeline_for(exported: Any) -> Any:
+    import transformers
+
+    return transformers.pipeline(
+        exported.task, model=str(exported.model_dir), tokenizer=str(exported.model_dir), device=-1
+    )
 
 
-def more_inputs(task: str, tokenizer: Any) -> list[dict[str, Any]]:
-    """The records (without ids) each of the more tasks is checked on."""
-    if task == "fill-mask":
-        return [{"text": t} for t in fill_mask_texts(tokenizer.mask_token)]
-    if task == "question-answering":
-        return QA_RECORDS
-    if task == "zero-shot-classification":
-        return ZERO_SHOT_RECORDS
-    raise ValueError(task)
+def check_parity(
+    exported: Any,
+    items: list[Any],
+    params_list: list[dict[str, Any]],
+    expected: Expected,
+    matches: Matches,
+    backend: str = "onnx",
+) -> None:
+    """For every params: the gateway over every tier (model tier on `backend`) and, on ONNX, the
+    in-process pipeline answer each item as the pipeline does, ids and order kept."""
+    from stack import Stack
+
+    from splitserve.client import Client
+    from splitserve.core.bundle import load_bundle
+    from splitserve.inprocess import InProcessPipeline
+
+    pipe = pipeline_for(exported)
+    records = [{"id": f"r{i}", **(item if isinstance(item, dict) else {"text": item})} for i, item in enumerate(items)]
+    local = InProcessPipeline(load_bundle(exported.local_dir, ("tokenizer", "onnx"))) if backend == "onnx" else None
+    with Stack(exported.local_dir, model={"backend": backend}) as stack, Client(stack.gateway) as client:
+        for params in params_list:
+            answers = {f"gateway ({backend})": client.predict(records, params=params)}
+            if local is not None:
+                answers["in-process"] = local.predict(records, params=params)
+            for path, results in answers.items():
+                assert [r["id"] for r in results] == [r["id"] for r in records], path
+                for item, result in zip(items, results, strict=True):
+                    where = f"{path} {exported.task}/{exported.arch} params={params} input={str(item)[:40]!r}"
+                    matches(expected(pipe, item, params), result, where)
 
 
-def pipeline_output(task: str, pipe: Any, text: Any, params: dict[str, Any]) -> Any:
-    """The pipeline's output for one text (a record dict for question-answering and
-    zero-shot-classification), in splitserve's result shape."""
-    if task == "feature-extraction":
-        tokens = np.asarray(pipe(text, truncation=True)[0], dtype=np.float32)
-        pooling = params.get("pooling", "none")
-        out = tokens.mean(axis=0) if pooling == "mean" else tokens[0] if pooling == "cls" else tokens
-        if params.get("normalize"):
-            out = out / max(float(np.linalg.norm(out)), 1e-12)
-        return {"embedding": out}
-    if task == "text-classification":
-        kwargs = {k: v for k, v in params.items()}
-        labels = pipe(text, truncation=True, **({"top_k": 1} | kwargs))
-        return {"labels": labels}
-    if task == "token-classification":
-        return {"entities": pipe(text, **params)}
-    if task == "fill-mask":
-        return {"filled_masks": pipe(text["text"] if isinstance(text, dict) else text, **params)}
-    if task == "question-answering":
-        answers = pipe(question=text["question"], context=text["context"], **params)
-        return {"answers": answers if isinstance(answers, list) else [answers]}
-    if task == "zero-shot-classification":
-        return {"zero_shot": pipe(text["text"], candidate_labels=text["candidate_labels"], **params)}
-    raise ValueError(task)
+def assert_embedding(expected: Any, got: Any, where: str, tol: float = EMBED_TOL) -> None:
+    exp, res = np.asarray(expected), np.asarray(got, dtype=np.float32)
+    assert exp.shape == res.shape, f"{where}: shape {res.shape} != pipeline {exp.shape}"
+    diff = float(np.abs(exp - res).max()) if exp.size else 0.0
+    assert diff <= tol, f"{where}: embeddings differ by {diff}"
 
 
-def _close(expected: float, got: float) -> bool:
-    return abs(float(expected) - float(got)) <= SCORE_TOL
+def check_pyfunc(
+    exported: Any, items: list[dict[str, Any]], params: dict[str, Any], expected: Expected, matches: Matches
+) -> None:
+    """`mlflow.pyfunc.load_model(bundle).predict(df)` answers as the pipeline does: MLflow fills in
+    the signature's param defaults (lists as []), the DataFrame carries the task's columns."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from splitserve import tasks
+
+    kind = tasks.get(exported.task).result_kind
+    pipe = pipeline_for(exported)
+    frame = pd.DataFrame([{"id": f"id-{i}", **item} for i, item in enumerate(items)])
+    scored = mlflow.pyfunc.load_model(exported.local_dir).predict(frame, params=params)
+    assert list(scored["id"]) == list(frame["id"])
+    for item, (_, row) in zip(items, scored.iterrows(), strict=True):
+        matches(expected(pipe, item, params), {kind: row[kind]}, f"pyfunc {exported.task} {row['id']}")
 
 
-def assert_matches(task: str, expected: dict[str, Any], got: dict[str, Any], where: str) -> None:
-    if task == "feature-extraction":
-        exp, res = np.asarray(expected["embedding"]), np.asarray(got["embedding"], dtype=np.float32)
-        assert exp.shape == res.shape, f"{where}: shape {res.shape} != pipeline {exp.shape}"
-        diff = float(np.abs(exp - res).max())
-        assert diff <= EMBED_TOL, f"{where}: embeddings differ by {diff}"
-    elif task == "text-classification":
-        exp, res = expected["labels"], got["labels"]
-        assert [d["label"] for d in res] == [d["label"] for d in exp], f"{where}: {res} != {exp}"
-        for e, r in zip(exp, res, strict=True):
-            assert abs(e["score"] - r["score"]) <= SCORE_TOL, f"{where}: {res} != {exp}"
-    elif task == "fill-mask":
-        exp, res = expected["filled_masks"], got["filled_masks"]
-        # One mask: a flat list of candidates; several: a list per mask (the pipeline's shapes).
-        assert isinstance(res[0], dict) == isinstance(exp[0], dict), f"{where}: shape {res} != pipeline {exp}"
-        for e_mask, r_mask in zip(*(([x] if isinstance(x[0], dict) else x) for x in (exp, res)), strict=True):
-            assert len(r_mask) == len(e_mask), f"{where}: {r_mask} != {e_mask}"
-            for e, r in zip(e_mask, r_mask, strict=True):
-                assert set(r) == set(e), f"{where}: keys {sorted(r)} != {sorted(e)}"
-                assert (r["token"], r["token_str"], r["sequence"]) == (e["token"], e["token_str"], e["sequence"]), (
-                    f"{where}: {r} != {e}"
-                )
-                assert _close(e["score"], r["score"]), f"{where}: {r} != {e}"
-    elif task == "question-answering":
-        exp, res = expected["answers"], got["answers"]
-        assert len(res) == len(exp), f"{where}: {res} != {exp}"
-        for e, r in zip(exp, res, strict=True):
-            assert set(r) == set(e), f"{where}: keys {sorted(r)} != {sorted(e)}"
-            assert (r["answer"], r["start"], r["end"]) == (e["answer"], e["start"], e["end"]), (
-                f"{where}: {res} != {exp}"
-            )
-            assert _close(e["score"], r["score"]), f"{where}: {res} != {exp}"
-    elif task == "zero-shot-classification":
-        exp, res = expected["zero_shot"], got["zero_shot"]
-        assert set(res) == set(exp), f"{where}: keys {sorted(res)} != {sorted(exp)}"
-        assert (res["sequence"], res["labels"]) == (exp["sequence"], exp["labels"]), f"{where}: {res} != {exp}"
-        assert all(_close(e, r) for e, r in zip(exp["scores"], res["scores"], strict=True)), f"{where}: {res} != {exp}"
-    else:
-        exp, res = expected["entities"], got["entities"]
-        assert len(exp) == len(res), f"{where}: {len(res)} entities, pipeline {len(exp)}:\n{res}\n{exp}"
-        for e, r in zip(exp, res, strict=True):
-            for key in e:
-                if key == "score":
-                    assert abs(float(e[key]) - r[key]) <= SCORE_TOL, f"{where}: {r} != {e}"
-                else:
-                    assert r[key] == e[key], f"{where}: {key} {r[key]!r} != {e[key]!r} ({r} vs {e})"
-            assert set(r) == set(e), f"{where}: keys {sorted(r)} != {sorted(e)}"
+def check_invalid_argument(
+    exported: Any, good: dict[str, Any], cases: list[tuple[list[Any], dict[str, Any] | None, str]]
+) -> None:
+    """Bad input: INVALID_ARGUMENT through the gateway with a message naming the record and the
+    field (or the param), InvalidInput with the same message in process; the servers keep serving."""
+    import grpc
+    import pytest
+    from stack import Stack
+
+    from splitserve.client import Client
+    from splitserve.core.bundle import load_bundle
+    from splitserve.core.errors import InvalidInput
+    from splitserve.inprocess import InProcessPipeline
+
+    local = InProcessPipeline(load_bundle(exported.local_dir, ("tokenizer", "onnx")))
+    with Stack(exported.local_dir) as stack, Client(stack.gateway) as client:
+        for records, params, details in cases:
+            with pytest.raises(grpc.RpcError) as info:
+                client.predict(records, params=params)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+            assert details in info.value.details()
+            with pytest.raises(InvalidInput) as local_info:
+                local.predict(records, params=params)
+            assert details in str(local_info.value)
+            assert client.predict([good])[0]["id"] == good["id"]  # ...and the servers keep serving

@@ -64,13 +64,13 @@ def run_bench(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from splitserve.export import export_bundle
-    from splitserve.source import log_pipeline
+    from splitserve.source import DEFAULT_TASK, log_pipeline
 
     console = Console(stderr=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     if source_uri is None:
         console.print("Logging the bundled all-MiniLM-L6-v2 as the source model")
-        source_uri = log_pipeline(None, "feature-extraction", None)
+        source_uri = log_pipeline(None, DEFAULT_TASK, None)
     names = targets or ALL_TARGETS
     unknown = sorted(set(names) - set(ALL_TARGETS))
     if unknown:

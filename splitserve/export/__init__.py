@@ -197,7 +197,8 @@ def _check_parity(
     if task.export.parity == "seq2seq":
         assert generation is not None and generation.decoder_start_token_id is not None
         start = generation.decoder_start_token_id
-        return check_seq2seq_parity(model, onnx_dir, tokenizer, max_length, SAMPLE_TEXTS, tolerance, start)
+        graphs = task.export.graphs
+        return check_seq2seq_parity(model, onnx_dir, graphs, tokenizer, max_length, SAMPLE_TEXTS, tolerance, start)
     outputs = task.export.outputs
     token_outputs = [
         n

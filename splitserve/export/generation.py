@@ -7,7 +7,6 @@ from typing import Any
 
 from splitserve.core.errors import ExportError
 from splitserve.core.generation import GenerationInfo, ModelDecoding
-from splitserve.export.onnx import ENCODER_FILE, MERGED_DECODER_FILE
 from splitserve.tasks.base import Task
 
 # generation_config settings the decoding loop (model_svc/generation.py) does not implement, with
@@ -65,7 +64,7 @@ def generation_info(
         raise ExportError(
             f"{type(tokenizer).__name__} takes src_lang/tgt_lang (multilingual translation); not supported yet"
         )
-    graph = onnx_dir / (MERGED_DECODER_FILE if encoder_decoder else "model.onnx")
+    graph = onnx_dir / task.export.graphs[-1]
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     graph_inputs = {i.name: i.shape for i in session.get_inputs()}
     past = sorted(n for n in graph_inputs if n.startswith("past_key_values."))
@@ -136,7 +135,7 @@ def generation_info(
         return_full_text=model_config.get("return_full_text"),
         # MLflow's text-generation option: runs of whitespace in the text become one space.
         collapse_whitespace=bool(model_config.get("collapse_whitespace", False)),
-        encoder_file=ENCODER_FILE if encoder_decoder else None,
+        encoder_file=task.export.graphs[0] if encoder_decoder else None,
         decoder_start_token_id=None if start is None else int(start),
         prefix=prefix if encoder_decoder else None,
     )

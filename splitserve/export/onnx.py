@@ -9,9 +9,6 @@ from typing import Any
 from splitserve.core.errors import ExportError
 from splitserve.tasks.base import Task
 
-ENCODER_FILE, MERGED_DECODER_FILE = "encoder_model.onnx", "decoder_model_merged.onnx"
-
-
 # Model types whose position ids start after the padding index (RoBERTa family).
 PADDING_OFFSET_TYPES = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xlm-roberta-xl"}
 
@@ -33,7 +30,7 @@ def max_length_of(tokenizer: Any, model_config: Any) -> int:
 def export_graphs(model: Any, task: Task, raw_dir: Path, onnx_dir: Path) -> str:
     """Export with Optimum into `raw_dir` and copy the graphs the bundle keeps (with their
     external data) into `onnx_dir`; returns the file the model tier runs."""
-    graphs = export_onnx(model, raw_dir, task.export.optimum_task)
+    graphs = export_onnx(model, raw_dir, task.export.optimum_task, task.export.graphs)
     onnx_dir.mkdir(parents=True)
     for f in raw_dir.iterdir():
         if f.name.split(".onnx")[0] + ".onnx" in graphs and (
@@ -43,9 +40,8 @@ def export_graphs(model: Any, task: Task, raw_dir: Path, onnx_dir: Path) -> str:
     return graphs[-1]
 
 
-def export_onnx(model: Any, out_dir: Path, optimum_task: str) -> list[str]:
-    """Optimum's export; returns the graph files the bundle keeps (encoder-decoders: the encoder
-    and the merged decoder, not the separate decoders with and without past)."""
+def export_onnx(model: Any, out_dir: Path, optimum_task: str, wanted: tuple[str, ...]) -> tuple[str, ...]:
+    """Optimum's export; checks it wrote the graph files the bundle keeps (`wanted`)."""
     import logging
     import warnings
 
@@ -55,7 +51,6 @@ def export_onnx(model: Any, out_dir: Path, optimum_task: str) -> list[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         onnx_export_from_model(model, out_dir, task=optimum_task, do_validation=False)
-    wanted = [ENCODER_FILE, MERGED_DECODER_FILE] if optimum_task.startswith("text2text") else ["model.onnx"]
     missing = [f for f in wanted if not (out_dir / f).exists()]
     if missing:
         raise ExportError(f"Optimum wrote no {missing} (got {sorted(p.name for p in out_dir.iterdir())})")

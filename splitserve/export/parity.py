@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from splitserve.core.errors import ExportError
-from splitserve.export.onnx import ENCODER_FILE, MERGED_DECODER_FILE
 from splitserve.export.samples import SAMPLE_TEXTS
 
 
@@ -111,7 +110,14 @@ def check_generation_parity(
 
 
 def check_seq2seq_parity(
-    model: Any, onnx_dir: Path, tokenizer: Any, max_length: int, texts: list[str], tolerance: float, start_id: int
+    model: Any,
+    onnx_dir: Path,
+    graphs: tuple[str, ...],
+    tokenizer: Any,
+    max_length: int,
+    texts: list[str],
+    tolerance: float,
+    start_id: int,
 ) -> dict[str, float]:
     """The encoder and merged decoder graphs against PyTorch: the encoder's hidden states, the
     decoder's logits on the first step (no past) and on one more step fed the graph's own past key
@@ -121,8 +127,8 @@ def check_seq2seq_parity(
 
     from splitserve.export.onnx import encoder_states as encode
 
-    encoder = ort.InferenceSession(str(onnx_dir / ENCODER_FILE), providers=["CPUExecutionProvider"])
-    decoder = ort.InferenceSession(str(onnx_dir / MERGED_DECODER_FILE), providers=["CPUExecutionProvider"])
+    encoder = ort.InferenceSession(str(onnx_dir / graphs[0]), providers=["CPUExecutionProvider"])
+    decoder = ort.InferenceSession(str(onnx_dir / graphs[1]), providers=["CPUExecutionProvider"])
     inputs = {i.name: i.shape for i in decoder.get_inputs()}
     past_names = [n for n in inputs if n.startswith("past_key_values.")]
     outputs = ["logits", *(n.replace("past_key_values.", "present.", 1) for n in past_names)]

@@ -150,6 +150,9 @@ class ExportFacts:
     parity: str = "encoder"  # the check against PyTorch: "encoder" (the outputs), "decoder" or "seq2seq"
     int8_gate: tuple[str, ...] = ()  # quality metrics an int8 export must keep; none: int8 is refused
     labels: bool = False  # the stages read the model config's id2label
+    # The graph files of Optimum's export the bundle keeps; the last is the one the model tier runs
+    # (encoder-decoders: the encoder, then the merged decoder).
+    graphs: tuple[str, ...] = ("model.onnx",)
 
 
 class Task:

@@ -30,7 +30,7 @@ from zoo import BPE_MAX_LEN, _corpus, _train_byte_level_files, reloaded, roberta
 
 from splitserve.tasks.token_classification import AGGREGATION_STRATEGIES, decode_entities
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 from zoo import MINILM_DIR  # noqa: E402
 
 BIO_LABELS = [
