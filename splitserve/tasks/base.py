@@ -164,6 +164,7 @@ class Task:
     required: ClassVar[tuple[str, ...]] = ("text",)  # record fields every record must have
     fields: ClassVar[tuple[str, ...]] = ("text",)  # record fields the task reads
     result_kind: ClassVar[str]  # the key of its results, and the `Result.output` oneof field
+    example: ClassVar[Any]  # one result value, as the client returns it (docs, the codec's round-trip test)
     export: ClassVar[ExportFacts]
     streams: ClassVar[bool] = False  # PredictStream sends text as it is generated
     decodes_tokens: ClassVar[bool] = False  # the postprocess stage needs the tokenizer

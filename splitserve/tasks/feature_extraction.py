@@ -40,6 +40,7 @@ class FeatureExtraction(Task):
         P.Param("normalize", P.boolean, False, "boolean"),
     )
     result_kind = "embedding"
+    example = [0.25, -0.5, 0.125]  # pooled; [tokens, hidden] with pooling "none"
     export = ExportFacts("feature-extraction", ("last_hidden_state",), int8_gate=("min_cosine", "mean_cosine"))
 
     def encode(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:

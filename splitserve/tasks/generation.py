@@ -39,6 +39,7 @@ class Generation(Task):
 
     params = G.PARAMS
     result_kind = "generated"
+    example = [{"generated_text": "La maison est merveilleuse.", "token_ids": [2317, 4, 9]}]
     streams = True
     decodes_tokens = True
 

@@ -340,6 +340,7 @@ class TokenClassification(Task):
         P.Param("ignore_labels", P.string_list, ["O"], "string_list"),
     )
     result_kind = "entities"
+    example = [{"entity_group": "PER", "score": 0.99, "word": "angela merkel", "start": 0, "end": 13}]
     decodes_tokens = True
     export = ExportFacts("token-classification", ("logits",), int8_gate=("label_agreement",), labels=True)
 

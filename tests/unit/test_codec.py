@@ -63,19 +63,21 @@ VALUES = {
 }  # fmt: skip
 
 
+def round_trip(task, value) -> None:
+    message = tasks.result_to_pb(task, "r1", {task.result_kind: value})
+    back = tasks.result_from_pb(message)
+    assert back["id"] == "r1"
+    got = back[task.result_kind]
+    if task.result_kind == "entities":  # the client fills in what the pipeline leaves out
+        value = [{"start": None, "end": None, **e} for e in value]
+    assert _same(got, value), (got, value)
+
+
 @pytest.mark.parametrize("task", tasks.TASKS, ids=lambda t: t.name)
 def test_every_result_kind_round_trips(task) -> None:
-    @given(VALUES[task.result_kind])
-    def round_trip(value) -> None:
-        message = tasks.result_to_pb(task, "r1", {task.result_kind: value})
-        back = tasks.result_from_pb(message)
-        assert back["id"] == "r1"
-        got = back[task.result_kind]
-        if task.result_kind == "entities":  # the client fills in what the pipeline leaves out
-            value = [{"start": None, "end": None, **e} for e in value]
-        assert _same(got, value), (got, value)
-
-    round_trip()
+    round_trip(task, task.example)
+    if task.result_kind in VALUES:  # and any value of the kinds known here
+        given(VALUES[task.result_kind])(lambda value: round_trip(task, value))()
 
 
 def _same(a, b) -> bool:
