@@ -55,7 +55,7 @@ class Client:
     def predict(self, records: Any, params: dict[str, Any] | None = None, model: str = "") -> list[dict[str, Any]]:
         """Run records (strings, dicts or a DataFrame) through the split pipeline.
 
-        Raises `splitserve.errors.InvalidInput` for records that cannot be encoded, and
+        Raises `splitserve.core.errors.InvalidInput` for records that cannot be encoded, and
         `grpc.RpcError` (with `.code()` and `.details()`) for what the servers refuse.
         """
         request = pb.PredictRequest(

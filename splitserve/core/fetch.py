@@ -1,6 +1,6 @@
 """Download parts of a serving bundle with MLflow: `python -m splitserve.core.fetch URI DEST [PART...]`.
 
-Run as a child process by `splitserve.bundle.load_bundle` so that tier processes never import
+Run as a child process by `splitserve.core.bundle.load_bundle` so that tier processes never import
 MLflow. Prints the local bundle root (the directory holding `artifacts/`) as its last line.
 """
 

@@ -86,7 +86,11 @@ class ZeroShotClassification(Task):
     )
     fields = ("text", "candidate_labels")
     result_kind = "zero_shot"
-    example = {"sequence": "Angela Merkel met Emmanuel Macron", "labels": ["politics", "sports"], "scores": [0.97, 0.03]}
+    example = {
+        "sequence": "Angela Merkel met Emmanuel Macron",
+        "labels": ["politics", "sports"],
+        "scores": [0.97, 0.03],
+    }
     multi_row = True
     export = ExportFacts("text-classification", ("logits",), labels=True)  # an NLI sequence classifier
 
