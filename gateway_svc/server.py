@@ -200,6 +200,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
             context=pre.context,
             model_outputs=outputs,
             partial=partial,
+            task_records=pre.task_records,
         )
         post = await self.post.Postprocess(post_request, timeout=hop.left(), metadata=hop.metadata)
         if post.fingerprint != pre.fingerprint:
@@ -244,7 +245,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
         t3 = time.perf_counter()
         stages = {"preprocess": t1 - t0, "model": t2 - t1, "postprocess": t3 - t2}
         self._set_timings(context, stages, time.perf_counter() - start, infer)
-        return pb.PredictResponse(model=pre.model, fingerprint=pre.fingerprint, results=post.results)
+        return pb.PredictResponse(model=pre.model, fingerprint=pre.fingerprint, results=post.results, rows=post.rows)
 
     async def _predict_stream(
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
@@ -303,7 +304,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
         stages = {"preprocess": t1 - start, "model": t2 - t1 - decode_s, "postprocess": t3 - t2 + decode_s}
         self._set_timings(context, stages, time.perf_counter() - start, final)
         yield pb.PredictStreamResponse(
-            final=pb.PredictResponse(model=pre.model, fingerprint=pre.fingerprint, results=post.results)
+            final=pb.PredictResponse(model=pre.model, fingerprint=pre.fingerprint, results=post.results, rows=post.rows)
         )
 
     async def close(self) -> None:

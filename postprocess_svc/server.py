@@ -13,21 +13,24 @@ from splitserve.core.bundle import Bundle, check_fingerprint, check_model
 from splitserve.core.tier import BundleTier
 from splitserve.core.tokenizer import load_tokenizer
 from splitserve.stages.postprocess import Postprocessor
+from splitserve.stages.template import load_template
 
 
 class PostprocessTier(BundleTier, pb_grpc.PostprocessServicer):
     name = "postprocess"
     service_names = [pb.DESCRIPTOR.services_by_name["Postprocess"].full_name]
-    parts = ("tokenizer",)
+    parts = ("tokenizer", "template")
     settings: PostprocessSettings
 
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_PostprocessServicer_to_server(self, server)
 
     def build(self, bundle: Bundle) -> Postprocessor:
-        # The tokenizer is small to fetch; it is loaded only for tasks that decode tokens.
-        decodes = tasks.get(bundle.config.task).decodes_tokens
-        return Postprocessor(bundle.config, load_tokenizer(bundle.tokenizer_dir) if decodes else None)
+        # The tokenizer is small to fetch; it is loaded only for tasks that decode tokens (and for a
+        # template's load hook).
+        needed = tasks.get(bundle.config.task).decodes_tokens or bundle.config.template is not None
+        tokenizer = load_tokenizer(bundle.tokenizer_dir) if needed else None
+        return Postprocessor(bundle.config, tokenizer, load_template(bundle, tokenizer))
 
     async def Postprocess(
         self, request: pb.PostprocessRequest, context: grpc.aio.ServicerContext
@@ -36,14 +39,17 @@ class PostprocessTier(BundleTier, pb_grpc.PostprocessServicer):
         check_model(request.model, self.model_name)
         check_fingerprint(request.fingerprint, bundle.fingerprint, "the preprocess tier's output")
         records = codec.records_from_pb(request.records)
-        results = stage.run(
-            records,
-            codec.params_from_struct(request.params),
+        task_records = codec.records_from_pb(request.task_records) if request.task_records else records
+        params = codec.params_from_struct(request.params)
+        outputs, context_tensors = (
             codec.tensors_to_arrays(request.model_outputs),
             codec.tensors_to_arrays(request.context),
-            partial=request.partial,
         )
+        results = stage.run(task_records, params, outputs, context_tensors, partial=request.partial)
+        if stage.template is not None and not request.partial:
+            rows = stage.rows(records, task_records, results, params)
+            return pb.PostprocessResponse(fingerprint=bundle.fingerprint, rows=codec.rows_to_pb(rows))
         return pb.PostprocessResponse(
             fingerprint=bundle.fingerprint,
-            results=[tasks.result_to_pb(stage.task, r.id, res) for r, res in zip(records, results, strict=True)],
+            results=[tasks.result_to_pb(stage.task, r.id, res) for r, res in zip(task_records, results, strict=True)],
         )

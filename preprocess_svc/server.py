@@ -13,12 +13,13 @@ from splitserve.core.records import Limits
 from splitserve.core.tier import BundleTier
 from splitserve.core.tokenizer import load_tokenizer
 from splitserve.stages.preprocess import Preprocessor
+from splitserve.stages.template import load_template
 
 
 class PreprocessTier(BundleTier, pb_grpc.PreprocessServicer):
     name = "preprocess"
     service_names = [pb.DESCRIPTOR.services_by_name["Preprocess"].full_name]
-    parts = ("tokenizer",)
+    parts = ("tokenizer", "template")
     settings: PreprocessSettings
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -26,7 +27,8 @@ class PreprocessTier(BundleTier, pb_grpc.PreprocessServicer):
 
     def build(self, bundle: Bundle) -> Preprocessor:
         limits = Limits(self.settings.max_records, self.settings.max_text_chars)
-        return Preprocessor(bundle.config, load_tokenizer(bundle.tokenizer_dir), limits)
+        tokenizer = load_tokenizer(bundle.tokenizer_dir)
+        return Preprocessor(bundle.config, tokenizer, limits, load_template(bundle, tokenizer))
 
     async def Preprocess(
         self, request: pb.PreprocessRequest, context: grpc.aio.ServicerContext
@@ -40,4 +42,5 @@ class PreprocessTier(BundleTier, pb_grpc.PreprocessServicer):
             model_inputs=codec.arrays_to_tensors(encoded.model_inputs),
             context=codec.arrays_to_tensors(encoded.context),
             model_parameters=codec.model_params_to_pb(encoded.model_params),
+            task_records=codec.records_to_pb(encoded.task_records) if encoded.task_records is not None else [],
         )

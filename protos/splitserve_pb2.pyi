@@ -8,20 +8,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Record(_message.Message):
-    __slots__ = ("id", "text", "text_pair", "question", "context", "candidate_labels")
+    __slots__ = ("id", "text", "text_pair", "question", "context", "candidate_labels", "extra", "text_field")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TEXT_PAIR_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     text_pair: str
     question: str
     context: str
     candidate_labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., text_pair: _Optional[str] = ..., question: _Optional[str] = ..., context: _Optional[str] = ..., candidate_labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    extra: str
+    text_field: str
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., text_pair: _Optional[str] = ..., question: _Optional[str] = ..., context: _Optional[str] = ..., candidate_labels: _Optional[_Iterable[str]] = ..., extra: _Optional[str] = ..., text_field: _Optional[str] = ...) -> None: ...
 
 class Tensor(_message.Message):
     __slots__ = ("name", "datatype", "shape", "raw")
@@ -208,7 +212,7 @@ class ModelParameter(_message.Message):
     def __init__(self, bool_value: _Optional[bool] = ..., int64_value: _Optional[int] = ..., double_value: _Optional[float] = ..., string_value: _Optional[str] = ...) -> None: ...
 
 class PreprocessResponse(_message.Message):
-    __slots__ = ("model", "fingerprint", "model_inputs", "context", "model_parameters")
+    __slots__ = ("model", "fingerprint", "model_inputs", "context", "model_parameters", "task_records")
     class ModelParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -221,15 +225,17 @@ class PreprocessResponse(_message.Message):
     MODEL_INPUTS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     MODEL_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    TASK_RECORDS_FIELD_NUMBER: _ClassVar[int]
     model: str
     fingerprint: str
     model_inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
     context: _containers.RepeatedCompositeFieldContainer[Tensor]
     model_parameters: _containers.MessageMap[str, ModelParameter]
-    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., model_inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., context: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., model_parameters: _Optional[_Mapping[str, ModelParameter]] = ...) -> None: ...
+    task_records: _containers.RepeatedCompositeFieldContainer[Record]
+    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., model_inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., context: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., model_parameters: _Optional[_Mapping[str, ModelParameter]] = ..., task_records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
 
 class PostprocessRequest(_message.Message):
-    __slots__ = ("model", "fingerprint", "records", "params", "model_outputs", "context", "partial")
+    __slots__ = ("model", "fingerprint", "records", "params", "model_outputs", "context", "partial", "task_records")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +243,7 @@ class PostprocessRequest(_message.Message):
     MODEL_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    TASK_RECORDS_FIELD_NUMBER: _ClassVar[int]
     model: str
     fingerprint: str
     records: _containers.RepeatedCompositeFieldContainer[Record]
@@ -244,15 +251,18 @@ class PostprocessRequest(_message.Message):
     model_outputs: _containers.RepeatedCompositeFieldContainer[Tensor]
     context: _containers.RepeatedCompositeFieldContainer[Tensor]
     partial: bool
-    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model_outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., context: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., partial: _Optional[bool] = ...) -> None: ...
+    task_records: _containers.RepeatedCompositeFieldContainer[Record]
+    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model_outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., context: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., partial: _Optional[bool] = ..., task_records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
 
 class PostprocessResponse(_message.Message):
-    __slots__ = ("fingerprint", "results")
+    __slots__ = ("fingerprint", "results", "rows")
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
     fingerprint: str
     results: _containers.RepeatedCompositeFieldContainer[Result]
-    def __init__(self, fingerprint: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ...) -> None: ...
+    rows: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, fingerprint: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., rows: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
     __slots__ = ("model", "records", "params")
@@ -285,11 +295,13 @@ class PredictStreamResponse(_message.Message):
     def __init__(self, delta: _Optional[_Union[TextDelta, _Mapping]] = ..., final: _Optional[_Union[PredictResponse, _Mapping]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("model", "fingerprint", "results")
+    __slots__ = ("model", "fingerprint", "results", "rows")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
     model: str
     fingerprint: str
     results: _containers.RepeatedCompositeFieldContainer[Result]
-    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ...) -> None: ...
+    rows: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., rows: _Optional[_Iterable[str]] = ...) -> None: ...

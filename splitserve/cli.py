@@ -136,8 +136,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         quantize=args.quantize,
         quality_thresholds={k: float(v) for k, v in _parse_kv(args.quality).items()} or None,
         max_new_tokens_limit=args.max_new_tokens_limit,
+        template=args.template,
     )
     print(uri)
+    return 0
+
+
+def cmd_new_template(args: argparse.Namespace) -> int:
+    from splitserve.skeleton import write
+
+    try:
+        path = write(args.name, Path(args.dir))
+    except (ValueError, FileExistsError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(path)
     return 0
 
 
@@ -295,7 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METRIC=VALUE",
         help="int8 quality gate thresholds vs fp32: min_cosine (0.95), mean_cosine (0.98), label_agreement (0.99).",
     )
+    p.add_argument(
+        "--template",
+        metavar="PATH",
+        help="Your own pre/post logic (a .py file or a package directory): shipped in the bundle, run in the tiers.",
+    )
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("new-template", help="Write a commented template skeleton NAME.py to fill in.")
+    p.add_argument("name", help="Module name (the file is NAME.py).")
+    p.add_argument("--dir", default=".", help="Folder to write it in (default: here).")
+    p.set_defaults(func=cmd_new_template)
 
     p = sub.add_parser("bench", help="Benchmark ONNX fp32/int8 and PyTorch tiers against in-process and mlflow serve.")
     p.add_argument("--source-uri", help="Source model URI (default: log the bundled all-MiniLM-L6-v2).")

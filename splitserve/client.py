@@ -11,7 +11,8 @@
 Each result is a dict: {"id": ..., <kind>: ...}, the kind being "labels", "entities",
 "embedding", "filled_masks", "answers", "zero_shot" or "generated" (the generation tasks: a
 list of {"generated_text", "token_ids"}), with the field names (and shapes) of transformers' pipeline
-outputs inside.
+outputs inside. A bundle exported with a template answers with the template's rows instead (dicts
+of JSON values, any number per record).
 """
 
 from __future__ import annotations
@@ -58,26 +59,18 @@ class Client:
         Raises `splitserve.core.errors.InvalidInput` for records that cannot be encoded, and
         `grpc.RpcError` (with `.code()` and `.details()`) for what the servers refuse.
         """
-        request = pb.PredictRequest(
-            model=model,
-            records=codec.records_to_pb(to_records(records)),
-            params=codec.params_to_struct(params),
+        response, call = self.stub.Predict.with_call(
+            _request(records, params, model), timeout=self.timeout_s, metadata=self.metadata
         )
-        response, call = self.stub.Predict.with_call(request, timeout=self.timeout_s, metadata=self.metadata)
         self.last_timings_us = _timings(call.trailing_metadata())
-        return [result_from_pb(r) for r in response.results]
+        return _answer(response)
 
     def stream(self, records: Any, params: dict[str, Any] | None = None, model: str = "") -> Iterator[dict[str, Any]]:
         """Like `predict`, streamed: for the generation tasks, one event per chunk of new text of a
         record, {"record": index, "id", "text", "token_ids"} (append the texts of a record to get
         its text so far), then the last event, {"results": [what predict returns]}. Other tasks:
         the last event only. Breaking out of the loop cancels the call (and the generation)."""
-        request = pb.PredictRequest(
-            model=model,
-            records=codec.records_to_pb(to_records(records)),
-            params=codec.params_to_struct(params),
-        )
-        call = self.stub.PredictStream(request, timeout=self.timeout_s, metadata=self.metadata)
+        call = self.stub.PredictStream(_request(records, params, model), timeout=self.timeout_s, metadata=self.metadata)
         try:
             for event in call:
                 if event.WhichOneof("event") == "delta":
@@ -85,7 +78,7 @@ class Client:
                     yield {"record": d.record, "id": d.id, "text": d.text, "token_ids": list(d.token_ids)}
                 else:
                     self.last_timings_us = _timings(call.trailing_metadata())
-                    yield {"results": [result_from_pb(r) for r in event.final.results]}
+                    yield {"results": _answer(event.final)}
         finally:
             call.cancel()
 
@@ -101,6 +94,20 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _request(records: Any, params: dict[str, Any] | None, model: str) -> pb.PredictRequest:
+    """Every field of every record travels (a templated bundle reads the extra ones; others refuse them)."""
+    return pb.PredictRequest(
+        model=model, records=codec.records_to_pb(to_records(records, extra=True)), params=codec.params_to_struct(params)
+    )
+
+
+def _answer(response: pb.PredictResponse) -> list[dict[str, Any]]:
+    """A templated bundle's rows, else one typed result per record."""
+    if response.rows:
+        return codec.rows_from_pb(response.rows)
+    return [result_from_pb(r) for r in response.results]
 
 
 def _timings(metadata: Any) -> dict[str, int]:

@@ -13,6 +13,7 @@ from splitserve.core.tokenizer import load_tokenizer
 from splitserve.stages.pipeline import Pipeline
 from splitserve.stages.postprocess import Postprocessor
 from splitserve.stages.preprocess import Preprocessor
+from splitserve.stages.template import load_template
 
 
 class InProcessPipeline(Pipeline):
@@ -20,8 +21,9 @@ class InProcessPipeline(Pipeline):
         tokenizer = load_tokenizer(bundle.tokenizer_dir)
         self.bundle = bundle
         model = create_backend(bundle, backend, intra_op_threads=intra_op_threads)
+        template = load_template(bundle, tokenizer)
         super().__init__(
-            Preprocessor(bundle.config, tokenizer),
+            Preprocessor(bundle.config, tokenizer, template=template),
             ModelRunner(model, bundle.config),
-            Postprocessor(bundle.config, tokenizer),
+            Postprocessor(bundle.config, tokenizer, template),
         )

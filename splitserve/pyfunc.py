@@ -1,9 +1,10 @@
 """The serving bundle as an MLflow pyfunc model: `mlflow.pyfunc.load_model(uri).predict(df)`.
 
 Input: a DataFrame (columns `id` and `content`/`text`, optionally `text_pair`; `question` and
-`context`; `candidate_labels`), a list of strings or dicts, or one string. Output: a DataFrame with
-`id` and one result column (`labels`, `entities`, `embedding`, `filled_masks`, `answers`,
-`zero_shot` or `generated`), row for row, the same values the gateway returns.
+`context`; `candidate_labels`; a templated bundle takes any other columns too), a list of strings
+or dicts, or one string. Output: a DataFrame with `id` and one result column (`labels`,
+`entities`, `embedding`, `filled_masks`, `answers`, `zero_shot` or `generated`), row for row, the
+same values the gateway returns; a templated bundle's rows, one DataFrame row per row.
 Per-request params go in `params=` as with any MLflow model.
 """
 
@@ -21,7 +22,7 @@ class SplitServeModel(PythonModel):
 
         root = Path(context.artifacts["serving.json"]).parent.parent
         bundle = read_local(root)
-        bundle.verify(("tokenizer", "onnx"))
+        bundle.verify(("tokenizer", "onnx", "template"))
         self.pipeline = InProcessPipeline(bundle)
         self.defaults = self.pipeline.pre.resolve_params({})
 

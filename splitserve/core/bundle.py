@@ -24,7 +24,8 @@ from splitserve.core.generation import GenerationInfo
 FORMAT_VERSION = 2  # 2: typed `generation`, `output_shapes`
 ARTIFACT_DIR = "artifacts"
 CONFIG_FILE = "serving.json"
-PARTS = ("tokenizer", "onnx")
+PARTS = ("tokenizer", "onnx", "template")
+OPTIONAL_PARTS = ("template",)  # fetched and verified where the bundle has them
 
 
 @dataclass
@@ -51,6 +52,8 @@ class ServingConfig:
     generation: GenerationInfo | None = None
     # MLflow's prompt_template of the source model ("... {prompt} ..."), applied by preprocess.
     prompt_template: str | None = None
+    # The user's template module (`artifacts/template/<name>.py` or `<name>/`), see splitserve.stages.template.
+    template: str | None = None
     format_version: int = FORMAT_VERSION
     fingerprint: str = ""
 
@@ -126,6 +129,10 @@ class Bundle:
         return self.artifacts / "tokenizer"
 
     @property
+    def template_dir(self) -> Path:
+        return self.artifacts / "template"
+
+    @property
     def onnx_path(self) -> Path:
         return self.artifacts / "onnx" / self.config.onnx_file
 
@@ -138,6 +145,8 @@ class Bundle:
         if self.config.compute_fingerprint() != self.config.fingerprint:
             raise BundleError(f"{self.root}: serving.json does not match its fingerprint")
         for part in parts:
+            if part in OPTIONAL_PARTS and part not in self.config.artifacts:
+                continue
             expected = self.config.artifacts.get(part)
             path = self.artifacts / part
             if expected is None or not path.exists():

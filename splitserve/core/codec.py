@@ -6,13 +6,15 @@ parameters. Results are typed per task: each task module maps its result kind
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 from google.protobuf import json_format, struct_pb2
 
 from protos import splitserve_pb2 as pb
-from splitserve.core.records import Record
+from splitserve.core.errors import InvalidInput, record_label
+from splitserve.core.records import STRING_FIELDS, TEXT_ALIASES, Record
 from splitserve.core.tensors import from_raw, to_raw
 
 
@@ -20,10 +22,14 @@ def records_to_pb(records: list[Record]) -> list[pb.Record]:
     out = []
     for r in records:
         msg = pb.Record(id=r.id, candidate_labels=r.candidate_labels)
-        for name in ("text", "text_pair", "question", "context"):
+        for name in STRING_FIELDS:
             value = getattr(r, name)
             if value is not None:
                 setattr(msg, name, value)
+        if r.extra:
+            msg.extra = json.dumps(r.extra, ensure_ascii=False, allow_nan=False)
+        if r.text_field != "text":
+            msg.text_field = r.text_field
         out.append(msg)
     return out
 
@@ -39,9 +45,29 @@ def records_from_pb(messages: Any) -> list[Record]:
                 question=m.question if m.HasField("question") else None,
                 context=m.context if m.HasField("context") else None,
                 candidate_labels=list(m.candidate_labels),
+                extra=_extra(i, m) if m.extra else {},
+                text_field=m.text_field if m.text_field in TEXT_ALIASES else "text",
             )
         )
     return records
+
+
+def _extra(index: int, message: Any) -> dict[str, Any]:
+    try:
+        extra = json.loads(message.extra)
+    except ValueError as exc:
+        raise InvalidInput(f"{record_label(index, message.id)}: field 'extra' is not JSON ({exc})") from None
+    if not isinstance(extra, dict):
+        raise InvalidInput(f"{record_label(index, message.id)}: field 'extra' must be a JSON object")
+    return extra
+
+
+def rows_to_pb(rows: list[dict[str, Any]]) -> list[str]:
+    return [json.dumps(row, ensure_ascii=False, allow_nan=False) for row in rows]
+
+
+def rows_from_pb(rows: Any) -> list[dict[str, Any]]:
+    return [json.loads(row) for row in rows]
 
 
 def params_to_struct(params: dict[str, Any] | None) -> struct_pb2.Struct:

@@ -40,6 +40,10 @@ class BundleError(SplitServeError):
     """A serving bundle is missing, corrupt or not what a command expects."""
 
 
+class TemplateError(SplitServeError):
+    """A bundle's template broke its contract (returned the wrong thing) (INTERNAL)."""
+
+
 class ExportError(SplitServeError):
     """Export failed, e.g. the ONNX graph does not match PyTorch within tolerance."""
 

@@ -6,10 +6,11 @@ MLflow. Prints the local bundle root (the directory holding `artifacts/`) as its
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
-from splitserve.core.bundle import ARTIFACT_DIR, CONFIG_FILE
+from splitserve.core.bundle import ARTIFACT_DIR, CONFIG_FILE, OPTIONAL_PARTS
 
 
 def fetch(uri: str, dest: str, parts: list[str]) -> Path:
@@ -17,7 +18,10 @@ def fetch(uri: str, dest: str, parts: list[str]) -> Path:
 
     repo = get_artifact_repository(uri)
     config = Path(repo.download_artifacts(f"{ARTIFACT_DIR}/{CONFIG_FILE}", dest))
+    present = json.loads(config.read_text()).get("artifacts", {})
     for part in parts:
+        if part in OPTIONAL_PARTS and part not in present:
+            continue
         repo.download_artifacts(f"{ARTIFACT_DIR}/{part}", dest)
     return config.parent.parent
 

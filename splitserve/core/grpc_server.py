@@ -42,6 +42,7 @@ STATUS_CODES: dict[type[errors.SplitServeError], grpc.StatusCode] = {
     errors.BundleMismatch: grpc.StatusCode.FAILED_PRECONDITION,
     errors.BundleError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ExportError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.TemplateError: grpc.StatusCode.INTERNAL,
 }
 
 REQUESTS = Counter("splitserve_requests_total", "RPCs handled", ["tier", "method", "code"])

@@ -1,7 +1,14 @@
-"""Input records: normalization from what users pass, and validation with precise messages."""
+"""Input records: normalization from what users pass, and validation with precise messages.
+
+A record has the fields the tasks read (`text`, `text_pair`, `question`, `context`,
+`candidate_labels`) and, for a templated bundle, the caller's other fields (`extra`, JSON values),
+which the template reads and the task ignores; bundles without a template refuse them.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,14 +31,34 @@ class Record:
     question: str | None = None
     context: str | None = None
     candidate_labels: list[str] = field(default_factory=list)
+    # The caller's other fields (JSON values), and its id when that was not a string.
+    extra: dict[str, Any] = field(default_factory=dict)
+    text_field: str = "text"  # the name the caller gave the text ("content", "inputs")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as the caller sent it: its own field names, its own id, every extra field."""
+        out: dict[str, Any] = {"id": self.id}
+        for name in STRING_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out[self.text_field if name == "text" else name] = value
+        if self.candidate_labels:
+            out["candidate_labels"] = list(self.candidate_labels)
+        return {**out, **self.extra}
+
+    @property
+    def source_id(self) -> Any:
+        """The id as the caller gave it (an int stays an int)."""
+        return self.extra.get("id", self.id)
 
 
-def to_records(inputs: Any) -> list[Record]:
+def to_records(inputs: Any, extra: bool = False) -> list[Record]:
     """Records from a string, a list of strings/dicts, or a pandas DataFrame.
 
     A dict uses the field names of `Record` (`content` is accepted for `text`). A missing id
     becomes the record's index. Values are type-checked here so that messages name the record
-    and the field.
+    and the field. Other fields are refused, unless `extra`: then they are kept, as JSON values,
+    in `Record.extra` (for a templated bundle; a bundle without a template refuses them).
     """
     if isinstance(inputs, str):
         inputs = [inputs]
@@ -41,10 +68,10 @@ def to_records(inputs: Any) -> list[Record]:
         inputs = [inputs]
     if not isinstance(inputs, (list, tuple)):
         raise InvalidInput(f"records must be a list of strings or dicts, got {type(inputs).__name__}")
-    return [_to_record(i, item) for i, item in enumerate(inputs)]
+    return [_to_record(i, item, extra) for i, item in enumerate(inputs)]
 
 
-def _to_record(index: int, item: Any) -> Record:
+def _to_record(index: int, item: Any, keep_extra: bool) -> Record:
     if isinstance(item, Record):
         return item
     if isinstance(item, str):
@@ -52,18 +79,25 @@ def _to_record(index: int, item: Any) -> Record:
     if not isinstance(item, dict):
         raise InvalidInput(f"{record_label(index, None)}: expected a string or a dict, got {type(item).__name__}")
     item = dict(item)
-    raw_id = item.pop("id", None)
+    raw_id = plain(item.pop("id", None))
     record_id = str(index) if raw_id is None or raw_id != raw_id else str(raw_id)  # NaN -> index
     where = record_label(index, record_id)
+    for name in [k for k in TEXT_ALIASES if k in item and plain(item[k]) is None]:
+        del item[name]  # a DataFrame's missing cell (NaN) in one of the text columns
     aliases = [k for k in TEXT_ALIASES if k in item]
     if len(aliases) > 1:
         raise InvalidInput(f"{where}: give the text once, as one of {list(TEXT_ALIASES)}; got {aliases}")
+    record = Record(id=record_id)
     if aliases:
+        record.text_field = aliases[0]
         item["text"] = item.pop(aliases[0])
     unknown = sorted(set(item) - set(RECORD_FIELDS))
-    if unknown:
-        raise InvalidInput(f"{where}: unknown field(s) {unknown}; known fields: {list(RECORD_FIELDS[1:])}")
-    record = Record(id=record_id)
+    if unknown and not keep_extra:
+        raise unknown_fields(where, unknown)
+    for name in unknown:
+        record.extra[name] = json_value(where, name, item[name])
+    if raw_id is not None and raw_id == raw_id and not isinstance(raw_id, str):
+        record.extra["id"] = json_value(where, "id", raw_id)
     for name in STRING_FIELDS:
         value = item.get(name)
         if value is None or (isinstance(value, float) and value != value):
@@ -122,3 +156,38 @@ def check_records(records: list[Record], limits: Limits, required: tuple[str, ..
                 )
         if record.candidate_labels and "candidate_labels" not in used:
             raise InvalidInput(f"{where}: field 'candidate_labels' is not used by this task")
+
+
+def unknown_fields(where: str, names: list[str]) -> InvalidInput:
+    return InvalidInput(f"{where}: unknown field(s) {names}; known fields: {list(RECORD_FIELDS[1:])}")
+
+
+def check_no_extra(records: list[Record]) -> None:
+    """A bundle without a template takes only the fields its task knows."""
+    for index, record in enumerate(records):
+        unknown = sorted(k for k in record.extra if k != "id")
+        if unknown:
+            raise unknown_fields(record_label(index, record.id), unknown)
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars and arrays (a DataFrame's cells) as Python values; NaN as None."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def json_value(where: str, name: str, value: Any) -> Any:
+    """An extra field's value, as JSON carries it (str, number, bool, None, lists, dicts)."""
+    value = plain(value)
+    if isinstance(value, (list, tuple)):
+        value = [plain(v) for v in value]
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            f"{where}: field {name!r} is not a JSON value (str, number, bool, null, list, object): "
+            f"{type(value).__name__}"
+        ) from None

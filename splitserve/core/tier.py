@@ -27,7 +27,7 @@ class BundleTier:
         self.model_name = ""
 
     def build(self, bundle: Bundle) -> Any:
-        """The tier's stage for a loaded bundle (runs in a worker thread); `Info` reads its `task`."""
+        """The tier's stage for a loaded bundle (runs in a worker thread); `Info` reads its `streams`."""
         raise NotImplementedError
 
     async def started(self) -> dict[str, Any]:
@@ -57,5 +57,5 @@ class BundleTier:
             model=self.model_name,
             task=bundle.config.task,
             fingerprint=bundle.fingerprint,
-            streams=stage.task.streams,
+            streams=stage.streams,
         )

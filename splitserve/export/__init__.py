@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from splitserve import tasks
-from splitserve.core.bundle import CONFIG_FILE, ServingConfig, hash_tree
+from splitserve.core.bundle import CONFIG_FILE, Bundle, ServingConfig, hash_tree
 from splitserve.core.errors import ExportError
 from splitserve.core.generation import DEFAULT_MAX_NEW_TOKENS_LIMIT, OUTPUT, GenerationInfo
 from splitserve.export.generation import generation_info
@@ -29,6 +29,7 @@ from splitserve.export.quantize import (
 )
 from splitserve.export.samples import QUALITY_TEXTS, SAMPLE_TEXTS
 from splitserve.export.signature import bundle_requirements, code_paths, signature_for
+from splitserve.export.template import check_template, read_template, stage_template
 from splitserve.tasks.base import Task
 
 __all__ = ["DEFAULT_QUALITY_THRESHOLDS", "bundle_name", "export_bundle"]
@@ -54,6 +55,7 @@ def export_bundle(
     quantize: str | None = None,
     quality_thresholds: dict[str, float] | None = None,
     max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS_LIMIT,
+    template: str | Path | None = None,
 ) -> str:
     """Export the source model at `source_uri` and log the serving bundle; returns its URI.
 
@@ -61,6 +63,8 @@ def export_bundle(
     fp32 graph passed the PyTorch parity check, and only if the int8 graph keeps the quality of the
     fp32 one on sample texts (`quality_thresholds` overrides `DEFAULT_QUALITY_THRESHOLDS`).
     `max_new_tokens_limit`: generation tasks only, the most new tokens a request may ask for.
+    `template`: the user's template module (a .py file or a package directory, see
+    `splitserve.stages.template`), shipped in the bundle and run on sample records first.
     """
     import mlflow
     from rich.console import Console
@@ -89,12 +93,17 @@ def export_bundle(
         task = tasks.lookup(pipeline_task)
         if task is None:
             raise ExportError(f"task {pipeline_task!r} is not supported yet; supported: {sorted(tasks.NAMES)}")
+        artifacts = Path(tmp) / "artifacts"
+        template_name, loaded_template = None, None
+        if template is not None:
+            template_name = stage_template(Path(template), artifacts / "template")
+            loaded_template = read_template(artifacts / "template", template_name, task)
+            defaults = {**loaded_template.defaults, **defaults}  # export --set wins over the template's
         _check_arguments(task, defaults, quantize, max_new_tokens_limit)
         model, tokenizer = components["model"].float().eval(), components["tokenizer"]
         done(t, f"Loaded {type(model).__name__} ({task.name})")
 
         t = step("Exporting to ONNX with Optimum")
-        artifacts = Path(tmp) / "artifacts"
         onnx_dir, tok_dir = artifacts / "onnx", artifacts / "tokenizer"
         onnx_file = export_graphs(model, task, Path(tmp) / "optimum", onnx_dir)
         tokenizer.save_pretrained(str(tok_dir))
@@ -102,9 +111,9 @@ def export_bundle(
 
         t = step("Checking ONNX against PyTorch")
         max_length = max_length_of(tokenizer, model.config)
-        generation, template = None, None
+        generation, prompt_template = None, None
         if task.export.parity != "encoder":
-            generation, template = generation_info(
+            generation, prompt_template = generation_info(
                 model, tokenizer, onnx_dir, source_uri, max_new_tokens_limit, pipeline_task, task
             )
         parity = _check_parity(task, model, tokenizer, onnx_dir, max_length, tolerance, generation)
@@ -155,13 +164,23 @@ def export_bundle(
             defaults=defaults,
             quantization=quantize,
             parity=parity,
-            artifacts={"tokenizer": hash_tree(tok_dir), "onnx": hash_tree(onnx_dir)},
+            artifacts={
+                "tokenizer": hash_tree(tok_dir),
+                "onnx": hash_tree(onnx_dir),
+                **({"template": hash_tree(artifacts / "template")} if template_name else {}),
+            },
             generation=generation,
-            prompt_template=template,
+            prompt_template=prompt_template,
             onnx_file=onnx_file,
+            template=template_name,
         )
         config.fingerprint = config.compute_fingerprint()
         (artifacts / CONFIG_FILE).write_text(config.to_json())
+
+        if loaded_template is not None:
+            t = step(f"Running template {template_name!r} on sample records")
+            rows = check_template(Bundle(Path(tmp), config), loaded_template, task)
+            done(t, f"Template {template_name!r} made {rows} rows from its sample records")
 
         t = step("Logging the serving bundle to MLflow")
         uri = _log_bundle(task, config, artifacts, register)
@@ -235,11 +254,19 @@ def _log_bundle(task: Task, config: ServingConfig, artifacts: Path, register: st
                 "serving.json": str(artifacts / CONFIG_FILE),
                 "tokenizer": str(artifacts / "tokenizer"),
                 "onnx": str(artifacts / "onnx"),
+                **({"template": str(artifacts / "template")} if config.template else {}),
             },
             code_paths=code_paths(),
-            signature=signature_for(task, config),
+            signature=signature_for(task, config, template_params(artifacts, config, task)),
             pip_requirements=bundle_requirements(),
             registered_model_name=register,
             tags={"splitserve.fingerprint": config.fingerprint, "splitserve.task": task.name},
         )
     return registered_uri(info, register)
+
+
+def template_params(artifacts: Path, config: ServingConfig, task: Task) -> tuple[Any, ...]:
+    """The template's own param rows (for the signature), none without a template."""
+    if config.template is None:
+        return ()
+    return read_template(artifacts / "template", config.template, task).params

@@ -7,18 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from splitserve.core.bundle import ServingConfig
+from splitserve.core.params import Param
 from splitserve.tasks.base import Task
 
 
-def signature_for(task: Task, config: ServingConfig) -> Any:
-    """The bundle's MLflow signature: every param of its task with the default a request without
-    params gets (MLflow passes these to the pyfunc)."""
+def signature_for(task: Task, config: ServingConfig, extra: tuple[Param, ...] = ()) -> Any:
+    """The bundle's MLflow signature: every param of its task (and the `extra` rows: a template's
+    own) with the default a request without params gets (MLflow passes these to the pyfunc)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ParamSchema, ParamSpec
 
     defaults = task.signature_defaults(config)
     specs = []
-    for param in task.params:
+    for param in (*task.params, *extra):
         value = param.validate(param.name, defaults[param.name]) if param.name in defaults else param.default
         if param.name == "max_length":  # None: the model's maximum
             value = value or config.max_length

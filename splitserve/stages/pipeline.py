@@ -24,11 +24,15 @@ class Pipeline:
         self.pre, self.run_model, self.post = pre, run_model, post
 
     def predict(self, records: Any, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Results as the gateway client returns them: [{"id": ..., <kind>: ...}, ...]."""
-        recs: list[Record] = to_records(records)
+        """Results as the gateway client returns them: [{"id": ..., <kind>: ...}, ...], or a
+        templated bundle's rows."""
+        recs: list[Record] = to_records(records, extra=True)
         encoded = self.pre.run(recs, params)
         outputs = self.run_model(encoded.model_inputs, encoded.model_params)
-        results = self.post.run(recs, params, outputs, encoded.context)
+        task_records = encoded.task_records if encoded.task_records is not None else recs
+        results = self.post.run(task_records, params, outputs, encoded.context)
+        if self.post.template is not None:
+            return self.post.rows(recs, task_records, results, params)
         task = self.post.task
         return [
             {"id": r.id, task.result_kind: task.plain(res[task.result_kind])}

@@ -1,32 +1,61 @@
 """The preprocess stage: records + params -> model inputs, context and model parameters.
 
-Resolves the request's params, checks its records, and hands them to the bundle's task
-(`Task.encode`). Pure Python/numpy: no protobuf, no torch.
+Resolves the request's params, runs the bundle's template (its `preprocess`, if any), checks the
+records and hands them to the bundle's task (`Task.encode`). Pure Python/numpy: no protobuf, no
+torch.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from splitserve.core.bundle import ServingConfig
-from splitserve.core.records import Limits, Record
+from splitserve.core.records import Limits, Record, check_no_extra
+from splitserve.stages.template import Template
 from splitserve.tasks import get
 from splitserve.tasks.base import Encoded, Stage
 
 
+@dataclass
+class Prepared(Encoded):
+    # The records the task encoded, when a template's preprocess made them (else None: the caller's).
+    task_records: list[Record] | None = None
+
+
 class Preprocessor:
-    def __init__(self, config: ServingConfig, tokenizer: Any, limits: Limits | None = None):
+    def __init__(
+        self, config: ServingConfig, tokenizer: Any, limits: Limits | None = None, template: Template | None = None
+    ):
         self.task = get(config.task)
         self.stage = Stage(config, tokenizer, limits or Limits())
+        self.template = template
 
     @property
     def tokenizer(self) -> Any:
         return self.stage.tokenizer
 
-    def resolve_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
-        return self.task.resolve(self.stage.config, params)
+    @property
+    def streams(self) -> bool:
+        """PredictStream sends text as it is generated (a templated bundle answers with rows, at the end)."""
+        return self.task.streams and self.template is None
 
-    def run(self, records: list[Record], params: dict[str, Any] | None = None) -> Encoded:
-        resolved = self.resolve_params(params)
+    def resolve_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        """The task's params, resolved (the template's own are left out)."""
+        task_params = self.template.split(params)[0] if self.template else params
+        return self.task.resolve(self.stage.config, task_params)
+
+    def run(self, records: list[Record], params: dict[str, Any] | None = None) -> Prepared:
+        task_records = None
+        if self.template is None:
+            check_no_extra(records)
+            task_params = params
+        else:
+            task_params, own = self.template.split(params)
+            records = self.template.preprocess(records, own)
+            if self.template.preprocess_hook is not None:
+                task_records = records
+        resolved = self.task.resolve(self.stage.config, task_params)
         self.task.check(self.stage, records, resolved)
-        return self.task.encode(self.stage, records, resolved)
+        encoded = self.task.encode(self.stage, records, resolved)
+        return Prepared(encoded.model_inputs, encoded.context, encoded.model_params, task_records)
