@@ -243,6 +243,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.seconds,
         tuple(args.targets) if args.targets else None,
         command=command,
+        device=args.device,
     )
     return 0
 
@@ -316,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="Records per request.")
     p.add_argument("--seconds", type=float, default=6.0, help="Duration of each measurement point.")
     p.add_argument("--targets", nargs="+", help="Only these targets (default: all).")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
     p.set_defaults(func=cmd_bench)
 
     for name, cls, func, help_text in (

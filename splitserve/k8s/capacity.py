@@ -82,8 +82,10 @@ def load(path: str | Path | None = None) -> dict[str, Any]:
         raise ValueError(f"{file} is not JSON") from None
     if "points" in data:  # a bench's results.json
         data = from_bench(data, source=str(file))
+    if "cpu" not in data and "gpu" in data and path:  # a GPU bench: the CPU overlay keeps the committed table
+        data = {**load(), **data}
     if "cpu" not in data:
-        raise ValueError(f"{file} has no CPU capacity table (a bench's results.json, or a capacity.json)")
+        raise ValueError(f"{file} has no capacity table (a bench's results.json, or a capacity.json)")
     return data
 
 
@@ -101,3 +103,20 @@ def replicas_for(capacity: dict[str, Any], device: str, model_replicas: int, tie
 def queue_target_rows(capacity: dict[str, Any], device: str) -> int:
     """KEDA's per-pod target for the model tier's queued rows: QUEUE_TARGET_S of one pod's work."""
     return max(1, round(QUEUE_TARGET_S * table_for(capacity, device)["model_pod_records_per_s"]))
+
+
+def capacity_markdown(tables: dict[str, Any]) -> str:
+    """The bench report's section for its capacity table(s)."""
+    lines = []
+    for device, t in tables.items():
+        cost = ", ".join(f"{k}: {v * 1000:.2f} ms" for k, v in t["cpu_s_per_record"].items())
+        pods = ", ".join(f"{k}: {v}" for k, v in t["pods_per_model_pod"].items())
+        lines += [
+            "",
+            f"## Capacity ({device}): pods per model pod",
+            "",
+            f"CPU-s per record at concurrency {t['concurrency']}: {cost}. One model pod "
+            f"({t['pod_cpus']['model']} CPUs) serves {t['model_pod_records_per_s']} records/s; pods of each tier "
+            f"it keeps busy ({t['pod_cpus']['preprocess']} CPU each): {pods}.",
+        ]
+    return "\n".join(lines) + ("\n" if lines else "")
