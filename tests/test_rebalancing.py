@@ -34,6 +34,7 @@ from splitserve.core.grpc_server import Running, start
 NAME = "model.splitserve.test"
 MAX_CONNECTION_AGE_S = 1.0
 REBALANCE_BOUND_S = 10.0  # age 1 s (+ gRPC's jitter) + DNS refresh 0.2 s + reconnecting, with room
+CONTROL_S = 3.0  # without a connection age, the new replica gets nothing for (at least) this long
 
 
 class Servers:
@@ -103,7 +104,10 @@ def can_unshare() -> str | None:
 
 
 @pytest.mark.slow
-def test_traffic_reaches_a_replica_added_to_dns(tiny_bundles, tmp_path: Path) -> None:
+@pytest.mark.parametrize("age_s", [MAX_CONNECTION_AGE_S, 0.0], ids=["aged", "control-no-age"])
+def test_traffic_reaches_a_replica_added_to_dns(tiny_bundles, tmp_path: Path, age_s: float) -> None:
+    """With the control (no connection age) the gateway keeps its one connection and never
+    re-resolves: what rebalances is the servers' max_connection_age."""
     reason = can_unshare()
     if reason:
         pytest.skip(f"needs a private mount namespace for the gateway's /etc/hosts: {reason}")
@@ -113,7 +117,7 @@ def test_traffic_reaches_a_replica_added_to_dns(tiny_bundles, tmp_path: Path) ->
     try:
         pre = servers.start(*_tier(PreprocessTier, PreprocessSettings(bundle_uri=bundle)))
         post = servers.start(*_tier(PostprocessTier, PostprocessSettings(bundle_uri=bundle)))
-        aged = {"max_connection_age_s": MAX_CONNECTION_AGE_S, "max_connection_age_grace_s": 1.0}
+        aged = {"max_connection_age_s": age_s, "max_connection_age_grace_s": 1.0}
         first = ModelTier(ModelSettings(bundle_uri=bundle, host="127.0.0.2", **aged))
         first_calls = counted(first)
         port = servers.start(first, first.settings)
@@ -154,7 +158,8 @@ def test_traffic_reaches_a_replica_added_to_dns(tiny_bundles, tmp_path: Path) ->
         with hosts.open("a") as f:  # in place: the bind mount holds this file's inode
             f.write(f"127.0.0.3 {NAME}\n")
         added = time.monotonic()
-        while second_calls[0] == 0 and time.monotonic() - added < REBALANCE_BOUND_S:
+        bound = REBALANCE_BOUND_S if age_s else CONTROL_S
+        while second_calls[0] == 0 and time.monotonic() - added < bound:
             time.sleep(0.05)
         reached_s = time.monotonic() - added
         before = (first_calls[0], second_calls[0])
@@ -164,13 +169,17 @@ def test_traffic_reaches_a_replica_added_to_dns(tiny_bundles, tmp_path: Path) ->
             w.join(30)
         after = (first_calls[0], second_calls[0])
         print(
-            f"\nrebalancing: the new replica got its first request {reached_s:.2f} s after DNS named it; "
+            f"\nrebalancing (max_connection_age_s={age_s}): first request on the new replica "
+            f"{f'{reached_s:.2f} s' if second_calls[0] else f'none in {bound:.0f} s'} after DNS named it; "
             f"requests in the next 2 s: first {after[0] - before[0]}, second {after[1] - before[1]}; "
             f"failed requests: {len(errors)}"
         )
+        assert errors == []
+        if not age_s:
+            assert second_calls[0] == 0, "without a connection age the gateway should not have re-resolved"
+            return
         assert second_calls[0] > 0, f"no request reached the new replica within {REBALANCE_BOUND_S} s"
         assert after[1] - before[1] > 0 and after[0] - before[0] > 0  # both replicas keep serving
-        assert errors == []
     finally:
         if gateway is not None and gateway.poll() is None:
             gateway.terminate()
