@@ -70,16 +70,37 @@ def service_config(max_attempts: int) -> str:
     )
 
 
+def connection_options(
+    dns_refresh_s: float, keepalive_s: float, keepalive_timeout_s: float
+) -> list[tuple[str, object]]:
+    """How a channel notices new and dead replicas. A `dns:///` target is re-resolved whenever a
+    connection closes (the servers close theirs after `max_connection_age_s`, so a scale-out is seen
+    within about that long), at most every `dns_refresh_s`. Keepalive pings every `keepalive_s` find
+    a replica whose host went away without closing its connections (calls on it fail UNAVAILABLE
+    after `keepalive_timeout_s` more, and are retried elsewhere)."""
+    options: list[tuple[str, object]] = [("grpc.dns_min_time_between_resolutions_ms", int(dns_refresh_s * 1000))]
+    if keepalive_s > 0:
+        options += [
+            ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
+            ("grpc.keepalive_timeout_ms", int(keepalive_timeout_s * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+    return options
+
+
 def open_channel(
     addresses: list[str],
     max_attempts: int,
     max_message_bytes: int,
     credentials: grpc.ChannelCredentials | None = None,
     server_name: str | None = None,
+    extra_options: list[tuple[str, object]] | None = None,
 ) -> grpc.aio.Channel:
     """One channel over a tier's replicas; TLS with `credentials` (`server_name`: the name the
     replicas' certificates carry, when it is not the address's host)."""
     options: list[tuple[str, object]] = [
+        *(extra_options or []),
         ("grpc.service_config", service_config(max_attempts)),
         ("grpc.enable_retries", 1),
         ("grpc.max_receive_message_length", max_message_bytes),

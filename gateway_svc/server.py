@@ -25,7 +25,7 @@ from typing import Any
 
 import grpc
 
-from gateway_svc.pool import channel_credentials
+from gateway_svc.pool import channel_credentials, connection_options
 from gateway_svc.pool import open_channel as open_tier_channel
 from gateway_svc.settings import GatewaySettings
 from gateway_svc.stream import TextStream, ids_of, texts_of
@@ -33,6 +33,7 @@ from protos import grpc_predict_v2_pb2 as oip
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
+from splitserve.core import tracing
 from splitserve.core.errors import BundleMismatch, InvalidInput, ModelNotReady, Overloaded, Unauthenticated
 
 log = logging.getLogger("splitserve.gateway")
@@ -71,7 +72,14 @@ class GatewayTier(pb_grpc.GatewayServicer):
         tls = channel_credentials(s.tier_tls_ca, s.tier_tls_cert, s.tier_tls_key)
 
         def open_channel(addresses: list[str]) -> grpc.aio.Channel:
-            return open_tier_channel(addresses, s.max_attempts, s.max_message_bytes, tls, s.tier_tls_server_name)
+            return open_tier_channel(
+                addresses,
+                s.max_attempts,
+                s.max_message_bytes,
+                tls,
+                s.tier_tls_server_name,
+                connection_options(s.dns_refresh_s, s.keepalive_s, s.keepalive_timeout_s),
+            )
 
         model = open_channel(s.model)
         self.channels = [model]
@@ -156,7 +164,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
         remaining = context.time_remaining()
         deadline = time.monotonic() + (remaining if remaining is not None else self.settings.timeout_s)
         metadata = tuple((k, v) for k, v in context.invocation_metadata() or () if k in FORWARDED_METADATA)
-        return Hop(deadline, metadata)
+        return Hop(deadline, tracing.outgoing(metadata))
 
     async def _preprocess(self, request: pb.PredictRequest, hop: Hop) -> pb.PreprocessResponse:
         return await self.pre.Preprocess(
@@ -333,7 +341,8 @@ class InlineStub:
         handler = getattr(self.servicer, method)
 
         async def call(request: Any, **_: Any) -> Any:  # timeout, metadata: no hop to bound or carry them
-            return await handler(request, None)
+            with tracing.span(f"{self.servicer.name} {method} (inline)"):
+                return await handler(request, None)
 
         return call
 

@@ -25,6 +25,13 @@ class GatewaySettings(ServerSettings):
     max_records: int = Field(1024, description="Most records one request may carry.")
     timeout_s: float = Field(30.0, description="Deadline for a request whose client sets none.")
     max_attempts: int = Field(3, description="Attempts per downstream call on UNAVAILABLE (other replicas).")
+    dns_refresh_s: float = Field(
+        5.0, ge=0, description="Least time between two DNS resolutions of a dns:/// tier address (gRPC's is 30 s)."
+    )
+    keepalive_s: float = Field(
+        10.0, ge=0, description="Ping each tier connection this often to notice a host that went away (0: never)."
+    )
+    keepalive_timeout_s: float = Field(5.0, gt=0, description="A ping unanswered this long closes its connection.")
 
     tier_tls_ca: str | None = Field(
         None, description="PEM CA file: call the tiers over TLS, trusting the certificates it signed."

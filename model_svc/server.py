@@ -32,7 +32,7 @@ from model_svc.batching import Batcher, GenerationBatcher
 from model_svc.settings import ModelSettings
 from protos import grpc_predict_v2_pb2 as oip
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
-from splitserve.core import VERSION
+from splitserve.core import VERSION, tracing
 from splitserve.core.bundle import Bundle, check_fingerprint, check_model
 from splitserve.core.generation import OUTPUT, GenerationParams
 from splitserve.core.tier import BundleTier
@@ -147,6 +147,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         response = codec.response_from_outputs(result.outputs, request, self.model_name, bundle.fingerprint)
         response.parameters["queue_us"].int64_param = result.queue_us
         response.parameters["inference_us"].int64_param = result.inference_us
+        tracing.record_phases([("queue", result.queue_us), ("inference", result.inference_us)])
         return response
 
     async def _generate(
@@ -225,6 +226,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         response = codec.response_from_outputs(outputs, request, self.model_name, bundle.fingerprint)
         response.parameters["queue_us"].int64_param = queue_us
         response.parameters["inference_us"].int64_param = inference_us
+        tracing.record_phases([("queue", queue_us), ("inference", inference_us)])
         if stream:
             response.parameters["triton_final_response"].bool_param = True
         yield response

@@ -204,28 +204,40 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_k8s(args: argparse.Namespace) -> int:
+    """`splitserve k8s` and `splitserve kserve`: the kustomize tree (splitserve.k8s)."""
     from splitserve import k8s
+    from splitserve.k8s import capacity
 
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not tracking_uri:
         raise SystemExit(
             "error: --tracking-uri (or MLFLOW_TRACKING_URI): the MLflow server the pods load the bundle from"
         )
-    objects = k8s.manifests(
+    replicas = {}
+    for tier, count in _parse_kv(args.replicas).items():
+        if not isinstance(count, int) or count < 1:
+            raise SystemExit(f"error: --replicas {tier}={count}: replicas are a whole number, at least 1")
+        replicas[tier] = count
+    options = k8s.Options(
         args.bundle_uri,
-        image=args.image,
         tracking_uri=tracking_uri,
+        image=args.image,
+        gpu_image=args.gpu_image,
         name=args.name,
         namespace=args.namespace,
-        replicas={k: int(v) for k, v in _parse_kv(args.replicas).items()},
+        replicas=replicas,
         max_replicas=args.max_replicas,
         backend=args.backend,
-        device=args.device,
+        autoscaler=args.autoscaler,
+        prometheus_url=args.prometheus_url,
     )
-    if args.out:
-        print(k8s.write(objects, Path(args.out)))
-    else:
-        print(k8s.to_yaml(objects), end="")
+    try:
+        files = k8s.render(options, args.command, capacity.load(args.capacity))
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    out = Path(args.out or f"{args.name}-{args.command}")
+    k8s.write(files, out)
+    print(f"{out}: kubectl apply -k {out}/overlays/cpu (or {out}/overlays/gpu)")
     return 0
 
 
@@ -243,6 +255,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.seconds,
         tuple(args.targets) if args.targets else None,
         command=command,
+        device=args.device,
     )
     return 0
 
@@ -326,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="Records per request.")
     p.add_argument("--seconds", type=float, default=6.0, help="Duration of each measurement point.")
     p.add_argument("--targets", nargs="+", help="Only these targets (default: all).")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
     p.set_defaults(func=cmd_bench)
 
     for name, cls, func, help_text in (
@@ -338,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     p = sub.add_parser("serve-gateway", help="Run the gateway in front of the tiers' replicas.")
     add_settings_flags(p, GatewaySettings)
+    # KServe appends these to a transformer's command line; accepted and unused (the model tier's
+    # address comes from --model).
+    for flag in ("--model_name", "--predictor_host", "--http_port", "--workers"):
+        p.add_argument(flag, dest=f"kserve_{flag[2:]}", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve_gateway)
 
     p = sub.add_parser("up", help="Run every tier and the gateway locally; prints their addresses as JSON.")
@@ -362,20 +380,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_up)
 
-    p = sub.add_parser("k8s", help="Kubernetes manifests for a bundle: Deployment, Service, HPA per tier.")
-    p.add_argument("bundle_uri", help="Serving bundle URI (models:/..., runs:/...), as the pods will load it.")
-    p.add_argument("--image", default="splitserve:latest", help="Container image (deploy/Dockerfile).")
-    p.add_argument("--tracking-uri", help="MLflow tracking server the pods use (default: $MLFLOW_TRACKING_URI).")
-    p.add_argument("--name", default="splitserve", help="Prefix of every object's name.")
-    p.add_argument("--namespace", default="default", help="Namespace.")
-    p.add_argument(
-        "--replicas", nargs="+", metavar="TIER=N", help="Initial (and minimum) replicas, e.g. model=2 preprocess=2."
-    )
-    p.add_argument("--max-replicas", type=int, default=10, help="Autoscaler ceiling per tier.")
-    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="Model-tier backend.")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: the model pods ask for a GPU.")
-    p.add_argument("--out", help="Write the YAML here (default: stdout).")
-    p.set_defaults(func=cmd_k8s)
+    for command, help_text in (
+        ("k8s", "Kubernetes manifests for a bundle (kustomize): per tier a Deployment, Service, PDB, autoscaler."),
+        ("kserve", "A KServe InferenceService for a bundle (kustomize): model tier predictor, gateway transformer."),
+    ):
+        p = sub.add_parser(command, help=help_text)
+        p.add_argument("bundle_uri", help="Serving bundle URI (models:/..., runs:/...), as the pods will load it.")
+        p.add_argument("--image", default="splitserve:latest", help="Container image (deploy/Dockerfile).")
+        p.add_argument("--gpu-image", help="The model pods' image in the GPU overlay (default: --image).")
+        p.add_argument("--tracking-uri", help="MLflow tracking server the pods use (default: $MLFLOW_TRACKING_URI).")
+        p.add_argument("--name", default="splitserve", help="Prefix of every object's name.")
+        p.add_argument("--namespace", default="default", help="Namespace.")
+        p.add_argument(
+            "--replicas",
+            nargs="+",
+            metavar="TIER=N",
+            help="Initial (and minimum) replicas, e.g. model=2; tiers not given follow the capacity table.",
+        )
+        p.add_argument("--max-replicas", type=int, default=10, help="Autoscaler ceiling per tier.")
+        p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="Model-tier backend.")
+        p.add_argument(
+            "--autoscaler",
+            choices=("hpa", "keda"),
+            default="hpa",
+            help="hpa: CPU 70%%; keda: the tiers' own Prometheus metrics (queued rows, requests in flight).",
+        )
+        p.add_argument(
+            "--prometheus-url", default="http://prometheus-operated.monitoring.svc:9090", help="KEDA's Prometheus."
+        )
+        p.add_argument(
+            "--capacity", help="Capacity table: a bench's results.json (default: the committed MiniLM 2-CPU one)."
+        )
+        p.add_argument("--out", help="Folder for the kustomize tree (default: NAME-k8s or NAME-kserve).")
+        p.set_defaults(func=cmd_k8s)
 
     p = sub.add_parser("predict", help="Send texts to a gateway; prints results as JSON.")
     p.add_argument("--target", required=True, help="Gateway address host:port.")

@@ -55,6 +55,10 @@ def test_bench_runs_and_reports(tiny_bundles, tmp_path) -> None:
     assert saved["headline"]["gateway_inline_added_p50_ms_c1_b1"] is not None
     inline = [t for t in saved["targets"] if t["target"] == "gateway-onnx-fp32-inline"][0]
     assert set(inline["peak_rss_mb"]) >= {"model", "gateway"} and "preprocess" not in inline["peak_rss_mb"]
+    table = saved["capacity"]["cpu"]  # pods per model pod, for `splitserve k8s --capacity results.json`
+    assert set(table["pods_per_model_pod"]) == {"preprocess", "postprocess", "gateway", "gateway-inline"}
+    assert table["model_pod_records_per_s"] > 0
+    assert "## Capacity (cpu): pods per model pod" in (tmp_path / "results.md").read_text()
     for name in ("results.md", "throughput.png", "latency_p50.png", "latency_percentiles.png"):
         assert (tmp_path / name).stat().st_size > 0
     runs = mlflow.search_runs(filter_string="attributes.run_name = 'splitserve-bench'", search_all_experiments=True)

@@ -29,6 +29,7 @@ from splitserve.bench.targets import (
     PyfuncTarget,
     Target,
 )
+from splitserve.k8s.capacity import THREE_TIERS_TARGET, capacity_markdown, capacity_table
 
 DEFAULT_CONCURRENCY = (1, 4, 16)
 DEFAULT_BATCH_SIZES = (1, 8)
@@ -58,6 +59,7 @@ def run_bench(
     seconds: float = 6.0,
     targets: tuple[str, ...] | None = None,
     command: str = "",
+    device: str = "cpu",
 ) -> dict[str, Any]:
     import mlflow
     from rich.console import Console
@@ -85,13 +87,13 @@ def run_bench(
     available: dict[str, Target] = {
         t.name: t
         for t in (
-            GatewayTarget("gateway-onnx-fp32", fp32, "onnx"),
-            GatewayTarget("gateway-onnx-int8", int8, "onnx"),
-            GatewayTarget("gateway-torch", fp32, "torch"),
-            GatewayTarget("gateway-onnx-fp32-inline", fp32, "onnx", inline_stages=True),
-            ModelTierTarget("model-tier-onnx-fp32", fp32, "onnx"),
-            ModelTierTarget("model-tier-onnx-int8", int8, "onnx"),
-            ModelTierTarget("model-tier-torch", fp32, "torch"),
+            GatewayTarget("gateway-onnx-fp32", fp32, "onnx", device=device),
+            GatewayTarget("gateway-onnx-int8", int8, "onnx", device=device),
+            GatewayTarget("gateway-torch", fp32, "torch", device=device),
+            GatewayTarget("gateway-onnx-fp32-inline", fp32, "onnx", inline_stages=True, device=device),
+            ModelTierTarget("model-tier-onnx-fp32", fp32, "onnx", device=device),
+            ModelTierTarget("model-tier-onnx-int8", int8, "onnx", device=device),
+            ModelTierTarget("model-tier-torch", fp32, "torch", device=device),
             PipelineTarget("pipeline-in-process", source_uri),
             PyfuncTarget("pyfunc-in-process", fp32),
             MlflowServeTarget("mlflow-models-serve", source_uri),
@@ -150,18 +152,27 @@ def run_bench(
             finally:
                 target.stop()
     heads = headline(points, concurrency, batch_sizes)
+    point_dicts = [asdict(p) for p in points]
+    # The capacity table (pods per model pod) `splitserve k8s --capacity results.json` sizes tiers with.
+    tables = (
+        {("gpu" if device == "cuda" else "cpu"): capacity_table(point_dicts, device)}
+        if any(p.target == THREE_TIERS_TARGET for p in points)
+        else {}
+    )
     report = {
         "command": command,
         "source_uri": source_uri,
         "bundles": {"fp32": fp32, "int8": int8},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "device": device,
         "headline": heads,
-        "points": [asdict(p) for p in points],
+        "capacity": tables,
+        "points": point_dicts,
         "targets": [asdict(s) for s in summaries],
         "failed_targets": failed,
     }
     (out_dir / "results.json").write_text(json.dumps(report, indent=2))
-    (out_dir / "results.md").write_text(markdown(points, summaries, heads, command))
+    (out_dir / "results.md").write_text(markdown(points, summaries, heads, command) + capacity_markdown(tables))
     images = plots(points, out_dir)
     with mlflow.start_run(run_name="splitserve-bench"):
         mlflow.log_params(

@@ -43,13 +43,15 @@ class Target:
 class GatewayTarget(Target):
     """All tiers via `splitserve up`, called through the gateway with the gRPC client."""
 
-    def __init__(self, name: str, bundle_uri: str, backend: str, inline_stages: bool = False):
+    def __init__(self, name: str, bundle_uri: str, backend: str, inline_stages: bool = False, device: str = "cpu"):
         self.name, self.bundle_uri, self.backend, self.inline_stages = name, bundle_uri, backend, inline_stages
+        self.device = device
 
     def start(self) -> None:
         from splitserve.client import Client
 
         argv = [sys.executable, "-m", "splitserve", "up", self.bundle_uri, "--backend", self.backend]
+        argv += ["--device", self.device]
         argv += ["--inline-stages"] if self.inline_stages else []
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
@@ -90,8 +92,8 @@ class ModelTierTarget(Target):
     """One model-tier replica alone (`splitserve serve-model`), called over the Open Inference
     Protocol with inputs tokenized beforehand: the model tier's own throughput, ONNX vs PyTorch."""
 
-    def __init__(self, name: str, bundle_uri: str, backend: str):
-        self.name, self.bundle_uri, self.backend = name, bundle_uri, backend
+    def __init__(self, name: str, bundle_uri: str, backend: str, device: str = "cpu"):
+        self.name, self.bundle_uri, self.backend, self.device = name, bundle_uri, backend, device
 
     def start(self) -> None:
         import grpc
@@ -106,6 +108,7 @@ class ModelTierTarget(Target):
         threads = str(os.cpu_count() or 1)
         self.replica = Replica("model", serve_command("serve-model", self.bundle_uri, "--backend", self.backend))
         self.replica.argv += ["--host", "127.0.0.1", "--intra-op-threads", threads, "--log-level", "warning"]
+        self.replica.argv += ["--device", self.device]
         self.replica.start()
         address = self.replica.wait_ready(time.monotonic() + READY_TIMEOUT_S)
         bundle = load_bundle(self.bundle_uri, ("tokenizer",))

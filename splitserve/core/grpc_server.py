@@ -27,7 +27,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Gauge, Histogram
 
-from splitserve.core import errors
+from splitserve.core import errors, tracing
 from splitserve.core.settings import ServerSettings
 
 log = logging.getLogger("splitserve")
@@ -53,6 +53,7 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 IN_FLIGHT = Gauge("splitserve_in_flight", "RPCs in progress", ["tier"])
+_NO_SPAN = contextlib.nullcontext()
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -81,6 +82,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = details.method.rsplit("/", 1)[-1]
+        # A span per RPC of the tier's own services (not health checks or reflection), when tracing is on.
+        traced = details.method.lstrip("/") if tracing.enabled() and not details.method.startswith("/grpc.") else None
         codecs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
@@ -89,7 +92,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             unary = handler.unary_unary
 
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                async with self._guard(method, context):
+                async with self._guard(method, context, traced):
                     return await unary(request, context)
                 raise AssertionError("unreachable")  # the guard re-raises or aborts
 
@@ -99,7 +102,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             return handler
 
         async def streamed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._guard(method, context):
+            async with self._guard(method, context, traced):
                 async for item in stream(request, context):
                     yield item
 
@@ -109,25 +112,28 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return factory(streamed, **codecs)
 
     @contextlib.asynccontextmanager
-    async def _guard(self, method: str, context: grpc.aio.ServicerContext) -> Any:
+    async def _guard(self, method: str, context: grpc.aio.ServicerContext, traced: str | None = None) -> Any:
         start = time.perf_counter()
         IN_FLIGHT.labels(self.tier).inc()
         code = grpc.StatusCode.OK
-        try:
-            yield
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:  # noqa: BLE001 - this is the mapping point
-            if context.code() not in (None, grpc.StatusCode.OK) and not isinstance(exc, errors.SplitServeError):
-                code = context.code()
-                raise  # the handler already aborted
-            code, message = status_of(exc)
-            await context.abort(code, message)
-        finally:
-            IN_FLIGHT.labels(self.tier).dec()
-            REQUESTS.labels(self.tier, method, code.name).inc()
-            LATENCY.labels(self.tier, method).observe(time.perf_counter() - start)
+        scope = tracing.server_span(traced, context.invocation_metadata(), self.tier) if traced else _NO_SPAN
+        with scope as span:
+            try:
+                yield
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:  # noqa: BLE001 - this is the mapping point
+                if context.code() not in (None, grpc.StatusCode.OK) and not isinstance(exc, errors.SplitServeError):
+                    code = context.code()
+                    raise  # the handler already aborted
+                code, message = status_of(exc)
+                await context.abort(code, message)
+            finally:
+                tracing.end_rpc(span, code)
+                IN_FLIGHT.labels(self.tier).dec()
+                REQUESTS.labels(self.tier, method, code.name).inc()
+                LATENCY.labels(self.tier, method).observe(time.perf_counter() - start)
 
 
 class Tier(Protocol):
@@ -141,12 +147,24 @@ class Tier(Protocol):
         ...
 
 
+# Clients may send keepalive pings this often (the gateway pings its tiers to notice a dead host).
+MIN_PING_INTERVAL_MS = 500
+
+
 def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
-    return [
+    options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
     ]
+    if settings.max_connection_age_s > 0:  # rebalancing: clients re-resolve when their connection ages out
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * 1000)),
+        ]
+    return options
 
 
 @dataclass
@@ -209,6 +227,8 @@ async def serve(tier: Tier, settings: ServerSettings) -> int:
     `{"tier", "address", ...}` goes to stdout so launchers know where the tier listens.
     """
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if tracing.configure(f"splitserve-{tier.name}"):
+        log.info("%s: OpenTelemetry tracing on (OTEL_* environment)", tier.name)
     if settings.metrics_port is not None:
         from prometheus_client import start_http_server
 
@@ -243,4 +263,5 @@ async def serve(tier: Tier, settings: ServerSettings) -> int:
     close = getattr(tier, "close", None)
     if close is not None:
         await close()
+    tracing.shutdown()
     return code

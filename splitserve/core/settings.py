@@ -27,6 +27,15 @@ class ServerSettings(BaseSettings):
     tls_client_ca: str | None = Field(
         None, description="PEM CA file: require client certificates it signed (mutual TLS)."
     )
+    max_connection_age_s: float = Field(
+        60.0,
+        ge=0,
+        description="Close each client connection after this long (GOAWAY, with gRPC's jitter): clients reconnect and "
+        "re-resolve, so they spread over replicas added since (0: never).",
+    )
+    max_connection_age_grace_s: float = Field(
+        120.0, ge=0, description="Time in-flight RPCs on an aged connection get before it is closed."
+    )
 
 
 class BundleServerSettings(ServerSettings):

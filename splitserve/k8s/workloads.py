@@ -1,0 +1,162 @@
+"""What every tier's pods look like, on plain Kubernetes and under KServe: the container (its
+command line, probes, ports, resources), and per tier a Deployment, a Service and a
+PodDisruptionBudget.
+
+The preprocess, model and postprocess Services are headless (`clusterIP: None`): DNS answers with
+every ready pod, and the gateway's `dns:///` channels balance round robin over them (with gRPC
+health checks and retries), per replica rather than per connection; the tiers close connections
+after `--max-connection-age-s` so the gateway re-resolves and reaches pods added since. The
+gateway's Service is a normal ClusterIP one, the address clients call. Readiness and liveness are
+Kubernetes' native gRPC probes on each tier's `grpc.health.v1` service (NOT_SERVING until its bundle
+is loaded). Every tier gets the bundle URI and MLFLOW_TRACKING_URI, and serves Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from splitserve.k8s.capacity import POD_CPUS
+
+GRPC_PORT = 7000
+METRICS_PORT = 9090
+TIERS = ("preprocess", "model", "postprocess", "gateway")
+MEMORY = {"preprocess": ("256Mi", "512Mi"), "model": ("1Gi", "4Gi"), "postprocess": ("256Mi", "512Mi")}
+DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Options:
+    """What `splitserve k8s` and `splitserve kserve` are given (their flags)."""
+
+    bundle_uri: str
+    tracking_uri: str
+    image: str = "splitserve:latest"
+    gpu_image: str | None = None  # the model pods' image on the GPU overlay (default: `image`)
+    name: str = "splitserve"
+    namespace: str = "default"
+    replicas: dict[str, int] = field(default_factory=dict)  # initial and minimum, per tier
+    max_replicas: int = 10
+    backend: str = "onnx"
+    autoscaler: str = "hpa"  # or "keda"
+    prometheus_url: str = DEFAULT_PROMETHEUS
+
+
+def resources(tier: str, device: str) -> Obj:
+    request, limit = MEMORY.get(tier, MEMORY["preprocess"])
+    cpu = POD_CPUS[tier]
+    out: Obj = {
+        "requests": {"cpu": f"{int(cpu * 1000)}m" if cpu < 1 else str(int(cpu)), "memory": request},
+        "limits": {"memory": limit},
+    }
+    if tier == "model" and device == "cuda":
+        out["limits"]["nvidia.com/gpu"] = 1
+    return out
+
+
+def serve_args(o: Options, tier: str, device: str, model_address: str = "", inline: bool = False) -> list[str]:
+    """The container's command line (the image's entrypoint is `splitserve`)."""
+    common = ["--host", "0.0.0.0", "--port", str(GRPC_PORT), "--metrics-port", str(METRICS_PORT)]
+    if tier == "model":
+        return ["serve-model", o.bundle_uri, *common, "--backend", o.backend, "--device", device]
+    if tier != "gateway":
+        return [f"serve-{tier}", o.bundle_uri, *common]
+    if inline:
+        return ["serve-gateway", *common, "--model", model_address, "--inline-stages", o.bundle_uri]
+    return [
+        "serve-gateway",
+        *common,
+        "--preprocess",
+        service_address(o, "preprocess"),
+        "--model",
+        service_address(o, "model"),
+        "--postprocess",
+        service_address(o, "postprocess"),
+    ]
+
+
+def service_address(o: Options, tier: str, port: int = GRPC_PORT, service: str = "") -> str:
+    return f"dns:///{service or f'{o.name}-{tier}'}.{o.namespace}.svc.cluster.local:{port}"
+
+
+def container(o: Options, tier: str, device: str, args: list[str], name: str = "", port_name: str = "grpc") -> Obj:
+    probe: Obj = {"grpc": {"port": GRPC_PORT}, "periodSeconds": 5}
+    ports: list[Obj] = [{"name": port_name, "containerPort": GRPC_PORT, "protocol": "TCP"}]
+    if port_name == "grpc":  # Knative (KServe) allows one port: metrics are scraped by annotation only
+        ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
+    image = o.gpu_image if (tier == "model" and device == "cuda" and o.gpu_image) else o.image
+    return {
+        "name": name or tier,
+        "image": image,
+        "args": args,
+        "ports": ports,
+        "env": [
+            {"name": "MLFLOW_TRACKING_URI", "value": o.tracking_uri},
+            {"name": "HF_HUB_OFFLINE", "value": "1"},
+        ],
+        "readinessProbe": probe,
+        "livenessProbe": {**probe, "initialDelaySeconds": 120, "failureThreshold": 3},
+        "resources": resources(tier, device),
+    }
+
+
+def labels(o: Options, tier: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": o.name, "app.kubernetes.io/component": tier}
+
+
+def metadata(o: Options, name: str, tier_labels: dict[str, str] | None = None) -> Obj:
+    meta: Obj = {"name": name, "namespace": o.namespace}
+    if tier_labels:
+        meta["labels"] = tier_labels
+    return meta
+
+
+SCRAPE = {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT)}
+
+
+def deployment(o: Options, tier: str, device: str, replicas: int) -> Obj:
+    tier_labels = labels(o, tier)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(o, f"{o.name}-{tier}", tier_labels),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": tier_labels},
+            "template": {
+                "metadata": {"labels": tier_labels, "annotations": SCRAPE},
+                # SIGTERM drains in-flight work for --grace-s (10 s) before the pod goes.
+                "spec": {
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [container(o, tier, device, serve_args(o, tier, device))],
+                },
+            },
+        },
+    }
+
+
+def service(o: Options, tier: str) -> Obj:
+    spec: Obj = {
+        "selector": labels(o, tier),
+        "ports": [{"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "appProtocol": "grpc"}],
+    }
+    if tier != "gateway":
+        spec["clusterIP"] = "None"  # headless: the gateway balances per pod
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(o, f"{o.name}-{tier}", labels(o, tier)),
+        "spec": spec,
+    }
+
+
+def disruption_budget(o: Options, name: str, selector: dict[str, str], tier_labels: dict[str, str]) -> Obj:
+    """At most one pod of the tier down at a time for voluntary disruptions (node drains,
+    upgrades); a one-pod tier can still be drained."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(o, name, tier_labels),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+    }
