@@ -137,8 +137,22 @@ def cmd_export(args: argparse.Namespace) -> int:
         quality_thresholds={k: float(v) for k, v in _parse_kv(args.quality).items()} or None,
         max_new_tokens_limit=args.max_new_tokens_limit,
         template=args.template,
+        max_length=args.max_length,
     )
     print(uri)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from splitserve.describe import describe, show
+    from splitserve.mlflow_env import ensure_tracking_uri
+
+    ensure_tracking_uri()
+    facts = describe(args.bundle_uri)
+    if args.json:
+        print(json.dumps(facts, ensure_ascii=False))
+    else:
+        show(facts)
     return 0
 
 
@@ -321,11 +335,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="int8 quality gate thresholds vs fp32: min_cosine (0.95), mean_cosine (0.98), label_agreement (0.99).",
     )
     p.add_argument(
+        "--max-length",
+        type=int,
+        help="The longest input, for a model that declares none (default 512); at most its position embeddings.",
+    )
+    p.add_argument(
         "--template",
         metavar="PATH",
         help="Your own pre/post logic (a .py file or a package directory): shipped in the bundle, run in the tiers.",
     )
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("inspect", help="What a bundle serves, and each request param's default and its origin.")
+    p.add_argument("bundle_uri", help="Serving bundle URI.")
+    p.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("new-template", help="Write a commented template skeleton NAME.py to fill in.")
     p.add_argument("name", help="Module name (the file is NAME.py).")

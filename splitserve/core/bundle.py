@@ -44,6 +44,11 @@ class ServingConfig:
     id2label: dict[int, str] | None = None
     problem_type: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
+    # Where each default came from: "--set", "signature" and "model_config" (the source model's
+    # MLflow settings) or "template"; the generation tasks' others are the model's generation_config.
+    defaults_from: dict[str, str] = field(default_factory=dict)
+    source_dtype: str = "float32"  # the torch dtype the source was logged in (the torch backend runs it so)
+    adapter: dict[str, Any] | None = None  # a PEFT source's adapter (merged into the exported graph)
     onnx_file: str = "model.onnx"
     quantization: str | None = None
     parity: dict[str, float] = field(default_factory=dict)

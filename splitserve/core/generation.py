@@ -106,7 +106,6 @@ class GenerationInfo:
     model_settings: ModelDecoding
     defaults: dict[str, Any]  # request params' defaults, from the model's generation_config and MLflow model_config
     max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS_LIMIT
-    return_full_text: bool | None = None  # the source model's MLflow model_config, when it says
     collapse_whitespace: bool = False  # MLflow's text-generation option
     encoder_file: str | None = None  # encoder-decoders: the encoder graph
     decoder_start_token_id: int | None = None
@@ -276,10 +275,8 @@ def resolve(
     (generation_config, MLflow model_config) > `FALLBACKS`; max_new_tokens within the bundle's limit
     (a default is capped to it, a request over it refused); beam sampling refused."""
     model_defaults = dict(info.defaults)
-    if any(p.name == "return_full_text" for p in spec):
+    if any(p.name == "return_full_text" for p in spec):  # a model_config or --set default wins
         model_defaults["return_full_text"] = prompt_template is None
-        if info.return_full_text is not None:  # the source model's MLflow model_config
-            model_defaults["return_full_text"] = info.return_full_text
     model_defaults = {k: v for k, v in model_defaults.items() if v is not None}
     resolved = P.resolve(spec, params, {**model_defaults, **bundle_defaults}, task)
     limit = info.max_new_tokens_limit

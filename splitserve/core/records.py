@@ -53,7 +53,9 @@ class Record:
 
 
 def to_records(inputs: Any, extra: bool = False) -> list[Record]:
-    """Records from a string, a list of strings/dicts, or a pandas DataFrame.
+    """Records from what MLflow's pyfunc takes: a string, a list (or numpy array, or pandas
+    Series) of strings/dicts, a dict (one record, or columns: a dict of equally long lists), or a
+    pandas DataFrame.
 
     A dict uses the field names of `Record` (`content` is accepted for `text`). A missing id
     becomes the record's index. Values are type-checked here so that messages name the record
@@ -64,11 +66,22 @@ def to_records(inputs: Any, extra: bool = False) -> list[Record]:
         inputs = [inputs]
     elif hasattr(inputs, "to_dict") and hasattr(inputs, "columns"):  # pandas.DataFrame
         inputs = inputs.to_dict(orient="records")
+    elif hasattr(inputs, "tolist") and not isinstance(inputs, (str, bytes)):  # numpy array, pandas Series
+        inputs = inputs.tolist()
     elif isinstance(inputs, dict):
-        inputs = [inputs]
+        inputs = _columns(inputs) or [inputs]
     if not isinstance(inputs, (list, tuple)):
         raise InvalidInput(f"records must be a list of strings or dicts, got {type(inputs).__name__}")
     return [_to_record(i, item, extra) for i, item in enumerate(inputs)]
+
+
+def _columns(data: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A dict of equally long lists, as records (a zero-shot record's own `candidate_labels`
+    list beside a string `text` is one record, not columns)."""
+    values = [plain(v) for v in data.values()]
+    if not values or not all(isinstance(v, list) for v in values) or len({len(v) for v in values}) != 1:
+        return None
+    return [dict(zip(data, row, strict=True)) for row in zip(*values, strict=True)]
 
 
 def _to_record(index: int, item: Any, keep_extra: bool) -> Record:

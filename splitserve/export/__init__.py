@@ -29,6 +29,7 @@ from splitserve.export.quantize import (
 )
 from splitserve.export.samples import QUALITY_TEXTS, SAMPLE_TEXTS
 from splitserve.export.signature import bundle_requirements, code_paths, signature_for
+from splitserve.export.source import inference_defaults, load_source_model, read_source
 from splitserve.export.template import check_template, read_template, stage_template
 from splitserve.tasks.base import Task
 
@@ -56,6 +57,7 @@ def export_bundle(
     quality_thresholds: dict[str, float] | None = None,
     max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS_LIMIT,
     template: str | Path | None = None,
+    max_length: int | None = None,
 ) -> str:
     """Export the source model at `source_uri` and log the serving bundle; returns its URI.
 
@@ -65,8 +67,8 @@ def export_bundle(
     `max_new_tokens_limit`: generation tasks only, the most new tokens a request may ask for.
     `template`: the user's template module (a .py file or a package directory, see
     `splitserve.stages.template`), shipped in the bundle and run on sample records first.
+    `max_length`: the longest input, for a model that declares none (see `onnx.max_length_of`).
     """
-    import mlflow
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -88,20 +90,35 @@ def export_bundle(
             progress.update(task_id, completed=1, description=f"[green]✓[/] {text}")
 
         t = step(f"Loading source model {source_uri}")
-        components = mlflow.transformers.load_model(source_uri, return_type="components")
-        pipeline_task = components["task"]  # translation: "translation_en_to_fr" and the like
+        source = read_source(source_uri)
+        loaded = load_source_model(source_uri, source)
+        pipeline_task = loaded.task  # translation: "translation_en_to_fr" and the like
         task = tasks.lookup(pipeline_task)
         if task is None:
             raise ExportError(f"task {pipeline_task!r} is not supported yet; supported: {sorted(tasks.NAMES)}")
         artifacts = Path(tmp) / "artifacts"
-        template_name, loaded_template = None, None
+        mlflow_defaults, defaults_from, options = inference_defaults(source, task)
+        template_name, loaded_template, template_defaults = None, None, {}
         if template is not None:
             template_name = stage_template(Path(template), artifacts / "template")
             loaded_template = read_template(artifacts / "template", template_name, task)
-            defaults = {**loaded_template.defaults, **defaults}  # export --set wins over the template's
+            template_defaults = loaded_template.defaults
+        # export --set > the source's signature > its model_config (`inference_defaults`) > the template's DEFAULTS
+        defaults_from = {
+            **dict.fromkeys(template_defaults, "template"),
+            **defaults_from,
+            **dict.fromkeys(defaults, "--set"),
+        }
+        defaults = {**template_defaults, **mlflow_defaults, **defaults}
         _check_arguments(task, defaults, quantize, max_new_tokens_limit)
-        model, tokenizer = components["model"].float().eval(), components["tokenizer"]
-        done(t, f"Loaded {type(model).__name__} ({task.name})")
+        model, tokenizer = loaded.exported, loaded.tokenizer
+        notes = (
+            [f"logged in {loaded.dtype}: exported in float32, the right choice on CPU"]
+            if loaded.dtype != "float32"
+            else []
+        )
+        notes += [f"{loaded.adapter['peft_type']} adapter merged into its base"] if loaded.adapter else []
+        done(t, f"Loaded {type(model).__name__} ({task.name})" + "".join(f"; {n}" for n in notes))
 
         t = step("Exporting to ONNX with Optimum")
         onnx_dir, tok_dir = artifacts / "onnx", artifacts / "tokenizer"
@@ -110,14 +127,18 @@ def export_bundle(
         done(t, "Exported ONNX graph")
 
         t = step("Checking ONNX against PyTorch")
-        max_length = max_length_of(tokenizer, model.config)
-        generation, prompt_template = None, None
+        max_length, length_from = max_length_of(tokenizer, model.config, max_length)
+        generation = None
         if task.export.parity != "encoder":
-            generation, prompt_template = generation_info(
-                model, tokenizer, onnx_dir, source_uri, max_new_tokens_limit, pipeline_task, task
+            collapse = bool(options.get("collapse_whitespace", False))
+            generation = generation_info(
+                model, tokenizer, onnx_dir, max_new_tokens_limit, pipeline_task, task, collapse
             )
-        parity = _check_parity(task, model, tokenizer, onnx_dir, max_length, tolerance, generation)
-        done(t, f"ONNX matches PyTorch (max abs diff {parity['parity_max_abs_diff']:.2e})")
+        parity = _check_parity(task, loaded.reference, tokenizer, onnx_dir, max_length, tolerance, generation)
+        done(
+            t,
+            f"ONNX matches PyTorch (max abs diff {parity['parity_max_abs_diff']:.2e}); max length {max_length} from {length_from}",
+        )
 
         if quantize == "int8":
             t = step("Quantizing to int8 (dynamic, per-channel weights) and checking it against fp32")
@@ -161,6 +182,8 @@ def export_bundle(
             output_shapes=shapes,
             id2label={int(k): v for k, v in model.config.id2label.items()} if task.export.labels else None,
             problem_type=getattr(model.config, "problem_type", None),
+            source_dtype=loaded.dtype,
+            adapter=loaded.adapter,
             defaults=defaults,
             quantization=quantize,
             parity=parity,
@@ -170,7 +193,8 @@ def export_bundle(
                 **({"template": hash_tree(artifacts / "template")} if template_name else {}),
             },
             generation=generation,
-            prompt_template=prompt_template,
+            prompt_template=source.prompt_template,
+            defaults_from=defaults_from,
             onnx_file=onnx_file,
             template=template_name,
         )

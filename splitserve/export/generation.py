@@ -41,17 +41,17 @@ def generation_info(
     model: Any,
     tokenizer: Any,
     onnx_dir: Path,
-    source_uri: str,
     max_new_tokens_limit: int,
     pipeline_task: str,
     task: Task,
-) -> tuple[GenerationInfo, str | None]:
+    collapse_whitespace: bool = False,
+) -> GenerationInfo:
     """What the stages need to generate: the decoder graph's names and past shapes, eos ids, the
     model's own decoding settings (forced tokens, min length), the defaults of the request params
     from the model's generation_config as the task's pipeline resolves them (the pipeline's own
     defaults where the model sets none), the max_new_tokens limit, the encoder-decoder's decoder
-    start token and the pipeline's `prefix`; and the source model's MLflow prompt_template."""
-    import mlflow
+    start token and the pipeline's `prefix`. (MLflow's model_config and signature defaults are the
+    bundle's defaults: `splitserve.export.source`.)"""
     import onnxruntime as ort
     import transformers
 
@@ -98,15 +98,6 @@ def generation_info(
         "no_repeat_ngram_size": int(gc.no_repeat_ngram_size or 0),
         "min_new_tokens": int(gc.min_new_tokens or 0),
     }
-    info = mlflow.models.get_model_info(source_uri)
-    template = (info.metadata or {}).get("prompt_template")
-    pyfunc_conf = info.flavors.get("python_function", {})
-    model_config = pyfunc_conf.get("model_config") or pyfunc_conf.get("config") or {}
-    # The source model's MLflow model_config: request params' defaults, where they are params.
-    accepted = {p.name: p for p in task.params}
-    for name, value in model_config.items():
-        if name in accepted and name != "return_full_text":
-            defaults[name] = accepted[name].validate(f"model_config {name}", value)
     start = None
     if encoder_decoder:
         start = gc.decoder_start_token_id
@@ -132,11 +123,10 @@ def generation_info(
         ),
         defaults=defaults,
         max_new_tokens_limit=int(max_new_tokens_limit),
-        return_full_text=model_config.get("return_full_text"),
         # MLflow's text-generation option: runs of whitespace in the text become one space.
-        collapse_whitespace=bool(model_config.get("collapse_whitespace", False)),
+        collapse_whitespace=collapse_whitespace,
         encoder_file=task.export.graphs[0] if encoder_decoder else None,
         decoder_start_token_id=None if start is None else int(start),
         prefix=prefix if encoder_decoder else None,
     )
-    return generation, template
+    return generation

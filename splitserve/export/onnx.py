@@ -13,24 +13,46 @@ from splitserve.tasks.base import Task
 PADDING_OFFSET_TYPES = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xlm-roberta-xl"}
 
 
-def max_length_of(tokenizer: Any, model_config: Any) -> int:
-    candidates = []
+# The maximum length of a model that declares none (no position embeddings, e.g. T5's relative
+# positions, and a tokenizer without model_max_length), unless `export --max-length` says.
+DEFAULT_MAX_LENGTH = 512
+
+
+def max_length_of(tokenizer: Any, model_config: Any, requested: int | None = None) -> tuple[int, str]:
+    """The longest input the stages give the model, and where that number came from: the smaller
+    of the tokenizer's model_max_length and the model's position embeddings, else `requested`
+    (export --max-length), else DEFAULT_MAX_LENGTH. A `requested` length past the positions is
+    refused."""
+    declared = []
     if 0 < getattr(tokenizer, "model_max_length", 0) < 100_000:
-        candidates.append(int(tokenizer.model_max_length))
+        declared.append(int(tokenizer.model_max_length))
     positions = getattr(model_config, "max_position_embeddings", None)
     if positions:
         if model_config.model_type in PADDING_OFFSET_TYPES:
             positions -= (model_config.pad_token_id or 0) + 1
-        candidates.append(int(positions))
-    if not candidates:
-        raise ExportError("cannot tell the model's maximum sequence length")
-    return min(candidates)
+        declared.append(int(positions))
+    if requested is not None:
+        if positions and requested > positions:
+            raise ExportError(f"--max-length {requested} exceeds the model's {positions} position embeddings")
+        return requested, "--max-length"
+    if declared:
+        return min(declared), "the model"
+    return DEFAULT_MAX_LENGTH, f"the default ({DEFAULT_MAX_LENGTH}; the model declares none: set --max-length)"
 
 
 def export_graphs(model: Any, task: Task, raw_dir: Path, onnx_dir: Path) -> str:
     """Export with Optimum into `raw_dir` and copy the graphs the bundle keeps (with their
     external data) into `onnx_dir`; returns the file the model tier runs."""
-    graphs = export_onnx(model, raw_dir, task.export.optimum_task, task.export.graphs)
+    try:
+        graphs = export_onnx(model, raw_dir, task.export.optimum_task, task.export.graphs)
+    except ExportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Optimum's advice is for its own CLI: say what failed
+        detail = str(exc).strip().splitlines()
+        raise ExportError(
+            f"Optimum cannot export {type(model).__name__} ({model.config.model_type}) for "
+            f"{task.export.optimum_task}: {type(exc).__name__}: {detail[0] if detail else ''}"
+        ) from None
     onnx_dir.mkdir(parents=True)
     for f in raw_dir.iterdir():
         if f.name.split(".onnx")[0] + ".onnx" in graphs and (

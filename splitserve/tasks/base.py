@@ -61,6 +61,11 @@ class Stage:
                 raise RuntimeError(f"the tokenizer does not produce model input {name!r}")
         return model_inputs
 
+    def prompted(self, text: str) -> str:
+        """The text in the source model's MLflow prompt_template ("... {prompt} ..."), where it has one."""
+        template = self.config.prompt_template
+        return template.format(prompt=text) if template else text
+
     def check_lengths(
         self, enc: Any, records: list[Record], rows: list[int] | None = None, field: str = "text"
     ) -> None:
@@ -116,7 +121,7 @@ def encode_texts(
     and truncated as the params say; the context has the attention mask, and with `offsets` the
     ids, character offsets and special-tokens mask of every token."""
     enc = stage.tokenizer(
-        [r.text for r in records],
+        [stage.prompted(r.text or "") for r in records],
         [r.text_pair for r in records] if pairs else None,
         padding=True,  # dynamic padding: to the longest record of this request
         truncation=p["truncation"],

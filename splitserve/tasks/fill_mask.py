@@ -104,7 +104,7 @@ class FillMask(Task):
         if tok.mask_token_id is None:
             raise RuntimeError("the bundle's tokenizer defines no mask token")
         enc = tok(
-            [r.text for r in records],
+            [stage.prompted(r.text or "") for r in records],
             padding=True,
             truncation=p["truncation"],
             max_length=p["max_length"] if p["truncation"] else None,

@@ -1,0 +1,63 @@
+"""`splitserve inspect BUNDLE_URI`: what a bundle serves and, for every request param, the default
+a request without it gets and where that default came from (`export --set`, the source model's
+MLflow signature or model_config, the template, the model's generation_config, the pipeline)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from splitserve import tasks
+from splitserve.core.bundle import load_bundle
+from splitserve.stages.template import load_template
+
+
+def describe(uri: str) -> dict[str, Any]:
+    bundle = load_bundle(uri, ("template",))
+    config = bundle.config
+    task = tasks.get(config.task)
+    template = load_template(bundle, tokenizer=None)
+    resolved = task.resolve(config, {})
+    model_defaults = config.generation.defaults if config.generation else {}
+
+    def origin(name: str) -> str:
+        if name in config.defaults_from:
+            return config.defaults_from[name]
+        return "generation_config" if model_defaults.get(name) is not None else "pipeline"
+
+    params = [
+        {"name": p.name, "default": resolved[p.name], "from": origin(p.name), "type": p.kind} for p in task.params
+    ]
+    if template is not None:
+        params += [
+            {"name": p.name, "default": p.default, "from": "template PARAMS", "type": p.kind} for p in template.params
+        ]
+    return {
+        "bundle": uri,
+        "name": config.name,
+        "task": config.task,
+        "fingerprint": config.fingerprint,
+        "source_model_uri": config.source_model_uri,
+        "template": config.template,
+        "max_length": config.max_length,
+        "quantization": config.quantization,
+        "prompt_template": config.prompt_template,
+        "parity": config.parity,
+        "params": params,
+    }
+
+
+def show(facts: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for key in ("bundle", "name", "task", "fingerprint", "source_model_uri", "template", "max_length", "quantization"):
+        if facts[key] is not None:
+            console.print(f"[bold]{key}[/]: {facts[key]}")
+    table = Table(title="Request params: the default a request without them gets, and where it came from")
+    for column in ("param", "default", "from", "type"):
+        table.add_column(column)
+    for p in facts["params"]:
+        table.add_row(p["name"], json.dumps(p["default"]), p["from"], p["type"])
+    console.print(table)
