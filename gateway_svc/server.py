@@ -253,7 +253,9 @@ class GatewayTier(pb_grpc.GatewayServicer):
         t3 = time.perf_counter()
         stages = {"preprocess": t1 - t0, "model": t2 - t1, "postprocess": t3 - t2}
         self._set_timings(context, stages, time.perf_counter() - start, infer)
-        return pb.PredictResponse(model=pre.model, fingerprint=pre.fingerprint, results=post.results, rows=post.rows)
+        return pb.PredictResponse(
+            model=pre.model, fingerprint=pre.fingerprint, results=post.results, rows=post.rows, truncated=pre.truncated
+        )
 
     async def _predict_stream(
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
@@ -312,7 +314,13 @@ class GatewayTier(pb_grpc.GatewayServicer):
         stages = {"preprocess": t1 - start, "model": t2 - t1 - decode_s, "postprocess": t3 - t2 + decode_s}
         self._set_timings(context, stages, time.perf_counter() - start, final)
         yield pb.PredictStreamResponse(
-            final=pb.PredictResponse(model=pre.model, fingerprint=pre.fingerprint, results=post.results, rows=post.rows)
+            final=pb.PredictResponse(
+                model=pre.model,
+                fingerprint=pre.fingerprint,
+                results=post.results,
+                rows=post.rows,
+                truncated=pre.truncated,
+            )
         )
 
     async def close(self) -> None:

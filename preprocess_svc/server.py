@@ -43,4 +43,5 @@ class PreprocessTier(BundleTier, pb_grpc.PreprocessServicer):
             context=codec.arrays_to_tensors(encoded.context),
             model_parameters=codec.model_params_to_pb(encoded.model_params),
             task_records=codec.records_to_pb(encoded.task_records) if encoded.task_records is not None else [],
+            truncated=encoded.truncated,
         )

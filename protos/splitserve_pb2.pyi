@@ -212,7 +212,7 @@ class ModelParameter(_message.Message):
     def __init__(self, bool_value: _Optional[bool] = ..., int64_value: _Optional[int] = ..., double_value: _Optional[float] = ..., string_value: _Optional[str] = ...) -> None: ...
 
 class PreprocessResponse(_message.Message):
-    __slots__ = ("model", "fingerprint", "model_inputs", "context", "model_parameters", "task_records")
+    __slots__ = ("model", "fingerprint", "model_inputs", "context", "model_parameters", "task_records", "truncated")
     class ModelParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -226,13 +226,15 @@ class PreprocessResponse(_message.Message):
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     MODEL_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     TASK_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     model: str
     fingerprint: str
     model_inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
     context: _containers.RepeatedCompositeFieldContainer[Tensor]
     model_parameters: _containers.MessageMap[str, ModelParameter]
     task_records: _containers.RepeatedCompositeFieldContainer[Record]
-    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., model_inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., context: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., model_parameters: _Optional[_Mapping[str, ModelParameter]] = ..., task_records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
+    truncated: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., model_inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., context: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., model_parameters: _Optional[_Mapping[str, ModelParameter]] = ..., task_records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., truncated: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PostprocessRequest(_message.Message):
     __slots__ = ("model", "fingerprint", "records", "params", "model_outputs", "context", "partial", "task_records")
@@ -295,13 +297,15 @@ class PredictStreamResponse(_message.Message):
     def __init__(self, delta: _Optional[_Union[TextDelta, _Mapping]] = ..., final: _Optional[_Union[PredictResponse, _Mapping]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("model", "fingerprint", "results", "rows")
+    __slots__ = ("model", "fingerprint", "results", "rows", "truncated")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     model: str
     fingerprint: str
     results: _containers.RepeatedCompositeFieldContainer[Result]
     rows: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., rows: _Optional[_Iterable[str]] = ...) -> None: ...
+    truncated: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., rows: _Optional[_Iterable[str]] = ..., truncated: _Optional[_Iterable[str]] = ...) -> None: ...

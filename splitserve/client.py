@@ -52,6 +52,7 @@ class Client:
         self.timeout_s = timeout_s
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.last_timings_us: dict[str, int] = {}
+        self.last_truncated: list[str] = []  # the ids of the records the last predict cut to max_length
 
     def predict(self, records: Any, params: dict[str, Any] | None = None, model: str = "") -> list[dict[str, Any]]:
         """Run records (strings, dicts or a DataFrame) through the split pipeline.
@@ -63,6 +64,7 @@ class Client:
             _request(records, params, model), timeout=self.timeout_s, metadata=self.metadata
         )
         self.last_timings_us = _timings(call.trailing_metadata())
+        self.last_truncated = list(response.truncated)
         return _answer(response)
 
     def stream(self, records: Any, params: dict[str, Any] | None = None, model: str = "") -> Iterator[dict[str, Any]]:

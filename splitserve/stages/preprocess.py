@@ -58,4 +58,4 @@ class Preprocessor:
         resolved = self.task.resolve(self.stage.config, task_params)
         self.task.check(self.stage, records, resolved)
         encoded = self.task.encode(self.stage, records, resolved)
-        return Prepared(encoded.model_inputs, encoded.context, encoded.model_params, task_records)
+        return Prepared(encoded.model_inputs, encoded.context, encoded.model_params, encoded.truncated, task_records)
