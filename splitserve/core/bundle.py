@@ -54,6 +54,17 @@ class ServingConfig:
     prompt_template: str | None = None
     # The user's template module (`artifacts/template/<name>.py` or `<name>/`), see splitserve.stages.template.
     template: str | None = None
+    # Model inputs other than INT64 [rows, tokens] (audio: FP32 samples or log-mel features): their
+    # OIP datatype and shape (-1: variable).
+    input_types: dict[str, str] = field(default_factory=dict)
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    # Rows run at their own length only, never padded together: graphs without an attention mask
+    # whose outputs padding would change (wav2vec2's audio encoders).
+    exact_lengths: bool = False
+    # Audio tasks: the rate the feature extractor takes (Hz) and the longest audio one record may
+    # hold (seconds: the model's window, or the bundle's limit).
+    sampling_rate: int | None = None
+    max_audio_seconds: float | None = None
     format_version: int = FORMAT_VERSION
     fingerprint: str = ""
 
