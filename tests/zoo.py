@@ -340,7 +340,9 @@ def whisper_tokenizer(root: Path):
     from tokenizers import ByteLevelBPETokenizer
 
     bpe = ByteLevelBPETokenizer(add_prefix_space=False)
-    bpe.train_from_iterator(_corpus(), vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"], show_progress=False)
+    bpe.train_from_iterator(
+        _corpus(), vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"], show_progress=False
+    )
     bpe.add_special_tokens(WHISPER_SPECIALS)
     root.mkdir(parents=True, exist_ok=True)
     bpe.save(str(root / "tokenizer.json"))

@@ -159,7 +159,7 @@ def whisper_info(
     import torch
     import transformers
 
-    pipe = transformers.pipeline(pipeline_task, model=model, tokenizer=tokenizer, feature_extractor=features)
+    pipe = transformers.pipeline(pipeline_task, model=model, tokenizer=tokenizer, feature_extractor=features)  # type: ignore[call-overload]
     gc = copy.deepcopy(pipe.generation_config)
     unsupported = {
         n: getattr(gc, n)

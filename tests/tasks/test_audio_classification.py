@@ -33,7 +33,13 @@ ITEMS: list[dict[str, Any]] = [
 
 class Exported:
     def __init__(self, model_dir: Path, local_dir: str, bundle_uri: str):
-        self.task, self.arch, self.model_dir, self.local_dir, self.bundle_uri = TASK, "wav2vec2", model_dir, local_dir, bundle_uri
+        self.task, self.arch, self.model_dir, self.local_dir, self.bundle_uri = (
+            TASK,
+            "wav2vec2",
+            model_dir,
+            local_dir,
+            bundle_uri,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +100,17 @@ def test_bad_audio_is_invalid_argument(bundle) -> None:
         bundle,
         good,
         [
-            ([{"id": "t", "audio": b"this is not audio at all"}], None, "record 0 (id='t'): field 'audio' is not a readable"),
+            (
+                [{"id": "t", "audio": b"this is not audio at all"}],
+                None,
+                "record 0 (id='t'): field 'audio' is not a readable",
+            ),
             ([good, {"id": "cut", "audio": wav[:30]}], None, "record 1 (id='cut'): field 'audio' is not a readable"),
-            ([{"id": "z", "audio": np.zeros(0, dtype=np.float32), "sampling_rate": 16000}], None, "(id='z'): field 'audio' has 0 samples"),
+            (
+                [{"id": "z", "audio": np.zeros(0, dtype=np.float32), "sampling_rate": 16000}],
+                None,
+                "(id='z'): field 'audio' has 0 samples",
+            ),
             ([{"id": "nr", "audio": synth_audio(0.5)}], None, "(id='nr'): field 'sampling_rate' is missing"),
             ([{"id": "e", "audio": b""}], None, "(id='e'): field 'audio' is empty"),
             ([{"id": "x", "text": "hello"}], None, "(id='x'): field 'audio' is missing"),
@@ -110,7 +124,10 @@ def test_limits(bundle) -> None:
     import grpc
 
     long = {"id": "long", "audio": synth_audio(3.0), "sampling_rate": 16000}
-    with Stack(bundle.local_dir, pre={"max_audio_seconds": 2.0, "max_audio_bytes": 400_000}) as stack, Client(stack.gateway) as client:
+    with (
+        Stack(bundle.local_dir, pre={"max_audio_seconds": 2.0, "max_audio_bytes": 400_000}) as stack,
+        Client(stack.gateway) as client,
+    ):
         with pytest.raises(grpc.RpcError) as err:
             client.predict([long])
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
