@@ -16,7 +16,10 @@ def test_strings_dicts_and_frames_become_records() -> None:
     import pandas as pd
 
     assert to_records("a") == [Record(id="0", text="a")]
-    assert to_records([{"id": 7, "content": "b"}, "c"]) == [Record(id="7", text="b"), Record(id="1", text="c")]
+    assert to_records([{"id": 7, "content": "b"}, "c"]) == [
+        Record(id="7", text="b", extra={"id": 7}, text_field="content"),
+        Record(id="1", text="c"),
+    ]
     frame = pd.DataFrame({"id": ["x", None], "text": ["d", "e"], "candidate_labels": [["p"], "q, r"]})
     assert to_records(frame) == [
         Record(id="x", text="d", candidate_labels=["p"]),
