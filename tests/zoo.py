@@ -445,3 +445,33 @@ def decoded(item: dict, rate: int = 16000):
     if source != rate:
         samples = soxr.resample(samples, source, rate, quality="HQ").astype(np.float32)
     return samples
+
+
+def save_tiny_ctc(root: Path, seed: int = 1) -> Path:
+    """A 2-layer, 32-wide Wav2Vec2ForCTC over a character vocabulary (`|` between words, <pad> the
+    CTC blank) with Wav2Vec2CTCTokenizer built from that vocabulary, and the feature extractor's
+    defaults."""
+    import json
+
+    chars = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(chars)}))
+    tok = transformers.Wav2Vec2CTCTokenizer(str(root / "vocab.json"), word_delimiter_token="|")
+    config = transformers.Wav2Vec2Config(
+        vocab_size=len(chars),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        conv_dim=(32, 32, 32),
+        conv_stride=(5, 4, 4),
+        conv_kernel=(10, 8, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        initializer_range=0.5,
+        pad_token_id=tok.pad_token_id,
+        ctc_loss_reduction="mean",
+    )
+    out = _save(_seeded(transformers.Wav2Vec2ForCTC, config, seed), tok, root / "asr-ctc")
+    transformers.Wav2Vec2FeatureExtractor().save_pretrained(str(out))
+    return out

@@ -65,6 +65,9 @@ class ServingConfig:
     # hold (seconds: the model's window, or the bundle's limit).
     sampling_rate: int | None = None
     max_audio_seconds: float | None = None
+    # CTC audio encoders: the feature encoder's convolutions ([kernel, stride] each), which give a
+    # row's logit frames from its samples.
+    conv_layers: list[list[int]] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
     fingerprint: str = ""
 
@@ -83,6 +86,8 @@ class ServingConfig:
     def token_outputs(self) -> list[str]:
         """The outputs with one value per token ([rows, tokens, ...]: a variable dim 1), which the
         model tier's batcher cuts back to each request's own length."""
+        if self.exact_lengths:  # audio rows are never padded or cut; their frames are not their samples
+            return []
         return [n for n, shape in self.output_shapes.items() if len(shape) >= 2 and shape[1] == -1]
 
     def to_json(self) -> str:

@@ -27,7 +27,7 @@ def load_tokenizer(path: Path | str) -> Any:
         return None
 
     tokenizer = AutoTokenizer.from_pretrained(str(path))
-    if not tokenizer.is_fast:
+    if not tokenizer.is_fast and getattr(tokenizer, "word_delimiter_token", None) is None:  # CTC's has no fast one
         raise RuntimeError(f"{path}: splitserve needs a fast tokenizer (offsets), got {type(tokenizer).__name__}")
     return tokenizer
 

@@ -6,6 +6,8 @@ tokens as its `generate` sets them for the model's generation_config."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,8 +64,15 @@ def export_audio(
         raise ExportError(f"the source model of task {task.name} has no feature extractor")
     artifacts = tmp / "artifacts"
     onnx_dir, tok_dir = artifacts / "onnx", artifacts / "tokenizer"
+    ctc = task.export.parity == "audio-seq2seq" and type(model).__name__.endswith("ForCTC")
     t = step("Exporting to ONNX with Optimum")
-    onnx_file = export_graphs(model, task, tmp / "optimum", onnx_dir)
+    if ctc:  # one encoder graph with the CTC head: Optimum's automatic-speech-recognition, no past
+        if getattr(model.config, "add_adapter", False):
+            raise ExportError("CTC models with an adapter after the feature encoder are not supported yet")
+        facts = dataclasses.replace(task.export, optimum_task="automatic-speech-recognition", graphs=("model.onnx",))
+        onnx_file = export_graphs(model, types.SimpleNamespace(export=facts), tmp / "optimum", onnx_dir)  # type: ignore[arg-type]
+    else:
+        onnx_file = export_graphs(model, task, tmp / "optimum", onnx_dir)
     features.save_pretrained(str(tok_dir))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tok_dir))
@@ -71,8 +80,8 @@ def export_audio(
     t = step("Checking ONNX against PyTorch on synthesized audio")
     rate = int(features.sampling_rate)
     waves = sample_audio(rate)
-    generation = None
-    if task.export.parity == "audio-seq2seq":
+    generation, conv_layers = None, []
+    if task.export.parity == "audio-seq2seq" and not ctc:
         if tokenizer is None or not getattr(tokenizer, "is_fast", False):
             raise ExportError("automatic-speech-recognition needs the model's fast tokenizer")
         if type(model).__name__ != "WhisperForConditionalGeneration":
@@ -81,17 +90,21 @@ def export_audio(
             )
         generation = whisper_info(model, tokenizer, features, onnx_dir, task, pipeline_task, max_new_tokens_limit)
         parity = check_whisper_parity(model, features, onnx_dir, task.export.graphs, waves, tolerance, generation)
-        inputs, types = ["input_features"], {"input_features": "FP32"}
+        inputs, dtypes = ["input_features"], {"input_features": "FP32"}
         shapes = {"input_features": [-1, int(features.feature_size), int(features.nb_max_frames)]}
         outputs, out_shapes = [OUTPUT], {OUTPUT: [-1, -1]}
         max_length, window, exact = int(model.config.max_target_positions), float(features.chunk_length), False
     else:
         parity = check_audio_parity(model, features, onnx_dir / onnx_file, waves, list(task.export.outputs), tolerance)
-        inputs, types = ["input_values", "attention_mask"], {"input_values": "FP32", "attention_mask": "INT8"}
+        inputs, dtypes = ["input_values", "attention_mask"], {"input_values": "FP32", "attention_mask": "INT8"}
         shapes = {}
         outputs = list(task.export.outputs)
         out_shapes = output_shapes(onnx_dir / onnx_file, outputs)
         max_length, window, exact = int(MAX_AUDIO_SECONDS * rate), MAX_AUDIO_SECONDS, True
+        if ctc:
+            conv_layers = [
+                [int(k), int(s)] for k, s in zip(model.config.conv_kernel, model.config.conv_stride, strict=True)
+            ]
     done(t, f"ONNX matches PyTorch (max abs diff {parity['parity_max_abs_diff']:.2e})")
     config = ServingConfig(
         name=name,
@@ -108,11 +121,12 @@ def export_audio(
         artifacts={"tokenizer": hash_tree(tok_dir), "onnx": hash_tree(onnx_dir)},
         generation=generation,
         onnx_file=onnx_file,
-        input_types=types,
+        input_types=dtypes,
         input_shapes=shapes,
         exact_lengths=exact,
         sampling_rate=rate,
         max_audio_seconds=window,
+        conv_layers=conv_layers,
     )
     config.fingerprint = config.compute_fingerprint()
     (artifacts / "serving.json").write_text(config.to_json())

@@ -112,3 +112,91 @@ def test_pyfunc_and_errors(bundle) -> None:
             assert message in err.value.details()
         assert client.predict([ITEMS[0]], params={"max_new_tokens": 6})[0]["transcription"]["token_ids"]
     assert np.isfinite(synth_audio(0.1)).all()
+
+
+CTC_ITEMS: list[dict[str, Any]] = [
+    {"audio": audio_file(synth_audio(2.0, kind="chirp"))},
+    {"audio": synth_audio(3.1, rate=8000, kind="tone"), "sampling_rate": 8000},
+    {"audio": audio_file(synth_audio(1.2, kind="noise"), format="FLAC")},
+]
+CTC_PARAMS: list[dict[str, Any]] = [
+    {},
+    {"return_timestamps": "char"},
+    {"chunk_length_s": 1.0},
+    {"chunk_length_s": 1.0, "stride_length_s": 0.2, "return_timestamps": "word"},
+]
+
+
+@pytest.fixture(scope="module")
+def ctc_bundle(mlflow_store, tmp_path_factory) -> tuple[Path, str]:
+    from zoo import save_tiny_ctc
+
+    from splitserve.export import export_bundle
+    from splitserve.source import log_pipeline
+
+    model_dir = save_tiny_ctc(tmp_path_factory.mktemp("ctc"))
+    uri = export_bundle(log_pipeline(model_dir, TASK, None), name="tiny-ctc", show_progress=False)
+    return model_dir, mlflow.artifacts.download_artifacts(uri)
+
+
+def ctc_expected(pipe: Any, item: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline's text and chunks; without chunking, its frames' argmax as the token ids."""
+    import torch
+
+    samples = decoded(item)
+    exp = dict(pipe(samples, **params))
+    if not params.get("chunk_length_s"):
+        values = pipe.feature_extractor(samples, sampling_rate=16000, return_tensors="pt").input_values
+        with torch.inference_mode():
+            exp["token_ids"] = pipe.model(input_values=values).logits.argmax(-1)[0].tolist()
+    return exp
+
+
+def ctc_matches(exp: dict[str, Any], got: dict[str, Any], where: str) -> None:
+    assert got["text"] == exp["text"], where
+    if "chunks" in exp:
+        assert [c["text"] for c in got["chunks"]] == [c["text"] for c in exp["chunks"]], where
+        for g, e in zip(got["chunks"], exp["chunks"], strict=True):
+            assert np.allclose(g["timestamp"], [float(x) for x in e["timestamp"]]), where
+    else:
+        assert "chunks" not in got, where
+    if "token_ids" in exp:
+        assert got["token_ids"] == exp["token_ids"], where
+
+
+def test_ctc_matches_pipeline(ctc_bundle) -> None:
+    """A tiny Wav2Vec2ForCTC: text (CTC grouping, the word delimiter), char and word timestamps, and
+    `chunk_length_s`/`stride_length_s` chunking, as the pipeline; through the gateway, the inline
+    gateway, in process and the pyfunc."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    model_dir, local_dir = ctc_bundle
+    pipe = transformers.pipeline(TASK, model=str(model_dir))
+    records = [{"id": f"c{i}", **item} for i, item in enumerate(CTC_ITEMS)]
+    here = InProcessPipeline(load_bundle(local_dir, ("tokenizer", "onnx")))
+    inline = {"inline_stages": local_dir, "preprocess": [], "postprocess": []}
+    with Stack(local_dir) as stack, Client(stack.gateway) as client:
+        with Stack(local_dir, gateway=inline) as inline_stack, Client(inline_stack.gateway) as inline_client:
+            for params in CTC_PARAMS:
+                answers = {
+                    "gateway": client.predict(records, params=params),
+                    "inline gateway": inline_client.predict(records, params=params),
+                    "in-process": here.predict(records, params=params),
+                }
+                expected = [ctc_expected(pipe, item, params) for item in CTC_ITEMS]
+                for path, results in answers.items():
+                    for i, (exp, result) in enumerate(zip(expected, results, strict=True)):
+                        assert result["id"] == f"c{i}"
+                        ctc_matches(exp, result["transcription"], f"{path} {params} item {i}")
+        for params, message in [
+            ({"num_beams": 2}, "not used by a CTC model"),
+            ({"chunk_length_s": 0.2, "stride_length_s": 0.1}, "longer than twice"),
+            ({"return_timestamps": True}, "return_timestamps"),
+        ]:
+            with pytest.raises(grpc.RpcError) as err:
+                client.predict(records[:1], params=params)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in err.value.details()
+    frame = pd.DataFrame({"id": ["p"], "audio": [CTC_ITEMS[0]["audio"]]})
+    scored = mlflow.pyfunc.load_model(local_dir).predict(frame, params={"chunk_length_s": 1.0})
+    ctc_matches(ctc_expected(pipe, CTC_ITEMS[0], {"chunk_length_s": 1.0}), scored["transcription"][0], "pyfunc")
