@@ -111,8 +111,34 @@ class ServingConfig:
     def compute_fingerprint(self) -> str:
         content = asdict(self)
         content.pop("fingerprint")
+        _drop_later_defaults(content)
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+# Fields added after format 2 shipped (audio), left out of the fingerprint while they hold their
+# defaults: bundles exported before them keep their fingerprints.
+_LATER_FIELDS: dict[str, Any] = {
+    "input_types": {},
+    "input_shapes": {},
+    "exact_lengths": False,
+    "sampling_rate": None,
+    "max_audio_seconds": None,
+    "conv_layers": [],
+}
+_LATER_GENERATION_FIELDS: dict[str, Any] = {"decoder_prompt_ids": []}
+_LATER_DECODING_FIELDS: dict[str, Any] = {"suppress_tokens": [], "begin_suppress_tokens": []}
+
+
+def _drop_later_defaults(content: dict[str, Any]) -> None:
+    for later, where in (
+        (_LATER_FIELDS, content),
+        (_LATER_GENERATION_FIELDS, content.get("generation")),
+        (_LATER_DECODING_FIELDS, (content.get("generation") or {}).get("model_settings")),
+    ):
+        for name, default in later.items():
+            if where is not None and name in where and where[name] == default:
+                del where[name]
 
 
 def hash_tree(path: Path) -> str:

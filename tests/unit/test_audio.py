@@ -58,3 +58,23 @@ def test_decode_resample_and_refusals() -> None:
     ]:
         with pytest.raises(InvalidInput, match=message):
             A.waveform("record 3 (id='q')", audio, rate, 16000, 1.0)
+
+
+def test_bundles_exported_before_audio_keep_their_fingerprint() -> None:
+    """The audio fields of serving.json, at their defaults, are not part of the fingerprint."""
+    import dataclasses
+    import json
+
+    from unit_configs import config, generation_info
+
+    from splitserve.core.bundle import ServingConfig
+
+    bundle = config("text-generation", generation=generation_info())
+    data = json.loads(bundle.to_json())
+    for name in ("input_types", "input_shapes", "exact_lengths", "sampling_rate", "max_audio_seconds", "conv_layers"):
+        del data[name]  # a serving.json written before them
+    del data["generation"]["decoder_prompt_ids"]
+    del data["generation"]["model_settings"]["suppress_tokens"]
+    older = ServingConfig.from_json(json.dumps(data))
+    assert older.compute_fingerprint() == bundle.compute_fingerprint()
+    assert dataclasses.replace(bundle, sampling_rate=16000).compute_fingerprint() != bundle.compute_fingerprint()
