@@ -41,12 +41,9 @@ class TorchBackend:
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch
         with torch.inference_mode():
-            out = self.model(
-                **{
-                    k: torch.from_numpy(np.asarray(v, dtype=np.int64) if v.dtype == np.int8 else v).to(self.device)
-                    for k, v in inputs.items()
-                }
-            )
+            # Audio masks travel as INT8; the model takes int64.
+            wide = {k: v.astype(np.int64) if v.dtype == np.int8 else v for k, v in inputs.items()}
+            out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in wide.items()})
         return {name: out[name].float().cpu().numpy() for name in self.config.model_outputs}
 
     def tensor(self, array: np.ndarray) -> Any:
