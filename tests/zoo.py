@@ -394,6 +394,7 @@ def save_tiny_whisper(root: Path, seed: int = 1) -> Path:
     gc.is_multilingual, gc.language, gc.task = True, "en", "transcribe"
     gc.no_timestamps_token_id = ids["<|notimestamps|>"]
     gc.suppress_tokens, gc.begin_suppress_tokens = suppress, begin
+    gc._from_model_config = False  # else transformers rebuilds it from the model config, dropping the above
     out = _save(model, tok, root / "asr-whisper")
     transformers.WhisperFeatureExtractor().save_pretrained(str(out))
     return out

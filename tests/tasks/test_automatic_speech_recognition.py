@@ -200,3 +200,19 @@ def test_ctc_matches_pipeline(ctc_bundle) -> None:
     frame = pd.DataFrame({"id": ["p"], "audio": [CTC_ITEMS[0]["audio"]]})
     scored = mlflow.pyfunc.load_model(local_dir).predict(frame, params={"chunk_length_s": 1.0})
     ctc_matches(ctc_expected(pipe, CTC_ITEMS[0], {"chunk_length_s": 1.0}), scored["transcription"][0], "pyfunc")
+
+
+def test_whisper_prompt_is_the_generation_configs(bundle) -> None:
+    """The bundle's decoder prompt is what Whisper's generate puts first for this generation_config:
+    start, English, transcribe, no timestamps."""
+    import json
+
+    from zoo import WHISPER_SPECIALS
+
+    model_dir, local_dir = bundle
+    tok = transformers.AutoTokenizer.from_pretrained(str(model_dir))
+    info = json.loads((Path(local_dir) / "artifacts" / "serving.json").read_text())["generation"]
+    names = ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
+    assert set(names) <= set(WHISPER_SPECIALS)
+    assert info["decoder_prompt_ids"] == tok.convert_tokens_to_ids(names)
+    assert info["model_settings"]["suppress_tokens"] and info["model_settings"]["begin_suppress_tokens"]
