@@ -25,7 +25,6 @@ TASK = "automatic-speech-recognition"
 ITEMS: list[dict[str, Any]] = [
     {"audio": audio_file(synth_audio(1.5, kind="tone"))},
     {"audio": audio_file(synth_audio(2.0, kind="chirp"), format="FLAC")},
-    {"audio": synth_audio(1.0, rate=8000, kind="noise"), "sampling_rate": 8000},
     {"audio": audio_file(synth_audio(3.0, rate=22050, kind="chirp", seed=3), rate=22050, format="OGG")},
 ]
 PARAMS: list[dict[str, Any]] = [
@@ -69,8 +68,9 @@ def test_matches_pipeline(bundle) -> None:
                     "gateway": client.predict(records, params=params),
                     "inline gateway": inline_client.predict(records, params=params),
                     "in-process": here.predict(records, params=params),
-                    "in-process torch": on_torch.predict(records, params=params),
                 }
+                if params is PARAMS[0]:  # the torch backend: the same loop on PyTorch (greedy; slow)
+                    answers["in-process torch"] = on_torch.predict(records, params=params)
                 for i, item in enumerate(ITEMS):
                     exp = expected(pipe, item, params)
                     assert exp["token_ids"], "the oracle generated nothing: a useless check"
