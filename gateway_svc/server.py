@@ -203,7 +203,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
         post_request = pb.PostprocessRequest(
             model=pre.model,
             fingerprint=pre.fingerprint,
-            records=request.records,
+            records=_without_audio(request.records),
             params=request.params,
             context=pre.context,
             model_outputs=outputs,
@@ -353,6 +353,19 @@ class InlineStub:
                 return await handler(request, None)
 
         return call
+
+
+def _without_audio(records: Any) -> Any:
+    """The records for the postprocess tier, which never reads audio: not sent a second time."""
+    if not any(r.WhichOneof("audio") for r in records):
+        return records
+    out = []
+    for record in records:
+        copy = pb.Record()
+        copy.CopyFrom(record)
+        copy.ClearField("audio")
+        out.append(copy)
+    return out
 
 
 def _read_tokens(path: str) -> list[bytes]:

@@ -176,6 +176,9 @@ class Batcher(Worker):
             arrays = [p.outputs[name] for p in parts]
             if name in self.token_outputs:
                 arrays = [np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2)) for a in arrays]
+            elif arrays[0].ndim >= 2 and len({a.shape[1] for a in arrays}) > 1:  # audio frames: zeros after a row's own
+                longest = max(a.shape[1] for a in arrays)
+                arrays = [np.pad(a, [(0, 0), (0, longest - a.shape[1])] + [(0, 0)] * (a.ndim - 2)) for a in arrays]
             outputs[name] = np.concatenate(arrays)
         last = max(parts, key=lambda p: p.queue_us + p.inference_us)  # the row the request waited for
         return Result(outputs, last.queue_us, last.inference_us)

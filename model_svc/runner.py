@@ -30,8 +30,10 @@ class ModelRunner:
         info = self.config.generation
         if info is not None:
             p = GenerationParams.from_oip(params, info)
-            ids, mask = inputs["input_ids"], inputs["attention_mask"]
-            return generation.generate(self.backend.stepper, ids, mask, p, self.config.max_positions)
+            prompts = generation.prompts_from(inputs, p, self.config)
+            (result,) = generation.run_jobs(self.backend.stepper, [generation.Job(prompts, p)])
+            assert not isinstance(result, generation.Abandoned)
+            return generation.as_output(result)
         return self._infer(inputs)
 
     def _infer(self, inputs: Arrays) -> Arrays:
@@ -55,6 +57,7 @@ class ModelRunner:
             max_batch_tokens=self.max_batch_tokens,
             max_queue_delay_ms=0,
             max_queue_size=10**9,
+            max_pad_fraction=0.0 if self.config.exact_lengths else 0.25,
             executor=_INLINE,
         )
         batcher.start()

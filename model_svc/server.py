@@ -68,7 +68,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
             max_batch_tokens=s.max_batch_tokens,
             max_queue_delay_ms=s.max_queue_delay_ms,
             max_queue_size=s.max_queue_size,
-            max_pad_fraction=s.max_pad_fraction,
+            max_pad_fraction=0.0 if bundle.config.exact_lengths else s.max_pad_fraction,
             executor=self.executor,
         )
         self.batcher.start()
@@ -116,7 +116,10 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
             name=self.model_name,
             versions=[bundle.fingerprint],
             platform=backend.platform,
-            inputs=[codec.tensor_metadata(n, "INT64", [-1, -1]) for n in config.model_inputs],
+            inputs=[
+                codec.tensor_metadata(n, config.input_types.get(n, "INT64"), config.input_shapes.get(n, [-1, -1]))
+                for n in config.model_inputs
+            ],
             outputs=[
                 codec.tensor_metadata(n, "INT64" if config.generation else "FP32", config.output_shapes[n])
                 for n in config.model_outputs
@@ -177,8 +180,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         next token instead of running on for nobody."""
         assert self.generations is not None and bundle.config.generation is not None
         params = GenerationParams.from_oip(codec.parameters_from_request(request), bundle.config.generation)
-        max_positions = bundle.config.max_positions
-        prompts = generation.prompts_of(inputs["input_ids"], inputs["attention_mask"], params, max_positions)
+        prompts = generation.prompts_from(inputs, params, bundle.config)
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[tuple[int, list[int]] | None] = asyncio.Queue()
         abandoned = threading.Event()

@@ -11,7 +11,7 @@ from splitserve.core import codec
 from splitserve.core.bundle import Bundle, check_model
 from splitserve.core.records import Limits
 from splitserve.core.tier import BundleTier
-from splitserve.core.tokenizer import load_tokenizer
+from splitserve.core.tokenizer import load_features, load_tokenizer
 from splitserve.stages.preprocess import Preprocessor
 from splitserve.stages.template import load_template
 
@@ -26,9 +26,11 @@ class PreprocessTier(BundleTier, pb_grpc.PreprocessServicer):
         pb_grpc.add_PreprocessServicer_to_server(self, server)
 
     def build(self, bundle: Bundle) -> Preprocessor:
-        limits = Limits(self.settings.max_records, self.settings.max_text_chars)
+        s = self.settings
+        limits = Limits(s.max_records, s.max_text_chars, s.max_audio_seconds, s.max_audio_bytes)
         tokenizer = load_tokenizer(bundle.tokenizer_dir)
-        return Preprocessor(bundle.config, tokenizer, limits, load_template(bundle, tokenizer))
+        features = load_features(bundle.tokenizer_dir)  # audio tasks' feature extractor
+        return Preprocessor(bundle.config, tokenizer, limits, load_template(bundle, tokenizer), features)
 
     async def Preprocess(
         self, request: pb.PreprocessRequest, context: grpc.aio.ServicerContext

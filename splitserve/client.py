@@ -101,7 +101,9 @@ class Client:
 def _request(records: Any, params: dict[str, Any] | None, model: str) -> pb.PredictRequest:
     """Every field of every record travels (a templated bundle reads the extra ones; others refuse them)."""
     return pb.PredictRequest(
-        model=model, records=codec.records_to_pb(to_records(records, extra=True)), params=codec.params_to_struct(params)
+        model=model,
+        records=codec.records_to_pb(to_records(records, extra=True, local_files=True)),  # paths read here
+        params=codec.params_to_struct(params),
     )
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from splitserve.core.bundle import Bundle, ServingConfig
 from splitserve.core.errors import InvalidInput
+from splitserve.core.tensors import datatype_of
 
 
 class Backend(Protocol):
@@ -30,15 +31,18 @@ def check_inputs(inputs: dict[str, np.ndarray], config: ServingConfig, max_batch
     shape = None
     for name in config.model_inputs:
         array = inputs[name]
-        if array.dtype != np.int64:
-            raise InvalidInput(f"input {name!r}: datatype must be INT64, got {array.dtype}")
-        if array.ndim != 2:
-            raise InvalidInput(f"input {name!r}: shape must be [batch, tokens], got {list(array.shape)}")
-        if shape is not None and array.shape != shape:
+        datatype, spec = config.input_types.get(name, "INT64"), config.input_shapes.get(name, [-1, -1])
+        if datatype_of(array) != datatype:
+            raise InvalidInput(f"input {name!r}: datatype must be {datatype}, got {datatype_of(array)}")
+        if array.ndim != len(spec) or any(s not in (-1, d) for s, d in zip(spec, array.shape, strict=True)):
+            raise InvalidInput(f"input {name!r}: shape must be {spec} (-1: any), got {list(array.shape)}")
+        if shape is not None and array.shape[:2] != shape:
             raise InvalidInput(
                 f"input {name!r}: shape {list(array.shape)} differs from {list(shape)} of the other inputs"
             )
-        shape = array.shape
+        shape = array.shape[:2]
+        if datatype == "INT8" and not np.isin(array, (0, 1)).all():  # an audio mask
+            raise InvalidInput(f"input {name!r}: a mask holds 0 and 1 only")
     assert shape is not None
     if shape[0] < 1 or shape[1] < 1:
         raise InvalidInput(f"inputs are empty: shape {list(shape)}")

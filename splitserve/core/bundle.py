@@ -59,6 +59,20 @@ class ServingConfig:
     prompt_template: str | None = None
     # The user's template module (`artifacts/template/<name>.py` or `<name>/`), see splitserve.stages.template.
     template: str | None = None
+    # Model inputs other than INT64 [rows, tokens] (audio: FP32 samples or log-mel features): their
+    # OIP datatype and shape (-1: variable).
+    input_types: dict[str, str] = field(default_factory=dict)
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    # Rows run at their own length only, never padded together: graphs without an attention mask
+    # whose outputs padding would change (wav2vec2's audio encoders).
+    exact_lengths: bool = False
+    # Audio tasks: the rate the feature extractor takes (Hz) and the longest audio one record may
+    # hold (seconds: the model's window, or the bundle's limit).
+    sampling_rate: int | None = None
+    max_audio_seconds: float | None = None
+    # CTC audio encoders: the feature encoder's convolutions ([kernel, stride] each), which give a
+    # row's logit frames from its samples.
+    conv_layers: list[list[int]] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
     fingerprint: str = ""
 
@@ -77,6 +91,8 @@ class ServingConfig:
     def token_outputs(self) -> list[str]:
         """The outputs with one value per token ([rows, tokens, ...]: a variable dim 1), which the
         model tier's batcher cuts back to each request's own length."""
+        if self.exact_lengths:  # audio rows are never padded or cut; their frames are not their samples
+            return []
         return [n for n, shape in self.output_shapes.items() if len(shape) >= 2 and shape[1] == -1]
 
     def to_json(self) -> str:
@@ -100,8 +116,34 @@ class ServingConfig:
     def compute_fingerprint(self) -> str:
         content = asdict(self)
         content.pop("fingerprint")
+        _drop_later_defaults(content)
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+# Fields added after format 2 shipped (audio), left out of the fingerprint while they hold their
+# defaults: bundles exported before them keep their fingerprints.
+_LATER_FIELDS: dict[str, Any] = {
+    "input_types": {},
+    "input_shapes": {},
+    "exact_lengths": False,
+    "sampling_rate": None,
+    "max_audio_seconds": None,
+    "conv_layers": [],
+}
+_LATER_GENERATION_FIELDS: dict[str, Any] = {"decoder_prompt_ids": []}
+_LATER_DECODING_FIELDS: dict[str, Any] = {"suppress_tokens": [], "begin_suppress_tokens": []}
+
+
+def _drop_later_defaults(content: dict[str, Any]) -> None:
+    for later, where in (
+        (_LATER_FIELDS, content),
+        (_LATER_GENERATION_FIELDS, content.get("generation")),
+        (_LATER_DECODING_FIELDS, (content.get("generation") or {}).get("model_settings")),
+    ):
+        for name, default in later.items():
+            if where is not None and name in where and where[name] == default:
+                del where[name]
 
 
 def hash_tree(path: Path) -> str:

@@ -30,6 +30,7 @@ def records_to_pb(records: list[Record]) -> list[pb.Record]:
             msg.extra = json.dumps(r.extra, ensure_ascii=False, allow_nan=False)
         if r.text_field != "text":
             msg.text_field = r.text_field
+        _audio_to_pb(r, msg)
         out.append(msg)
     return out
 
@@ -47,9 +48,30 @@ def records_from_pb(messages: Any) -> list[Record]:
                 candidate_labels=list(m.candidate_labels),
                 extra=_extra(i, m) if m.extra else {},
                 text_field=m.text_field if m.text_field in TEXT_ALIASES else "text",
+                **_audio_from_pb(m),
             )
         )
     return records
+
+
+def _audio_to_pb(record: Record, message: pb.Record) -> None:
+    if isinstance(record.audio, bytes):
+        message.audio_file = record.audio
+    elif record.audio is not None:
+        message.audio_samples.values.extend(np.asarray(record.audio, dtype=np.float32).tolist())
+    if record.sampling_rate is not None:
+        message.sampling_rate = record.sampling_rate
+
+
+def _audio_from_pb(message: Any) -> dict[str, Any]:
+    kind = message.WhichOneof("audio")
+    audio: bytes | np.ndarray | None = None
+    if kind == "audio_file":
+        audio = message.audio_file
+    elif kind == "audio_samples":
+        audio = np.asarray(message.audio_samples.values, dtype=np.float32)
+    rate = message.sampling_rate if message.HasField("sampling_rate") else None
+    return {"audio": audio, "sampling_rate": rate}
 
 
 def _extra(index: int, message: Any) -> dict[str, Any]:

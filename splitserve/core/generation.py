@@ -87,6 +87,9 @@ class ModelDecoding:
     min_length: int = 0  # of the whole sequence the decoder sees (prompt included, decoder-only)
     forced_bos_token_id: int | None = None
     forced_eos_token_id: list[int] = field(default_factory=list)
+    # Whisper: never generated, and not as the first new token.
+    suppress_tokens: list[int] = field(default_factory=list)
+    begin_suppress_tokens: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -110,6 +113,9 @@ class GenerationInfo:
     encoder_file: str | None = None  # encoder-decoders: the encoder graph
     decoder_start_token_id: int | None = None
     prefix: str | None = None  # the pipeline's task prefix (T5's "translate English to French: ")
+    # Speech encoder-decoders (Whisper): the decoder's prompt (start, language, task, no-timestamps
+    # tokens), in place of [decoder_start_token_id]; the encoder takes `input_features`.
+    decoder_prompt_ids: list[int] = field(default_factory=list)
 
     @property
     def encoder_decoder(self) -> bool:
@@ -148,6 +154,8 @@ class GenerationParams:
     min_length: int = 0
     forced_bos_token_id: int | None = None
     forced_eos_token_id: tuple[int, ...] = ()
+    suppress_tokens: tuple[int, ...] = ()
+    begin_suppress_tokens: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, resolved: Mapping[str, Any], stop_ids: list[list[int]], info: GenerationInfo) -> GenerationParams:
@@ -246,6 +254,8 @@ def _model_settings(info: GenerationInfo) -> dict[str, Any]:
         "min_length": int(m.min_length or 0),
         "forced_bos_token_id": m.forced_bos_token_id,
         "forced_eos_token_id": tuple(int(t) for t in m.forced_eos_token_id),
+        "suppress_tokens": tuple(int(t) for t in m.suppress_tokens),
+        "begin_suppress_tokens": tuple(int(t) for t in m.begin_suppress_tokens),
     }
 
 

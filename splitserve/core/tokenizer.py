@@ -20,10 +20,22 @@ def keep_torch_out() -> None:
 
 
 def load_tokenizer(path: Path | str) -> Any:
-    """The fast tokenizer saved in the bundle."""
+    """The fast tokenizer saved in the bundle (None for a bundle without one: audio-classification)."""
     from transformers import AutoTokenizer
 
+    if not (Path(path) / "tokenizer_config.json").is_file() and (Path(path) / "preprocessor_config.json").is_file():
+        return None
+
     tokenizer = AutoTokenizer.from_pretrained(str(path))
-    if not tokenizer.is_fast:
+    if not tokenizer.is_fast and getattr(tokenizer, "word_delimiter_token", None) is None:  # CTC's has no fast one
         raise RuntimeError(f"{path}: splitserve needs a fast tokenizer (offsets), got {type(tokenizer).__name__}")
     return tokenizer
+
+
+def load_features(path: Path | str) -> Any:
+    """The feature extractor saved in the bundle (audio tasks), or None."""
+    if not (Path(path) / "preprocessor_config.json").is_file():
+        return None
+    from transformers import AutoFeatureExtractor
+
+    return AutoFeatureExtractor.from_pretrained(str(path))

@@ -27,7 +27,7 @@ class Pipeline:
     def predict(self, records: Any, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Results as the gateway client returns them: [{"id": ..., <kind>: ...}, ...], or a
         templated bundle's rows."""
-        recs: list[Record] = to_records(records, extra=True)
+        recs: list[Record] = to_records(records, extra=True, local_files=True)  # the caller's own files
         encoded = self.pre.run(recs, params)
         self.last_truncated = encoded.truncated  # the ids of the records truncation cut
         outputs = self.run_model(encoded.model_inputs, encoded.model_params)

@@ -25,10 +25,15 @@ class Prepared(Encoded):
 
 class Preprocessor:
     def __init__(
-        self, config: ServingConfig, tokenizer: Any, limits: Limits | None = None, template: Template | None = None
+        self,
+        config: ServingConfig,
+        tokenizer: Any,
+        limits: Limits | None = None,
+        template: Template | None = None,
+        features: Any = None,
     ):
         self.task = get(config.task)
-        self.stage = Stage(config, tokenizer, limits or Limits())
+        self.stage = Stage(config, tokenizer, limits or Limits(), features)
         self.template = template
 
     @property

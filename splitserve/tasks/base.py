@@ -49,6 +49,7 @@ class Stage:
     config: ServingConfig
     tokenizer: Any
     limits: Limits = Limits()
+    features: Any = None  # audio tasks: the bundle's feature extractor (numpy)
 
     def model_inputs(self, enc: Any) -> dict[str, np.ndarray]:
         """The graph's inputs from a tokenizer's output (token_type_ids zero where it has none)."""
