@@ -56,7 +56,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
 
     def build(self, bundle: Bundle) -> Backend:
         s = self.settings
-        return create_backend(bundle, s.backend, s.device, s.intra_op_threads, s.spin_wait)
+        return create_backend(bundle, s.backend, s.device, s.intra_op_threads, s.spin_wait, s.dtype)
 
     async def started(self) -> dict[str, Any]:
         bundle, backend = self.ready()

@@ -18,6 +18,11 @@ class ModelSettings(BundleServerSettings):
         "onnx", description="Run the bundle's ONNX graph or the source PyTorch model."
     )
     device: Literal["cpu", "cuda"] = Field("cpu", description="Where the model runs.")
+    dtype: Literal["logged", "fp32", "bf16"] = Field(
+        "logged",
+        description="PyTorch backend: run the model in the dtype it was logged in, in float32, or in bfloat16 "
+        "(fast on CPUs with AVX512_BF16 or AMX).",
+    )
     intra_op_threads: int = Field(
         0, description="Intra-op threads for ONNX Runtime / PyTorch (0: the runtime's default)."
     )

@@ -118,3 +118,20 @@ def test_the_model_tier_pools(tiny_bundles) -> None:
             with pytest.raises(grpc.RpcError) as err:
                 stub.ModelInfer(request(**bad))
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in err.value.details()
+
+
+def test_torch_backend_in_bfloat16(minilm_bundle) -> None:
+    """`--backend torch --dtype bf16`: the real MiniLM in bfloat16 keeps its fp32 sentence vectors
+    (cosine >= 0.99; bfloat16 has about three significant digits)."""
+    sentences = ["Florida has nice beaches", "Elon Musk owns Tesla", *TEXTS[1:4]]
+    params = {"pooling": "mean", "normalize": True}
+    with Stack(minilm_bundle.local_dir) as stack, Client(stack.gateway) as client:
+        fp32 = np.asarray([r["embedding"] for r in client.predict(sentences, params=params)])
+    with (
+        Stack(minilm_bundle.local_dir, model={"backend": "torch", "dtype": "bf16"}) as stack,
+        Client(stack.gateway) as client,
+    ):
+        bf16 = np.asarray([r["embedding"] for r in client.predict(sentences, params=params)])
+    cosines = (fp32 * bf16).sum(axis=1)
+    assert cosines.min() >= 0.99, cosines
+    assert not np.allclose(fp32, bf16, atol=1e-6)  # it did run in bfloat16
