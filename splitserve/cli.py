@@ -270,6 +270,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         tuple(args.targets) if args.targets else None,
         command=command,
         device=args.device,
+        repeats=args.repeats,
     )
     return 0
 
@@ -362,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="Requests in flight.")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="Records per request.")
     p.add_argument("--seconds", type=float, default=6.0, help="Duration of each measurement point.")
+    p.add_argument("--repeats", type=int, default=3, help="Runs of each point (the figures are their medians).")
     p.add_argument("--targets", nargs="+", help="Only these targets (default: all).")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
     p.set_defaults(func=cmd_bench)

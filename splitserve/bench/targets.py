@@ -92,8 +92,8 @@ class ModelTierTarget(Target):
     """One model-tier replica alone (`splitserve serve-model`), called over the Open Inference
     Protocol with inputs tokenized beforehand: the model tier's own throughput, ONNX vs PyTorch."""
 
-    def __init__(self, name: str, bundle_uri: str, backend: str, device: str = "cpu"):
-        self.name, self.bundle_uri, self.backend, self.device = name, bundle_uri, backend, device
+    def __init__(self, name: str, bundle_uri: str, backend: str, device: str = "cpu", dtype: str = "logged"):
+        self.name, self.bundle_uri, self.backend, self.device, self.dtype = name, bundle_uri, backend, device, dtype
 
     def start(self) -> None:
         import grpc
@@ -108,7 +108,7 @@ class ModelTierTarget(Target):
         threads = str(os.cpu_count() or 1)
         self.replica = Replica("model", serve_command("serve-model", self.bundle_uri, "--backend", self.backend))
         self.replica.argv += ["--host", "127.0.0.1", "--intra-op-threads", threads, "--log-level", "warning"]
-        self.replica.argv += ["--device", self.device]
+        self.replica.argv += ["--device", self.device, "--dtype", self.dtype]
         self.replica.start()
         address = self.replica.wait_ready(time.monotonic() + READY_TIMEOUT_S)
         bundle = load_bundle(self.bundle_uri, ("tokenizer",))
