@@ -5,6 +5,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from model_svc.batching import DEFAULT_MAX_PAD_FRACTION
 from splitserve.core.records import MAX_RECORDS
 from splitserve.core.settings import BundleServerSettings
 
@@ -35,7 +36,7 @@ class ModelSettings(BundleServerSettings):
         description="Most rows x padded tokens one batched inference combines (a larger request runs alone).",
     )
     max_pad_fraction: float = Field(
-        0.25,
+        DEFAULT_MAX_PAD_FRACTION,
         ge=0,
         le=1,
         description="Most of a batch's tokens that may be padding; requests of other lengths run in another batch.",

@@ -174,10 +174,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     ensure_tracking_uri()
     model_args = ["--intra-op-threads", str(args.intra_op_threads)] if args.intra_op_threads is not None else []
     model_args += ["--device", args.device]
+    from splitserve.launcher import default_model_replicas
+
     return up(
         args.bundle_uri,
         args.pre,
-        args.model,
+        args.model or default_model_replicas(),
         args.post,
         args.backend,
         args.host,
@@ -387,7 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="Run every tier and the gateway locally; prints their addresses as JSON.")
     p.add_argument("bundle_uri", help="Serving bundle URI.")
     p.add_argument("--pre", type=int, default=1, help="Preprocess replicas.")
-    p.add_argument("--model", type=int, default=1, help="Model-tier replicas.")
+    p.add_argument(
+        "--model", type=int, help="Model-tier replicas (default: one per core, up to 4, one intra-op thread each)."
+    )
     p.add_argument("--post", type=int, default=1, help="Postprocess replicas.")
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="Model-tier backend.")
     p.add_argument("--host", default="127.0.0.1", help="Address every process binds.")

@@ -69,3 +69,5 @@ def test_bench_runs_and_reports(tiny_bundles, tmp_path) -> None:
     assert saved["roofs_gflop_per_cpu_s"]["fp32"] > 0 and saved["flops_per_record"]["docstrings"] > 0
     assert all(p["gflop_per_cpu_s"] > 0 and p["roof_fraction"] > 0 for p in points)
     assert "## Roofline" in (tmp_path / "results.md").read_text()
+    tier = [p for p in points if p["target"] == "model-tier-onnx-fp32"]
+    assert all(0 <= p["padding_fraction"] < 1 for p in tier)  # read off the model tier's own metrics

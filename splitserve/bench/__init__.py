@@ -143,7 +143,12 @@ def run_bench(
                     target.call(corpus[:8])
                 for request_set, c, b in plan:
                     progress.update(overall, description=f"{target.name} {request_set} c={c} b={b}")
+                    before = target.tokens() if isinstance(target, ModelTierTarget) else None
                     point = repeat_point(target, request_sets[request_set], c, b, seconds, repeats)
+                    if before is not None:
+                        after = target.tokens()  # type: ignore[attr-defined]
+                        real, pad = after["real"] - before["real"], after["padding"] - before["padding"]
+                        point.padding_fraction = round(pad / max(real + pad, 1.0), 4)
                     point.request_set = request_set
                     points.append(point)
                     progress.advance(overall)

@@ -35,6 +35,7 @@ class Point:
     spread_pct: float = 0.0  # (max - min) / median of the repeats' throughput
     gflop_per_cpu_s: float | None = None  # the model's FLOPs per record over all processes' CPU-s per record
     roof_fraction: float | None = None  # of this machine's GEMM roof in the target's precision
+    padding_fraction: float | None = None  # of the token positions the model tier ran (model-tier targets)
 
 
 @dataclass

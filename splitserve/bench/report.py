@@ -154,13 +154,13 @@ def roofline_markdown(points: list[Point], machine_roofs: dict[str, float]) -> s
         "",
         "GEMM roofs measured in this run: " + ", ".join(f"{k} {v}" for k, v in machine_roofs.items()),
         "",
-        "| target | set | conc | batch | GFLOP/CPU-s | of roof | spread % | runs (records/s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| target | set | conc | batch | GFLOP/CPU-s | of roof | padding | spread % | runs (records/s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in points:
         runs = ", ".join(f"{r:.0f}" for r in p.runs_rps)
         lines.append(
             f"| {p.target} | {p.request_set} | {p.concurrency} | {p.batch_size} | {p.gflop_per_cpu_s} | "
-            f"{p.roof_fraction} | {p.spread_pct} | {runs} |"
+            f"{p.roof_fraction} | {p.padding_fraction if p.padding_fraction is not None else ''} | {p.spread_pct} | {runs} |"
         )
     return "\n".join(lines) + "\n"
