@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quality",
         nargs="+",
         metavar="METRIC=VALUE",
-        help="int8 quality gate thresholds vs fp32: min_cosine (0.95), mean_cosine (0.98), label_agreement (0.99).",
+        help="int8 quality gate thresholds vs fp32: min_cosine (0.95), mean_cosine (0.98), top1_agreement (0.8), label_agreement (0.99).",
     )
     p.add_argument(
         "--max-length",

@@ -24,7 +24,9 @@ class FeatureExtraction(Task):
     )
     result_kind = "embedding"
     example = [0.25, -0.5, 0.125]  # pooled; [tokens, hidden] with pooling "none"
-    export = ExportFacts("feature-extraction", ("last_hidden_state",), int8_gate=("min_cosine", "mean_cosine"))
+    export = ExportFacts(
+        "feature-extraction", ("last_hidden_state",), int8_gate=("min_cosine", "mean_cosine", "top1_agreement")
+    )
 
     def encode(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
         encoded = encode_texts(stage, records, p)
