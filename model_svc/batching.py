@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from splitserve.core.errors import ModelNotReady, Overloaded
 
@@ -39,6 +39,12 @@ Arrays = dict[str, np.ndarray]
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 BATCH_ROWS = Histogram("splitserve_model_batch_rows", "Rows per model inference (batch size)", buckets=_SIZES)
 BATCH_REQUESTS = Histogram("splitserve_model_batch_requests", "Requests combined into one inference", buckets=_SIZES)
+# Most of a batch's token positions that may be padding: 0.1 measured faster than 0.25 on the
+# bench's docstring sentences (less padding, and batches as large).
+DEFAULT_MAX_PAD_FRACTION = 0.1
+BATCH_TOKENS = Counter(
+    "splitserve_model_batch_tokens", "Token positions the model ran: real ones, and padding", ["kind"]
+)
 QUEUE_ROWS = Gauge("splitserve_model_queue_rows", "Rows waiting in the model tier's batching queue")
 
 
@@ -135,7 +141,7 @@ class Batcher(Worker):
         max_batch_tokens: int,
         max_queue_delay_ms: float,
         max_queue_size: int,
-        max_pad_fraction: float = 0.25,
+        max_pad_fraction: float = DEFAULT_MAX_PAD_FRACTION,
         executor: Executor | None = None,
     ):
         super().__init__(executor)
@@ -249,6 +255,11 @@ class Batcher(Worker):
                 for name in group[0].inputs
             }
         rows = sum(i.rows for i in group)
+        real = sum(
+            int(i.inputs["attention_mask"].sum()) if "attention_mask" in i.inputs else i.rows * i.length for i in group
+        )
+        BATCH_TOKENS.labels("real").inc(real)
+        BATCH_TOKENS.labels("padding").inc(rows * length - real)
         BATCH_ROWS.observe(rows)
         BATCH_REQUESTS.observe(len(group))
         start = time.perf_counter()

@@ -12,6 +12,7 @@ import numpy as np
 from model_svc import generation
 from model_svc.backends import Backend, check_inputs
 from model_svc.batching import Batcher
+from splitserve.core import pooling
 from splitserve.core.bundle import ServingConfig
 from splitserve.core.generation import GenerationParams
 
@@ -34,7 +35,10 @@ class ModelRunner:
             (result,) = generation.run_jobs(self.backend.stepper, [generation.Job(prompts, p)])
             assert not isinstance(result, generation.Abandoned)
             return generation.as_output(result)
-        return self._infer(inputs)
+        pooling.from_oip(params)
+        main = self.config.model_outputs[0]
+        shape = self.config.output_shapes.get(main, [])
+        return pooling.pooled_outputs(self._infer(inputs), inputs.get("attention_mask"), params, main, shape)
 
     def _infer(self, inputs: Arrays) -> Arrays:
         """One inference; rows of different lengths run in length groups, as the model tier's

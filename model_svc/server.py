@@ -32,7 +32,7 @@ from model_svc.batching import Batcher, GenerationBatcher
 from model_svc.settings import ModelSettings
 from protos import grpc_predict_v2_pb2 as oip
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
-from splitserve.core import VERSION, tracing
+from splitserve.core import VERSION, pooling, tracing
 from splitserve.core.bundle import Bundle, check_fingerprint, check_model
 from splitserve.core.generation import OUTPUT, GenerationParams
 from splitserve.core.tier import BundleTier
@@ -56,7 +56,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
 
     def build(self, bundle: Bundle) -> Backend:
         s = self.settings
-        return create_backend(bundle, s.backend, s.device, s.intra_op_threads, s.spin_wait)
+        return create_backend(bundle, s.backend, s.device, s.intra_op_threads, s.spin_wait, s.dtype)
 
     async def started(self) -> dict[str, Any]:
         bundle, backend = self.ready()
@@ -144,10 +144,17 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         self, request: oip.ModelInferRequest, inputs: dict[str, Any], bundle: Bundle
     ) -> oip.ModelInferResponse:
         assert self.batcher is not None  # set before the backend, in load()
-        # Every request here is for this one bundle, and no params reach the model: the fingerprint
-        # is the only key that could change the computation.
+        config = bundle.config
+        parameters = codec.parameters_from_request(request)
+        pooling.from_oip(parameters)  # checked before the work
+        # Every request here is for this one bundle, and no params reach the model (pooling applies
+        # after it, per request): the fingerprint is the only key that could change the computation.
         result = await self.batcher.submit(inputs, key=bundle.fingerprint)
-        response = codec.response_from_outputs(result.outputs, request, self.model_name, bundle.fingerprint)
+        main = config.model_outputs[0]
+        outputs = pooling.pooled_outputs(
+            result.outputs, inputs.get("attention_mask"), parameters, main, config.output_shapes.get(main, [])
+        )
+        response = codec.response_from_outputs(outputs, request, self.model_name, bundle.fingerprint)
         response.parameters["queue_us"].int64_param = result.queue_us
         response.parameters["inference_us"].int64_param = result.inference_us
         tracing.record_phases([("queue", result.queue_us), ("inference", result.inference_us)])

@@ -174,10 +174,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     ensure_tracking_uri()
     model_args = ["--intra-op-threads", str(args.intra_op_threads)] if args.intra_op_threads is not None else []
     model_args += ["--device", args.device]
+    from splitserve.launcher import default_model_replicas
+
     return up(
         args.bundle_uri,
         args.pre,
-        args.model,
+        args.model or default_model_replicas(),
         args.post,
         args.backend,
         args.host,
@@ -270,6 +272,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         tuple(args.targets) if args.targets else None,
         command=command,
         device=args.device,
+        repeats=args.repeats,
     )
     return 0
 
@@ -332,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quality",
         nargs="+",
         metavar="METRIC=VALUE",
-        help="int8 quality gate thresholds vs fp32: min_cosine (0.95), mean_cosine (0.98), label_agreement (0.99).",
+        help="int8 quality gate thresholds vs fp32: min_cosine (0.95), mean_cosine (0.98), top1_agreement (0.8), label_agreement (0.99).",
     )
     p.add_argument(
         "--max-length",
@@ -362,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="Requests in flight.")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="Records per request.")
     p.add_argument("--seconds", type=float, default=6.0, help="Duration of each measurement point.")
+    p.add_argument("--repeats", type=int, default=3, help="Runs of each point (the figures are their medians).")
     p.add_argument("--targets", nargs="+", help="Only these targets (default: all).")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
     p.set_defaults(func=cmd_bench)
@@ -385,7 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="Run every tier and the gateway locally; prints their addresses as JSON.")
     p.add_argument("bundle_uri", help="Serving bundle URI.")
     p.add_argument("--pre", type=int, default=1, help="Preprocess replicas.")
-    p.add_argument("--model", type=int, default=1, help="Model-tier replicas.")
+    p.add_argument(
+        "--model", type=int, help="Model-tier replicas (default: one per core, up to 4, one intra-op thread each)."
+    )
     p.add_argument("--post", type=int, default=1, help="Postprocess replicas.")
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="Model-tier backend.")
     p.add_argument("--host", default="127.0.0.1", help="Address every process binds.")

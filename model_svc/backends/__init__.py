@@ -53,13 +53,19 @@ def check_inputs(inputs: dict[str, np.ndarray], config: ServingConfig, max_batch
 
 
 def create_backend(
-    bundle: Bundle, backend: str = "onnx", device: str = "cpu", intra_op_threads: int = 0, spin_wait: bool = False
+    bundle: Bundle,
+    backend: str = "onnx",
+    device: str = "cpu",
+    intra_op_threads: int = 0,
+    spin_wait: bool = False,
+    dtype: str = "logged",
 ) -> Backend:
-    """The bundle's ONNX graph on ONNX Runtime, or the source PyTorch model (`backend="torch"`)."""
+    """The bundle's ONNX graph on ONNX Runtime, or the source PyTorch model (`backend="torch"`, in
+    `dtype`: "logged", "fp32" or "bf16")."""
     if backend == "onnx":
         from model_svc.backends.onnx import OnnxBackend
 
         return OnnxBackend(bundle.onnx_path, bundle.config, device, intra_op_threads, spin_wait)
     from model_svc.backends.torch import TorchBackend
 
-    return TorchBackend(bundle.config, device, intra_op_threads)
+    return TorchBackend(bundle.config, device, intra_op_threads, dtype)

@@ -18,7 +18,7 @@ class TorchBackend:
     name = "torch"
     platform = "pytorch_libtorch"
 
-    def __init__(self, config: ServingConfig, device: str = "cpu", intra_op_threads: int = 0):
+    def __init__(self, config: ServingConfig, device: str = "cpu", intra_op_threads: int = 0, dtype: str = "logged"):
         import mlflow.transformers
         import torch
 
@@ -30,6 +30,8 @@ class TorchBackend:
         self.torch = torch
         self.device = torch.device(device)
         self.model = components["model"].eval().to(self.device)
+        if dtype != "logged":
+            self.model = self.model.to(torch.bfloat16 if dtype == "bf16" else torch.float32)
         self.config = config
         self.stepper: Any = None
         if config.generation is not None and config.generation.encoder_decoder:
