@@ -38,6 +38,7 @@ STATUS_CODES: dict[type[errors.SplitServeError], grpc.StatusCode] = {
     errors.ModelNotFound: grpc.StatusCode.NOT_FOUND,
     errors.ModelNotReady: grpc.StatusCode.UNAVAILABLE,
     errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.BundleMismatch: grpc.StatusCode.FAILED_PRECONDITION,
     errors.BundleError: grpc.StatusCode.FAILED_PRECONDITION,
@@ -54,15 +55,24 @@ LATENCY = Histogram(
 IN_FLIGHT = Gauge("splitserve_in_flight", "RPCs in progress", ["tier"])
 
 
+# The longest status message sent: gRPC carries it in a header, and headers past ~8 KiB break
+# the call (RESOURCE_EXHAUSTED "received metadata size exceeds ...") instead of reporting the error.
+MAX_DETAILS_CHARS = 1024
+
+
+def _cut(message: str) -> str:
+    return message if len(message) <= MAX_DETAILS_CHARS else message[: MAX_DETAILS_CHARS - 1] + "…"
+
+
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status a client sees for an exception raised by a handler."""
+    """The status a client sees for an exception raised by a handler (its message cut short)."""
     if isinstance(exc, grpc.aio.AioRpcError):  # a downstream tier's answer, passed through
-        return exc.code(), exc.details() or exc.code().name
+        return exc.code(), _cut(exc.details() or exc.code().name)
     for cls in type(exc).__mro__:
         if cls in STATUS_CODES:
-            return STATUS_CODES[cls], str(exc)
+            return STATUS_CODES[cls], _cut(str(exc))
     if isinstance(exc, errors.SplitServeError):
-        return grpc.StatusCode.INTERNAL, str(exc)
+        return grpc.StatusCode.INTERNAL, _cut(str(exc))
     incident = uuid.uuid4().hex[:12]
     log.error("unexpected error (incident %s)", incident, exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the server log"
@@ -81,7 +91,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = details.method.rsplit("/", 1)[-1]
         codecs = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary is not None:
@@ -89,7 +99,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 async with self._guard(method, context):
-                    return await unary(request, context)
+                    return await unary(_parsed(request, details.method), context)
                 raise AssertionError("unreachable")  # the guard re-raises or aborts
 
             return grpc.unary_unary_rpc_method_handler(wrapped, **codecs)
@@ -99,6 +109,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
         async def streamed(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with self._guard(method, context):
+                if handler.unary_stream is not None:
+                    request = _parsed(request, details.method)
+                else:
+                    request = _parsed_stream(request, details.method)
                 async for item in stream(request, context):
                     yield item
 
@@ -127,6 +141,38 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             IN_FLIGHT.labels(self.tier).dec()
             REQUESTS.labels(self.tier, method, code.name).inc()
             LATENCY.labels(self.tier, method).observe(time.perf_counter() - start)
+
+
+@dataclass
+class _Undecodable:
+    """Stands in for a request whose bytes do not parse, until the handler's guard refuses it
+    (a deserializer that raises makes gRPC answer UNKNOWN with the parser's own message)."""
+
+    error: Exception
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 - refused as INVALID_ARGUMENT by the handler
+            return _Undecodable(exc)
+
+    return parse
+
+
+def _parsed(request: Any, method: str) -> Any:
+    if isinstance(request, _Undecodable):
+        raise errors.InvalidInput(f"the request to {method} is not a valid protobuf message (corrupt or not UTF-8)")
+    return request
+
+
+async def _parsed_stream(requests: Any, method: str) -> Any:
+    async for request in requests:
+        yield _parsed(request, method)
 
 
 class Tier(Protocol):
