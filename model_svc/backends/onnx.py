@@ -22,7 +22,13 @@ class OnnxBackend:
     platform = "onnxruntime_onnx"
 
     def __init__(
-        self, path: Path, config: ServingConfig, device: str = "cpu", intra_op_threads: int = 0, spin_wait: bool = False
+        self,
+        path: Path,
+        config: ServingConfig,
+        device: str = "cpu",
+        intra_op_threads: int = 0,
+        spin_wait: bool = False,
+        encoder_path: Path | None = None,
     ):
         import onnxruntime as ort
 
@@ -50,7 +56,8 @@ class OnnxBackend:
             raise RuntimeError(f"{path}: graph inputs {sorted(graph_inputs)} != serving.json {sorted(expected)}")
         self.stepper: Any = None
         if info and config.encoder_decoder:
-            encoder = ort.InferenceSession(str(path.parent / str(info.encoder_file)), options, providers=providers)
+            assert encoder_path is not None, "an encoder-decoder bundle names its encoder graph"
+            encoder = ort.InferenceSession(str(encoder_path), options, providers=providers)
             self.stepper = OnnxEncoderDecoder(encoder, self.session, info)
         elif info:
             self.stepper = OnnxDecoder(self.session, info)

@@ -159,6 +159,10 @@ def export_bundle(
             generation=generation,
             prompt_template=template,
             onnx_file=onnx_file,
+            vocab_size=getattr(model.config, "vocab_size", None),
+            type_vocab_size=getattr(model.config, "type_vocab_size", None)
+            if "token_type_ids" in model_inputs
+            else None,
         )
         config.fingerprint = config.compute_fingerprint()
         (artifacts / CONFIG_FILE).write_text(config.to_json())
