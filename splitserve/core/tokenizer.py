@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,18 @@ def keep_torch_out() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+# transformers imports its classes lazily, and two threads importing at once can each see the
+# other's half-initialized module ("cannot import name 'AutoTokenizer'"): the inline gateway loads
+# its preprocess and postprocess stages in two threads.
+_IMPORT_LOCK = threading.Lock()
+
+
 def load_tokenizer(path: Path | str) -> Any:
     """The fast tokenizer saved in the bundle."""
-    from transformers import AutoTokenizer
+    with _IMPORT_LOCK:
+        from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
     if not tokenizer.is_fast:
         raise RuntimeError(f"{path}: splitserve needs a fast tokenizer (offsets), got {type(tokenizer).__name__}")
     return tokenizer
