@@ -48,6 +48,12 @@ class OnnxBackend:
         else:
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
+        # Give the arena's unused memory back after each run: a large batch would otherwise keep
+        # the process at its peak for good (measured: 32 rows of 512 tokens in parts of 8 left
+        # MiniLM at 665 MB RSS with the arena kept, 207 MB with it shrunk).
+        self.run_options = ort.RunOptions()
+        arenas = "cpu:0;gpu:0" if device == "cuda" else "cpu:0"
+        self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", arenas)
         self.config = config
         info = config.generation
         graph_inputs = {i.name for i in self.session.get_inputs()}
@@ -63,7 +69,7 @@ class OnnxBackend:
             self.stepper = OnnxDecoder(self.session, info)
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self.session.run(self.config.model_outputs, inputs)
+        outputs = self.session.run(self.config.model_outputs, inputs, self.run_options)
         return dict(zip(self.config.model_outputs, outputs, strict=True))
 
 

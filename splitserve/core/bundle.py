@@ -171,6 +171,13 @@ class Bundle:
 
 def read_local(root: Path) -> Bundle:
     config_path = root / ARTIFACT_DIR / CONFIG_FILE
+    if not root.exists():
+        raise BundleError(f"{root} does not exist: give a serving bundle's folder or MLflow URI")
+    if not config_path.is_file() and (root / "MLmodel").is_file():
+        raise BundleError(
+            f"{root} is a logged model, not a serving bundle (no {ARTIFACT_DIR}/{CONFIG_FILE}): "
+            f"run `splitserve export {root}` first and serve the URI it prints"
+        )
     if not config_path.is_file():
         raise BundleError(f"{root} is not a splitserve bundle (no {ARTIFACT_DIR}/{CONFIG_FILE})")
     return Bundle(root=root, config=ServingConfig.from_json(config_path.read_text()))

@@ -55,6 +55,7 @@ LATENCY = Histogram(
 IN_FLIGHT = Gauge("splitserve_in_flight", "RPCs in progress", ["tier"])
 
 
+EXPIRY_LOG_S = 10.0
 # The longest status message sent: gRPC carries it in a header, and headers past ~8 KiB break
 # the call (RESOURCE_EXHAUSTED "received metadata size exceeds ...") instead of reporting the error.
 MAX_DETAILS_CHARS = 1024
@@ -80,10 +81,22 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps exceptions to status codes and records per-method metrics, for unary RPCs and for
-    server-streaming and bidirectional ones (an error ends the stream with its status)."""
+    server-streaming and bidirectional ones (an error ends the stream with its status). Calls whose
+    deadline passed are normal under load: logged at INFO, at most once per EXPIRY_LOG_S, no traceback."""
 
     def __init__(self, tier: str):
         self.tier = tier
+        self._expiries = 0
+        self._expiry_logged = 0.0
+
+    def _expired(self, method: str, code: grpc.StatusCode) -> None:
+        self._expiries += 1
+        now = time.monotonic()
+        if now - self._expiry_logged >= EXPIRY_LOG_S:
+            log.info(
+                "%s: %d calls ended %s before their answer (last: %s)", self.tier, self._expiries, code.name, method
+            )
+            self._expiries, self._expiry_logged = 0, now
 
     async def intercept_service(self, continuation: Callable[..., Awaitable[Any]], details: Any) -> Any:
         handler = await continuation(details)
@@ -99,7 +112,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 async with self._guard(method, context):
-                    return await unary(_parsed(request, details.method), context)
+                    response = await unary(_parsed(request, details.method), context)
+                    if context.done():  # answered after the deadline: sending would fail (and log ERROR)
+                        raise errors.DeadlineExceeded("the call ended before its answer")
+                    return response
                 raise AssertionError("unreachable")  # the guard re-raises or aborts
 
             return grpc.unary_unary_rpc_method_handler(wrapped, **codecs)
@@ -136,6 +152,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 code = context.code()
                 raise  # the handler already aborted
             code, message = status_of(exc)
+            if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+                self._expired(method, code)
+            if context.done():  # the call is over (its deadline passed): nobody to tell, nothing to log
+                raise asyncio.CancelledError from None
             await context.abort(code, message)
         finally:
             IN_FLIGHT.labels(self.tier).dec()
@@ -191,6 +211,10 @@ def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
+        # gRPC core's own default (1000, then cancelling calls at random) cancelled bursts instead of
+        # letting the server refuse them: RESOURCE_EXHAUSTED, at once, by the tiers' admission.
+        ("grpc.server.max_pending_requests", settings.max_pending_rpcs),
+        ("grpc.server.max_pending_requests_hard_limit", settings.max_pending_rpcs),
     ]
 
 
@@ -271,9 +295,10 @@ async def serve(tier: Tier, settings: ServerSettings) -> int:
     await asyncio.wait({load, stopper}, return_when=asyncio.FIRST_COMPLETED)
     code = 0
     if load.done():
-        if load.exception() is not None:
-            log.error("%s failed to load: %s", tier.name, load.exception(), exc_info=load.exception())
-            print(f"error: {tier.name} failed to load: {load.exception()}", file=sys.stderr, flush=True)
+        if (failure := load.exception()) is not None:
+            if not isinstance(failure, errors.SplitServeError):  # a known condition needs no traceback
+                log.error("%s failed to load: %s", tier.name, failure, exc_info=failure)
+            print(f"error: {tier.name} failed to load: {failure}", file=sys.stderr, flush=True)
             stop.set()
             code = 1
         else:

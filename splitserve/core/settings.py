@@ -25,6 +25,12 @@ class ServerSettings(BaseSettings):
         description="Largest gRPC message accepted or sent; give every tier the same (requests whose later "
         "messages would exceed it are refused before the model runs).",
     )
+    max_pending_rpcs: int = Field(
+        10_000,
+        ge=1,
+        description="Calls gRPC core holds until the server picks them up; past it they are refused "
+        "(RESOURCE_EXHAUSTED). Admission, counted in records and tokens, refuses long before.",
+    )
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port (off when unset).")
     log_level: str = Field("info", description="Logging level.")
     tls_cert: str | None = Field(None, description="PEM certificate (chain) file: serve TLS instead of plaintext.")
