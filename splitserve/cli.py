@@ -225,6 +225,7 @@ def cmd_k8s(args: argparse.Namespace) -> int:
         max_replicas=args.max_replicas,
         backend=args.backend,
         device=args.device,
+        tier_tls_secret=args.tier_tls_secret,
     )
     if args.out:
         print(k8s.write(objects, Path(args.out)))
@@ -383,6 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-replicas", type=int, default=10, help="Autoscaler ceiling per tier.")
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="Model-tier backend.")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: the model pods ask for a GPU.")
+    p.add_argument(
+        "--tier-tls-secret",
+        help="A TLS Secret (ca.crt, tls.crt, tls.key; its certificate naming <name>-tier): mutual TLS between the "
+        "gateway and the tiers.",
+    )
     p.add_argument("--out", help="Write the YAML here (default: stdout).")
     p.set_defaults(func=cmd_k8s)
 

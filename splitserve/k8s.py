@@ -17,6 +17,7 @@ from typing import Any
 GRPC_PORT = 7000
 METRICS_PORT = 9090
 TIERS = ("preprocess", "model", "postprocess", "gateway")
+TLS_DIR = "/etc/splitserve/tls"
 # Requests and limits per tier: the CPU tiers are small; the model tier is what needs sizing.
 RESOURCES = {
     "preprocess": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
@@ -36,8 +37,11 @@ def manifests(
     max_replicas: int = 10,
     backend: str = "onnx",
     device: str = "cpu",
+    tier_tls_secret: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Every object, as plain dicts (`to_yaml` writes them)."""
+    """Every object, as plain dicts (`to_yaml` writes them). `tier_tls_secret`: a TLS Secret
+    (`ca.crt`, `tls.crt`, `tls.key`, as cert-manager writes them) for mutual TLS between the gateway
+    and the tiers; its certificate must name `<name>-tier`."""
     counts = {tier: 1 for tier in TIERS} | (replicas or {})
 
     def address(tier: str) -> str:
@@ -84,6 +88,7 @@ def manifests(
             "livenessProbe": {**probe, "initialDelaySeconds": 120, "failureThreshold": 3},
             "resources": resources,
         }
+        volumes = _tier_tls(container, tier, tier_tls_secret, name) if tier_tls_secret else []
         out.append(
             {
                 "apiVersion": "apps/v1",
@@ -98,7 +103,11 @@ def manifests(
                             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT)},
                         },
                         # SIGTERM drains in-flight work for --grace-s (10 s) before the pod goes.
-                        "spec": {"terminationGracePeriodSeconds": 30, "containers": [container]},
+                        "spec": {
+                            "terminationGracePeriodSeconds": 30,
+                            "containers": [container],
+                            **({"volumes": volumes} if volumes else {}),
+                        },
                     },
                 },
             }
@@ -128,7 +137,41 @@ def manifests(
                 },
             }
         )
-    return out
+    return out + network_policies(name, namespace)
+
+
+def _tier_tls(container: dict[str, Any], tier: str, secret: str, name: str) -> list[dict[str, Any]]:
+    """Mount the Secret and turn on mutual TLS: a tier serves it and accepts only certificates the
+    Secret's CA signed; the gateway presents the Secret's certificate to the tiers. Returns the volumes."""
+    files = {k: f"{TLS_DIR}/{k}" for k in ("ca.crt", "tls.crt", "tls.key")}
+    if tier == "gateway":
+        flags = ["--tier-tls-ca", files["ca.crt"], "--tier-tls-cert", files["tls.crt"], "--tier-tls-key"]
+        flags += [files["tls.key"], "--tier-tls-server-name", f"{name}-tier"]
+    else:
+        flags = ["--tls-cert", files["tls.crt"], "--tls-key", files["tls.key"], "--tls-client-ca", files["ca.crt"]]
+    container["args"] = [*container["args"], *flags]
+    container["volumeMounts"] = [{"name": "tier-tls", "mountPath": TLS_DIR, "readOnly": True}]
+    return [{"name": "tier-tls", "secret": {"secretName": secret}}]
+
+
+def network_policies(name: str, namespace: str) -> list[dict[str, Any]]:
+    """The preprocess, model and postprocess pods take gRPC calls from the gateway's pods only (they
+    trust their callers: never expose them); their metrics port stays open to Prometheus."""
+    gateway = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "gateway"}
+    policies = []
+    for tier in TIERS[:-1]:
+        labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": tier}
+        spec = {
+            "podSelector": {"matchLabels": labels},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": gateway}}], "ports": [{"port": "grpc"}]},
+                {"ports": [{"port": "metrics"}]},
+            ],
+        }
+        meta = {"name": f"{name}-{tier}", "namespace": namespace, "labels": labels}
+        policies.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta, "spec": spec})
+    return policies
 
 
 def to_yaml(objects: list[dict[str, Any]]) -> str:

@@ -35,7 +35,17 @@ def test_manifests_validate_and_their_commands_parse() -> None:
     by_kind: dict[str, dict[str, dict]] = {}
     for obj in objects:
         by_kind.setdefault(obj["kind"], {})[obj["metadata"]["name"]] = obj
-    assert set(by_kind) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    assert set(by_kind) == {"Deployment", "Service", "HorizontalPodAutoscaler", "NetworkPolicy"}
+    # Issue 11, defect 12: the tiers behind the gateway take calls from the gateway's pods only.
+    for tier in ("preprocess", "model", "postprocess"):
+        ingress = by_kind["NetworkPolicy"][f"splitserve-{tier}"]["spec"]["ingress"]
+        assert ingress[0]["from"] == [
+            {
+                "podSelector": {
+                    "matchLabels": {"app.kubernetes.io/name": "splitserve", "app.kubernetes.io/component": "gateway"}
+                }
+            }
+        ]
     services = by_kind["Service"]
     for tier in ("preprocess", "model", "postprocess"):  # headless: the gateway balances per pod
         assert services[f"splitserve-{tier}"]["spec"]["clusterIP"] == "None"
@@ -75,11 +85,30 @@ def test_cli_writes_the_manifests(tmp_path) -> None:
             "http://mlflow:5000",
             "--out",
             str(out),
+            "--replicas",
+            "model=2",
+            "--tier-tls-secret",
+            "splitserve-tier-tls",
         ],
         check=True,
         capture_output=True,
     )
     objects = list(yaml.safe_load_all(out.read_text()))
-    assert len(objects) == 12
+    assert len(objects) == 15
     for obj in objects:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    # Issue 11, defect 12: mutual TLS between the gateway and the tiers, end to end, from one Secret.
+    parser = build_parser()
+    for obj in objects:
+        if obj["kind"] != "Deployment":
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        assert pod["volumes"] == [{"name": "tier-tls", "secret": {"secretName": "splitserve-tier-tls"}}]
+        args = parser.parse_args(pod["containers"][0]["args"])
+        if pod["containers"][0]["name"] == "gateway":
+            assert (args.tier_tls_ca, args.tier_tls_cert) == (f"{k8s.TLS_DIR}/ca.crt", f"{k8s.TLS_DIR}/tls.crt")
+            assert args.tier_tls_server_name == "splitserve-tier"
+        else:
+            assert (args.tls_cert, args.tls_client_ca) == (f"{k8s.TLS_DIR}/tls.crt", f"{k8s.TLS_DIR}/ca.crt")
+        if pod["containers"][0]["name"] == "model":
+            assert obj["spec"]["replicas"] == 2
