@@ -199,7 +199,7 @@ def test_model_tier_refuses_overflowing_shapes(stack, contents) -> None:
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelInfer(request)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
-        assert "do not fit shape [4294967296, 4294967296]" in info.value.details()
+        assert "shape [4294967296, 4294967296] is too large" in info.value.details()
         request = oip.ModelInferRequest(model_name="tiny-token-classification-bert")
         request.inputs.add(name="input_ids", datatype="INT64", shape=[1] * 9)
         request.raw_input_contents.append(b"\0" * 8)

@@ -47,7 +47,7 @@ def fetch(uri: str, root: Path, parts: list[str]) -> Path:
 def _not_a_bundle(repo: object, uri: str, exc: Exception) -> str:
     """Why `uri` has no serving.json, and what to do."""
     try:
-        names = {Path(f.path).name for f in repo.list_artifacts()}  # type: ignore[attr-defined]
+        names = {Path(f.path).name for f in repo.list_artifacts("")}  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - the URI itself does not resolve
         return f"cannot read bundle {uri!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
     if "MLmodel" in names:

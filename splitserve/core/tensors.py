@@ -51,6 +51,7 @@ def to_raw(array: np.ndarray) -> tuple[str, list[int], bytes]:
 
 
 MAX_DIMS = 8  # more dimensions than any model input or output has
+MAX_ELEMENTS = 2**48  # more elements than any message can hold
 
 
 def check_shape(name: str, shape: list[int] | tuple[int, ...]) -> tuple[tuple[int, ...], int]:
@@ -61,6 +62,8 @@ def check_shape(name: str, shape: list[int] | tuple[int, ...]) -> tuple[tuple[in
         raise InvalidInput(f"tensor {shown(name)}: {len(dims)} dimensions; at most {MAX_DIMS}")
     if any(d < 0 for d in dims):
         raise InvalidInput(f"tensor {shown(name)}: negative dimension in shape {list(dims)}")
+    if math.prod(d for d in dims if d) >= MAX_ELEMENTS:  # numpy cannot even shape an empty array so
+        raise InvalidInput(f"tensor {shown(name)}: shape {list(dims)} is too large")
     return dims, math.prod(dims)
 
 
