@@ -158,12 +158,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.auth_token_file and not Path(args.auth_token_file).is_file():
         raise SystemExit(f"error: --auth-token-file {args.auth_token_file}: no such file")
     from splitserve.core.bundle import load_bundle
+    from splitserve.core.cache import cache_root
 
-    load_bundle(args.bundle_uri)
+    # Fetched once into the host's bundle cache, held while `up` runs; every replica (and every
+    # restart) then loads that verified folder: no fetch per start, one bundle whatever an alias does.
+    bundle = load_bundle(args.bundle_uri, ("tokenizer", "onnx"))
     model_args = ["--intra-op-threads", str(args.intra_op_threads)] if args.intra_op_threads is not None else []
     model_args += ["--device", args.device]
     return up(
-        args.bundle_uri,
+        str(bundle.root) if bundle.root.parent == cache_root() else args.bundle_uri,
         counts["preprocess"],
         counts["model"],
         counts["postprocess"],

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from model_svc import memory
 from model_svc.generation import DecoderSteps, EncoderDecoderSteps
 from splitserve.core.bundle import ServingConfig
 from splitserve.core.generation import GenerationInfo
@@ -54,6 +55,7 @@ class OnnxBackend:
         self.run_options = ort.RunOptions()
         arenas = "cpu:0;gpu:0" if device == "cuda" else "cpu:0"
         self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", arenas)
+        memory.map_large_blocks()
         self.config = config
         info = config.generation
         graph_inputs = {i.name for i in self.session.get_inputs()}
@@ -70,6 +72,8 @@ class OnnxBackend:
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self.session.run(self.config.model_outputs, inputs, self.run_options)
+        if inputs["input_ids"].size >= memory.TRIM_AFTER_TOKENS:
+            memory.trim()
         return dict(zip(self.config.model_outputs, outputs, strict=True))
 
 
