@@ -26,6 +26,7 @@ from splitserve import certs
 
 READY_TIMEOUT_S = 300.0
 BACKOFF_S = (0.5, 30.0)  # the first and the longest pause before restarting a dead replica
+MODEL_NICENESS = 5
 STABLE_S = 60.0  # a replica that ran this long before dying is restarted after the shortest pause
 
 
@@ -45,7 +46,17 @@ class Replica:
         self.ready.clear()
         self.restart_at = None
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, bufsize=1)
+        # On one machine the model tier's inference takes every core it is given; a lower priority
+        # keeps the gateway and the CPU tiers (admission, health, refusals) answering at once.
+        niceness = MODEL_NICENESS if self.tier == "model" else 0
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            preexec_fn=(lambda: os.nice(niceness)) if niceness else None,  # noqa: PLW1509 - no threads run it
+        )
         threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
 
     def pin_port(self) -> None:

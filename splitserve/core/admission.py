@@ -19,8 +19,10 @@ from collections.abc import Iterator
 
 from splitserve.core.errors import Overloaded
 
-SMOOTHING = 0.2  # weight of the newest request in the rate estimate
-HEADROOM = 0.8  # admit only if the estimated time is under this share of the time left
+SMOOTHING = 0.3  # weight of the newest request in the rate estimate
+# Admit only if the estimated time is under this share of the time left: the rate is learnt from
+# requests that finished, and under overload the rate falls while they are in flight.
+HEADROOM = 0.5
 
 
 class Admission:
@@ -63,6 +65,9 @@ class Admission:
         finally:
             self.admitted -= units
             elapsed = time.perf_counter() - start
-            if completed and elapsed > 0:
+            if elapsed > 0:
                 sample = (ahead + units) / elapsed
-                self.rate = sample if self.rate is None else (1 - SMOOTHING) * self.rate + SMOOTHING * sample
+                # A request that failed (its deadline passed, its caller left) still says something:
+                # the work ahead of it was not done in `elapsed`, so the rate is at most `sample`.
+                if completed or (self.rate is not None and sample < self.rate):
+                    self.rate = sample if self.rate is None else (1 - SMOOTHING) * self.rate + SMOOTHING * sample
