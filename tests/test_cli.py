@@ -87,7 +87,8 @@ def test_up_refuses_what_it_can_check_before_starting(tiny_bundles) -> None:
 
 @pytest.fixture(scope="module")
 def served(tiny_bundles):
-    with up(tiny_bundles[("text-classification", "bert")].bundle_uri) as addresses:
+    """`up --tier-mtls`: the gateway serves its callers as before; the tiers take only the gateway."""
+    with up(tiny_bundles[("text-classification", "bert")].bundle_uri, "--tier-mtls") as addresses:
         yield addresses
 
 
@@ -116,20 +117,19 @@ def test_help_shows_the_env_vars() -> None:
     assert "SPLITSERVE_GATEWAY_MAX_IN_FLIGHT_RECORDS" in out.stdout
 
 
-def test_up_tier_mtls_end_to_end(tiny_bundles) -> None:
+def test_up_tier_mtls_end_to_end(served) -> None:
     """Defect 12: the tiers behind the gateway accepted anyone. `up --tier-mtls`: they serve mutual
-    TLS and take only the gateway's certificate; the gateway serves its callers as before."""
+    TLS and take only the gateway's certificate."""
     import grpc
 
     from protos import splitserve_pb2 as pb
     from protos import splitserve_pb2_grpc as pb_grpc
     from splitserve.client import Client
 
-    with up(tiny_bundles[("text-classification", "bert")].bundle_uri, "--tier-mtls") as addresses:
-        with Client(addresses["gateway"]) as client:
-            assert "labels" in client.predict(["Florida has nice beaches"])[0]
-        for tier in ("preprocess", "postprocess", "model"):
-            with grpc.insecure_channel(addresses[tier][0]) as channel:
-                with pytest.raises(grpc.RpcError) as info:
-                    pb_grpc.PreprocessStub(channel).Info(pb.TierInfoRequest(), timeout=5)
-                assert info.value.code() == grpc.StatusCode.UNAVAILABLE, tier
+    with Client(served["gateway"]) as client:
+        assert "labels" in client.predict(["Florida has nice beaches"])[0]
+    for tier in ("preprocess", "postprocess", "model"):
+        with grpc.insecure_channel(served[tier][0]) as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                pb_grpc.PreprocessStub(channel).Info(pb.TierInfoRequest(), timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE, tier
