@@ -8,58 +8,12 @@ import asyncio
 import json
 import os
 import sys
-import typing
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from splitserve import __version__
-from splitserve.cliargs import check_port, count, legacy_kv, renamed, replicas
-
-
-def add_settings_flags(
-    parser: argparse.ArgumentParser, settings_cls: type[BaseModel], positional: tuple[str, ...] = ()
-) -> None:
-    """One flag per settings field (`max_records` -> `--max-records`), help from its description,
-    with the field's env var (`SPLITSERVE_<TIER>_MAX_RECORDS`)."""
-    prefix = str(settings_cls.model_config.get("env_prefix", ""))
-    for name, info in settings_cls.model_fields.items():
-        help_text = f"{info.description or ''} [env {prefix}{name.upper()}]"
-        if name in positional:
-            parser.add_argument(name, help=help_text)
-            continue
-        flag = "--" + name.replace("_", "-")
-        annotation = info.annotation
-        origin = typing.get_origin(annotation)
-        if annotation is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif origin is list:
-            parser.add_argument(flag, dest=name, nargs="+", default=None, help=help_text)
-        elif origin is typing.Literal:
-            parser.add_argument(flag, dest=name, choices=typing.get_args(annotation), default=None, help=help_text)
-        else:
-            kind = float if annotation is float else int if annotation in (int, int | None) else str
-            parser.add_argument(flag, dest=name, type=kind, default=None, help=f"{help_text} (default: {info.default})")
-
-
-def settings_from_args(settings_cls: type[BaseModel], args: argparse.Namespace) -> Any:
-    given = {k: v for k, v in vars(args).items() if k in settings_cls.model_fields and v is not None}
-    return settings_cls(**given)
-
-
-def _parse_kv(items: list[str] | None) -> dict[str, Any]:
-    """`key=value` pairs; values are read as JSON when they parse (numbers, true, lists), else strings."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"error: expected KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
+from splitserve.cliargs import add_settings_flags, check_port, count, legacy_kv, renamed, replicas, settings_from_args
+from splitserve.cliargs import parse_kv as _parse_kv
 
 
 def _run_tier(tier: Any, settings: Any) -> int:
