@@ -10,8 +10,8 @@ import time
 
 import grpc
 import numpy as np
-from conftest import PARAMS, TEXTS, figure, health_ms
 
+from faults.kit import PARAMS, TEXTS, figure, health_ms
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve.client import Client

@@ -10,8 +10,8 @@ import time
 
 import grpc
 import pytest
-from conftest import PARAMS, TEXTS, figure
 
+from faults.kit import PARAMS, TEXTS, figure
 from splitserve.client import Client
 
 CLIENTS = 4

@@ -14,10 +14,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from conftest import PARAMS, TEXTS, figure
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
+from faults.kit import PARAMS, TEXTS, figure
 from protos import grpc_predict_v2_pb2 as oip
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
 from protos import splitserve_pb2 as pb
