@@ -34,10 +34,14 @@ from protos import grpc_predict_v2_pb2_grpc as oip_grpc
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve.core import tracing
+from splitserve.core.admission import Admission
 from splitserve.core.errors import BundleMismatch, InvalidInput, ModelNotReady, Overloaded, Unauthenticated
+from splitserve.core.limits import check_request_chars
 
 log = logging.getLogger("splitserve.gateway")
-FORWARDED_METADATA = ("traceparent", "tracestate", "authorization")
+# The caller's metadata that travels on to the tiers: trace context only. Never the caller's
+# `authorization`: the tiers are not the caller's to reach (they authenticate the gateway, by mTLS).
+FORWARDED_METADATA = ("traceparent", "tracestate")
 # splitserve.v1.ModelParameter's fields -> OIP InferParameter's.
 _PARAM_FIELDS = {
     "bool_value": "bool_param",
@@ -59,6 +63,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
         self.settings = settings
         self.stages = stages
         self.in_flight = 0
+        self.admission = Admission(settings.max_in_flight_records, "records", "gateway", "max_in_flight_records")
         self.info: pb.TierInfo | None = None
         self.channels: list[grpc.aio.Channel] = []
         self.tokens: list[bytes] | None = None
@@ -137,13 +142,16 @@ class GatewayTier(pb_grpc.GatewayServicer):
             raise InvalidInput("request has no records")
         if len(request.records) > self.settings.max_records:
             raise InvalidInput(f"request has {len(request.records)} records; the limit is {self.settings.max_records}")
+        check_request_chars(request.records, self.settings.max_request_chars)
         if self.in_flight >= self.settings.max_in_flight:
             raise Overloaded(f"gateway has {self.in_flight} requests in flight (max_in_flight); retry later")
-        self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
+        left = context.time_remaining()
+        with self.admission.admit(len(request.records), self.settings.timeout_s if left is None else left):
+            self.in_flight += 1
+            try:
+                yield
+            finally:
+                self.in_flight -= 1
 
     async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
         async with self._admitted(request, context):
@@ -348,9 +356,9 @@ class InlineStub:
     def __getattr__(self, method: str) -> Any:
         handler = getattr(self.servicer, method)
 
-        async def call(request: Any, **_: Any) -> Any:  # timeout, metadata: no hop to bound or carry them
+        async def call(request: Any, timeout: float | None = None, **_: Any) -> Any:  # metadata: no hop to carry it
             with tracing.span(f"{self.servicer.name} {method} (inline)"):
-                return await handler(request, None)
+                return await handler(request, InlineContext(timeout))
 
         return call
 
@@ -366,6 +374,16 @@ def _without_audio(records: Any) -> Any:
         copy.ClearField("audio")
         out.append(copy)
     return out
+
+
+class InlineContext:
+    """What an inline stage reads of its call's context: the time left (`timeout` of the hop)."""
+
+    def __init__(self, timeout: float | None):
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+
+    def time_remaining(self) -> float | None:
+        return None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
 
 
 def _read_tokens(path: str) -> list[bytes]:

@@ -35,6 +35,7 @@ from protos import grpc_predict_v2_pb2_grpc as oip_grpc
 from splitserve.core import VERSION, pooling, tracing
 from splitserve.core.bundle import Bundle, check_fingerprint, check_model
 from splitserve.core.generation import OUTPUT, GenerationParams
+from splitserve.core.limits import check_message, check_request_tokens, model_output_bytes
 from splitserve.core.tier import BundleTier
 
 
@@ -84,6 +85,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         if self.generations is not None:
             await self.generations.close()
         self.executor.shutdown(wait=False)
+        await super().close()
 
     @property
     def loaded(self) -> bool:
@@ -132,16 +134,22 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         bundle, _ = self.ready()
         inputs = codec.inputs_from_request(request)
         check_inputs(inputs, bundle.config, self.settings.max_batch_size)
+        if "input_ids" in inputs:  # audio rows are bounded by the preprocess tier's audio limits
+            check_request_tokens(inputs, self.settings.max_request_tokens)
+        if bundle.config.generation is None:  # the response must fit in a message: checked before the work
+            pooled = "pooling" in codec.parameters_from_request(request)
+            size = model_output_bytes(bundle.config, inputs, pooled=pooled)
+            check_message("the response", size, self.settings.max_message_bytes)
         return bundle, inputs
 
     async def ModelInfer(self, request: oip.ModelInferRequest, context: Any) -> oip.ModelInferResponse:
         bundle, inputs = self._inputs(request)
         if bundle.config.generation is not None:
             return await self._generate(request, inputs, bundle)
-        return await self._infer(request, inputs, bundle)
+        return await self._infer(request, inputs, bundle, context.time_remaining())
 
     async def _infer(
-        self, request: oip.ModelInferRequest, inputs: dict[str, Any], bundle: Bundle
+        self, request: oip.ModelInferRequest, inputs: dict[str, Any], bundle: Bundle, time_left_s: float | None
     ) -> oip.ModelInferResponse:
         assert self.batcher is not None  # set before the backend, in load()
         config = bundle.config
@@ -149,7 +157,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         pooling.from_oip(parameters)  # checked before the work
         # Every request here is for this one bundle, and no params reach the model (pooling applies
         # after it, per request): the fingerprint is the only key that could change the computation.
-        result = await self.batcher.submit(inputs, key=bundle.fingerprint)
+        result = await self.batcher.submit(inputs, key=bundle.fingerprint, time_left_s=time_left_s)
         main = config.model_outputs[0]
         outputs = pooling.pooled_outputs(
             result.outputs, inputs.get("attention_mask"), parameters, main, config.output_shapes.get(main, [])
@@ -174,7 +182,8 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         async for request in requests:
             bundle, inputs = self._inputs(request)
             if bundle.config.generation is None:
-                yield oip.ModelStreamInferResponse(infer_response=await self._infer(request, inputs, bundle))
+                response = await self._infer(request, inputs, bundle, context.time_remaining())
+                yield oip.ModelStreamInferResponse(infer_response=response)
                 continue
             async for response in self._generation(request, inputs, bundle, stream=True):
                 yield oip.ModelStreamInferResponse(infer_response=response)

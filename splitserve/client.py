@@ -26,6 +26,7 @@ import grpc
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve.core import codec
+from splitserve.core.limits import MAX_MESSAGE_BYTES
 from splitserve.core.records import to_records
 from splitserve.tasks import result_from_pb
 
@@ -38,15 +39,23 @@ class Client:
         token: str | None = None,
         tls_ca: str | None = None,
         tls_server_name: str | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ):
         """`token`: sent as `authorization: Bearer <token>` (a gateway with `--auth-token-file`).
         `tls_ca`: a PEM CA file; the gateway is then called over TLS and its certificate checked
-        (`tls_server_name`: the name it carries, when not the target's host)."""
+        (`tls_server_name`: the name it carries, when not the target's host). `max_message_bytes`:
+        the largest request sent and response accepted, the servers' limit by default (gRPC's own
+        default, 4 MiB, is smaller than many responses, e.g. token embeddings)."""
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
         if tls_ca is None:
-            self.channel = grpc.insecure_channel(target)
+            self.channel = grpc.insecure_channel(target, options=options)
         else:
             credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
-            options = [("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []
+            if tls_server_name:
+                options.append(("grpc.ssl_target_name_override", tls_server_name))
             self.channel = grpc.secure_channel(target, credentials, options=options)
         self.stub = pb_grpc.GatewayStub(self.channel)
         self.timeout_s = timeout_s

@@ -66,10 +66,13 @@ class TinyBundles:
 
     def __getitem__(self, key: tuple[str, str]) -> Exported:
         if key not in self.built:
-            from zoo import save_tiny
+            from zoo import save_tiny, save_tiny_lm
 
             task, arch = key
-            model_dir = save_tiny(task, arch, self.root / f"{task}-{arch}")
+            if task == "text-generation":  # arch: gpt2 or llama
+                model_dir = save_tiny_lm(arch, self.root / f"{task}-{arch}")
+            else:
+                model_dir = save_tiny(task, arch, self.root / f"{task}-{arch}")
             self.built[key] = _log_and_export(task, arch, model_dir, name=f"tiny-{task}-{arch}")
         return self.built[key]
 

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from splitserve.core.bundle import Bundle, ServingConfig
-from splitserve.core.errors import InvalidInput
+from splitserve.core.errors import InvalidInput, shown_list
 from splitserve.core.tensors import datatype_of
 
 
@@ -27,7 +27,9 @@ def check_inputs(inputs: dict[str, np.ndarray], config: ServingConfig, max_batch
     expected = set(config.model_inputs)
     missing, unknown = sorted(expected - set(inputs)), sorted(set(inputs) - expected)
     if missing or unknown:
-        raise InvalidInput(f"model inputs must be {sorted(expected)}; missing {missing}, unexpected {unknown}")
+        raise InvalidInput(
+            f"model inputs must be {sorted(expected)}; missing {missing}, unexpected {shown_list(unknown)}"
+        )
     shape = None
     for name in config.model_inputs:
         array = inputs[name]
@@ -50,6 +52,24 @@ def check_inputs(inputs: dict[str, np.ndarray], config: ServingConfig, max_batch
         raise InvalidInput(f"batch of {shape[0]} rows exceeds max_batch_size {max_batch_size}")
     if shape[1] > config.max_length:
         raise InvalidInput(f"{shape[1]} tokens exceed the model's max length {config.max_length}")
+    # Values, per request, so that one bad request fails alone rather than the batch it would join
+    # (ONNX Runtime fails the whole batch on an id past the table; negative ids wrap around silently).
+    _check_range(inputs, "input_ids", config.vocab_size, "token ids must be in [0, {size}), the vocabulary")
+    _check_range(inputs, "token_type_ids", config.type_vocab_size, "token types must be in [0, {size})")
+    _check_range(inputs, "attention_mask", 2, "mask values must be 0 or 1")
+
+
+def _check_range(inputs: dict[str, np.ndarray], name: str, size: int | None, rule: str) -> None:
+    """Refuse values of input `name` outside [0, size) (only negative ones when size is unknown)."""
+    array = inputs.get(name)
+    if array is None:
+        return
+    bad = array < 0 if size is None else (array < 0) | (array >= size)
+    if bad.any():
+        row, position = (int(i) for i in np.argwhere(bad)[0])
+        value = int(array[row, position])
+        why = rule.format(size=size) if size is not None else "values must not be negative"
+        raise InvalidInput(f"input {name!r}: row {row}, position {position} holds {value}; {why}")
 
 
 def create_backend(
@@ -65,7 +85,9 @@ def create_backend(
     if backend == "onnx":
         from model_svc.backends.onnx import OnnxBackend
 
-        return OnnxBackend(bundle.onnx_path, bundle.config, device, intra_op_threads, spin_wait)
+        info = bundle.config.generation
+        encoder = bundle.artifact_file("onnx", info.encoder_file) if info and info.encoder_file else None
+        return OnnxBackend(bundle.onnx_path, bundle.config, device, intra_op_threads, spin_wait, encoder)
     from model_svc.backends.torch import TorchBackend
 
     return TorchBackend(bundle.config, device, intra_op_threads, dtype)

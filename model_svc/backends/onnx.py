@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from model_svc import memory
 from model_svc.generation import DecoderSteps, EncoderDecoderSteps
 from splitserve.core.bundle import ServingConfig
 from splitserve.core.generation import GenerationInfo
@@ -22,7 +23,13 @@ class OnnxBackend:
     platform = "onnxruntime_onnx"
 
     def __init__(
-        self, path: Path, config: ServingConfig, device: str = "cpu", intra_op_threads: int = 0, spin_wait: bool = False
+        self,
+        path: Path,
+        config: ServingConfig,
+        device: str = "cpu",
+        intra_op_threads: int = 0,
+        spin_wait: bool = False,
+        encoder_path: Path | None = None,
     ):
         import onnxruntime as ort
 
@@ -42,6 +49,13 @@ class OnnxBackend:
         else:
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
+        # Give the arena's unused memory back after each run: a large batch would otherwise keep
+        # the process at its peak for good (measured: 32 rows of 512 tokens in parts of 8 left
+        # MiniLM at 665 MB RSS with the arena kept, 207 MB with it shrunk).
+        self.run_options = ort.RunOptions()
+        arenas = "cpu:0;gpu:0" if device == "cuda" else "cpu:0"
+        self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", arenas)
+        memory.map_large_blocks()
         self.config = config
         info = config.generation
         graph_inputs = {i.name for i in self.session.get_inputs()}
@@ -53,14 +67,17 @@ class OnnxBackend:
         self.graph_inputs = graph_inputs
         self.stepper: Any = None
         if info and config.encoder_decoder:
-            encoder = ort.InferenceSession(str(path.parent / str(info.encoder_file)), options, providers=providers)
+            assert encoder_path is not None, "an encoder-decoder bundle names its encoder graph"
+            encoder = ort.InferenceSession(str(encoder_path), options, providers=providers)
             self.stepper = OnnxEncoderDecoder(encoder, self.session, info)
         elif info:
             self.stepper = OnnxDecoder(self.session, info)
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {k: v for k, v in inputs.items() if k in self.graph_inputs}
-        outputs = self.session.run(self.config.model_outputs, feeds)
+        outputs = self.session.run(self.config.model_outputs, feeds, self.run_options)
+        if next(iter(feeds.values())).size >= memory.TRIM_AFTER_TOKENS:
+            memory.trim()
         return dict(zip(self.config.model_outputs, outputs, strict=True))
 
 

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 import numpy as np
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from protos import splitserve_pb2 as pb
 from splitserve.core.errors import InvalidInput, record_label
@@ -100,7 +100,18 @@ def params_to_struct(params: dict[str, Any] | None) -> struct_pb2.Struct:
 
 
 def params_from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(struct)
+    """Params as plain Python (numbers as floats, as JSON has them). Not json_format: it raises on
+    NaN and Infinity, which the params' validators refuse by name instead."""
+    return {name: _plain(value) for name, value in struct.fields.items()}
+
+
+def _plain(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return {name: _plain(v) for name, v in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_plain(v) for v in value.list_value.values]
+    return None if kind in (None, "null_value") else getattr(value, kind)
 
 
 def arrays_to_tensors(arrays: dict[str, np.ndarray]) -> list[pb.Tensor]:

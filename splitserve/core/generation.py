@@ -15,12 +15,13 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from splitserve.core import params as P
-from splitserve.core.errors import InvalidInput
+from splitserve.core.errors import InvalidInput, shown, shown_list
 
 MAX_BEAMS = 16
 DEFAULT_MAX_NEW_TOKENS_LIMIT = 256
@@ -35,7 +36,7 @@ def _early_stopping(name: str, value: Any) -> bool | str:
         return value
     if value in ("true", "false"):  # as MLflow's string-typed signature param sends them
         return value == "true"
-    raise InvalidInput(f'param {name!r}: expected true, false or "never", got {value!r}')
+    raise InvalidInput(f'param {name!r}: expected true, false or "never", got {shown(value)}')
 
 
 def _stop(name: str, value: Any) -> list[str]:
@@ -187,18 +188,18 @@ class GenerationParams:
         """Read and check OIP request parameters; what is absent takes its plain default."""
         unknown = sorted(set(values) - set(WIRE))
         if unknown:
-            raise InvalidInput(f"unknown parameter(s) {unknown}; generation takes {sorted(WIRE)}")
+            raise InvalidInput(f"unknown parameter(s) {shown_list(unknown)}; generation takes {sorted(WIRE)}")
         request: dict[str, Any] = {}
         for name, value in values.items():
             kind = WIRE[name]
             expected = (float, int) if kind is float else (kind,)
             if isinstance(value, bool) != (kind is bool) or not isinstance(value, expected):
-                raise InvalidInput(f"parameter {name!r}: expected {kind.__name__}, got {value!r}")
+                raise InvalidInput(f"parameter {name!r}: expected {kind.__name__}, got {shown(value)}")
             request[name] = value
         if "early_stopping" in request:
             early = request["early_stopping"].lower()
             if early not in ("true", "false", "never"):
-                raise InvalidInput(f"parameter 'early_stopping': expected true, false or never, got {early!r}")
+                raise InvalidInput(f"parameter 'early_stopping': expected true, false or never, got {shown(early)}")
             request["early_stopping"] = {"true": True, "false": False}.get(early, early)
         if "stop_ids" in request:
             request["stop_ids"] = _stop_ids(request["stop_ids"])
@@ -212,6 +213,9 @@ class GenerationParams:
 
     def check(self, limit: int) -> None:
         """The limits every tier enforces (the preprocess tier's validators say the same, by name)."""
+        for name in ("temperature", "top_p", "repetition_penalty", "length_penalty"):
+            if not math.isfinite(getattr(self, name)):  # NaN passes every comparison below
+                raise InvalidInput(f"parameter {name!r}: expected a finite number, got {getattr(self, name)}")
         if not 1 <= self.max_new_tokens <= limit:
             raise InvalidInput(f"parameter 'max_new_tokens': {self.max_new_tokens} is not in [1, {limit}]")
         if self.temperature <= 0 or self.repetition_penalty <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:

@@ -205,6 +205,10 @@ def export_bundle(
             defaults_from=defaults_from,
             onnx_file=onnx_file,
             template=template_name,
+            vocab_size=getattr(model.config, "vocab_size", None),
+            type_vocab_size=getattr(model.config, "type_vocab_size", None)
+            if "token_type_ids" in model_inputs
+            else None,
         )
         config.fingerprint = config.compute_fingerprint()
         (artifacts / CONFIG_FILE).write_text(config.to_json())
