@@ -92,8 +92,19 @@ class ModelTierTarget(Target):
     """One model-tier replica alone (`splitserve serve-model`), called over the Open Inference
     Protocol with inputs tokenized beforehand: the model tier's own throughput, ONNX vs PyTorch."""
 
-    def __init__(self, name: str, bundle_uri: str, backend: str, device: str = "cpu", dtype: str = "logged"):
+    def __init__(
+        self,
+        name: str,
+        bundle_uri: str,
+        backend: str,
+        device: str = "cpu",
+        dtype: str = "logged",
+        threads: int | None = None,
+        pooling: str | None = None,
+    ):
         self.name, self.bundle_uri, self.backend, self.device, self.dtype = name, bundle_uri, backend, device, dtype
+        self.threads = threads or os.cpu_count() or 1  # intra-op threads of the one replica
+        self.pooling = pooling  # asked of the model tier as the gateway asks it (mean, cls), or token vectors
 
     def start(self) -> None:
         import grpc
@@ -105,7 +116,7 @@ class ModelTierTarget(Target):
         from splitserve.launcher import READY_TIMEOUT_S, Replica, serve_command
         from splitserve.stages.preprocess import Preprocessor
 
-        threads = str(os.cpu_count() or 1)
+        threads = str(self.threads)
         self.replica = Replica("model", serve_command("serve-model", self.bundle_uri, "--backend", self.backend))
         self.replica.argv += ["--host", "127.0.0.1", "--intra-op-threads", threads, "--log-level", "warning"]
         self.replica.argv += ["--device", self.device, "--dtype", self.dtype]
@@ -130,6 +141,8 @@ class ModelTierTarget(Target):
         if key not in self.cache:  # tokenize once: only the model tier's work is measured
             encoded = self.stage.run(to_records(records), None)
             request = oip.ModelInferRequest(model_name=self.bundle.config.name, model_version=self.bundle.fingerprint)
+            if self.pooling is not None:
+                request.parameters["pooling"].string_param = self.pooling
             for name, array in encoded.model_inputs.items():
                 request.inputs.add(name=name, datatype="INT64", shape=list(array.shape))
                 request.raw_input_contents.append(array.astype("<i8").tobytes())
