@@ -15,6 +15,10 @@ from splitserve.core.tokenizer import load_tokenizer
 from splitserve.stages.postprocess import Postprocessor
 from splitserve.stages.template import load_template
 
+# Model outputs of at most this size (without a template) are decoded on the event loop: well
+# under a millisecond (a few records' pooled vectors, labels or tokens), less than a thread hand-off.
+SMALL_OUTPUT_BYTES = 64 * 1024
+
 
 class PostprocessTier(BundleTier, pb_grpc.PostprocessServicer):
     name = "postprocess"
@@ -35,7 +39,12 @@ class PostprocessTier(BundleTier, pb_grpc.PostprocessServicer):
     async def Postprocess(
         self, request: pb.PostprocessRequest, context: grpc.aio.ServicerContext
     ) -> pb.PostprocessResponse:
-        return await self.offload(context, self._postprocess, request)  # decoding is CPU work: off the loop
+        small = (
+            self.stage is not None
+            and self.stage.template is None
+            and sum(len(t.raw) for t in request.model_outputs) <= SMALL_OUTPUT_BYTES
+        )
+        return await self.offload(context, self._postprocess, request, small=small)  # CPU work: off the loop
 
     def _postprocess(self, request: pb.PostprocessRequest) -> pb.PostprocessResponse:
         bundle, stage = self.ready()

@@ -166,8 +166,10 @@ def up(
     if tls_dir is not None:
         paths = certs.make_mtls(Path(tls_dir.name), [host])
         tier_tls, gateway_args = certs.tier_flags(paths), [*(gateway_args or []), *certs.gateway_flags(paths)]
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            gateway_args += ["--tier-tls-server-name", host]
+        # The name the tiers' certificate is checked for: a channel over several replicas
+        # (`ipv4:a,b`) has no host of its own to check.
+        loopback = host in ("127.0.0.1", "localhost", "::1")
+        gateway_args += ["--tier-tls-server-name", "localhost" if loopback else host]
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     tiers: dict[str, list[Replica]] = {

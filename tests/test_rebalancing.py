@@ -189,3 +189,17 @@ def test_traffic_reaches_a_replica_added_to_dns(tiny_bundles, tmp_path: Path, ag
 
 def _tier(cls: Any, settings: Any) -> tuple[Any, Any]:
     return cls(settings), settings
+
+
+def test_idle_keepalive_pings_are_accepted(tiny_bundles, capfd) -> None:
+    """The tiers accept the gateway's keepalive pings on idle connections. The server option had a
+    wrong name, so gRPC's own 5-minute minimum held and every idle gateway got GOAWAY
+    "too_many_pings" after its third ping (an ERROR line, the connection closed, pings slowed)."""
+    from stack import Stack
+
+    bundle = tiny_bundles[("text-classification", "bert")].local_dir
+    with Stack(bundle, gateway={"keepalive_s": 0.6}) as stack, Client(stack.gateway) as client:
+        client.predict(["Florida has nice beaches"])
+        time.sleep(4.0)  # about six pings on each idle tier connection
+        client.predict(["Florida has nice beaches"])
+    assert "too_many_pings" not in capfd.readouterr().err

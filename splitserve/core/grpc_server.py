@@ -222,7 +222,7 @@ def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
         ("grpc.keepalive_permit_without_calls", 1),
         # gRPC core's own default (1000, then cancelling calls at random) cancelled bursts instead of
         # letting the server refuse them: RESOURCE_EXHAUSTED, at once, by the tiers' admission.

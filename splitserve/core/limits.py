@@ -37,13 +37,15 @@ def request_chars(records: Any) -> int:
     return total
 
 
-def check_request_chars(records: Any, limit: int) -> None:
+def check_request_chars(records: Any, limit: int) -> int:
+    """The request's characters of text, refused past `limit`."""
     chars = request_chars(records)
     if chars > limit:
         raise InvalidInput(
             f"request has {chars} characters of text; the limit is {limit} (max_request_chars): send fewer or "
             "shorter records per request"
         )
+    return chars
 
 
 def check_request_tokens(model_inputs: dict[str, np.ndarray], limit: int) -> None:

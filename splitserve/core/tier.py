@@ -51,10 +51,14 @@ class BundleTier:
         facts = await self.started()
         return {"model": self.model_name, "task": bundle.config.task, "fingerprint": bundle.fingerprint, **facts}
 
-    async def offload(self, context: Any, work: Callable[..., T], *args: Any) -> T:
+    async def offload(self, context: Any, work: Callable[..., T], *args: Any, small: bool = False) -> T:
         """Run the stage's CPU work (tokenizing, decoding) in a worker thread, so that the event loop
         keeps answering (health within milliseconds, whatever the load), bounded by the call's
-        deadline: work still queued when it passes is skipped; the caller stops waiting at it."""
+        deadline: work still queued when it passes is skipped; the caller stops waiting at it.
+        `small` work (well under a millisecond: a few short records, no template, no audio) runs on
+        the loop itself: the two thread hand-offs would cost more than it blocks."""
+        if small:
+            return work(*args)
         if self._workers is None:
             self._workers = ThreadPoolExecutor(self.settings.stage_threads, thread_name_prefix=f"{self.name}-stage")
         left = context.time_remaining() if context is not None else None
