@@ -126,7 +126,7 @@ def default_model_replicas() -> int:
     """Model replicas when `up` is not told: one per core with one intra-op thread each, up to 4.
     Measured on 2 cores (MiniLM, 16 x 8): two 1-thread replicas serve 5-20% more than one 2-thread
     replica (ONNX Runtime's intra-op parallelism on small batches costs more than it gives). A
-    model too big to hold twice: `--model 1 --intra-op-threads N`."""
+    model too big to hold twice: `--replicas model=1 --intra-op-threads N`."""
     return max(1, min(os.cpu_count() or 1, 4))
 
 

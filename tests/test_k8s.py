@@ -158,6 +158,7 @@ def test_manifest_sets_render_validate_and_parse(kind: str, autoscaler: str, tmp
                 assert settings.port == 7000 and settings.host == "0.0.0.0"
                 if args[0] == "serve-model":
                     assert settings.device == device
+                    assert settings.intra_op_threads == 1  # a 1-CPU pod: not os.cpu_count(), the node's
                     limits = container["resources"]["limits"]
                     assert ("nvidia.com/gpu" in limits) == (device == "cuda")
                     assert container["image"].endswith("-gpu") == (device == "cuda")
@@ -280,24 +281,32 @@ SYNTHETIC_POINTS = [
 
 def test_capacity_table_from_a_synthetic_bench() -> None:
     table = capacity.capacity_table(SYNTHETIC_POINTS, "cpu")
-    # A 2-CPU model pod at 8 ms per record serves 250 records/s; a 0.5-CPU preprocess pod at
-    # 1 ms per record serves 500: half a preprocess pod per model pod.
-    assert table["model_pod_records_per_s"] == 250.0
+    # A 1-CPU model pod at 8 ms per record serves 125 records/s; a 0.5-CPU preprocess pod at
+    # 1 ms per record serves 500: a quarter of a preprocess pod per model pod.
+    assert table["model_pod_records_per_s"] == 125.0
     assert table["pods_per_model_pod"] == {
-        "preprocess": 0.5,
-        "postprocess": 0.25,
-        "gateway": 1.0,
-        "gateway-inline": 1.25,
+        "preprocess": 0.25,
+        "postprocess": 0.125,
+        "gateway": 0.5,
+        "gateway-inline": 0.625,
     }
     gpu = capacity.capacity_table(SYNTHETIC_POINTS, "cuda")
     assert gpu["model_pod_records_per_s"] == 160.0  # what the GPU model pod served, not its CPU
     tables = {"cpu": table, "gpu": gpu}
-    assert capacity.replicas_for(tables, "cpu", 4, ("preprocess", "postprocess", "gateway")) == {
+    assert capacity.replicas_for(tables, "cpu", 8, ("preprocess", "postprocess", "gateway")) == {
         "preprocess": 2,
         "postprocess": 1,
         "gateway": 4,
     }
-    assert capacity.queue_target_rows(tables, "cpu") == 25  # 100 ms of a 250 records/s pod
+    assert capacity.queue_target_rows(tables, "cpu") == 12  # 100 ms of a 125 records/s pod
+    # Not told, two 1-CPU model pods; the CPU tiers follow them.
+    unsized = k8s.Options("models:/m@a", tracking_uri="http://mlflow:5000")
+    assert k8s.replicas(unsized, tables, "cpu", k8s.TIERS) == {
+        "model": 2,
+        "preprocess": 1,
+        "postprocess": 1,
+        "gateway": 1,
+    }
     assert capacity.queue_target_rows(tables, "gpu") == 16
 
 

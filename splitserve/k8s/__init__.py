@@ -40,7 +40,7 @@ def replicas(o: Options, table: dict[str, Any], device: str, tiers: tuple[str, .
     unknown = sorted(set(o.replicas) - set(tiers))
     if unknown:
         raise ValueError(f"--replicas: no tier {', '.join(map(repr, unknown))} here (tiers: {', '.join(tiers)})")
-    model = o.replicas.get("model", 1)
+    model = o.replicas.get("model", capacity.MODEL_PODS)
     ratio_tiers = tuple(t for t in tiers if t != "model")
     names = {t: capacity.INLINE if (t == "gateway" and "preprocess" not in tiers) else t for t in ratio_tiers}
     derived = capacity.replicas_for(table, device, model, tuple(names.values()))

@@ -62,8 +62,19 @@ def resources(tier: str, device: str) -> Obj:
 def serve_args(o: Options, tier: str, device: str, model_address: str = "", inline: bool = False) -> list[str]:
     """The container's command line (the image's entrypoint is `splitserve`)."""
     common = ["--host", "0.0.0.0", "--port", str(GRPC_PORT), "--metrics-port", str(METRICS_PORT)]
-    if tier == "model":
-        return ["serve-model", o.bundle_uri, *common, "--backend", o.backend, "--device", device]
+    if tier == "model":  # threads as the pod's CPUs: os.cpu_count() in a container is the node's
+        threads = str(max(1, int(POD_CPUS["model"])))
+        return [
+            "serve-model",
+            o.bundle_uri,
+            *common,
+            "--backend",
+            o.backend,
+            "--device",
+            device,
+            "--intra-op-threads",
+            threads,
+        ]
     if tier != "gateway":
         return [f"serve-{tier}", o.bundle_uri, *common]
     if inline:
