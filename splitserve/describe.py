@@ -41,6 +41,7 @@ def describe(uri: str) -> dict[str, Any]:
         "template": config.template,
         "max_length": config.max_length,
         "quantization": config.quantization,
+        "quantization_excluded": config.quantization_excluded,
         "prompt_template": config.prompt_template,
         "parity": config.parity,
         "params": params,
@@ -55,6 +56,8 @@ def show(facts: dict[str, Any]) -> None:
     for key in ("bundle", "name", "task", "fingerprint", "source_model_uri", "template", "max_length", "quantization"):
         if facts[key] is not None:
             console.print(f"[bold]{key}[/]: {facts[key]}")
+    if facts.get("quantization_excluded"):
+        console.print(f"[bold]kept in fp32[/]: {', '.join(facts['quantization_excluded'])}")
     table = Table(title="Request params: the default a request without them gets, and where it came from")
     for column in ("param", "default", "from", "type"):
         table.add_column(column)

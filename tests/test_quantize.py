@@ -95,6 +95,37 @@ def test_impossible_thresholds_fail_the_export(tiny_bundles) -> None:
         export_bundle(source, quantize="int8", quality_thresholds={"label_agreement": 1.01}, show_progress=False)
 
 
+def test_remedies_leave_the_most_sensitive_products_in_fp32(tiny_bundles) -> None:
+    """The quantizations tried until the gate passes, fastest first: everything, then the last
+    layer's feed-forward products in fp32, the last two layers', the whole last layer (and head)."""
+    from splitserve.export.quantize import remedies
+
+    onnx_path = Path(tiny_bundles[("text-classification", "bert")].local_dir) / "artifacts" / "onnx" / "model.onnx"
+    tried = remedies(onnx_path)
+    assert [what for what, _ in tried] == [
+        "nothing",
+        "the last layer's feed-forward",
+        "the last two layers' feed-forward",
+        "the last layer and the head",
+    ]
+    last = max(int(n.split("layer.")[1].split("/")[0]) for _, nodes in tried for n in nodes)
+    assert tried[0][1] == [] and all(f"layer.{last}/" in n and "attention" not in n for n in tried[1][1])
+    assert set(tried[1][1]) < set(tried[2][1]) and any("attention" in n for n in tried[3][1])
+
+
+def test_a_gate_no_remedy_passes_names_them_and_a_passing_one_is_recorded(tiny_bundles) -> None:
+    source = tiny_bundles[("feature-extraction", "bert")].source_uri
+    with pytest.raises(ExportError, match=r"also tried leaving in fp32: the last layer's feed-forward, the last two"):
+        export_bundle(source, quantize="int8", quality_thresholds={"min_cosine": 1.0000001}, show_progress=False)
+    import mlflow
+
+    bundle = load_bundle(
+        mlflow.artifacts.download_artifacts(export_bundle(source, quantize="int8", show_progress=False)), ()
+    )
+    assert bundle.config.quantization == "int8"
+    assert bundle.config.parity["int8_excluded_nodes"] == len(bundle.config.quantization_excluded)
+
+
 def test_bad_quantize_arguments() -> None:
     with pytest.raises(ExportError, match="unknown quality threshold"):
         export_bundle("models:/unused/1", quantize="int8", quality_thresholds={"cosine": 0.9})

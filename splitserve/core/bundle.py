@@ -47,6 +47,8 @@ class ServingConfig:
     adapter: dict[str, Any] | None = None  # a PEFT source's adapter (merged into the exported graph)
     onnx_file: str = "model.onnx"
     quantization: str | None = None
+    # int8 only: the MatMul nodes left in fp32 so that the quality gate passes (none: all quantized).
+    quantization_excluded: list[str] = field(default_factory=list)
     parity: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
     # Generation tasks only (see `splitserve.core.generation.GenerationInfo`).
@@ -132,6 +134,7 @@ _LATER_FIELDS: dict[str, Any] = {
     "conv_layers": [],
     "vocab_size": None,
     "type_vocab_size": None,
+    "quantization_excluded": [],
 }
 _LATER_GENERATION_FIELDS: dict[str, Any] = {"decoder_prompt_ids": []}
 _LATER_DECODING_FIELDS: dict[str, Any] = {"suppress_tokens": [], "begin_suppress_tokens": []}

@@ -27,6 +27,7 @@ from splitserve.export.quantize import (
     check_quantized,
     quality_thresholds_for,
     quantize_int8,
+    remedies,
 )
 from splitserve.export.samples import QUALITY_TEXTS, SAMPLE_TEXTS
 from splitserve.export.signature import bundle_requirements, code_paths, signature_for
@@ -35,6 +36,40 @@ from splitserve.export.template import check_template, read_template, stage_temp
 from splitserve.tasks.base import Task
 
 __all__ = ["DEFAULT_QUALITY_THRESHOLDS", "bundle_name", "export_bundle"]
+
+
+def _quantize_within_gate(
+    fp32: Path,
+    int8_dir: Path,
+    tokenizer: Any,
+    max_length: int,
+    gate: tuple[str, ...],
+    task: Task,
+    thresholds: dict[str, float],
+) -> tuple[dict[str, float], str, list[str]]:
+    """Quantize, fastest first (`remedies`: every product, then the most sensitive ones left in
+    fp32), until the quality gate passes: (its metrics, what stayed fp32, those nodes). Past every
+    remedy, the plain quantization's failure, naming what was tried."""
+    failures = []
+    for kept_fp32, exclude in remedies(fp32):
+        quantize_int8(fp32, int8_dir / "model.onnx", exclude)
+        try:
+            metrics = check_quantized(
+                fp32,
+                int8_dir / "model.onnx",
+                tokenizer,
+                max_length,
+                gate,
+                task.export.outputs[0],
+                SAMPLE_TEXTS + QUALITY_TEXTS,
+                thresholds,
+            )
+        except ExportError as exc:
+            failures.append((kept_fp32, exc))
+            continue
+        return {**metrics, "int8_excluded_nodes": float(len(exclude))}, kept_fp32, exclude
+    tried = ", ".join(what for what, _ in failures[1:])
+    raise ExportError(f"{failures[0][1]} (also tried leaving in fp32: {tried or 'nothing else to try'})")
 
 
 def bundle_name(source_uri: str, name: str | None, register: str | None) -> str:
@@ -148,29 +183,24 @@ def export_bundle(
             f"ONNX matches PyTorch (max abs diff {parity['parity_max_abs_diff']:.2e}); max length {max_length} from {length_from}",
         )
 
+        quantization_excluded: list[str] = []
         if quantize == "int8":
             t = step("Quantizing to int8 (dynamic, per-channel weights) and checking it against fp32")
             int8_dir = Path(tmp) / "int8"
             int8_dir.mkdir()
-            quantize_int8(onnx_dir / "model.onnx", int8_dir / "model.onnx")
             gate = task.export.int8_gate
-            quality = check_quantized(
-                onnx_dir / "model.onnx",
-                int8_dir / "model.onnx",
-                tokenizer,
-                max_length,
-                gate,
-                task.export.outputs[0],  # the main output
-                SAMPLE_TEXTS + QUALITY_TEXTS,
-                thresholds,
+            quality, kept_fp32, excluded = _quantize_within_gate(
+                onnx_dir / "model.onnx", int8_dir, tokenizer, max_length, gate, task, thresholds
             )
             shutil.rmtree(onnx_dir)
             shutil.copytree(int8_dir, onnx_dir)
             parity.update(quality)
+            quantization_excluded = excluded
             done(
                 t,
                 "Quantized to int8 ("
                 + ", ".join(f"{g} {quality[f'int8_{g}']:.4f} >= {thresholds[g]:g}" for g in gate)
+                + (f"; {kept_fp32} kept in fp32: {len(excluded)} MatMul nodes" if excluded else "")
                 + ")",
             )
 
@@ -194,6 +224,7 @@ def export_bundle(
             adapter=loaded.adapter,
             defaults=defaults,
             quantization=quantize,
+            quantization_excluded=quantization_excluded,
             parity=parity,
             artifacts={
                 "tokenizer": hash_tree(tok_dir),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,52 @@ def quality_thresholds_for(quantize: str | None, overrides: dict[str, float] | N
     return {**DEFAULT_QUALITY_THRESHOLDS, **{k: float(v) for k, v in (overrides or {}).items()}}
 
 
-def quantize_int8(fp32_path: Path, out_path: Path) -> None:
+# A transformer layer's index in an exported node's name (/encoder/layer.5/..., /model/layers.3/...).
+_LAYER = re.compile(r"[./](?:layer|layers|h|block|blocks)\.(\d+)[./]")
+_ATTENTION = re.compile(r"attention|attn", re.IGNORECASE)
+_HEAD = re.compile(r"pooler|classifier|score|lm_head|qa_outputs", re.IGNORECASE)
+
+
+def remedies(fp32_path: Path) -> list[tuple[str, list[str]]]:
+    """The quantizations to try, fastest first, as (what stays fp32, the MatMul nodes it is):
+    every product quantized; then the most sensitive ones left in fp32 (the last layer's
+    feed-forward products, the last two layers', the whole last layer with the task head)."""
+    import onnx
+
+    graph = onnx.load(str(fp32_path), load_external_data=False).graph
+    layers: dict[int, list[str]] = {}
+    head = []
+    for node in graph.node:
+        if node.op_type != "MatMul":
+            continue
+        found = _LAYER.search(node.name)
+        if found:
+            layers.setdefault(int(found.group(1)), []).append(node.name)
+        elif _HEAD.search(node.name):
+            head.append(node.name)
+    out: list[tuple[str, list[str]]] = [("nothing", [])]
+    if not layers:
+        return out
+    order = sorted(layers)
+
+    def ffn(i: int) -> list[str]:
+        return [n for n in layers[i] if not _ATTENTION.search(n)]
+
+    candidates = [("the last layer's feed-forward", ffn(order[-1]))]
+    if len(order) > 1:
+        candidates.append(("the last two layers' feed-forward", ffn(order[-2]) + ffn(order[-1])))
+    candidates.append(("the last layer and the head", layers[order[-1]] + head))
+    for what, nodes in candidates:
+        if nodes and nodes != out[-1][1]:
+            out.append((what, nodes))
+    return out
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, exclude: list[str] | None = None) -> None:
     """Dynamic int8 quantization with ONNX Runtime: per-channel signed int8 weights (uint8
     activations quantized at run time, the U8S8 kernels ORT recommends for CPU). MatMul and Gather
-    (embeddings) are quantized; the graph is otherwise left as exported (ORT fuses at load time)."""
+    (embeddings) are quantized, but the nodes in `exclude`; the graph is otherwise left as exported
+    (ORT fuses at load time)."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -65,6 +108,7 @@ def quantize_int8(fp32_path: Path, out_path: Path) -> None:
             reduce_range=False,
             weight_type=QuantType.QInt8,
             use_external_data_format=external,
+            nodes_to_exclude=list(exclude or []),
         )
     finally:
         root.setLevel(level)
