@@ -62,8 +62,7 @@ def main(argv: list[str]) -> int:
 
         source = log_pipeline(None, DEFAULT_TASK, None)
         bundle = export_bundle(source, quantize="int8" if args.int8 else None, show_progress=False)
-    pooling = None if args.pooling == "none" else args.pooling
-    target = ModelTierTarget("model-tier", bundle, "onnx", threads=args.threads, pooling=pooling)
+    target = ModelTierTarget("model-tier", bundle, "onnx", threads=args.threads, pooling=args.pooling)
     target.start()
     try:
         corpus = docstring_corpus()

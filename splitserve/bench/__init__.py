@@ -45,12 +45,14 @@ ALL_TARGETS = (
     "gateway-onnx-int8",
     "gateway-torch",
     "gateway-onnx-fp32-inline",
+    "gateway-onnx-int8-inline",
     "model-tier-onnx-fp32",
     "model-tier-onnx-int8",
     "model-tier-torch",
     "model-tier-torch-bf16",
     "pipeline-in-process",
     "pyfunc-in-process",
+    "pyfunc-in-process-int8",
     "mlflow-models-serve",
 )
 
@@ -86,7 +88,7 @@ def run_bench(
     fp32 = export_bundle(source_uri, name="bench-fp32", show_progress=False)
     int8 = (
         export_bundle(source_uri, name="bench-int8", quantize="int8", show_progress=False)
-        if {"gateway-onnx-int8", "model-tier-onnx-int8"} & set(names)
+        if any("int8" in n for n in names)
         else ""
     )
     available: dict[str, Target] = {
@@ -96,12 +98,14 @@ def run_bench(
             GatewayTarget("gateway-onnx-int8", int8, "onnx", device=device),
             GatewayTarget("gateway-torch", fp32, "torch", device=device),
             GatewayTarget("gateway-onnx-fp32-inline", fp32, "onnx", inline_stages=True, device=device),
+            GatewayTarget("gateway-onnx-int8-inline", int8, "onnx", inline_stages=True, device=device),
             ModelTierTarget("model-tier-onnx-fp32", fp32, "onnx", device=device),
             ModelTierTarget("model-tier-onnx-int8", int8, "onnx", device=device),
             ModelTierTarget("model-tier-torch", fp32, "torch", device=device, dtype="fp32"),
             ModelTierTarget("model-tier-torch-bf16", fp32, "torch", device=device, dtype="bf16"),
             PipelineTarget("pipeline-in-process", source_uri),
             PyfuncTarget("pyfunc-in-process", fp32),
+            PyfuncTarget("pyfunc-in-process-int8", int8),
             MlflowServeTarget("mlflow-models-serve", source_uri),
         )
     }

@@ -45,6 +45,8 @@ def headline(
         "gateway_int8_vs_mlflow_serve": ("gateway-onnx-int8", "mlflow-models-serve"),
         "model_tier_int8_vs_fp32": ("model-tier-onnx-int8", "model-tier-onnx-fp32"),
         "model_tier_fp32_vs_inprocess_pyfunc": ("model-tier-onnx-fp32", "pyfunc-in-process"),
+        "model_tier_int8_vs_inprocess_pyfunc_int8": ("model-tier-onnx-int8", "pyfunc-in-process-int8"),
+        "gateway_inline_int8_vs_mlflow_serve": ("gateway-onnx-int8-inline", "mlflow-models-serve"),
         "model_tier_torch_bf16_vs_fp32": ("model-tier-torch-bf16", "model-tier-torch"),
     }
     out = {f"{name}_c{cmax}_b{bmax}": ratio(points, a, b, cmax, bmax) for name, (a, b) in pairs.items()}

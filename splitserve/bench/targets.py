@@ -100,11 +100,13 @@ class ModelTierTarget(Target):
         device: str = "cpu",
         dtype: str = "logged",
         threads: int | None = None,
-        pooling: str | None = None,
+        pooling: str = "auto",
     ):
         self.name, self.bundle_uri, self.backend, self.device, self.dtype = name, bundle_uri, backend, device, dtype
         self.threads = threads or os.cpu_count() or 1  # intra-op threads of the one replica
-        self.pooling = pooling  # asked of the model tier as the gateway asks it (mean, cls), or token vectors
+        # What the model tier is asked, as the gateway asks it: "auto" (mean-pooled and normalized
+        # where the task pools, as the gateway targets' requests), "mean", "cls", or "none" (token vectors).
+        self.pooling = pooling
 
     def start(self) -> None:
         import grpc
@@ -128,6 +130,9 @@ class ModelTierTarget(Target):
         address = self.replica.wait_ready(time.monotonic() + READY_TIMEOUT_S)
         bundle = load_bundle(self.bundle_uri, ("tokenizer",))
         self.bundle = bundle
+        if self.pooling == "auto":
+            accepted = {p.name for p in tasks.get(bundle.config.task).params}
+            self.pooling = "mean" if embedding_params(accepted) else "none"
         self.stage = Preprocessor(bundle.config, load_tokenizer(bundle.tokenizer_dir), Limits(10**6, 10**9))
         self.channel = grpc.insecure_channel(address)
         self.stub = oip_grpc.GRPCInferenceServiceStub(self.channel)
@@ -141,8 +146,9 @@ class ModelTierTarget(Target):
         if key not in self.cache:  # tokenize once: only the model tier's work is measured
             encoded = self.stage.run(to_records(records), None)
             request = oip.ModelInferRequest(model_name=self.bundle.config.name, model_version=self.bundle.fingerprint)
-            if self.pooling is not None:
+            if self.pooling != "none":
                 request.parameters["pooling"].string_param = self.pooling
+                request.parameters["normalize"].bool_param = True
             for name, array in encoded.model_inputs.items():
                 request.inputs.add(name=name, datatype="INT64", shape=list(array.shape))
                 request.raw_input_contents.append(array.astype("<i8").tobytes())
