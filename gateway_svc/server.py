@@ -66,6 +66,12 @@ class GatewayTier(pb_grpc.GatewayServicer):
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_GatewayServicer_to_server(self, server)
 
+    def rest_app(self) -> Any:
+        """The REST door beside the gRPC port (`rest_port`): these handlers, over HTTP (gateway_svc.rest)."""
+        from gateway_svc.rest import build_app
+
+        return build_app(self)
+
     async def load(self) -> dict[str, Any]:
         s = self.settings
         self.tokens = _read_tokens(s.auth_token_file) if s.auth_token_file else None
@@ -236,6 +242,11 @@ class GatewayTier(pb_grpc.GatewayServicer):
                     (f"splitserve-{name}-us", str(infer.parameters[f"{name}_us"].int64_param))
                     for name in ("queue", "inference")
                     if f"{name}_us" in infer.parameters
+                ),
+                *(
+                    (("splitserve-input-tokens", str(infer.parameters["input_tokens"].int64_param)),)
+                    if "input_tokens" in infer.parameters
+                    else ()
                 ),
             )
         )

@@ -21,6 +21,11 @@ class GatewaySettings(ServerSettings):
             "calling their tiers (one network hop per request instead of three; for latency, on one machine)."
         ),
     )
+    rest_port: int | None = Field(
+        None,
+        description="Also serve the REST API (/v1/predict, OpenAI-compatible /v1/...) on this port, with the "
+        "gRPC port's TLS and tokens (0: a free one; unset: no REST).",
+    )
     max_in_flight: int = Field(256, description="Requests in progress at once; more get RESOURCE_EXHAUSTED.")
     max_records: int = Field(1024, description="Most records one request may carry.")
     timeout_s: float = Field(30.0, description="Deadline for a request whose client sets none.")

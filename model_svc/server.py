@@ -147,6 +147,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         response = codec.response_from_outputs(result.outputs, request, self.model_name, bundle.fingerprint)
         response.parameters["queue_us"].int64_param = result.queue_us
         response.parameters["inference_us"].int64_param = result.inference_us
+        response.parameters["input_tokens"].int64_param = input_tokens(inputs)
         tracing.record_phases([("queue", result.queue_us), ("inference", result.inference_us)])
         return response
 
@@ -226,7 +227,16 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         response = codec.response_from_outputs(outputs, request, self.model_name, bundle.fingerprint)
         response.parameters["queue_us"].int64_param = queue_us
         response.parameters["inference_us"].int64_param = inference_us
+        response.parameters["input_tokens"].int64_param = input_tokens(inputs)
         tracing.record_phases([("queue", queue_us), ("inference", inference_us)])
         if stream:
             response.parameters["triton_final_response"].bool_param = True
         yield response
+
+
+def input_tokens(inputs: dict[str, Any]) -> int:
+    """The request's tokens, padding left out (its OpenAI `usage`)."""
+    mask = inputs.get("attention_mask")
+    if mask is not None:
+        return int(mask.sum())
+    return int(inputs["input_ids"].size) if "input_ids" in inputs else 0
