@@ -108,7 +108,7 @@ def _usage(call: HttpCall, completion: int | None = None) -> dict[str, int]:
 
 
 def _finish_reason(generated: dict[str, Any], params: dict[str, Any]) -> str:
-    """"length" when it stopped at max_tokens, else "stop" (an end token or a stop sequence)."""
+    """ "length" when it stopped at max_tokens, else "stop" (an end token or a stop sequence)."""
     limit = params.get("max_new_tokens")
     return "length" if limit is not None and len(generated["token_ids"]) >= limit else "stop"
 

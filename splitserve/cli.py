@@ -185,6 +185,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         model_args,
         inline_stages=args.inline_stages,
         gateway_args=["--auth-token-file", args.auth_token_file] if args.auth_token_file else None,
+        rest_port=None if args.no_rest else args.rest_port,
     )
 
 
@@ -390,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="Model-tier backend.")
     p.add_argument("--host", default="127.0.0.1", help="Address every process binds.")
     p.add_argument("--port", type=int, default=0, help="Gateway port (0: a free one).")
+    p.add_argument("--rest-port", type=int, default=0, help="Gateway's REST/OpenAI port (0: a free one).")
+    p.add_argument("--no-rest", action="store_true", help="Serve the gateway over gRPC only.")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
     p.add_argument("--auth-token-file", help="Gateway: accept only calls bearing one of this file's tokens.")
     p.add_argument(

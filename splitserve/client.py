@@ -69,7 +69,9 @@ class Client:
         record, {"record": index, "id", "text", "token_ids"} (append the texts of a record to get
         its text so far), then the last event, {"results": [what predict returns]}. Other tasks:
         the last event only. Breaking out of the loop cancels the call (and the generation)."""
-        call = self.stub.PredictStream(codec.predict_request(records, params, model), timeout=self.timeout_s, metadata=self.metadata)
+        call = self.stub.PredictStream(
+            codec.predict_request(records, params, model), timeout=self.timeout_s, metadata=self.metadata
+        )
         try:
             for event in call:
                 if event.WhichOneof("event") == "delta":

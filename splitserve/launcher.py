@@ -27,6 +27,7 @@ class Replica:
     argv: list[str]
     proc: subprocess.Popen[str] | None = None
     address: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)  # its ready line
     ready: threading.Event = field(default_factory=threading.Event)
     restarts: int = 0
 
@@ -43,7 +44,7 @@ class Replica:
             except ValueError:
                 facts = None
             if isinstance(facts, dict) and "address" in facts and not self.ready.is_set():
-                self.address = facts["address"]
+                self.address, self.facts = facts["address"], facts
                 self.ready.set()
             else:
                 sys.stderr.write(line)
@@ -93,9 +94,11 @@ def up(
     on_ready: Any = None,
     inline_stages: bool = False,
     gateway_args: list[str] | None = None,
+    rest_port: int | None = 0,
 ) -> int:
     """Run everything until a signal; `on_ready(addresses)` runs once all are up (then stops if it returns).
-    `inline_stages`: no preprocess/postprocess replicas; the gateway runs those stages itself."""
+    `inline_stages`: no preprocess/postprocess replicas; the gateway runs those stages itself.
+    `rest_port`: the gateway's REST door (0: a free port; None: none), announced as "rest"."""
     if inline_stages:
         pre = post = 0
     if not any(a.startswith("--intra-op-threads") for a in model_args or []):
@@ -144,11 +147,14 @@ def up(
                     if inline_stages
                     else ["--preprocess", *addresses["preprocess"], "--postprocess", *addresses["postprocess"]]
                 ),
+                *(["--rest-port", str(rest_port)] if rest_port is not None else []),
                 *(gateway_args or []),
             ),
         )
         gateway.start()
         addresses = {"gateway": gateway.wait_ready(deadline), **addresses}
+        if "rest" in gateway.facts:
+            addresses = {"gateway": addresses["gateway"], "rest": gateway.facts["rest"], **addresses}
         print(json.dumps(addresses), flush=True)
         if on_ready is not None:
             return int(on_ready(addresses) or 0)

@@ -23,7 +23,9 @@ def predict_request(records: Any, params: dict[str, Any] | None, model: str = ""
     every record travels (a templated bundle reads the extra ones; others refuse them)."""
     if params is not None and not isinstance(params, dict):
         raise InvalidInput(f"params must be an object (a dict), got {type(params).__name__}")
-    return pb.PredictRequest(model=model, records=records_to_pb(to_records(records, extra=True)), params=params_to_struct(params))
+    return pb.PredictRequest(
+        model=model, records=records_to_pb(to_records(records, extra=True)), params=params_to_struct(params)
+    )
 
 
 def records_to_pb(records: list[Record]) -> list[pb.Record]:
