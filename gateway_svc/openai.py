@@ -7,8 +7,8 @@
     POST /v1/chat/completions    the same, messages rendered with the tokenizer's chat template
 
 Each request becomes a gateway PredictRequest (one record per input, prompt or chat) run by the
-gRPC handlers themselves (`Predict`, `PredictStream`), so tokens, limits and errors are the
-gateway's. OpenAI's fields map onto the bundle's params; a field left out leaves the bundle's
+gRPC handlers themselves (`Predict`; completions always `PredictStream`, whose deltas are the new
+text), so tokens, limits and errors are the gateway's. OpenAI's fields map onto the bundle's params; a field left out leaves the bundle's
 default: `max_tokens` -> max_new_tokens, `temperature` (0: greedy, else sampling at it),
 `top_p`, `stop`, `seed`. What the bundle cannot honour (n > 1, logprobs, penalties, ...) is
 refused (400), naming the field. `params` (an extension, `extra_body={"params": {...}}` in the
@@ -179,14 +179,14 @@ def routes(tier: Any) -> list[Any]:
             records: list[Any] = [{"messages": body["messages"]}]
         else:
             records = _texts(body.get("prompt"), "prompt")
-        message = codec.predict_request(records, params, info.model)
+        # PredictStream either way: its deltas are the new text only, whatever the task (a
+        # text-generation result has the prompt in front by default), as OpenAI's text is.
+        events = tier.PredictStream(codec.predict_request(records, params, info.model), call)
         reply = Reply(chat, info.model, params)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            events = reply.stream(tier.PredictStream(message, call), call, include_usage)
-            return await event_stream(events, error_body)
-        generated = _generated(await tier.Predict(message, call))
-        return json_response(reply.whole(generated, call))
+            return await event_stream(reply.stream(events, call, include_usage), error_body)
+        return json_response(await reply.whole(events, call))
 
     async def completion(request: Any) -> Any:
         return await completions(request, chat=False)
@@ -222,9 +222,15 @@ class Reply:
         content = {"role": "assistant", "content": text} if not chunk else ({"content": text} if text else {})
         return {"index": index, ("delta" if chunk else "message"): content, "logprobs": None, "finish_reason": finish}
 
-    def whole(self, generated: list[dict[str, Any]], call: HttpCall) -> dict[str, Any]:
+    async def whole(self, events: Any, call: HttpCall) -> dict[str, Any]:
+        texts: dict[int, str] = {}
+        async for event in events:
+            if event.WhichOneof("event") == "delta":
+                texts[event.delta.record] = texts.get(event.delta.record, "") + event.delta.text
+            else:
+                generated = _generated(event.final)
         choices = [
-            self._choice(i, g["generated_text"], _finish_reason(g, self.params), chunk=False)
+            self._choice(i, texts.get(i, ""), _finish_reason(g, self.params), chunk=False)
             for i, g in enumerate(generated)
         ]
         return {**self._envelope(choices), "usage": _usage(call, sum(len(g["token_ids"]) for g in generated))}

@@ -54,6 +54,12 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
     def register(self, server: grpc.aio.Server) -> None:
         oip_grpc.add_GRPCInferenceServiceServicer_to_server(self, server)
 
+    def rest_app(self) -> Any:
+        """The protocol over REST beside the gRPC port (`rest_port`): these handlers (model_svc.rest)."""
+        from model_svc.rest import build_app
+
+        return build_app(self)
+
     def build(self, bundle: Bundle) -> Backend:
         s = self.settings
         return create_backend(bundle, s.backend, s.device, s.intra_op_threads, s.spin_wait)
@@ -106,7 +112,16 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         return oip.ModelReadyResponse(ready=self.loaded)
 
     async def ServerMetadata(self, request: Any, context: Any) -> oip.ServerMetadataResponse:
-        return oip.ServerMetadataResponse(name="splitserve", version=VERSION, extensions=[])
+        return oip.ServerMetadataResponse(name="splitserve", version=VERSION, extensions=["model_repository"])
+
+    async def RepositoryIndex(self, request: oip.RepositoryIndexRequest, context: Any) -> oip.RepositoryIndexResponse:
+        """Triton's model-repository index: the bundle this replica serves, once it is loaded."""
+        if not self.loaded or self.bundle is None:
+            return oip.RepositoryIndexResponse()
+        model = oip.RepositoryIndexResponse.ModelIndex(
+            name=self.model_name, version=self.bundle.fingerprint, state="READY"
+        )
+        return oip.RepositoryIndexResponse(models=[model])
 
     async def ModelMetadata(self, request: oip.ModelMetadataRequest, context: Any) -> oip.ModelMetadataResponse:
         self._check_model(request.name, request.version)
