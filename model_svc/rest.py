@@ -180,10 +180,12 @@ def build_app(tier: Any) -> Any:
 
     async def index(request: Any) -> Any:
         response = await tier.RepositoryIndex(oip.RepositoryIndexRequest(), HttpCall(request))
-        models = [{"name": m.name, "version": m.version, "state": m.state} for m in response.models]
-        return json_response(
-            [{**d, **({"reason": m.reason} if m.reason else {})} for d, m in zip(models, response.models)]
-        )
+        models = []
+        for m in response.models:
+            models.append(
+                {"name": m.name, "version": m.version, "state": m.state, **({"reason": m.reason} if m.reason else {})}
+            )
+        return json_response(models)
 
     routes = [Route("/v2", handled(server_metadata, error_body), methods=["GET"])]
     routes += [Route("/v2/health/live", live, methods=["GET"]), Route("/v2/health/ready", ready, methods=["GET"])]

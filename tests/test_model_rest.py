@@ -66,7 +66,11 @@ def test_tritonclient_http_and_grpc(tiny_bundles) -> None:
         )
         assert run.returncode == 0, run.stderr
         out = json.loads(run.stdout)
-        results = [np.asarray(v, dtype=np.float32) for k, v in out.items() if k.endswith(("raw", "binary", "json", "mixed", "all-outputs"))]
+        results = [
+            np.asarray(v, dtype=np.float32)
+            for k, v in out.items()
+            if k.endswith(("raw", "binary", "json", "mixed", "all-outputs"))
+        ]
         assert len(results) == 6 and results[0].shape[:2] == (2, 4)
         for r in results[1:]:
             assert np.array_equal(r, results[0])  # the same float32 numbers over every door and encoding
