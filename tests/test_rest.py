@@ -180,3 +180,53 @@ def test_tls_and_tokens(tiny_bundles, tmp_path) -> None:
         assert response.status_code == 200 and [r["id"] for r in response.json()["results"]] == ["0", "1", "2"]
         with Client(stack.gateway, token="s3cret-two", tls_ca=c["ca.pem"], tls_server_name="localhost") as client:
             assert response.json()["results"] == client.predict(TEXTS)
+
+
+def test_a_client_that_goes_away_cancels_the_stream() -> None:
+    """The gRPC handler's stream behind the server-sent events is closed when the HTTP client
+    disconnects (so the gateway cancels the model tier's generation)."""
+    import asyncio
+    import threading
+
+    from gateway_svc.rest import build_app
+    from protos import splitserve_pb2 as pb
+    from splitserve.core.http_server import RestServer
+    from splitserve.core.settings import ServerSettings
+
+    closed, sent = threading.Event(), []
+
+    class EndlessTier:
+        info = True
+
+        async def PredictStream(self, request, context):
+            try:
+                while True:
+                    sent.append(len(sent))
+                    yield pb.PredictStreamResponse(delta=pb.TextDelta(record=0, id="0", text=f" {len(sent)}"))
+                    await asyncio.sleep(0.02)
+            finally:
+                closed.set()
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = RestServer(build_app(EndlessTier()), ServerSettings(), 0)
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+    try:
+        url = f"http://127.0.0.1:{server.port}/v1/predict"
+        with requests.post(url, json={"records": ["x"], "stream": True}, stream=True, timeout=10) as response:
+            lines = response.iter_lines(decode_unicode=True)
+            assert json.loads(next(line for line in lines if line)[6:]) == {
+                "record": 0,
+                "id": "0",
+                "text": " 1",
+                "token_ids": [],
+            }
+        assert closed.wait(5), "the handler's stream was not closed when the client went away"
+        count = len(sent)
+        threading.Event().wait(0.2)
+        assert len(sent) == count
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
