@@ -33,20 +33,21 @@ from splitserve.core.errors import InvalidInput
 from splitserve.core.http_server import HttpCall, event_stream, handled, json_response, read_json
 from splitserve.tasks import result_from_pb
 
-# Fields accepted only at their neutral value (what the model tier does anyway).
-_NEUTRAL = {
-    "n": 1,
-    "best_of": 1,
-    "logprobs": None,
-    "top_logprobs": None,
-    "echo": False,
-    "suffix": None,
-    "presence_penalty": 0,
-    "frequency_penalty": 0,
-    "logit_bias": None,
-    "tools": None,
-    "tool_choice": None,
-    "response_format": None,
+# Fields accepted only at their neutral values (what the model tier does anyway); the first is
+# named when refusing. An absent field, null, [] and {} are neutral too.
+_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "n": (1,),
+    "best_of": (1,),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "echo": (False,),
+    "suffix": ("",),
+    "presence_penalty": (0,),
+    "frequency_penalty": (0,),
+    "logit_bias": ({},),
+    "tools": ([],),
+    "tool_choice": ("none",),
+    "response_format": ({"type": "text"},),
 }
 _IGNORED = {"user", "stream_options", "params", "model", "stream", "metadata", "store", "parallel_tool_calls"}
 _SAMPLING = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed"}
@@ -64,8 +65,9 @@ def error_body(code: Any, message: str) -> dict[str, Any]:
 def generation_params(body: dict[str, Any]) -> dict[str, Any]:
     """OpenAI's sampling fields as the bundle's generation params (absent: the bundle's default)."""
     for name, neutral in _NEUTRAL.items():
-        if body.get(name, neutral) not in (neutral, None) and not (name == "logit_bias" and body[name] == {}):
-            raise InvalidInput(f"field {name!r}: only {neutral!r} is supported")
+        value = body.get(name)
+        if value not in (None, [], {}) and value not in neutral:
+            raise InvalidInput(f"field {name!r}: only {neutral[0]!r} is supported")
     params = dict(_own_params(body))
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None:

@@ -46,7 +46,7 @@ STATUS_CODES: dict[type[errors.SplitServeError], tuple[grpc.StatusCode, int]] = 
     errors.TemplateError: (grpc.StatusCode.INTERNAL, 500),
 }
 # gRPC codes no error class has (a downstream hop's transport failures), for `http_status`.
-_TRANSPORT_HTTP = {grpc.StatusCode.DEADLINE_EXCEEDED: 504, grpc.StatusCode.CANCELLED: 499}
+_TRANSPORT_HTTP = {grpc.StatusCode.OK: 200, grpc.StatusCode.DEADLINE_EXCEEDED: 504, grpc.StatusCode.CANCELLED: 499}
 
 REQUESTS = Counter("splitserve_requests_total", "RPCs handled", ["tier", "method", "code"])
 LATENCY = Histogram(
@@ -75,11 +75,10 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 def http_status(code: grpc.StatusCode) -> int:
     """The HTTP status the REST doors answer for a gRPC status code (the table's HTTP column)."""
-    if code == grpc.StatusCode.OK:
-        return 200
-    return next((http for grpc_code, http in STATUS_CODES.values() if grpc_code == code), None) or (
-        _TRANSPORT_HTTP.get(code, 500)
-    )
+    for grpc_code, http in STATUS_CODES.values():
+        if grpc_code == code:
+            return http
+    return _TRANSPORT_HTTP.get(code, 500)
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
