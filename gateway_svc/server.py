@@ -34,10 +34,14 @@ from protos import grpc_predict_v2_pb2_grpc as oip_grpc
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve.core import tracing
+from splitserve.core.admission import Admission
 from splitserve.core.errors import BundleMismatch, InvalidInput, ModelNotReady, Overloaded, Unauthenticated
+from splitserve.core.limits import check_request_chars
 
 log = logging.getLogger("splitserve.gateway")
-FORWARDED_METADATA = ("traceparent", "tracestate", "authorization")
+# The caller's metadata that travels on to the tiers: trace context only. Never the caller's
+# `authorization`: the tiers are not the caller's to reach (they authenticate the gateway, by mTLS).
+FORWARDED_METADATA = ("traceparent", "tracestate")
 # splitserve.v1.ModelParameter's fields -> OIP InferParameter's.
 _PARAM_FIELDS = {
     "bool_value": "bool_param",
@@ -59,6 +63,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
         self.settings = settings
         self.stages = stages
         self.in_flight = 0
+        self.admission = Admission(settings.max_in_flight_records, "records", "gateway", "max_in_flight_records")
         self.info: pb.TierInfo | None = None
         self.channels: list[grpc.aio.Channel] = []
         self.tokens: list[bytes] | None = None
@@ -143,13 +148,16 @@ class GatewayTier(pb_grpc.GatewayServicer):
             raise InvalidInput("request has no records")
         if len(request.records) > self.settings.max_records:
             raise InvalidInput(f"request has {len(request.records)} records; the limit is {self.settings.max_records}")
+        check_request_chars(request.records, self.settings.max_request_chars)
         if self.in_flight >= self.settings.max_in_flight:
             raise Overloaded(f"gateway has {self.in_flight} requests in flight (max_in_flight); retry later")
-        self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
+        left = context.time_remaining()
+        with self.admission.admit(len(request.records), self.settings.timeout_s if left is None else left):
+            self.in_flight += 1
+            try:
+                yield
+            finally:
+                self.in_flight -= 1
 
     async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
         async with self._admitted(request, context):
@@ -209,7 +217,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
         post_request = pb.PostprocessRequest(
             model=pre.model,
             fingerprint=pre.fingerprint,
-            records=request.records,
+            records=_without_audio(request.records),
             params=request.params,
             context=pre.context,
             model_outputs=outputs,
@@ -264,7 +272,9 @@ class GatewayTier(pb_grpc.GatewayServicer):
         t3 = time.perf_counter()
         stages = {"preprocess": t1 - t0, "model": t2 - t1, "postprocess": t3 - t2}
         self._set_timings(context, stages, time.perf_counter() - start, infer)
-        return pb.PredictResponse(model=pre.model, fingerprint=pre.fingerprint, results=post.results, rows=post.rows)
+        return pb.PredictResponse(
+            model=pre.model, fingerprint=pre.fingerprint, results=post.results, rows=post.rows, truncated=pre.truncated
+        )
 
     async def _predict_stream(
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
@@ -323,7 +333,13 @@ class GatewayTier(pb_grpc.GatewayServicer):
         stages = {"preprocess": t1 - start, "model": t2 - t1 - decode_s, "postprocess": t3 - t2 + decode_s}
         self._set_timings(context, stages, time.perf_counter() - start, final)
         yield pb.PredictStreamResponse(
-            final=pb.PredictResponse(model=pre.model, fingerprint=pre.fingerprint, results=post.results, rows=post.rows)
+            final=pb.PredictResponse(
+                model=pre.model,
+                fingerprint=pre.fingerprint,
+                results=post.results,
+                rows=post.rows,
+                truncated=pre.truncated,
+            )
         )
 
     async def close(self) -> None:
@@ -351,11 +367,34 @@ class InlineStub:
     def __getattr__(self, method: str) -> Any:
         handler = getattr(self.servicer, method)
 
-        async def call(request: Any, **_: Any) -> Any:  # timeout, metadata: no hop to bound or carry them
+        async def call(request: Any, timeout: float | None = None, **_: Any) -> Any:  # metadata: no hop to carry it
             with tracing.span(f"{self.servicer.name} {method} (inline)"):
-                return await handler(request, None)
+                return await handler(request, InlineContext(timeout))
 
         return call
+
+
+def _without_audio(records: Any) -> Any:
+    """The records for the postprocess tier, which never reads audio: not sent a second time."""
+    if not any(r.WhichOneof("audio") for r in records):
+        return records
+    out = []
+    for record in records:
+        copy = pb.Record()
+        copy.CopyFrom(record)
+        copy.ClearField("audio")
+        out.append(copy)
+    return out
+
+
+class InlineContext:
+    """What an inline stage reads of its call's context: the time left (`timeout` of the hop)."""
+
+    def __init__(self, timeout: float | None):
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+
+    def time_remaining(self) -> float | None:
+        return None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
 
 
 def _read_tokens(path: str) -> list[bytes]:

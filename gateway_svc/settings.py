@@ -3,6 +3,8 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from splitserve.core.limits import MAX_REQUEST_CHARS
+from splitserve.core.records import MAX_RECORDS
 from splitserve.core.settings import ServerSettings
 
 
@@ -27,7 +29,16 @@ class GatewaySettings(ServerSettings):
         "gRPC port's TLS and tokens (0: a free one; unset: no REST).",
     )
     max_in_flight: int = Field(256, description="Requests in progress at once; more get RESOURCE_EXHAUSTED.")
-    max_records: int = Field(1024, description="Most records one request may carry.")
+    max_in_flight_records: int = Field(
+        8192,
+        ge=1,
+        description="Records in progress at once; more, or more than can be served within a request's deadline "
+        "at the rate of recent requests, get RESOURCE_EXHAUSTED at once.",
+    )
+    max_records: int = Field(MAX_RECORDS, description="Most records one request may carry.")
+    max_request_chars: int = Field(
+        MAX_REQUEST_CHARS, ge=1, description="Most characters of text one request may carry (all its records)."
+    )
     timeout_s: float = Field(30.0, description="Deadline for a request whose client sets none.")
     max_attempts: int = Field(3, description="Attempts per downstream call on UNAVAILABLE (other replicas).")
     dns_refresh_s: float = Field(

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from protos import grpc_predict_v2_pb2 as oip
-from splitserve.core.errors import InvalidInput
-from splitserve.core.tensors import from_raw, numpy_dtype, to_raw
+from splitserve.core.errors import InvalidInput, shown, shown_list
+from splitserve.core.tensors import check_shape, from_raw, numpy_dtype, to_raw
 
 # Typed-contents field for each datatype, for clients that do not send raw bytes.
 _CONTENTS_FIELD = {
@@ -33,17 +33,23 @@ def inputs_from_request(request: oip.ModelInferRequest) -> dict[str, np.ndarray]
     arrays: dict[str, np.ndarray] = {}
     for i, tensor in enumerate(request.inputs):
         if tensor.name in arrays:
-            raise InvalidInput(f"input {tensor.name!r} is given twice")
+            raise InvalidInput(f"input {shown(tensor.name)} is given twice")
         if raw:
             arrays[tensor.name] = from_raw(tensor.name, tensor.datatype, list(tensor.shape), raw[i])
             continue
         field = _CONTENTS_FIELD.get(tensor.datatype)
         if field is None:
-            raise InvalidInput(f"input {tensor.name!r}: datatype {tensor.datatype!r} must be sent as raw bytes")
-        values = np.asarray(getattr(tensor.contents, field), dtype=numpy_dtype(tensor.datatype))
-        shape = [int(d) for d in tensor.shape]
-        if values.size != int(np.prod(shape)):
-            raise InvalidInput(f"input {tensor.name!r}: {values.size} values do not fit shape {shape}")
+            raise InvalidInput(
+                f"input {shown(tensor.name)}: datatype {shown(tensor.datatype)} must be sent as raw bytes"
+            )
+        shape, count = check_shape(tensor.name, list(tensor.shape))
+        contents = getattr(tensor.contents, field)
+        if len(contents) != count:
+            raise InvalidInput(f"input {shown(tensor.name)}: {len(contents)} values do not fit shape {list(shape)}")
+        try:
+            values = np.asarray(contents, dtype=numpy_dtype(tensor.datatype))
+        except OverflowError:
+            raise InvalidInput(f"input {shown(tensor.name)}: a value is out of range for {tensor.datatype}") from None
         arrays[tensor.name] = values.reshape(shape)
     return arrays
 
@@ -54,7 +60,7 @@ def parameters_from_request(request: oip.ModelInferRequest) -> dict[str, Any]:
     for name, param in request.parameters.items():
         kind = param.WhichOneof("parameter_choice")
         if kind is None:
-            raise InvalidInput(f"parameter {name!r} has no value")
+            raise InvalidInput(f"parameter {shown(name)} has no value")
         values[name] = getattr(param, kind)
     return values
 
@@ -65,7 +71,7 @@ def response_from_outputs(
     wanted = [o.name for o in request.outputs] or list(outputs)
     unknown = sorted(set(wanted) - set(outputs))
     if unknown:
-        raise InvalidInput(f"requested output(s) {unknown} do not exist; outputs: {sorted(outputs)}")
+        raise InvalidInput(f"requested output(s) {shown_list(unknown)} do not exist; outputs: {sorted(outputs)}")
     response = oip.ModelInferResponse(model_name=model_name, model_version=version, id=request.id)
     for name in wanted:
         datatype, shape, raw = to_raw(outputs[name])

@@ -12,6 +12,7 @@ import numpy as np
 from model_svc import generation
 from model_svc.backends import Backend, check_inputs
 from model_svc.batching import Batcher
+from splitserve.core import pooling
 from splitserve.core.bundle import ServingConfig
 from splitserve.core.generation import GenerationParams
 
@@ -30,9 +31,14 @@ class ModelRunner:
         info = self.config.generation
         if info is not None:
             p = GenerationParams.from_oip(params, info)
-            ids, mask = inputs["input_ids"], inputs["attention_mask"]
-            return generation.generate(self.backend.stepper, ids, mask, p, self.config.max_positions)
-        return self._infer(inputs)
+            prompts = generation.prompts_from(inputs, p, self.config)
+            (result,) = generation.run_jobs(self.backend.stepper, [generation.Job(prompts, p)])
+            assert not isinstance(result, generation.Abandoned)
+            return generation.as_output(result)
+        pooling.from_oip(params)
+        main = self.config.model_outputs[0]
+        shape = self.config.output_shapes.get(main, [])
+        return pooling.pooled_outputs(self._infer(inputs), inputs.get("attention_mask"), params, main, shape)
 
     def _infer(self, inputs: Arrays) -> Arrays:
         """One inference; rows of different lengths run in length groups, as the model tier's
@@ -55,6 +61,7 @@ class ModelRunner:
             max_batch_tokens=self.max_batch_tokens,
             max_queue_delay_ms=0,
             max_queue_size=10**9,
+            max_pad_fraction=0.0 if self.config.exact_lengths else 0.25,
             executor=_INLINE,
         )
         batcher.start()

@@ -32,9 +32,10 @@ from model_svc.batching import Batcher, GenerationBatcher
 from model_svc.settings import ModelSettings
 from protos import grpc_predict_v2_pb2 as oip
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
-from splitserve.core import VERSION, tracing
+from splitserve.core import VERSION, pooling, tracing
 from splitserve.core.bundle import Bundle, check_fingerprint, check_model
 from splitserve.core.generation import OUTPUT, GenerationParams
+from splitserve.core.limits import check_message, check_request_tokens, model_output_bytes
 from splitserve.core.tier import BundleTier
 
 
@@ -62,7 +63,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
 
     def build(self, bundle: Bundle) -> Backend:
         s = self.settings
-        return create_backend(bundle, s.backend, s.device, s.intra_op_threads, s.spin_wait)
+        return create_backend(bundle, s.backend, s.device, s.intra_op_threads, s.spin_wait, s.dtype)
 
     async def started(self) -> dict[str, Any]:
         bundle, backend = self.ready()
@@ -74,7 +75,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
             max_batch_tokens=s.max_batch_tokens,
             max_queue_delay_ms=s.max_queue_delay_ms,
             max_queue_size=s.max_queue_size,
-            max_pad_fraction=s.max_pad_fraction,
+            max_pad_fraction=0.0 if bundle.config.exact_lengths else s.max_pad_fraction,
             executor=self.executor,
         )
         self.batcher.start()
@@ -90,6 +91,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         if self.generations is not None:
             await self.generations.close()
         self.executor.shutdown(wait=False)
+        await super().close()
 
     @property
     def loaded(self) -> bool:
@@ -131,7 +133,10 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
             name=self.model_name,
             versions=[bundle.fingerprint],
             platform=backend.platform,
-            inputs=[codec.tensor_metadata(n, "INT64", [-1, -1]) for n in config.model_inputs],
+            inputs=[
+                codec.tensor_metadata(n, config.input_types.get(n, "INT64"), config.input_shapes.get(n, [-1, -1]))
+                for n in config.model_inputs
+            ],
             outputs=[
                 codec.tensor_metadata(n, "INT64" if config.generation else "FP32", config.output_shapes[n])
                 for n in config.model_outputs
@@ -144,22 +149,35 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         bundle, _ = self.ready()
         inputs = codec.inputs_from_request(request)
         check_inputs(inputs, bundle.config, self.settings.max_batch_size)
+        if "input_ids" in inputs:  # audio rows are bounded by the preprocess tier's audio limits
+            check_request_tokens(inputs, self.settings.max_request_tokens)
+        if bundle.config.generation is None:  # the response must fit in a message: checked before the work
+            pooled = "pooling" in codec.parameters_from_request(request)
+            size = model_output_bytes(bundle.config, inputs, pooled=pooled)
+            check_message("the response", size, self.settings.max_message_bytes)
         return bundle, inputs
 
     async def ModelInfer(self, request: oip.ModelInferRequest, context: Any) -> oip.ModelInferResponse:
         bundle, inputs = self._inputs(request)
         if bundle.config.generation is not None:
             return await self._generate(request, inputs, bundle)
-        return await self._infer(request, inputs, bundle)
+        return await self._infer(request, inputs, bundle, context.time_remaining())
 
     async def _infer(
-        self, request: oip.ModelInferRequest, inputs: dict[str, Any], bundle: Bundle
+        self, request: oip.ModelInferRequest, inputs: dict[str, Any], bundle: Bundle, time_left_s: float | None
     ) -> oip.ModelInferResponse:
         assert self.batcher is not None  # set before the backend, in load()
-        # Every request here is for this one bundle, and no params reach the model: the fingerprint
-        # is the only key that could change the computation.
-        result = await self.batcher.submit(inputs, key=bundle.fingerprint)
-        response = codec.response_from_outputs(result.outputs, request, self.model_name, bundle.fingerprint)
+        config = bundle.config
+        parameters = codec.parameters_from_request(request)
+        pooling.from_oip(parameters)  # checked before the work
+        # Every request here is for this one bundle, and no params reach the model (pooling applies
+        # after it, per request): the fingerprint is the only key that could change the computation.
+        result = await self.batcher.submit(inputs, key=bundle.fingerprint, time_left_s=time_left_s)
+        main = config.model_outputs[0]
+        outputs = pooling.pooled_outputs(
+            result.outputs, inputs.get("attention_mask"), parameters, main, config.output_shapes.get(main, [])
+        )
+        response = codec.response_from_outputs(outputs, request, self.model_name, bundle.fingerprint)
         response.parameters["queue_us"].int64_param = result.queue_us
         response.parameters["inference_us"].int64_param = result.inference_us
         response.parameters["input_tokens"].int64_param = input_tokens(inputs)
@@ -180,7 +198,8 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         async for request in requests:
             bundle, inputs = self._inputs(request)
             if bundle.config.generation is None:
-                yield oip.ModelStreamInferResponse(infer_response=await self._infer(request, inputs, bundle))
+                response = await self._infer(request, inputs, bundle, context.time_remaining())
+                yield oip.ModelStreamInferResponse(infer_response=response)
                 continue
             async for response in self._generation(request, inputs, bundle, stream=True):
                 yield oip.ModelStreamInferResponse(infer_response=response)
@@ -193,8 +212,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         next token instead of running on for nobody."""
         assert self.generations is not None and bundle.config.generation is not None
         params = GenerationParams.from_oip(codec.parameters_from_request(request), bundle.config.generation)
-        max_positions = bundle.config.max_positions
-        prompts = generation.prompts_of(inputs["input_ids"], inputs["attention_mask"], params, max_positions)
+        prompts = generation.prompts_from(inputs, params, bundle.config)
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[tuple[int, list[int]] | None] = asyncio.Queue()
         abandoned = threading.Event()

@@ -5,6 +5,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from model_svc.batching import DEFAULT_MAX_PAD_FRACTION
 from splitserve.core.records import MAX_RECORDS
 from splitserve.core.settings import BundleServerSettings
 
@@ -23,6 +24,11 @@ class ModelSettings(BundleServerSettings):
         "this port, with the gRPC port's TLS (0: a free one; unset: no REST).",
     )
     device: Literal["cpu", "cuda"] = Field("cpu", description="Where the model runs.")
+    dtype: Literal["logged", "fp32", "bf16"] = Field(
+        "logged",
+        description="PyTorch backend: run the model in the dtype it was logged in, in float32, or in bfloat16 "
+        "(fast on CPUs with AVX512_BF16 or AMX).",
+    )
     intra_op_threads: int = Field(
         0, description="Intra-op threads for ONNX Runtime / PyTorch (0: the runtime's default)."
     )
@@ -35,7 +41,7 @@ class ModelSettings(BundleServerSettings):
         description="Most rows x padded tokens one batched inference combines (a larger request runs alone).",
     )
     max_pad_fraction: float = Field(
-        0.25,
+        DEFAULT_MAX_PAD_FRACTION,
         ge=0,
         le=1,
         description="Most of a batch's tokens that may be padding; requests of other lengths run in another batch.",

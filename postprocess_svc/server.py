@@ -35,6 +35,9 @@ class PostprocessTier(BundleTier, pb_grpc.PostprocessServicer):
     async def Postprocess(
         self, request: pb.PostprocessRequest, context: grpc.aio.ServicerContext
     ) -> pb.PostprocessResponse:
+        return await self.offload(context, self._postprocess, request)  # decoding is CPU work: off the loop
+
+    def _postprocess(self, request: pb.PostprocessRequest) -> pb.PostprocessResponse:
         bundle, stage = self.ready()
         check_model(request.model, self.model_name)
         check_fingerprint(request.fingerprint, bundle.fingerprint, "the preprocess tier's output")

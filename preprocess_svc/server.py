@@ -9,11 +9,13 @@ from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve.core import codec
 from splitserve.core.bundle import Bundle, check_model
+from splitserve.core.limits import check_message, check_request_chars, check_request_tokens, model_output_bytes
 from splitserve.core.records import Limits
 from splitserve.core.tier import BundleTier
-from splitserve.core.tokenizer import load_tokenizer
+from splitserve.core.tokenizer import load_features, load_tokenizer
 from splitserve.stages.preprocess import Preprocessor
 from splitserve.stages.template import load_template
+from splitserve.tasks.base import Encoded
 
 
 class PreprocessTier(BundleTier, pb_grpc.PreprocessServicer):
@@ -26,16 +28,23 @@ class PreprocessTier(BundleTier, pb_grpc.PreprocessServicer):
         pb_grpc.add_PreprocessServicer_to_server(self, server)
 
     def build(self, bundle: Bundle) -> Preprocessor:
-        limits = Limits(self.settings.max_records, self.settings.max_text_chars)
+        s = self.settings
+        limits = Limits(s.max_records, s.max_text_chars, s.max_audio_seconds, s.max_audio_bytes)
         tokenizer = load_tokenizer(bundle.tokenizer_dir)
-        return Preprocessor(bundle.config, tokenizer, limits, load_template(bundle, tokenizer))
+        features = load_features(bundle.tokenizer_dir)  # audio tasks' feature extractor
+        return Preprocessor(bundle.config, tokenizer, limits, load_template(bundle, tokenizer), features)
 
     async def Preprocess(
         self, request: pb.PreprocessRequest, context: grpc.aio.ServicerContext
     ) -> pb.PreprocessResponse:
+        check_request_chars(request.records, self.settings.max_request_chars)  # before tokenizing them
+        return await self.offload(context, self._preprocess, request)  # tokenizing is CPU work: off the loop
+
+    def _preprocess(self, request: pb.PreprocessRequest) -> pb.PreprocessResponse:
         bundle, stage = self.ready()
         check_model(request.model, self.model_name)
         encoded = stage.run(codec.records_from_pb(request.records), codec.params_from_struct(request.params))
+        self._check_size(request, encoded, bundle)
         return pb.PreprocessResponse(
             model=self.model_name,
             fingerprint=bundle.fingerprint,
@@ -43,4 +52,22 @@ class PreprocessTier(BundleTier, pb_grpc.PreprocessServicer):
             context=codec.arrays_to_tensors(encoded.context),
             model_parameters=codec.model_params_to_pb(encoded.model_params),
             task_records=codec.records_to_pb(encoded.task_records) if encoded.task_records is not None else [],
+            truncated=encoded.truncated,
         )
+
+    def _check_size(self, request: pb.PreprocessRequest, encoded: Encoded, bundle: Bundle) -> None:
+        """Refuse, before the model runs, a request whose tokens are over budget or whose later
+        messages (this response, the model's, the postprocess request) would be over the size limit."""
+        s = self.settings
+        if "input_ids" in encoded.model_inputs:  # audio rows are bounded by the audio limits instead
+            check_request_tokens(encoded.model_inputs, s.max_request_tokens)
+        new_tokens = encoded.model_params.get("max_new_tokens") if bundle.config.generation else None
+        pooled = "pooling" in encoded.model_params
+        outputs = model_output_bytes(
+            bundle.config, encoded.model_inputs, int(new_tokens) if new_tokens else None, pooled
+        )
+        context = sum(a.nbytes for a in encoded.context.values())
+        inputs = sum(a.nbytes for a in encoded.model_inputs.values())
+        records = sum(r.ByteSize() for r in request.records)
+        check_message("the model inputs", inputs + context, s.max_message_bytes)
+        check_message("the model outputs with the records", records + context + outputs, s.max_message_bytes)

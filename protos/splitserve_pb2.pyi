@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Record(_message.Message):
-    __slots__ = ("id", "text", "text_pair", "question", "context", "candidate_labels", "extra", "text_field", "messages")
+    __slots__ = ("id", "text", "text_pair", "question", "context", "candidate_labels", "extra", "text_field", "audio_file", "audio_samples", "sampling_rate", "messages")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TEXT_PAIR_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,9 @@ class Record(_message.Message):
     CANDIDATE_LABELS_FIELD_NUMBER: _ClassVar[int]
     EXTRA_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FILE_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_RATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
@@ -26,8 +29,11 @@ class Record(_message.Message):
     candidate_labels: _containers.RepeatedScalarFieldContainer[str]
     extra: str
     text_field: str
+    audio_file: bytes
+    audio_samples: AudioSamples
+    sampling_rate: int
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., text_pair: _Optional[str] = ..., question: _Optional[str] = ..., context: _Optional[str] = ..., candidate_labels: _Optional[_Iterable[str]] = ..., extra: _Optional[str] = ..., text_field: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., text_pair: _Optional[str] = ..., question: _Optional[str] = ..., context: _Optional[str] = ..., candidate_labels: _Optional[_Iterable[str]] = ..., extra: _Optional[str] = ..., text_field: _Optional[str] = ..., audio_file: _Optional[bytes] = ..., audio_samples: _Optional[_Union[AudioSamples, _Mapping]] = ..., sampling_rate: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -36,6 +42,12 @@ class ChatMessage(_message.Message):
     role: str
     content: str
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class AudioSamples(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Tensor(_message.Message):
     __slots__ = ("name", "datatype", "shape", "raw")
@@ -161,8 +173,28 @@ class Generated(_message.Message):
     texts: _containers.RepeatedCompositeFieldContainer[GeneratedText]
     def __init__(self, texts: _Optional[_Iterable[_Union[GeneratedText, _Mapping]]] = ...) -> None: ...
 
+class Transcription(_message.Message):
+    __slots__ = ("text", "token_ids", "chunks")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    chunks: _containers.RepeatedCompositeFieldContainer[TextChunk]
+    def __init__(self, text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., chunks: _Optional[_Iterable[_Union[TextChunk, _Mapping]]] = ...) -> None: ...
+
+class TextChunk(_message.Message):
+    __slots__ = ("text", "start", "end")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    start: float
+    end: float
+    def __init__(self, text: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ...) -> None: ...
+
 class Result(_message.Message):
-    __slots__ = ("id", "labels", "entities", "embedding", "filled_masks", "answers", "zero_shot", "generated")
+    __slots__ = ("id", "labels", "entities", "embedding", "filled_masks", "answers", "zero_shot", "generated", "transcription")
     ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     ENTITIES_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +203,7 @@ class Result(_message.Message):
     ANSWERS_FIELD_NUMBER: _ClassVar[int]
     ZERO_SHOT_FIELD_NUMBER: _ClassVar[int]
     GENERATED_FIELD_NUMBER: _ClassVar[int]
+    TRANSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     id: str
     labels: Labels
     entities: Entities
@@ -179,7 +212,8 @@ class Result(_message.Message):
     answers: Answers
     zero_shot: ZeroShot
     generated: Generated
-    def __init__(self, id: _Optional[str] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., entities: _Optional[_Union[Entities, _Mapping]] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., filled_masks: _Optional[_Union[FilledMasks, _Mapping]] = ..., answers: _Optional[_Union[Answers, _Mapping]] = ..., zero_shot: _Optional[_Union[ZeroShot, _Mapping]] = ..., generated: _Optional[_Union[Generated, _Mapping]] = ...) -> None: ...
+    transcription: Transcription
+    def __init__(self, id: _Optional[str] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., entities: _Optional[_Union[Entities, _Mapping]] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., filled_masks: _Optional[_Union[FilledMasks, _Mapping]] = ..., answers: _Optional[_Union[Answers, _Mapping]] = ..., zero_shot: _Optional[_Union[ZeroShot, _Mapping]] = ..., generated: _Optional[_Union[Generated, _Mapping]] = ..., transcription: _Optional[_Union[Transcription, _Mapping]] = ...) -> None: ...
 
 class TierInfoRequest(_message.Message):
     __slots__ = ()
@@ -222,7 +256,7 @@ class ModelParameter(_message.Message):
     def __init__(self, bool_value: _Optional[bool] = ..., int64_value: _Optional[int] = ..., double_value: _Optional[float] = ..., string_value: _Optional[str] = ...) -> None: ...
 
 class PreprocessResponse(_message.Message):
-    __slots__ = ("model", "fingerprint", "model_inputs", "context", "model_parameters", "task_records")
+    __slots__ = ("model", "fingerprint", "model_inputs", "context", "model_parameters", "task_records", "truncated")
     class ModelParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -236,13 +270,15 @@ class PreprocessResponse(_message.Message):
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     MODEL_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     TASK_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     model: str
     fingerprint: str
     model_inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
     context: _containers.RepeatedCompositeFieldContainer[Tensor]
     model_parameters: _containers.MessageMap[str, ModelParameter]
     task_records: _containers.RepeatedCompositeFieldContainer[Record]
-    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., model_inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., context: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., model_parameters: _Optional[_Mapping[str, ModelParameter]] = ..., task_records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
+    truncated: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., model_inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., context: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., model_parameters: _Optional[_Mapping[str, ModelParameter]] = ..., task_records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., truncated: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PostprocessRequest(_message.Message):
     __slots__ = ("model", "fingerprint", "records", "params", "model_outputs", "context", "partial", "task_records")
@@ -305,13 +341,15 @@ class PredictStreamResponse(_message.Message):
     def __init__(self, delta: _Optional[_Union[TextDelta, _Mapping]] = ..., final: _Optional[_Union[PredictResponse, _Mapping]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("model", "fingerprint", "results", "rows")
+    __slots__ = ("model", "fingerprint", "results", "rows", "truncated")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     model: str
     fingerprint: str
     results: _containers.RepeatedCompositeFieldContainer[Result]
     rows: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., rows: _Optional[_Iterable[str]] = ...) -> None: ...
+    truncated: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., rows: _Optional[_Iterable[str]] = ..., truncated: _Optional[_Iterable[str]] = ...) -> None: ...

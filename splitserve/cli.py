@@ -8,55 +8,12 @@ import asyncio
 import json
 import os
 import sys
-import typing
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from splitserve import __version__
-
-
-def add_settings_flags(
-    parser: argparse.ArgumentParser, settings_cls: type[BaseModel], positional: tuple[str, ...] = ()
-) -> None:
-    """One flag per settings field (`max_records` -> `--max-records`), help from its description."""
-    for name, info in settings_cls.model_fields.items():
-        help_text = info.description or ""
-        if name in positional:
-            parser.add_argument(name, help=help_text)
-            continue
-        flag = "--" + name.replace("_", "-")
-        annotation = info.annotation
-        origin = typing.get_origin(annotation)
-        if annotation is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif origin is list:
-            parser.add_argument(flag, dest=name, nargs="+", default=None, help=help_text)
-        elif origin is typing.Literal:
-            parser.add_argument(flag, dest=name, choices=typing.get_args(annotation), default=None, help=help_text)
-        else:
-            kind = float if annotation is float else int if annotation in (int, int | None) else str
-            parser.add_argument(flag, dest=name, type=kind, default=None, help=f"{help_text} (default: {info.default})")
-
-
-def settings_from_args(settings_cls: type[BaseModel], args: argparse.Namespace) -> Any:
-    given = {k: v for k, v in vars(args).items() if k in settings_cls.model_fields and v is not None}
-    return settings_cls(**given)
-
-
-def _parse_kv(items: list[str] | None) -> dict[str, Any]:
-    """`key=value` pairs; values are read as JSON when they parse (numbers, true, lists), else strings."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"error: expected KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
+from splitserve.cliargs import add_settings_flags, check_port, count, legacy_kv, renamed, replicas, settings_from_args
+from splitserve.cliargs import parse_kv as _parse_kv
 
 
 def _run_tier(tier: Any, settings: Any) -> int:
@@ -117,7 +74,8 @@ def cmd_log(args: argparse.Namespace) -> int:
     ensure_tracking_uri()
     model_config = json.loads(args.model_config) if args.model_config else None
     model_dir = Path(args.model_dir) if args.model_dir else None
-    print(log_pipeline(model_dir, args.task or DEFAULT_TASK, args.name, args.prompt_template, model_config))
+    register = args.register or renamed("log --name", "--register", args.legacy_name)
+    print(log_pipeline(model_dir, args.task or DEFAULT_TASK, register, args.prompt_template, model_config))
     return 0
 
 
@@ -128,7 +86,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     ensure_tracking_uri()
     uri = export_bundle(
         args.source_uri,
-        name=args.name,
+        name=args.model_name or renamed("export --name", "--model-name", args.legacy_name),
         register=args.register,
         tolerance=args.tolerance,
         defaults=_parse_kv(args.set),
@@ -172,13 +130,33 @@ def cmd_up(args: argparse.Namespace) -> int:
     from splitserve.mlflow_env import ensure_tracking_uri
 
     ensure_tracking_uri()
+    from splitserve.launcher import default_model_replicas
+
+    legacy = {flag: getattr(args, f"legacy_{flag}") for flag in ("pre", "model", "post")}
+    given = _parse_kv(args.replicas)
+    if legacy["model"] is None:
+        given.setdefault("model", default_model_replicas())
+    counts = replicas(given, legacy)
+    # What can be checked is checked before anything starts: the address, the bundle (its
+    # serving.json, fetched into the cache the tiers then share), the token file.
+    check_port(args.host, args.port)
+    if args.rest_port and not args.no_rest:
+        check_port(args.host, args.rest_port)
+    if args.auth_token_file and not Path(args.auth_token_file).is_file():
+        raise SystemExit(f"error: --auth-token-file {args.auth_token_file}: no such file")
+    from splitserve.core.bundle import load_bundle
+    from splitserve.core.cache import cache_root
+
+    # Fetched once into the host's bundle cache, held while `up` runs; every replica (and every
+    # restart) then loads that verified folder: no fetch per start, one bundle whatever an alias does.
+    bundle = load_bundle(args.bundle_uri, ("tokenizer", "onnx"))
     model_args = ["--intra-op-threads", str(args.intra_op_threads)] if args.intra_op_threads is not None else []
     model_args += ["--device", args.device]
     return up(
-        args.bundle_uri,
-        args.pre,
-        args.model,
-        args.post,
+        str(bundle.root) if bundle.root.parent == cache_root() else args.bundle_uri,
+        counts["preprocess"],
+        counts["model"],
+        counts["postprocess"],
         args.backend,
         args.host,
         args.port,
@@ -186,6 +164,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         inline_stages=args.inline_stages,
         gateway_args=["--auth-token-file", args.auth_token_file] if args.auth_token_file else None,
         rest_port=None if args.no_rest else args.rest_port,
+        tier_mtls=args.tier_mtls,
     )
 
 
@@ -202,11 +181,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from splitserve.client import Client
 
     records = [_record(i, t) for i, t in enumerate(args.text)]
+    model = args.model_name or renamed("predict --model", "--model-name", args.legacy_model) or ""
     with Client(args.target, timeout_s=args.timeout, token=args.token, tls_ca=args.tls_ca) as client:
         if not args.stream:
-            results = client.predict(records, params=_parse_kv(args.param), model=args.model)
+            results = client.predict(records, params=_parse_kv(args.param), model=model)
         else:  # the new text to stderr as it comes (one record: as is; several: one line per delta)
-            for event in client.stream(records, params=_parse_kv(args.param), model=args.model):
+            for event in client.stream(records, params=_parse_kv(args.param), model=model):
                 if "results" in event:
                     results = event["results"]
                 elif len(records) == 1:
@@ -228,11 +208,11 @@ def cmd_k8s(args: argparse.Namespace) -> int:
         raise SystemExit(
             "error: --tracking-uri (or MLFLOW_TRACKING_URI): the MLflow server the pods load the bundle from"
         )
-    replicas = {}
-    for tier, count in _parse_kv(args.replicas).items():
-        if not isinstance(count, int) or count < 1:
-            raise SystemExit(f"error: --replicas {tier}={count}: replicas are a whole number, at least 1")
-        replicas[tier] = count
+    counts = {}
+    for tier, n in _parse_kv(args.replicas).items():
+        if not isinstance(n, int) or n < 1:
+            raise SystemExit(f"error: --replicas {tier}={n}: replicas are a whole number, at least 1")
+        counts[tier] = n
     options = k8s.Options(
         args.bundle_uri,
         tracking_uri=tracking_uri,
@@ -240,11 +220,12 @@ def cmd_k8s(args: argparse.Namespace) -> int:
         gpu_image=args.gpu_image,
         name=args.name,
         namespace=args.namespace,
-        replicas=replicas,
+        replicas=counts,
         max_replicas=args.max_replicas,
         backend=args.backend,
         autoscaler=args.autoscaler,
         prometheus_url=args.prometheus_url,
+        tier_tls_secret=getattr(args, "tier_tls_secret", None),
     )
     try:
         files = k8s.render(options, args.command, capacity.load(args.capacity))
@@ -271,6 +252,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         tuple(args.targets) if args.targets else None,
         command=command,
         device=args.device,
+        repeats=args.repeats,
     )
     return 0
 
@@ -298,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-dir", help="A saved Hugging Face model+tokenizer folder (default: bundled all-MiniLM-L6-v2)."
     )
     p.add_argument("--task", help="Pipeline task (default: the bundled model's, feature-extraction).")
-    p.add_argument("--name", help="Register the logged model under this name.")
+    p.add_argument("--register", metavar="NAME", help="Register the logged model under this name.")
+    p.add_argument("--name", dest="legacy_name", help=argparse.SUPPRESS)  # deprecated: --register
     p.add_argument("--prompt-template", help="Generation tasks: MLflow prompt template with one {prompt}.")
     p.add_argument(
         "--model-config",
@@ -309,15 +292,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="Export a logged model to ONNX and log the serving bundle.")
     p.add_argument("source_uri", help="MLflow URI of the logged transformers model.")
     p.add_argument("--register", help="Register the bundle under this name.")
-    p.add_argument("--name", help="Name the model is served under (default: the registered/source name).")
+    p.add_argument("--model-name", help="Name the model is served under (default: the registered/source name).")
+    p.add_argument("--name", dest="legacy_name", help=argparse.SUPPRESS)  # deprecated: --model-name
     p.add_argument(
         "--tolerance", type=float, default=1e-4, help="Largest ONNX-vs-PyTorch difference (abs and rel) accepted."
     )
     p.add_argument(
         "--set",
-        nargs="+",
+        action="append",
         metavar="PARAM=VALUE",
-        help="Default request params of the bundle, e.g. pooling=mean normalize=true.",
+        help="A default request param of the bundle, e.g. --set pooling=mean --set normalize=true.",
     )
     p.add_argument("--no-progress", action="store_true", help="Do not show the progress display.")
     p.add_argument(
@@ -331,9 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--quality",
-        nargs="+",
+        action="append",
         metavar="METRIC=VALUE",
-        help="int8 quality gate thresholds vs fp32: min_cosine (0.95), mean_cosine (0.98), label_agreement (0.99).",
+        help="An int8 quality gate threshold vs fp32: min_cosine (0.95), mean_cosine (0.98), top1_agreement (0.8), label_agreement (0.99).",
     )
     p.add_argument(
         "--max-length",
@@ -363,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="Requests in flight.")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="Records per request.")
     p.add_argument("--seconds", type=float, default=6.0, help="Duration of each measurement point.")
+    p.add_argument("--repeats", type=int, default=3, help="Runs of each point (the figures are their medians).")
     p.add_argument("--targets", nargs="+", help="Only these targets (default: all).")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
     p.set_defaults(func=cmd_bench)
@@ -385,9 +370,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="Run every tier and the gateway locally; prints their addresses as JSON.")
     p.add_argument("bundle_uri", help="Serving bundle URI.")
-    p.add_argument("--pre", type=int, default=1, help="Preprocess replicas.")
-    p.add_argument("--model", type=int, default=1, help="Model-tier replicas.")
-    p.add_argument("--post", type=int, default=1, help="Postprocess replicas.")
+    p.add_argument(
+        "--replicas",
+        action="append",
+        metavar="TIER=N",
+        help="Replicas of a tier, e.g. --replicas model=2 (preprocess, postprocess: 1; model: one per core, up to 4, "
+        "one intra-op thread each).",
+    )
+    for legacy in ("pre", "model", "post"):  # deprecated: --replicas TIER=N
+        p.add_argument(f"--{legacy}", dest=f"legacy_{legacy}", type=count, help=argparse.SUPPRESS)
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="Model-tier backend.")
     p.add_argument("--host", default="127.0.0.1", help="Address every process binds.")
     p.add_argument("--port", type=int, default=0, help="Gateway port (0: a free one).")
@@ -395,6 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rest", action="store_true", help="Serve the gateway over gRPC only.")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
     p.add_argument("--auth-token-file", help="Gateway: accept only calls bearing one of this file's tokens.")
+    p.add_argument(
+        "--tier-mtls",
+        action="store_true",
+        help="Mutual TLS between the gateway and the tiers (certificates made for this run): the tiers accept only the gateway.",
+    )
     p.add_argument(
         "--inline-stages",
         action="store_true",
@@ -420,9 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--namespace", default="default", help="Namespace.")
         p.add_argument(
             "--replicas",
-            nargs="+",
+            action="append",
             metavar="TIER=N",
-            help="Initial (and minimum) replicas, e.g. model=2; tiers not given follow the capacity table.",
+            help="Initial (and minimum) replicas of a tier, e.g. --replicas model=2; tiers not given follow the "
+            "capacity table.",
         )
         p.add_argument("--max-replicas", type=int, default=10, help="Autoscaler ceiling per tier.")
         p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="Model-tier backend.")
@@ -438,14 +435,26 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--capacity", help="Capacity table: a bench's results.json (default: the committed MiniLM 2-CPU one)."
         )
+        if command == "k8s":
+            p.add_argument(
+                "--tier-tls-secret",
+                help="A TLS Secret (ca.crt, tls.crt, tls.key; its certificate naming <name>-tier): mutual TLS "
+                "between the gateway and the tiers.",
+            )
         p.add_argument("--out", help="Folder for the kustomize tree (default: NAME-k8s or NAME-kserve).")
         p.set_defaults(func=cmd_k8s)
 
     p = sub.add_parser("predict", help="Send texts to a gateway; prints results as JSON.")
     p.add_argument("--target", required=True, help="Gateway address host:port.")
     p.add_argument("text", nargs="+", help="Texts, one record each; a JSON object is a whole record.")
-    p.add_argument("--param", nargs="+", metavar="PARAM=VALUE", help="Request params, e.g. pooling=mean top_k=2.")
-    p.add_argument("--model", default="", help="Model name (default: the served one).")
+    p.add_argument(
+        "--param",
+        action="append",
+        metavar="PARAM=VALUE",
+        help="A request param, e.g. --param pooling=mean --param top_k=2.",
+    )
+    p.add_argument("--model-name", default="", help="Model name (default: the served one).")
+    p.add_argument("--model", dest="legacy_model", help=argparse.SUPPRESS)  # deprecated: --model-name
     p.add_argument("--timeout", type=float, default=60.0, help="Deadline in seconds.")
     p.add_argument(
         "--stream", action="store_true", help="Generation tasks: show the new text on stderr as it is generated."
@@ -465,17 +474,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(legacy_kv(sys.argv[1:] if argv is None else argv))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        import grpc
+
         from splitserve.core.errors import SplitServeError
 
         if isinstance(exc, SplitServeError):
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        if isinstance(exc, grpc.RpcError):  # a server's answer: its code and message, no traceback
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            return 1
         raise
 
 

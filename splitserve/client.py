@@ -26,6 +26,7 @@ import grpc
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve.core import codec
+from splitserve.core.limits import MAX_MESSAGE_BYTES
 from splitserve.tasks import answer_from_pb
 
 
@@ -37,20 +38,29 @@ class Client:
         token: str | None = None,
         tls_ca: str | None = None,
         tls_server_name: str | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ):
         """`token`: sent as `authorization: Bearer <token>` (a gateway with `--auth-token-file`).
         `tls_ca`: a PEM CA file; the gateway is then called over TLS and its certificate checked
-        (`tls_server_name`: the name it carries, when not the target's host)."""
+        (`tls_server_name`: the name it carries, when not the target's host). `max_message_bytes`:
+        the largest request sent and response accepted, the servers' limit by default (gRPC's own
+        default, 4 MiB, is smaller than many responses, e.g. token embeddings)."""
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
         if tls_ca is None:
-            self.channel = grpc.insecure_channel(target)
+            self.channel = grpc.insecure_channel(target, options=options)
         else:
             credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
-            options = [("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []
+            if tls_server_name:
+                options.append(("grpc.ssl_target_name_override", tls_server_name))
             self.channel = grpc.secure_channel(target, credentials, options=options)
         self.stub = pb_grpc.GatewayStub(self.channel)
         self.timeout_s = timeout_s
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.last_timings_us: dict[str, int] = {}
+        self.last_truncated: list[str] = []  # the ids of the records the last predict cut to max_length
 
     def predict(self, records: Any, params: dict[str, Any] | None = None, model: str = "") -> list[dict[str, Any]]:
         """Run records (strings, dicts or a DataFrame) through the split pipeline.
@@ -59,9 +69,12 @@ class Client:
         `grpc.RpcError` (with `.code()` and `.details()`) for what the servers refuse.
         """
         response, call = self.stub.Predict.with_call(
-            codec.predict_request(records, params, model), timeout=self.timeout_s, metadata=self.metadata
+            codec.predict_request(records, params, model, local_files=True),
+            timeout=self.timeout_s,
+            metadata=self.metadata,
         )
         self.last_timings_us = _timings(call.trailing_metadata())
+        self.last_truncated = list(response.truncated)
         return answer_from_pb(response)
 
     def stream(self, records: Any, params: dict[str, Any] | None = None, model: str = "") -> Iterator[dict[str, Any]]:
@@ -70,7 +83,9 @@ class Client:
         its text so far), then the last event, {"results": [what predict returns]}. Other tasks:
         the last event only. Breaking out of the loop cancels the call (and the generation)."""
         call = self.stub.PredictStream(
-            codec.predict_request(records, params, model), timeout=self.timeout_s, metadata=self.metadata
+            codec.predict_request(records, params, model, local_files=True),
+            timeout=self.timeout_s,
+            metadata=self.metadata,
         )
         try:
             for event in call:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from model_svc.backends import create_backend
 from model_svc.runner import ModelRunner
 from splitserve.core.bundle import Bundle
-from splitserve.core.tokenizer import load_tokenizer
+from splitserve.core.tokenizer import load_features, load_tokenizer
 from splitserve.stages.pipeline import Pipeline
 from splitserve.stages.postprocess import Postprocessor
 from splitserve.stages.preprocess import Preprocessor
@@ -23,7 +23,7 @@ class InProcessPipeline(Pipeline):
         model = create_backend(bundle, backend, intra_op_threads=intra_op_threads)
         template = load_template(bundle, tokenizer)
         super().__init__(
-            Preprocessor(bundle.config, tokenizer, template=template),
+            Preprocessor(bundle.config, tokenizer, template=template, features=load_features(bundle.tokenizer_dir)),
             ModelRunner(model, bundle.config),
             Postprocessor(bundle.config, tokenizer, template),
         )

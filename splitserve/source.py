@@ -44,7 +44,10 @@ def log_pipeline(
     tasks.get(task)  # refuses a task splitserve does not serve
     if model_dir is None:
         model_dir, name = bundled_minilm_dir(), name or DEFAULT_MODEL_NAME
-    pipe = transformers.pipeline(task, model=str(model_dir), tokenizer=str(model_dir))  # type: ignore[call-overload]
+    # Audio-classification models have a feature extractor and no tokenizer.
+    has_tokenizer = (Path(model_dir) / "tokenizer_config.json").is_file() or not Path(model_dir).is_dir()
+    tokenizer = {"tokenizer": str(model_dir)} if has_tokenizer else {}
+    pipe = transformers.pipeline(task, model=str(model_dir), **tokenizer)  # type: ignore[call-overload]
     # The pipeline pops its task's `prefix` (T5's "translate English to French: ") out of the
     # model config's task_specific_params; put them back so the logged model keeps the prefix.
     task_params = transformers.AutoConfig.from_pretrained(str(model_dir)).task_specific_params

@@ -189,14 +189,18 @@ async def test_grouping_by_length_limits_padding() -> None:
         assert_echo(inputs, result.outputs)
 
 
-async def test_a_request_over_the_token_budget_runs_alone() -> None:
+async def test_a_request_over_the_token_budget_is_cut_within_it() -> None:
+    """Issue 11, defect 1: a request's rows run in parts of at most max_batch_tokens (one row at
+    least), whatever its size; it used to run as one batch (memory grew with the request)."""
     echo = Echo()
-    big, small = item(1, 4, 50), item(2, 1, 3)
+    big, small, long_rows = item(1, 7, 20), item(2, 1, 3), item(3, 2, 50)
     async with batcher(echo, max_batch_tokens=64) as b:
-        got_big, got_small = await asyncio.gather(b.submit(big), b.submit(small))
-    assert sorted(c["input_ids"].shape for c in echo.calls) == [(1, 3), (4, 50)]
+        got_big, got_small, got_long = await asyncio.gather(b.submit(big), b.submit(small), b.submit(long_rows))
+    assert all(c["input_ids"].size <= 64 or c["input_ids"].shape[0] == 1 for c in echo.calls), echo.calls
+    assert sorted(c["input_ids"].shape for c in echo.calls) == [(1, 3), (1, 20), (1, 50), (1, 50), (3, 20), (3, 20)]
     assert_echo(big, got_big.outputs)
     assert_echo(small, got_small.outputs)
+    assert_echo(long_rows, got_long.outputs)
 
 
 async def test_zero_delay_combines_what_is_queued() -> None:
@@ -257,21 +261,25 @@ async def test_full_queue_is_refused_at_once() -> None:
         assert_echo(item(3, 1, 4), (await b.submit(item(3, 1, 4))).outputs)  # room again
 
 
-async def test_backend_failure_fails_only_that_batch() -> None:
-    echo = Echo()
+async def test_backend_failure_fails_only_that_request() -> None:
+    """Issue 11, defect 2: a batch that fails is run again one request at a time, so that only the
+    request that broke it fails (its companions used to fail with it)."""
+    echo, rows = Echo(), []
 
     def flaky(inputs: Arrays) -> Arrays:
+        rows.append(inputs["input_ids"].shape[0])
         if (inputs["input_ids"] // 10_000 == 666).any():
             raise RuntimeError("boom")
         return echo(inputs)
 
     async with batcher(flaky) as b:
-        # Two batches in the same round (different keys): only the one with the bad request fails.
-        bad, good = item(666, 1, 3), item(1, 1, 3)
+        bad, companion, good = item(666, 1, 3), item(2, 1, 3), item(1, 1, 3)
         outcomes = await asyncio.gather(
-            b.submit(bad, key="x"), b.submit(item(2, 1, 3), key="x"), b.submit(good, key="y"), return_exceptions=True
+            b.submit(bad, key="x"), b.submit(companion, key="x"), b.submit(good, key="y"), return_exceptions=True
         )
-        assert [type(o) for o in outcomes[:2]] == [RuntimeError, RuntimeError]
+        assert isinstance(outcomes[0], RuntimeError)
+        assert 2 in rows  # the bad request and its companion did share a batch
+        assert_echo(companion, outcomes[1].outputs)
         assert_echo(good, outcomes[2].outputs)
         # The batcher keeps running.
         assert_echo(item(3, 2, 5), (await b.submit(item(3, 2, 5))).outputs)

@@ -34,6 +34,7 @@ def test_bench_runs_and_reports(tiny_bundles, tmp_path) -> None:
             "pipeline-in-process",
         ),
         command="pytest",
+        repeats=2,
     )
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["headline"] == report["headline"]
@@ -63,3 +64,10 @@ def test_bench_runs_and_reports(tiny_bundles, tmp_path) -> None:
         assert (tmp_path / name).stat().st_size > 0
     runs = mlflow.search_runs(filter_string="attributes.run_name = 'splitserve-bench'", search_all_experiments=True)
     assert len(runs) >= 1
+    # Every point twice (medians and spread), and how far from this machine's GEMM roof.
+    assert all(len(p["runs_rps"]) == 2 and p["throughput_rps"] > 0 for p in points)
+    assert saved["roofs_gflop_per_cpu_s"]["fp32"] > 0 and saved["flops_per_record"]["docstrings"] > 0
+    assert all(p["gflop_per_cpu_s"] > 0 and p["roof_fraction"] > 0 for p in points)
+    assert "## Roofline" in (tmp_path / "results.md").read_text()
+    tier = [p for p in points if p["target"] == "model-tier-onnx-fp32"]
+    assert all(0 <= p["padding_fraction"] < 1 for p in tier)  # read off the model tier's own metrics

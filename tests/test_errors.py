@@ -22,7 +22,12 @@ OK_RECORDS = [{"id": "a", "text": "Florida has nice beaches"}]
 @pytest.fixture(scope="module")
 def stack(tiny_bundles):
     exported = tiny_bundles[("token-classification", "bert")]
-    with Stack(exported.local_dir, pre={"max_records": 8, "max_text_chars": 2000}, gateway={"max_records": 16}) as s:
+    with Stack(
+        exported.local_dir,
+        pre={"max_records": 8, "max_text_chars": 2000},
+        model={"max_queue_delay_ms": 30},  # requests sent together share a batch
+        gateway={"max_records": 16},
+    ) as s:
         yield s
 
 
@@ -129,15 +134,134 @@ def test_model_tier_errors(stack) -> None:
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "bundle mismatch" in info.value.details()
 
-        # A token id far outside the vocabulary makes ONNX Runtime fail: an unexpected error,
-        # answered INTERNAL with a generic message (the traceback stays in the server log).
-        with pytest.raises(grpc.RpcError) as info:
-            stub.ModelInfer(_infer_request(np.array([[101, 10**9, 102]])))
-        assert info.value.code() == grpc.StatusCode.INTERNAL
-        assert info.value.details().startswith("internal error (incident ")
-        assert "Gather" not in info.value.details() and "onnxruntime" not in info.value.details().lower()
-
         assert stub.ModelInfer(good).outputs[0].name == "logits"
+
+
+def _with(request: oip.ModelInferRequest, name: str, array: np.ndarray) -> oip.ModelInferRequest:
+    names = [t.name for t in request.inputs]
+    request.raw_input_contents[names.index(name)] = array.astype("<i8").tobytes()
+    return request
+
+
+@pytest.mark.parametrize(
+    ("name", "values", "details"),
+    [
+        (
+            "input_ids",
+            [[101, 10**9, 102]],
+            "input 'input_ids': row 0, position 1 holds 1000000000; token ids must be in [0, ",
+        ),
+        ("input_ids", [[101, -5, 102]], "input 'input_ids': row 0, position 1 holds -5; token ids must be in [0, "),
+        (
+            "attention_mask",
+            [[1, 2, 1]],
+            "input 'attention_mask': row 0, position 1 holds 2; mask values must be 0 or 1",
+        ),
+        (
+            "token_type_ids",
+            [[0, 0, 7]],
+            "input 'token_type_ids': row 0, position 2 holds 7; token types must be in [0, 2)",
+        ),
+    ],
+)
+def test_model_tier_checks_values_per_request(stack, name, values, details) -> None:
+    """Issue 11, defect 2: ids outside the vocabulary (ONNX Runtime failed the whole batch:
+    INTERNAL), negative ids (wrapped silently), masks other than 0/1 and token types outside the
+    type vocabulary (accepted) are INVALID_ARGUMENT for that request alone; the requests batched
+    beside it succeed."""
+    bad = _with(_infer_request(np.array([[101, 7592, 102]])), name, np.array(values))
+    goods = [_infer_request(np.array([[101, 7592 + i, 102]])) for i in range(6)]
+    with grpc.insecure_channel(stack.addresses["model"]) as channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        calls = [stub.ModelInfer.future(r) for r in (goods[:3] + [bad] + goods[3:])]
+        outcomes = []
+        for call in calls:
+            try:
+                outcomes.append(call.result().outputs[0].name)
+            except grpc.RpcError as e:
+                outcomes.append((e.code(), e.details()))
+    assert outcomes[:3] + outcomes[4:] == ["logits"] * 6
+    assert outcomes[3][0] == grpc.StatusCode.INVALID_ARGUMENT, outcomes[3]
+    assert details in outcomes[3][1]
+
+
+@pytest.mark.parametrize("contents", ["raw", "typed"])
+def test_model_tier_refuses_overflowing_shapes(stack, contents) -> None:
+    """Issue 11, defect 4: a shape like [2^32, 2^32] with empty bytes overflowed the size check
+    (its product wrapped to 0) and failed later: INTERNAL. Shapes are checked first."""
+    request = oip.ModelInferRequest(model_name="tiny-token-classification-bert")
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        request.inputs.add(name=name, datatype="INT64", shape=[2**32, 2**32])
+        if contents == "raw":
+            request.raw_input_contents.append(b"")
+    with grpc.insecure_channel(stack.addresses["model"]) as channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(request)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+        assert "shape [4294967296, 4294967296] is too large" in info.value.details()
+        request = oip.ModelInferRequest(model_name="tiny-token-classification-bert")
+        request.inputs.add(name="input_ids", datatype="INT64", shape=[1] * 9)
+        request.raw_input_contents.append(b"\0" * 8)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(request)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+        assert "9 dimensions; at most 8" in info.value.details()
+        assert stub.ModelInfer(_infer_request(np.array([[101, 102]]))).outputs[0].name == "logits"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_params_are_invalid_argument(stack, tiny_bundles, value) -> None:
+    """Issue 11, defect 3 (fixed by the redesign; checked here from the gateway): NaN or
+    +-Infinity in a param (easy to send from pandas) is INVALID_ARGUMENT naming the param."""
+    with Client(stack.gateway) as client:
+        expect_error(
+            client, OK_RECORDS, grpc.StatusCode.INVALID_ARGUMENT, "param 'max_length'", params={"max_length": value}
+        )
+
+
+def test_echoed_values_are_cut_short(stack) -> None:
+    """Issue 11, defect 5: messages repeated a record id or a param value whole; past ~8 KiB the
+    caller got RESOURCE_EXHAUSTED ("received metadata size exceeds ...") instead of the error."""
+    long = "x" * 20_000
+    with Client(stack.gateway) as client:
+        for records, params, where in (
+            ([{"id": long}], None, "record 0 (id='xxxxxxxx"),
+            (OK_RECORDS, {"aggregation_strategy": long}, "param 'aggregation_strategy': expected one of"),
+            (OK_RECORDS, {long: 1}, "unknown param(s) ['xxxx"),
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                client.predict(records, params=params)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()[:200]
+            assert where in info.value.details() and "…" in info.value.details()
+            assert len(info.value.details()) < 1100
+    with grpc.insecure_channel(stack.addresses["model"]) as channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(_infer_request(np.array([[101, 102]]), model=long))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND and len(info.value.details()) < 200
+
+
+@pytest.mark.parametrize("tier", ["gateway", "model", "preprocess"])
+def test_corrupt_protobuf_is_invalid_argument(stack, tier) -> None:
+    """Issue 11, defect 13: bytes that do not parse as the request message (corrupt, or a string
+    field that is not UTF-8) got UNKNOWN with the parser's message; now INVALID_ARGUMENT."""
+    method = {
+        "gateway": "/splitserve.v1.Gateway/Predict",
+        "model": "/inference.GRPCInferenceService/ModelInfer",
+        "preprocess": "/splitserve.v1.Preprocess/Preprocess",
+    }[tier]
+    bad_utf8 = b"\x0a\x03\xff\xfe\xfd"  # field 1 (a string in each of these messages): not UTF-8
+    truncated = b"\x12\x10ab"  # a length past the end
+    with grpc.insecure_channel(stack.addresses[tier]) as channel:
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        for payload in (bad_utf8, truncated):
+            with pytest.raises(grpc.RpcError) as info:
+                call(payload, timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (payload, info.value.details())
+            assert "is not a valid protobuf message" in info.value.details()
+    with Client(stack.gateway) as client:
+        assert client.predict(OK_RECORDS)[0]["id"] == "a"
 
 
 def test_overload_is_refused_early(tiny_bundles) -> None:

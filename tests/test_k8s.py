@@ -170,7 +170,7 @@ def test_manifest_sets_render_validate_and_parse(kind: str, autoscaler: str, tmp
         kinds = sorted(o["kind"] for o in rendered)
         if kind == "k8s":
             scaler = "ScaledObject" if autoscaler == "keda" else "HorizontalPodAutoscaler"
-            assert kinds == sorted(["Deployment", "Service", "PodDisruptionBudget", scaler] * 4)
+            assert kinds == sorted(["Deployment", "Service", "PodDisruptionBudget", scaler] * 4 + ["NetworkPolicy"] * 3)
             objects = by_key(rendered)
             pods = capacity.table_for(table, overlay)["pods_per_model_pod"]
             for tier in k8s.TIERS:
@@ -198,6 +198,32 @@ def test_manifest_sets_render_validate_and_parse(kind: str, autoscaler: str, tmp
             metric = isvc["spec"]["predictor"]["autoScaling"]["metrics"][0]
             assert metric["type"] == ("External" if autoscaler == "keda" else "Resource")
             assert isvc["spec"]["predictor"]["minReplicas"] == 3
+
+
+def test_tiers_take_calls_from_the_gateway_only_and_mutual_tls_from_one_secret(tmp_path: Path) -> None:
+    # Issue 11, defect 12: NetworkPolicies let only the gateway's pods call the tiers, and one TLS
+    # Secret turns on mutual TLS between the gateway and the tiers, end to end.
+    o = options("hpa")
+    argv = [sys.executable, "-m", "splitserve", "k8s", o.bundle_uri, "--tracking-uri", o.tracking_uri]
+    argv += ["--namespace", "ml", "--tier-tls-secret", "splitserve-tier-tls", "--out", str(tmp_path / "tree")]
+    subprocess.run(argv, check=True, capture_output=True, cwd=tmp_path)
+    docs = [d for f in sorted((tmp_path / "tree" / "base").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
+    objects = by_key([d for d in docs if d.get("kind") != "Kustomization"])
+    gateway = {"app.kubernetes.io/name": "splitserve", "app.kubernetes.io/component": "gateway"}
+    for tier in ("preprocess", "model", "postprocess"):
+        policy = objects[("NetworkPolicy", f"splitserve-{tier}")]
+        validate(policy)
+        assert policy["spec"]["ingress"][0]["from"] == [{"podSelector": {"matchLabels": gateway}}]
+    for tier in k8s.TIERS:
+        pod = objects[("Deployment", f"splitserve-{tier}")]["spec"]["template"]["spec"]
+        assert pod["volumes"] == [{"name": "tier-tls", "secret": {"secretName": "splitserve-tier-tls"}}]
+        settings = parse(pod["containers"][0]["args"])
+        tls = f"{k8s.TLS_DIR}/"
+        if tier == "gateway":
+            assert (settings.tier_tls_ca, settings.tier_tls_cert) == (tls + "ca.crt", tls + "tls.crt")
+            assert settings.tier_tls_server_name == "splitserve-tier"
+        else:
+            assert (settings.tls_cert, settings.tls_client_ca) == (tls + "tls.crt", tls + "ca.crt")
 
 
 def test_the_gpu_overlay_patches_only_what_differs(tmp_path: Path) -> None:

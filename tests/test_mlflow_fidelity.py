@@ -144,6 +144,13 @@ def test_token_classification_stride_tags_the_whole_document(tiny_bundles) -> No
                 ]
                 assert all(close(a["score"], b["score"]) for a, b in zip(want, got["entities"], strict=True))
         assert max(e["end"] for e in results[0]["entities"]) > len(long) - 200  # the end of the document too
+        # Without stride the long text is cut at max_length, and the answer says which records were cut.
+        client.predict(records, params={"aggregation_strategy": "simple"})
+        assert client.last_truncated == ["long"]
+        local.predict(records, params={"aggregation_strategy": "simple"})
+        assert local.last_truncated == ["long"]
+        client.predict(records[1:])
+        assert client.last_truncated == []
         for bad, message in (
             ({"stride": 32}, "needs an aggregation_strategy other than 'none'"),
             (

@@ -182,6 +182,24 @@ def test_replica_death_loses_nothing(up) -> None:
     assert len(tier_processes(proc)["model"]) == 2, "the killed replica was not restarted"
 
 
+def test_a_dead_gateway_is_restarted(up) -> None:
+    """Issue 11, defect 10: a dead gateway took down all of `up` (it exited 1 and stopped every
+    tier). It is restarted like any tier, on its port."""
+    proc, addresses = up
+    tier_processes(proc)["gateway"][0].send_signal(signal.SIGKILL)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with Client(addresses["gateway"], timeout_s=5) as client:
+                assert len(client.predict(["Florida has nice beaches"])) == 1
+            break
+        except grpc.RpcError:
+            time.sleep(0.5)
+    else:
+        pytest.fail("the gateway did not come back")
+    assert proc.poll() is None, "up stopped"
+
+
 def test_sigterm_stops_everything(up) -> None:
     proc, addresses = up
     children = [c for cs in tier_processes(proc).values() for c in cs]

@@ -86,6 +86,8 @@ def test_minilm_int8(minilm_bundle) -> None:
 
 def test_impossible_thresholds_fail_the_export(tiny_bundles) -> None:
     source = tiny_bundles[("feature-extraction", "bert")].source_uri
+    with pytest.raises(ExportError, match=r"top1_agreement = [01]\.\d+ < threshold 1\.01 \(nearest-neighbour"):
+        export_bundle(source, quantize="int8", quality_thresholds={"top1_agreement": 1.01}, show_progress=False)
     with pytest.raises(ExportError, match=r"min_cosine = 0\.\d+ < threshold 1\.0000001"):
         export_bundle(source, quantize="int8", quality_thresholds={"min_cosine": 1.0000001}, show_progress=False)
     source = tiny_bundles[("token-classification", "bert")].source_uri
@@ -131,3 +133,16 @@ def test_int8_refuses_tasks_without_a_gate(tiny_bundles) -> None:
     exported = tiny_bundles[("fill-mask", "bert")]
     with pytest.raises(ExportError, match=r"no quality gate for task 'fill-mask'"):
         export_bundle(exported.source_uri, quantize="int8", show_progress=False)
+
+
+def test_top1_agreement_sees_a_broken_ranking() -> None:
+    """The ranking metric: 1 when int8 keeps every text's nearest neighbour, low when it does not."""
+    from splitserve.export.quantize import top1_agreement
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((40, 16))
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    noisy = a + 1e-4 * rng.standard_normal(a.shape)
+    assert top1_agreement(a, noisy / np.linalg.norm(noisy, axis=1, keepdims=True)) == 1.0
+    shuffled = a[rng.permutation(40)]
+    assert top1_agreement(a, shuffled) < 0.2

@@ -8,7 +8,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from splitserve.core.bundle import Bundle, ServingConfig
-from splitserve.core.errors import InvalidInput
+from splitserve.core.errors import InvalidInput, shown_list
+from splitserve.core.tensors import datatype_of
 
 
 class Backend(Protocol):
@@ -26,19 +27,24 @@ def check_inputs(inputs: dict[str, np.ndarray], config: ServingConfig, max_batch
     expected = set(config.model_inputs)
     missing, unknown = sorted(expected - set(inputs)), sorted(set(inputs) - expected)
     if missing or unknown:
-        raise InvalidInput(f"model inputs must be {sorted(expected)}; missing {missing}, unexpected {unknown}")
+        raise InvalidInput(
+            f"model inputs must be {sorted(expected)}; missing {missing}, unexpected {shown_list(unknown)}"
+        )
     shape = None
     for name in config.model_inputs:
         array = inputs[name]
-        if array.dtype != np.int64:
-            raise InvalidInput(f"input {name!r}: datatype must be INT64, got {array.dtype}")
-        if array.ndim != 2:
-            raise InvalidInput(f"input {name!r}: shape must be [batch, tokens], got {list(array.shape)}")
-        if shape is not None and array.shape != shape:
+        datatype, spec = config.input_types.get(name, "INT64"), config.input_shapes.get(name, [-1, -1])
+        if datatype_of(array) != datatype:
+            raise InvalidInput(f"input {name!r}: datatype must be {datatype}, got {datatype_of(array)}")
+        if array.ndim != len(spec) or any(s not in (-1, d) for s, d in zip(spec, array.shape, strict=True)):
+            raise InvalidInput(f"input {name!r}: shape must be {spec} (-1: any), got {list(array.shape)}")
+        if shape is not None and array.shape[:2] != shape:
             raise InvalidInput(
                 f"input {name!r}: shape {list(array.shape)} differs from {list(shape)} of the other inputs"
             )
-        shape = array.shape
+        shape = array.shape[:2]
+        if datatype == "INT8" and not np.isin(array, (0, 1)).all():  # an audio mask
+            raise InvalidInput(f"input {name!r}: a mask holds 0 and 1 only")
     assert shape is not None
     if shape[0] < 1 or shape[1] < 1:
         raise InvalidInput(f"inputs are empty: shape {list(shape)}")
@@ -46,16 +52,42 @@ def check_inputs(inputs: dict[str, np.ndarray], config: ServingConfig, max_batch
         raise InvalidInput(f"batch of {shape[0]} rows exceeds max_batch_size {max_batch_size}")
     if shape[1] > config.max_length:
         raise InvalidInput(f"{shape[1]} tokens exceed the model's max length {config.max_length}")
+    # Values, per request, so that one bad request fails alone rather than the batch it would join
+    # (ONNX Runtime fails the whole batch on an id past the table; negative ids wrap around silently).
+    _check_range(inputs, "input_ids", config.vocab_size, "token ids must be in [0, {size}), the vocabulary")
+    _check_range(inputs, "token_type_ids", config.type_vocab_size, "token types must be in [0, {size})")
+    _check_range(inputs, "attention_mask", 2, "mask values must be 0 or 1")
+
+
+def _check_range(inputs: dict[str, np.ndarray], name: str, size: int | None, rule: str) -> None:
+    """Refuse values of input `name` outside [0, size) (only negative ones when size is unknown)."""
+    array = inputs.get(name)
+    if array is None:
+        return
+    bad = array < 0 if size is None else (array < 0) | (array >= size)
+    if bad.any():
+        row, position = (int(i) for i in np.argwhere(bad)[0])
+        value = int(array[row, position])
+        why = rule.format(size=size) if size is not None else "values must not be negative"
+        raise InvalidInput(f"input {name!r}: row {row}, position {position} holds {value}; {why}")
 
 
 def create_backend(
-    bundle: Bundle, backend: str = "onnx", device: str = "cpu", intra_op_threads: int = 0, spin_wait: bool = False
+    bundle: Bundle,
+    backend: str = "onnx",
+    device: str = "cpu",
+    intra_op_threads: int = 0,
+    spin_wait: bool = False,
+    dtype: str = "logged",
 ) -> Backend:
-    """The bundle's ONNX graph on ONNX Runtime, or the source PyTorch model (`backend="torch"`)."""
+    """The bundle's ONNX graph on ONNX Runtime, or the source PyTorch model (`backend="torch"`, in
+    `dtype`: "logged", "fp32" or "bf16")."""
     if backend == "onnx":
         from model_svc.backends.onnx import OnnxBackend
 
-        return OnnxBackend(bundle.onnx_path, bundle.config, device, intra_op_threads, spin_wait)
+        info = bundle.config.generation
+        encoder = bundle.artifact_file("onnx", info.encoder_file) if info and info.encoder_file else None
+        return OnnxBackend(bundle.onnx_path, bundle.config, device, intra_op_threads, spin_wait, encoder)
     from model_svc.backends.torch import TorchBackend
 
-    return TorchBackend(bundle.config, device, intra_op_threads)
+    return TorchBackend(bundle.config, device, intra_op_threads, dtype)

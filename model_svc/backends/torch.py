@@ -18,7 +18,7 @@ class TorchBackend:
     name = "torch"
     platform = "pytorch_libtorch"
 
-    def __init__(self, config: ServingConfig, device: str = "cpu", intra_op_threads: int = 0):
+    def __init__(self, config: ServingConfig, device: str = "cpu", intra_op_threads: int = 0, dtype: str = "logged"):
         import mlflow.transformers
         import torch
 
@@ -30,17 +30,22 @@ class TorchBackend:
         self.torch = torch
         self.device = torch.device(device)
         self.model = components["model"].eval().to(self.device)
+        if dtype != "logged":
+            self.model = self.model.to(torch.bfloat16 if dtype == "bf16" else torch.float32)
         self.config = config
         self.stepper: Any = None
         if config.generation is not None and config.generation.encoder_decoder:
             self.stepper = TorchEncoderDecoder(self, int(config.generation.decoder_start_token_id or 0))
+            self.stepper.start_ids = [int(t) for t in config.generation.decoder_prompt_ids] or [self.stepper.start_id]
         elif config.generation is not None:
             self.stepper = TorchDecoder(self)
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch
         with torch.inference_mode():
-            out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()})
+            # Audio masks travel as INT8; the model takes int64.
+            wide = {k: v.astype(np.int64) if v.dtype == np.int8 else v for k, v in inputs.items()}
+            out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in wide.items()})
         return {name: out[name].float().cpu().numpy() for name in self.config.model_outputs}
 
     def tensor(self, array: np.ndarray) -> Any:
@@ -90,6 +95,11 @@ class TorchEncoderDecoder(EncoderDecoderSteps):
             hidden = encode(self.b.model, ids, mask)
         return hidden.repeat_interleave(beams, dim=0), mask.repeat_interleave(beams, dim=0)
 
+    def encode_features(self, features: np.ndarray, beams: int) -> tuple[Any, Any]:
+        with self.b.torch.inference_mode():
+            hidden = self.b.model.get_encoder()(input_features=self.b.tensor(features)).last_hidden_state
+        return hidden.repeat_interleave(beams, dim=0), None
+
     def run(self, tokens: np.ndarray, past: Any, hidden: Any, mask: Any) -> tuple[np.ndarray, Any]:
         with self.b.torch.inference_mode():
             out = self.b.model(
@@ -104,7 +114,7 @@ class TorchEncoderDecoder(EncoderDecoderSteps):
     def take(self, past: Any, hidden: Any, mask: Any, index: np.ndarray) -> tuple[Any, Any, Any]:
         rows = self.b.tensor(index.astype(np.int64))
         past.reorder_cache(rows)
-        return past, hidden.index_select(0, rows), mask.index_select(0, rows)
+        return past, hidden.index_select(0, rows), None if mask is None else mask.index_select(0, rows)
 
 
 def encode(model: Any, input_ids: Any, attention_mask: Any) -> Any:

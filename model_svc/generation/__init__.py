@@ -4,7 +4,16 @@ a `Stepper` runs the model (`steppers`), this package chooses the tokens as tran
 are the one generation contract, `splitserve.core.generation.GenerationParams`.
 """
 
-from model_svc.generation.jobs import Abandoned, Job, OnTokens, as_output, generate, prompts_of, run_jobs
+from model_svc.generation.jobs import (
+    Abandoned,
+    Job,
+    OnTokens,
+    as_output,
+    generate,
+    prompts_from,
+    prompts_of,
+    run_jobs,
+)
 from model_svc.generation.processors import choose, process
 from model_svc.generation.search import beam_search, generate_rows
 from model_svc.generation.steppers import DecoderSteps, EncoderDecoderSteps, Stepper
@@ -22,6 +31,7 @@ __all__ = [
     "generate",
     "generate_rows",
     "process",
+    "prompts_from",
     "prompts_of",
     "run_jobs",
 ]

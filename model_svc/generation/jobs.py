@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -102,6 +102,20 @@ def prompts_of(
             )
         prompts.append(prompt)
     return prompts
+
+
+def prompts_from(inputs: dict[str, np.ndarray], p: GenerationParams, config: Any) -> list[np.ndarray]:
+    """A request's prompts: its rows of `input_features` (a speech encoder's, which must leave room
+    for the decoder's prompt and max_new_tokens in its positions), else its token prompts."""
+    if "input_features" in inputs:
+        info = config.generation
+        if len(info.decoder_prompt_ids) + p.max_new_tokens > config.max_length:
+            raise InvalidInput(
+                f"max_new_tokens={p.max_new_tokens} after the decoder's prompt of {len(info.decoder_prompt_ids)} "
+                f"tokens exceeds the model's {config.max_length} decoder positions"
+            )
+        return list(inputs["input_features"])
+    return prompts_of(inputs["input_ids"], inputs["attention_mask"], p, config.max_positions)
 
 
 def as_output(rows: list[list[int]]) -> dict[str, np.ndarray]:

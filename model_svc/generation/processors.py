@@ -1,5 +1,5 @@
-"""transformers' logits processors and warpers, on numpy, in transformers' order: repetition
-penalty, no-repeat n-grams, min length and min new tokens (eos banned), forced bos (the first
+"""transformers' logits processors and warpers, on numpy, in transformers' order: (Whisper's
+suppressed tokens, at the first new token and always), repetition penalty, no-repeat n-grams, min length and min new tokens (eos banned), forced bos (the first
 decoder token), forced eos (the last one); when sampling, temperature, top-k, top-p; then the
 choice of one token (argmax, or one draw from the softmax with the row's generator)."""
 
@@ -27,6 +27,11 @@ def process(scores: np.ndarray, seen: Sequence[int], decoder_prompt_len: int, p:
     (prompt and generated), of which the first `decoder_prompt_len` are its prompt."""
     scores = np.array(scores, dtype=np.float32)  # a copy
     cur_len = len(seen)
+    # Whisper's suppressions come first (its generate puts them before the other processors).
+    if p.begin_suppress_tokens and cur_len == decoder_prompt_len:
+        scores[list(p.begin_suppress_tokens)] = -np.inf
+    if p.suppress_tokens:
+        scores[list(p.suppress_tokens)] = -np.inf
     if p.repetition_penalty != 1.0 and cur_len:
         ids = np.unique(np.asarray(seen, dtype=np.int64))
         picked = scores[ids]

@@ -97,6 +97,7 @@ class EncoderDecoderSteps:
     its past. State: (past, encoder states, encoder mask)."""
 
     start_id: int
+    start_ids: list[int]  # the decoder's prompt: [start_id], or Whisper's start, language, task tokens
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray, beams: int) -> tuple[Any, Any]:
         """The prompts' encoder hidden states and attention mask, each row repeated `beams` times."""
@@ -106,15 +107,23 @@ class EncoderDecoderSteps:
         """tokens int64 [rows, 1] after `past` (None on the first step); logits [rows, vocab]."""
         raise NotImplementedError
 
+    def encode_features(self, features: np.ndarray, beams: int) -> tuple[Any, Any]:
+        """Speech encoder-decoders: the encoder states of input_features [rows, ...] (mask None)."""
+        raise NotImplementedError
+
     def take(self, past: Any, hidden: Any, mask: Any, index: np.ndarray) -> tuple[Any, Any, Any]:
         raise NotImplementedError
 
     def _start(self, prompts: list[np.ndarray], beams: int) -> tuple[np.ndarray, Any, list[list[int]]]:
-        ids, attention = _pad(prompts, left=False)
-        hidden, mask = self.encode(ids, attention, beams)
+        if prompts[0].ndim == 2:  # a speech encoder's features, [mel bins, frames] per row
+            hidden, mask = self.encode_features(np.stack(prompts), beams)
+        else:
+            ids, attention = _pad(prompts, left=False)
+            hidden, mask = self.encode(ids, attention, beams)
         rows = len(prompts) * beams
-        logits, past = self.run(np.full((rows, 1), self.start_id, dtype=np.int64), None, hidden, mask)
-        return logits, (past, hidden, mask), [[self.start_id] for _ in prompts]
+        start = getattr(self, "start_ids", None) or [self.start_id]
+        logits, past = self.run(np.tile(np.asarray(start, dtype=np.int64), (rows, 1)), None, hidden, mask)
+        return logits, (past, hidden, mask), [list(start) for _ in prompts]
 
     def start_rows(self, prompts: list[np.ndarray]) -> tuple[np.ndarray, Any, list[list[int]]]:
         return self._start(prompts, 1)

@@ -18,9 +18,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from splitserve.bench.corpus import docstring_corpus, fixed_length_set
-from splitserve.bench.load import Point, TargetSummary, peak_rss_mb, run_point
-from splitserve.bench.report import headline, markdown, plots
+from splitserve.bench.load import Point, TargetSummary, peak_rss_mb, repeat_point
+from splitserve.bench.report import headline, markdown, plots, roofline_markdown
+from splitserve.bench.roofline import flops_per_token, precision_of, roofs
 from splitserve.bench.targets import (
     GatewayTarget,
     MlflowServeTarget,
@@ -45,6 +48,7 @@ ALL_TARGETS = (
     "model-tier-onnx-fp32",
     "model-tier-onnx-int8",
     "model-tier-torch",
+    "model-tier-torch-bf16",
     "pipeline-in-process",
     "pyfunc-in-process",
     "mlflow-models-serve",
@@ -60,6 +64,7 @@ def run_bench(
     targets: tuple[str, ...] | None = None,
     command: str = "",
     device: str = "cpu",
+    repeats: int = 3,
 ) -> dict[str, Any]:
     import mlflow
     from rich.console import Console
@@ -93,7 +98,8 @@ def run_bench(
             GatewayTarget("gateway-onnx-fp32-inline", fp32, "onnx", inline_stages=True, device=device),
             ModelTierTarget("model-tier-onnx-fp32", fp32, "onnx", device=device),
             ModelTierTarget("model-tier-onnx-int8", int8, "onnx", device=device),
-            ModelTierTarget("model-tier-torch", fp32, "torch", device=device),
+            ModelTierTarget("model-tier-torch", fp32, "torch", device=device, dtype="fp32"),
+            ModelTierTarget("model-tier-torch-bf16", fp32, "torch", device=device, dtype="bf16"),
             PipelineTarget("pipeline-in-process", source_uri),
             PyfuncTarget("pyfunc-in-process", fp32),
             MlflowServeTarget("mlflow-models-serve", source_uri),
@@ -137,7 +143,12 @@ def run_bench(
                     target.call(corpus[:8])
                 for request_set, c, b in plan:
                     progress.update(overall, description=f"{target.name} {request_set} c={c} b={b}")
-                    point = run_point(target, request_sets[request_set], c, b, seconds, min_requests=c * 2)
+                    before = target.tokens() if isinstance(target, ModelTierTarget) else None
+                    point = repeat_point(target, request_sets[request_set], c, b, seconds, repeats)
+                    if before is not None:
+                        after = target.tokens()  # type: ignore[attr-defined]
+                        real, pad = after["real"] - before["real"], after["padding"] - before["padding"]
+                        point.padding_fraction = round(pad / max(real + pad, 1.0), 4)
                     point.request_set = request_set
                     points.append(point)
                     progress.advance(overall)
@@ -151,6 +162,15 @@ def run_bench(
                 )
             finally:
                 target.stop()
+    console.print("Measuring this machine's GEMM roofs")
+    machine_roofs = roofs()
+    flops = {name: _flops_per_record(source_uri, texts) for name, texts in request_sets.items()}
+    for p in points:
+        cpu = sum(p.cpu_s_per_record.values())
+        if cpu > 0:
+            p.gflop_per_cpu_s = round(flops[p.request_set] / cpu / 1e9, 3)
+            roof = machine_roofs.get(precision_of(p.target))
+            p.roof_fraction = round(p.gflop_per_cpu_s / roof, 5) if roof else None
     heads = headline(points, concurrency, batch_sizes)
     point_dicts = [asdict(p) for p in points]
     # The capacity table (pods per model pod) `splitserve k8s --capacity results.json` sizes tiers with.
@@ -165,6 +185,9 @@ def run_bench(
         "bundles": {"fp32": fp32, "int8": int8},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "device": device,
+        "repeats": repeats,
+        "roofs_gflop_per_cpu_s": machine_roofs,
+        "flops_per_record": {k: round(v) for k, v in flops.items()},
         "headline": heads,
         "capacity": tables,
         "points": point_dicts,
@@ -172,7 +195,11 @@ def run_bench(
         "failed_targets": failed,
     }
     (out_dir / "results.json").write_text(json.dumps(report, indent=2))
-    (out_dir / "results.md").write_text(markdown(points, summaries, heads, command) + capacity_markdown(tables))
+    (out_dir / "results.md").write_text(
+        markdown(points, summaries, heads, command)
+        + roofline_markdown(points, machine_roofs)
+        + capacity_markdown(tables)
+    )
     images = plots(points, out_dir)
     with mlflow.start_run(run_name="splitserve-bench"):
         mlflow.log_params(
@@ -191,3 +218,13 @@ def run_bench(
             mlflow.log_artifact(str(f))
     console.print((out_dir / "results.md").read_text())
     return report
+
+
+def _flops_per_record(source_uri: str, texts: list[str]) -> float:
+    """The source model's FLOPs per record of a request set, at its mean real token count."""
+    import mlflow.transformers
+
+    components = mlflow.transformers.load_model(source_uri, return_type="components")
+    lengths = [len(ids) for ids in components["tokenizer"](texts, truncation=True)["input_ids"]]
+    mean = float(np.mean(lengths))
+    return flops_per_token(components["model"].config, mean) * mean

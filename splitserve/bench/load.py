@@ -31,6 +31,11 @@ class Point:
     p99_ms: float
     errors: int
     cpu_s_per_record: dict[str, float] = field(default_factory=dict)  # per process group
+    runs_rps: list[float] = field(default_factory=list)  # every repeat's throughput (the figures are medians)
+    spread_pct: float = 0.0  # (max - min) / median of the repeats' throughput
+    gflop_per_cpu_s: float | None = None  # the model's FLOPs per record over all processes' CPU-s per record
+    roof_fraction: float | None = None  # of this machine's GEMM roof in the target's precision
+    padding_fraction: float | None = None  # of the token positions the model tier ran (model-tier targets)
 
 
 @dataclass
@@ -59,6 +64,39 @@ def cpu_seconds(pid: int) -> float:
         return t.user + t.system
     except psutil.Error:
         return float("nan")
+
+
+def repeat_point(
+    target: Target, texts: list[str], concurrency: int, batch_size: int, seconds: float, repeats: int
+) -> Point:
+    """`run_point` `repeats` times: the median of each figure, every throughput, and their spread."""
+    runs = [
+        run_point(target, texts, concurrency, batch_size, seconds, min_requests=concurrency * 2) for _ in range(repeats)
+    ]
+    rps = [p.throughput_rps for p in runs]
+    median = sorted(runs, key=lambda p: p.throughput_rps)[len(runs) // 2]
+
+    def mid(values: list[float]) -> float:
+        return round(float(np.median(values)), 3)
+
+    groups = runs[0].cpu_s_per_record
+    return Point(
+        target=median.target,
+        request_set=median.request_set,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        requests=sum(p.requests for p in runs),
+        records=sum(p.records for p in runs),
+        seconds=round(sum(p.seconds for p in runs), 3),
+        throughput_rps=mid(rps),
+        p50_ms=mid([p.p50_ms for p in runs]),
+        p95_ms=mid([p.p95_ms for p in runs]),
+        p99_ms=mid([p.p99_ms for p in runs]),
+        errors=sum(p.errors for p in runs),
+        cpu_s_per_record={g: round(float(np.median([p.cpu_s_per_record[g] for p in runs])), 6) for g in groups},
+        runs_rps=rps,
+        spread_pct=round((max(rps) - min(rps)) / max(float(np.median(rps)), 1e-9) * 100, 1),
+    )
 
 
 def run_point(

@@ -42,6 +42,10 @@ def headline(
         "gateway_inline_fp32_vs_inprocess_pyfunc": ("gateway-onnx-fp32-inline", "pyfunc-in-process"),
         "gateway_fp32_vs_mlflow_serve": ("gateway-onnx-fp32", "mlflow-models-serve"),
         "gateway_fp32_vs_torch_pipeline": ("gateway-onnx-fp32", "pipeline-in-process"),
+        "gateway_int8_vs_mlflow_serve": ("gateway-onnx-int8", "mlflow-models-serve"),
+        "model_tier_int8_vs_fp32": ("model-tier-onnx-int8", "model-tier-onnx-fp32"),
+        "model_tier_fp32_vs_inprocess_pyfunc": ("model-tier-onnx-fp32", "pyfunc-in-process"),
+        "model_tier_torch_bf16_vs_fp32": ("model-tier-torch-bf16", "model-tier-torch"),
     }
     out = {f"{name}_c{cmax}_b{bmax}": ratio(points, a, b, cmax, bmax) for name, (a, b) in pairs.items()}
     p1 = {
@@ -139,3 +143,24 @@ def plots(points: list[Point], out_dir: Path) -> list[Path]:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [*paths, path]
+
+
+def roofline_markdown(points: list[Point], machine_roofs: dict[str, float]) -> str:
+    """Each target's GFLOP per CPU-second (all its processes) against this machine's GEMM roof in
+    its precision, at every point; the repeats' spread beside it."""
+    lines = [
+        "",
+        "## Roofline (GFLOP per CPU-second, all processes; medians of the repeats)",
+        "",
+        "GEMM roofs measured in this run: " + ", ".join(f"{k} {v}" for k, v in machine_roofs.items()),
+        "",
+        "| target | set | conc | batch | GFLOP/CPU-s | of roof | padding | spread % | runs (records/s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        runs = ", ".join(f"{r:.0f}" for r in p.runs_rps)
+        lines.append(
+            f"| {p.target} | {p.request_set} | {p.concurrency} | {p.batch_size} | {p.gflop_per_cpu_s} | "
+            f"{p.roof_fraction} | {p.padding_fraction if p.padding_fraction is not None else ''} | {p.spread_pct} | {runs} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -92,8 +92,8 @@ class ModelTierTarget(Target):
     """One model-tier replica alone (`splitserve serve-model`), called over the Open Inference
     Protocol with inputs tokenized beforehand: the model tier's own throughput, ONNX vs PyTorch."""
 
-    def __init__(self, name: str, bundle_uri: str, backend: str, device: str = "cpu"):
-        self.name, self.bundle_uri, self.backend, self.device = name, bundle_uri, backend, device
+    def __init__(self, name: str, bundle_uri: str, backend: str, device: str = "cpu", dtype: str = "logged"):
+        self.name, self.bundle_uri, self.backend, self.device, self.dtype = name, bundle_uri, backend, device, dtype
 
     def start(self) -> None:
         import grpc
@@ -108,7 +108,11 @@ class ModelTierTarget(Target):
         threads = str(os.cpu_count() or 1)
         self.replica = Replica("model", serve_command("serve-model", self.bundle_uri, "--backend", self.backend))
         self.replica.argv += ["--host", "127.0.0.1", "--intra-op-threads", threads, "--log-level", "warning"]
-        self.replica.argv += ["--device", self.device]
+        self.replica.argv += ["--device", self.device, "--dtype", self.dtype]
+        with socket.socket() as s:  # its metrics say how much of what it ran was padding
+            s.bind(("127.0.0.1", 0))
+            self.metrics_port = s.getsockname()[1]
+        self.replica.argv += ["--metrics-port", str(self.metrics_port)]
         self.replica.start()
         address = self.replica.wait_ready(time.monotonic() + READY_TIMEOUT_S)
         bundle = load_bundle(self.bundle_uri, ("tokenizer",))
@@ -134,6 +138,18 @@ class ModelTierTarget(Target):
 
     def call(self, records: list[str]) -> None:
         self.stub.ModelInfer(self._request(records), timeout=120)
+
+    def tokens(self) -> dict[str, float]:
+        """The model tier's token positions so far: {"real": n, "padding": n}."""
+        import requests
+
+        text = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        counts = {"real": 0.0, "padding": 0.0}
+        for line in text.splitlines():
+            if line.startswith("splitserve_model_batch_tokens_total{"):
+                kind = line.split('kind="', 1)[1].split('"', 1)[0]
+                counts[kind] = float(line.rsplit(" ", 1)[1])
+        return counts
 
     def processes(self) -> dict[str, list[int]]:
         assert self.replica.proc is not None

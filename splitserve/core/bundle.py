@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import subprocess
-import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from splitserve.core.errors import BundleError, BundleMismatch, ModelNotFound
+from splitserve.core.errors import BundleError, BundleMismatch, ModelNotFound, shown
 from splitserve.core.generation import GenerationInfo
 
 FORMAT_VERSION = 2  # 2: typed `generation`, `output_shapes`
@@ -59,6 +55,24 @@ class ServingConfig:
     prompt_template: str | None = None
     # The user's template module (`artifacts/template/<name>.py` or `<name>/`), see splitserve.stages.template.
     template: str | None = None
+    # Model inputs other than INT64 [rows, tokens] (audio: FP32 samples or log-mel features): their
+    # OIP datatype and shape (-1: variable).
+    input_types: dict[str, str] = field(default_factory=dict)
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    # Rows run at their own length only, never padded together: graphs without an attention mask
+    # whose outputs padding would change (wav2vec2's audio encoders).
+    exact_lengths: bool = False
+    # Audio tasks: the rate the feature extractor takes (Hz) and the longest audio one record may
+    # hold (seconds: the model's window, or the bundle's limit).
+    sampling_rate: int | None = None
+    max_audio_seconds: float | None = None
+    # CTC audio encoders: the feature encoder's convolutions ([kernel, stride] each), which give a
+    # row's logit frames from its samples.
+    conv_layers: list[list[int]] = field(default_factory=list)
+    # The model's embedding table sizes: the model tier refuses ids and token types outside them
+    # (None in bundles exported before they were recorded: only negative values are refused then).
+    vocab_size: int | None = None
+    type_vocab_size: int | None = None
     format_version: int = FORMAT_VERSION
     fingerprint: str = ""
 
@@ -77,6 +91,8 @@ class ServingConfig:
     def token_outputs(self) -> list[str]:
         """The outputs with one value per token ([rows, tokens, ...]: a variable dim 1), which the
         model tier's batcher cuts back to each request's own length."""
+        if self.exact_lengths:  # audio rows are never padded or cut; their frames are not their samples
+            return []
         return [n for n, shape in self.output_shapes.items() if len(shape) >= 2 and shape[1] == -1]
 
     def to_json(self) -> str:
@@ -100,8 +116,36 @@ class ServingConfig:
     def compute_fingerprint(self) -> str:
         content = asdict(self)
         content.pop("fingerprint")
+        _drop_later_defaults(content)
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+# Fields added after format 2 shipped (audio), left out of the fingerprint while they hold their
+# defaults: bundles exported before them keep their fingerprints.
+_LATER_FIELDS: dict[str, Any] = {
+    "input_types": {},
+    "input_shapes": {},
+    "exact_lengths": False,
+    "sampling_rate": None,
+    "max_audio_seconds": None,
+    "conv_layers": [],
+    "vocab_size": None,
+    "type_vocab_size": None,
+}
+_LATER_GENERATION_FIELDS: dict[str, Any] = {"decoder_prompt_ids": []}
+_LATER_DECODING_FIELDS: dict[str, Any] = {"suppress_tokens": [], "begin_suppress_tokens": []}
+
+
+def _drop_later_defaults(content: dict[str, Any]) -> None:
+    for later, where in (
+        (_LATER_FIELDS, content),
+        (_LATER_GENERATION_FIELDS, content.get("generation")),
+        (_LATER_DECODING_FIELDS, (content.get("generation") or {}).get("model_settings")),
+    ):
+        for name, default in later.items():
+            if where is not None and name in where and where[name] == default:
+                del where[name]
 
 
 def hash_tree(path: Path) -> str:
@@ -139,7 +183,16 @@ class Bundle:
 
     @property
     def onnx_path(self) -> Path:
-        return self.artifacts / "onnx" / self.config.onnx_file
+        return self.artifact_file("onnx", self.config.onnx_file)
+
+    def artifact_file(self, part: str, name: str) -> Path:
+        """A file that serving.json names inside an artifact part: refused unless it is a plain
+        relative path that stays inside the part (the hashed, verified folder)."""
+        base = (self.artifacts / part).resolve()
+        path = (base / name).resolve()
+        if Path(name).is_absolute() or ".." in Path(name).parts or not path.is_relative_to(base):
+            raise BundleError(f"{self.root}: serving.json names {shown(name)} outside the bundle's {part!r} artifact")
+        return path
 
     @property
     def fingerprint(self) -> str:
@@ -156,22 +209,37 @@ class Bundle:
             path = self.artifacts / part
             if expected is None or not path.exists():
                 raise BundleError(f"{self.root}: bundle has no {part!r} artifact")
+            links = [p for p in [path, *path.rglob("*")] if p.is_symlink()]
+            if links:  # a link's target could change after the check
+                raise BundleError(f"{self.root}: artifact {part!r} holds a symbolic link ({links[0].name})")
             if hash_tree(path) != expected:
                 raise BundleError(f"{self.root}: artifact {part!r} does not match its hash")
+        if "onnx" in parts:
+            self.onnx_path  # noqa: B018 - raises for a path outside the artifact
+            if self.config.generation is not None and self.config.generation.encoder_file:
+                self.artifact_file("onnx", self.config.generation.encoder_file)
 
 
 def read_local(root: Path) -> Bundle:
     config_path = root / ARTIFACT_DIR / CONFIG_FILE
+    if not root.exists():
+        raise BundleError(f"{root} does not exist: give a serving bundle's folder or MLflow URI")
+    if not config_path.is_file() and (root / "MLmodel").is_file():
+        raise BundleError(
+            f"{root} is a logged model, not a serving bundle (no {ARTIFACT_DIR}/{CONFIG_FILE}): "
+            f"run `splitserve export {root}` first and serve the URI it prints"
+        )
     if not config_path.is_file():
         raise BundleError(f"{root} is not a splitserve bundle (no {ARTIFACT_DIR}/{CONFIG_FILE})")
     return Bundle(root=root, config=ServingConfig.from_json(config_path.read_text()))
 
 
-def load_bundle(uri: str, parts: tuple[str, ...] = (), verify: bool = True) -> Bundle:
+def load_bundle(uri: str, parts: tuple[str, ...] = (), verify: bool = True, cache_dir: str | None = None) -> Bundle:
     """Fetch serving.json and the named artifact parts of the bundle at `uri`, verified.
 
-    `uri` is a local directory or anything MLflow resolves (runs:/, models:/name/3,
-    models:/name@alias, models:/m-<id>, file:...).
+    `uri` is a local directory (used in place) or anything MLflow resolves (runs:/, models:/name/3,
+    models:/name@alias, models:/m-<id>, file:...), fetched into the host's bundle cache
+    (`splitserve.core.cache`, in `cache_dir` if given).
     """
     unknown = set(parts) - set(PARTS)
     if unknown:
@@ -181,32 +249,26 @@ def load_bundle(uri: str, parts: tuple[str, ...] = (), verify: bool = True) -> B
         local = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
         bundle = read_local(local.resolve())
     else:
-        bundle = read_local(_fetch_remote(uri, parts))
+        from splitserve.core.cache import fetch
+
+        bundle = read_local(fetch(uri, parts, cache_dir))
+        if bundle.fingerprint != bundle.root.name:
+            raise BundleError(f"{bundle.root}: cached serving.json is not bundle {bundle.root.name}; delete the folder")
     if verify:
         bundle.verify(parts)
     return bundle
 
 
-def _fetch_remote(uri: str, parts: tuple[str, ...]) -> Path:
-    dest = tempfile.mkdtemp(prefix="splitserve-bundle-", dir=os.environ.get("SPLITSERVE_CACHE_DIR"))
-    cmd = [sys.executable, "-m", "splitserve.core.fetch", uri, dest, *parts]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        detail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise BundleError(f"cannot fetch bundle {uri!r}: {detail[0]}")
-    return Path(proc.stdout.strip().splitlines()[-1])
-
-
 def check_model(requested: str, served: str, required: bool = False) -> None:
     """Refuse a request for another model; an empty name means the served one unless `required`."""
     if (requested or required) and requested != served:
-        raise ModelNotFound(f"model {requested!r} is not served here; this tier serves {served!r}")
+        raise ModelNotFound(f"model {shown(requested)} is not served here; this tier serves {served!r}")
 
 
 def check_fingerprint(sent: str, mine: str, source: str) -> None:
     """Refuse to combine tiers loaded from different bundles (an empty fingerprint is not pinned)."""
     if sent and sent != mine:
         raise BundleMismatch(
-            f"bundle mismatch: {source} is for bundle {sent}, this tier serves {mine}; "
+            f"bundle mismatch: {source} is for bundle {shown(sent)}, this tier serves {mine}; "
             "all tiers must be loaded from the same serving bundle"
         )

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 import numpy as np
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from protos import splitserve_pb2 as pb
 from splitserve.core.errors import InvalidInput, record_label
@@ -18,13 +18,19 @@ from splitserve.core.records import STRING_FIELDS, TEXT_ALIASES, Record, to_reco
 from splitserve.core.tensors import from_raw, to_raw
 
 
-def predict_request(records: Any, params: dict[str, Any] | None, model: str = "") -> pb.PredictRequest:
+def predict_request(
+    records: Any, params: dict[str, Any] | None, model: str = "", local_files: bool = False
+) -> pb.PredictRequest:
     """A gateway request from what a client passes (strings, dicts, a DataFrame): every field of
-    every record travels (a templated bundle reads the extra ones; others refuse them)."""
+    every record travels (a templated bundle reads the extra ones; others refuse them).
+    `local_files`: an audio record's path is read here (the Python client, on its own machine;
+    never a server's door)."""
     if params is not None and not isinstance(params, dict):
         raise InvalidInput(f"params must be an object (a dict), got {type(params).__name__}")
     return pb.PredictRequest(
-        model=model, records=records_to_pb(to_records(records, extra=True)), params=params_to_struct(params)
+        model=model,
+        records=records_to_pb(to_records(records, extra=True, local_files=local_files)),
+        params=params_to_struct(params),
     )
 
 
@@ -41,6 +47,7 @@ def records_to_pb(records: list[Record]) -> list[pb.Record]:
             msg.extra = json.dumps(r.extra, ensure_ascii=False, allow_nan=False)
         if r.text_field != "text":
             msg.text_field = r.text_field
+        _audio_to_pb(r, msg)
         out.append(msg)
     return out
 
@@ -59,9 +66,30 @@ def records_from_pb(messages: Any) -> list[Record]:
                 messages=[{"role": c.role, "content": c.content} for c in m.messages],
                 extra=_extra(i, m) if m.extra else {},
                 text_field=m.text_field if m.text_field in TEXT_ALIASES else "text",
+                **_audio_from_pb(m),
             )
         )
     return records
+
+
+def _audio_to_pb(record: Record, message: pb.Record) -> None:
+    if isinstance(record.audio, bytes):
+        message.audio_file = record.audio
+    elif record.audio is not None:
+        message.audio_samples.values.extend(np.asarray(record.audio, dtype=np.float32).tolist())
+    if record.sampling_rate is not None:
+        message.sampling_rate = record.sampling_rate
+
+
+def _audio_from_pb(message: Any) -> dict[str, Any]:
+    kind = message.WhichOneof("audio")
+    audio: bytes | np.ndarray | None = None
+    if kind == "audio_file":
+        audio = message.audio_file
+    elif kind == "audio_samples":
+        audio = np.asarray(message.audio_samples.values, dtype=np.float32)
+    rate = message.sampling_rate if message.HasField("sampling_rate") else None
+    return {"audio": audio, "sampling_rate": rate}
 
 
 def _extra(index: int, message: Any) -> dict[str, Any]:
@@ -90,7 +118,18 @@ def params_to_struct(params: dict[str, Any] | None) -> struct_pb2.Struct:
 
 
 def params_from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(struct)
+    """Params as plain Python (numbers as floats, as JSON has them). Not json_format: it raises on
+    NaN and Infinity, which the params' validators refuse by name instead."""
+    return {name: _plain(value) for name, value in struct.fields.items()}
+
+
+def _plain(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return {name: _plain(v) for name, v in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_plain(v) for v in value.list_value.values]
+    return None if kind in (None, "null_value") else getattr(value, kind)
 
 
 def arrays_to_tensors(arrays: dict[str, np.ndarray]) -> list[pb.Tensor]:

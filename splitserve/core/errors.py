@@ -7,6 +7,11 @@ exception becomes INTERNAL with a generic message.
 
 from __future__ import annotations
 
+from typing import Any
+
+# The most characters of a caller's value (a record id, a param value, a name) a message repeats.
+ECHO_CHARS = 64
+
 
 class SplitServeError(Exception):
     """Base class of every error whose message may be shown to a client."""
@@ -26,6 +31,10 @@ class ModelNotReady(SplitServeError):
 
 class Overloaded(SplitServeError):
     """Too much work in flight; retry later or elsewhere (RESOURCE_EXHAUSTED)."""
+
+
+class DeadlineExceeded(SplitServeError):
+    """The request's deadline passed before its work was done (DEADLINE_EXCEEDED)."""
 
 
 class Unauthenticated(SplitServeError):
@@ -48,6 +57,19 @@ class ExportError(SplitServeError):
     """Export failed, e.g. the ONNX graph does not match PyTorch within tolerance."""
 
 
+def shown(value: Any, limit: int = ECHO_CHARS) -> str:
+    """How a message repeats a caller's value: its repr, cut to `limit` characters with an ellipsis
+    (an echoed value never makes a message too long for a gRPC status)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shown_list(values: list[Any], most: int = 10) -> str:
+    """A list of a caller's values as messages repeat it: each cut short, at most `most` of them."""
+    items = [shown(v) for v in values[:most]] + (["…"] if len(values) > most else [])
+    return "[" + ", ".join(items) + "]"
+
+
 def record_label(index: int, record_id: str | None) -> str:
-    """How messages name a record: `record 3 (id='a7')`."""
-    return f"record {index} (id={record_id!r})" if record_id else f"record {index}"
+    """How messages name a record: `record 3 (id='a7')` (a long id cut short)."""
+    return f"record {index} (id={shown(record_id)})" if record_id else f"record {index}"

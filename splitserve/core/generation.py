@@ -15,12 +15,13 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from splitserve.core import params as P
-from splitserve.core.errors import InvalidInput
+from splitserve.core.errors import InvalidInput, shown, shown_list
 
 MAX_BEAMS = 16
 DEFAULT_MAX_NEW_TOKENS_LIMIT = 256
@@ -35,7 +36,7 @@ def _early_stopping(name: str, value: Any) -> bool | str:
         return value
     if value in ("true", "false"):  # as MLflow's string-typed signature param sends them
         return value == "true"
-    raise InvalidInput(f'param {name!r}: expected true, false or "never", got {value!r}')
+    raise InvalidInput(f'param {name!r}: expected true, false or "never", got {shown(value)}')
 
 
 def _stop(name: str, value: Any) -> list[str]:
@@ -87,6 +88,9 @@ class ModelDecoding:
     min_length: int = 0  # of the whole sequence the decoder sees (prompt included, decoder-only)
     forced_bos_token_id: int | None = None
     forced_eos_token_id: list[int] = field(default_factory=list)
+    # Whisper: never generated, and not as the first new token.
+    suppress_tokens: list[int] = field(default_factory=list)
+    begin_suppress_tokens: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -110,6 +114,9 @@ class GenerationInfo:
     encoder_file: str | None = None  # encoder-decoders: the encoder graph
     decoder_start_token_id: int | None = None
     prefix: str | None = None  # the pipeline's task prefix (T5's "translate English to French: ")
+    # Speech encoder-decoders (Whisper): the decoder's prompt (start, language, task, no-timestamps
+    # tokens), in place of [decoder_start_token_id]; the encoder takes `input_features`.
+    decoder_prompt_ids: list[int] = field(default_factory=list)
 
     @property
     def encoder_decoder(self) -> bool:
@@ -148,6 +155,8 @@ class GenerationParams:
     min_length: int = 0
     forced_bos_token_id: int | None = None
     forced_eos_token_id: tuple[int, ...] = ()
+    suppress_tokens: tuple[int, ...] = ()
+    begin_suppress_tokens: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, resolved: Mapping[str, Any], stop_ids: list[list[int]], info: GenerationInfo) -> GenerationParams:
@@ -179,18 +188,18 @@ class GenerationParams:
         """Read and check OIP request parameters; what is absent takes its plain default."""
         unknown = sorted(set(values) - set(WIRE))
         if unknown:
-            raise InvalidInput(f"unknown parameter(s) {unknown}; generation takes {sorted(WIRE)}")
+            raise InvalidInput(f"unknown parameter(s) {shown_list(unknown)}; generation takes {sorted(WIRE)}")
         request: dict[str, Any] = {}
         for name, value in values.items():
             kind = WIRE[name]
             expected = (float, int) if kind is float else (kind,)
             if isinstance(value, bool) != (kind is bool) or not isinstance(value, expected):
-                raise InvalidInput(f"parameter {name!r}: expected {kind.__name__}, got {value!r}")
+                raise InvalidInput(f"parameter {name!r}: expected {kind.__name__}, got {shown(value)}")
             request[name] = value
         if "early_stopping" in request:
             early = request["early_stopping"].lower()
             if early not in ("true", "false", "never"):
-                raise InvalidInput(f"parameter 'early_stopping': expected true, false or never, got {early!r}")
+                raise InvalidInput(f"parameter 'early_stopping': expected true, false or never, got {shown(early)}")
             request["early_stopping"] = {"true": True, "false": False}.get(early, early)
         if "stop_ids" in request:
             request["stop_ids"] = _stop_ids(request["stop_ids"])
@@ -204,6 +213,9 @@ class GenerationParams:
 
     def check(self, limit: int) -> None:
         """The limits every tier enforces (the preprocess tier's validators say the same, by name)."""
+        for name in ("temperature", "top_p", "repetition_penalty", "length_penalty"):
+            if not math.isfinite(getattr(self, name)):  # NaN passes every comparison below
+                raise InvalidInput(f"parameter {name!r}: expected a finite number, got {getattr(self, name)}")
         if not 1 <= self.max_new_tokens <= limit:
             raise InvalidInput(f"parameter 'max_new_tokens': {self.max_new_tokens} is not in [1, {limit}]")
         if self.temperature <= 0 or self.repetition_penalty <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
@@ -246,6 +258,8 @@ def _model_settings(info: GenerationInfo) -> dict[str, Any]:
         "min_length": int(m.min_length or 0),
         "forced_bos_token_id": m.forced_bos_token_id,
         "forced_eos_token_id": tuple(int(t) for t in m.forced_eos_token_id),
+        "suppress_tokens": tuple(int(t) for t in m.suppress_tokens),
+        "begin_suppress_tokens": tuple(int(t) for t in m.begin_suppress_tokens),
     }
 
 

@@ -39,6 +39,7 @@ STATUS_CODES: dict[type[errors.SplitServeError], tuple[grpc.StatusCode, int]] = 
     errors.ModelNotFound: (grpc.StatusCode.NOT_FOUND, 404),
     errors.ModelNotReady: (grpc.StatusCode.UNAVAILABLE, 503),
     errors.Overloaded: (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+    errors.DeadlineExceeded: (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
     errors.Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, 401),
     errors.BundleMismatch: (grpc.StatusCode.FAILED_PRECONDITION, 409),
     errors.BundleError: (grpc.StatusCode.FAILED_PRECONDITION, 409),
@@ -59,15 +60,25 @@ IN_FLIGHT = Gauge("splitserve_in_flight", "RPCs in progress", ["tier"])
 _NO_SPAN = contextlib.nullcontext()
 
 
+EXPIRY_LOG_S = 10.0
+# The longest status message sent: gRPC carries it in a header, and headers past ~8 KiB break
+# the call (RESOURCE_EXHAUSTED "received metadata size exceeds ...") instead of reporting the error.
+MAX_DETAILS_CHARS = 1024
+
+
+def _cut(message: str) -> str:
+    return message if len(message) <= MAX_DETAILS_CHARS else message[: MAX_DETAILS_CHARS - 1] + "…"
+
+
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status a client sees for an exception raised by a handler."""
+    """The status a client sees for an exception raised by a handler (its message cut short)."""
     if isinstance(exc, grpc.aio.AioRpcError):  # a downstream tier's answer, passed through
-        return exc.code(), exc.details() or exc.code().name
+        return exc.code(), _cut(exc.details() or exc.code().name)
     for cls in type(exc).__mro__:
         if cls in STATUS_CODES:
-            return STATUS_CODES[cls][0], str(exc)
+            return STATUS_CODES[cls][0], _cut(str(exc))
     if isinstance(exc, errors.SplitServeError):
-        return grpc.StatusCode.INTERNAL, str(exc)
+        return grpc.StatusCode.INTERNAL, _cut(str(exc))
     incident = uuid.uuid4().hex[:12]
     log.error("unexpected error (incident %s)", incident, exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the server log"
@@ -83,10 +94,22 @@ def http_status(code: grpc.StatusCode) -> int:
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps exceptions to status codes and records per-method metrics, for unary RPCs and for
-    server-streaming and bidirectional ones (an error ends the stream with its status)."""
+    server-streaming and bidirectional ones (an error ends the stream with its status). Calls whose
+    deadline passed are normal under load: logged at INFO, at most once per EXPIRY_LOG_S, no traceback."""
 
     def __init__(self, tier: str):
         self.tier = tier
+        self._expiries = 0
+        self._expiry_logged = 0.0
+
+    def _expired(self, method: str, code: grpc.StatusCode) -> None:
+        self._expiries += 1
+        now = time.monotonic()
+        if now - self._expiry_logged >= EXPIRY_LOG_S:
+            log.info(
+                "%s: %d calls ended %s before their answer (last: %s)", self.tier, self._expiries, code.name, method
+            )
+            self._expiries, self._expiry_logged = 0, now
 
     async def intercept_service(self, continuation: Callable[..., Awaitable[Any]], details: Any) -> Any:
         handler = await continuation(details)
@@ -96,7 +119,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         # A span per RPC of the tier's own services (not health checks or reflection), when tracing is on.
         traced = details.method.lstrip("/") if tracing.enabled() and not details.method.startswith("/grpc.") else None
         codecs = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary is not None:
@@ -104,7 +127,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 async with self._guard(method, context, traced):
-                    return await unary(request, context)
+                    response = await unary(_parsed(request, details.method), context)
+                    if context.done():  # answered after the deadline: sending would fail (and log ERROR)
+                        raise errors.DeadlineExceeded("the call ended before its answer")
+                    return response
                 raise AssertionError("unreachable")  # the guard re-raises or aborts
 
             return grpc.unary_unary_rpc_method_handler(wrapped, **codecs)
@@ -114,6 +140,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
         async def streamed(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with self._guard(method, context, traced):
+                if handler.unary_stream is not None:
+                    request = _parsed(request, details.method)
+                else:
+                    request = _parsed_stream(request, details.method)
                 async for item in stream(request, context):
                     yield item
 
@@ -139,12 +169,48 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                     code = context.code()
                     raise  # the handler already aborted
                 code, message = status_of(exc)
+                if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+                    self._expired(method, code)
+                if context.done():  # the call is over (its deadline passed): nobody to tell, nothing to log
+                    raise asyncio.CancelledError from None
                 await context.abort(code, message)
             finally:
                 tracing.end_rpc(span, code)
                 IN_FLIGHT.labels(self.tier).dec()
                 REQUESTS.labels(self.tier, method, code.name).inc()
                 LATENCY.labels(self.tier, method).observe(time.perf_counter() - start)
+
+
+@dataclass
+class _Undecodable:
+    """Stands in for a request whose bytes do not parse, until the handler's guard refuses it
+    (a deserializer that raises makes gRPC answer UNKNOWN with the parser's own message)."""
+
+    error: Exception
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 - refused as INVALID_ARGUMENT by the handler
+            return _Undecodable(exc)
+
+    return parse
+
+
+def _parsed(request: Any, method: str) -> Any:
+    if isinstance(request, _Undecodable):
+        raise errors.InvalidInput(f"the request to {method} is not a valid protobuf message (corrupt or not UTF-8)")
+    return request
+
+
+async def _parsed_stream(requests: Any, method: str) -> Any:
+    async for request in requests:
+        yield _parsed(request, method)
 
 
 class Tier(Protocol):
@@ -169,6 +235,10 @@ def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
         ("grpc.so_reuseport", 0),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
         ("grpc.keepalive_permit_without_calls", 1),
+        # gRPC core's own default (1000, then cancelling calls at random) cancelled bursts instead of
+        # letting the server refuse them: RESOURCE_EXHAUSTED, at once, by the tiers' admission.
+        ("grpc.server.max_pending_requests", settings.max_pending_rpcs),
+        ("grpc.server.max_pending_requests_hard_limit", settings.max_pending_rpcs),
     ]
     if settings.max_connection_age_s > 0:  # rebalancing: clients re-resolve when their connection ages out
         options += [
@@ -267,9 +337,10 @@ async def serve(tier: Tier, settings: ServerSettings) -> int:
     await asyncio.wait({load, stopper}, return_when=asyncio.FIRST_COMPLETED)
     code = 0
     if load.done():
-        if load.exception() is not None:
-            log.error("%s failed to load: %s", tier.name, load.exception(), exc_info=load.exception())
-            print(f"error: {tier.name} failed to load: {load.exception()}", file=sys.stderr, flush=True)
+        if (failure := load.exception()) is not None:
+            if not isinstance(failure, errors.SplitServeError):  # a known condition needs no traceback
+                log.error("%s failed to load: %s", tier.name, failure, exc_info=failure)
+            print(f"error: {tier.name} failed to load: {failure}", file=sys.stderr, flush=True)
             stop.set()
             code = 1
         else:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from splitserve.core.errors import InvalidInput
+from splitserve.core.errors import InvalidInput, shown, shown_list
 
 Validator = Callable[[str, Any], Any]
 # The MLflow signature types of params (a list is "string_list": ParamSpec("string", shape=(-1,))).
@@ -42,7 +42,7 @@ def _number(value: Any) -> bool:
 def boolean(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    raise InvalidInput(f"param {name!r}: expected true or false, got {value!r}")
+    raise InvalidInput(f"param {name!r}: expected true or false, got {shown(value)}")
 
 
 def optional_boolean(name: str, value: Any) -> bool | None:
@@ -51,7 +51,7 @@ def optional_boolean(name: str, value: Any) -> bool | None:
 
 def positive_int(name: str, value: Any) -> int:
     if not _number(value) or value != int(value) or value < 1:
-        raise InvalidInput(f"param {name!r}: expected a positive integer, got {value!r}")
+        raise InvalidInput(f"param {name!r}: expected a positive integer, got {shown(value)}")
     return int(value)
 
 
@@ -63,25 +63,25 @@ def optional_non_negative_int(name: str, value: Any) -> int | None:
     if value is None:
         return None
     if not _number(value) or value != int(value) or value < 0:
-        raise InvalidInput(f"param {name!r}: expected a non-negative integer, got {value!r}")
+        raise InvalidInput(f"param {name!r}: expected a non-negative integer, got {shown(value)}")
     return int(value)
 
 
 def positive_float(name: str, value: Any) -> float:
     if not _number(value) or not value > 0:
-        raise InvalidInput(f"param {name!r}: expected a positive number, got {value!r}")
+        raise InvalidInput(f"param {name!r}: expected a positive number, got {shown(value)}")
     return float(value)
 
 
 def probability(name: str, value: Any) -> float:
     if not _number(value) or not 0 < value <= 1:
-        raise InvalidInput(f"param {name!r}: expected a number in (0, 1], got {value!r}")
+        raise InvalidInput(f"param {name!r}: expected a number in (0, 1], got {shown(value)}")
     return float(value)
 
 
 def number(name: str, value: Any) -> float:
     if not _number(value):
-        raise InvalidInput(f"param {name!r}: expected a number, got {value!r}")
+        raise InvalidInput(f"param {name!r}: expected a number, got {shown(value)}")
     return float(value)
 
 
@@ -89,7 +89,7 @@ def choice(*choices: str) -> Validator:
     def check(name: str, value: Any) -> str:
         if isinstance(value, str) and value.lower() in choices:
             return value.lower()
-        raise InvalidInput(f"param {name!r}: expected one of {list(choices)}, got {value!r}")
+        raise InvalidInput(f"param {name!r}: expected one of {list(choices)}, got {shown(value)}")
 
     return check
 
@@ -97,7 +97,7 @@ def choice(*choices: str) -> Validator:
 def string_list(name: str, value: Any) -> list[str]:
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return list(value)
-    raise InvalidInput(f"param {name!r}: expected a list of strings, got {value!r}")
+    raise InvalidInput(f"param {name!r}: expected a list of strings, got {shown(value)}")
 
 
 def at_most(limit: int, validate: Validator, what: str) -> Validator:
@@ -120,7 +120,7 @@ def resolve(
     params = dict(params or {})
     unknown = sorted(set(params) - set(rows))
     if unknown:
-        raise InvalidInput(f"unknown param(s) {unknown} for task {task}; accepted: {sorted(rows)}")
+        raise InvalidInput(f"unknown param(s) {shown_list(unknown)} for task {task}; accepted: {sorted(rows)}")
     resolved: dict[str, Any] = {}
     for name, row in rows.items():
         if name in params:

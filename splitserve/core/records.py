@@ -1,7 +1,7 @@
 """Input records: normalization from what users pass, and validation with precise messages.
 
 A record has the fields the tasks read (`text`, `text_pair`, `question`, `context`,
-`candidate_labels`, `messages`: a chat for text-generation) and, for a templated bundle, the caller's other fields (`extra`, JSON values),
+`candidate_labels`, `audio` with its `sampling_rate`, `messages`: a chat for text-generation) and, for a templated bundle, the caller's other fields (`extra`, JSON values),
 which the template reads and the task ignores; bundles without a template refuse them.
 """
 
@@ -12,11 +12,22 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from splitserve.core import audio as A
 from splitserve.core.errors import InvalidInput, record_label
 
 # Accepted aliases for the main text field (MLflow users often name the column `content`).
 TEXT_ALIASES = ("text", "content", "inputs")
-RECORD_FIELDS = ("id", "text", "text_pair", "question", "context", "candidate_labels", "messages")
+RECORD_FIELDS = (
+    "id",
+    "text",
+    "text_pair",
+    "question",
+    "context",
+    "candidate_labels",
+    "audio",
+    "sampling_rate",
+    "messages",
+)
 STRING_FIELDS = ("text", "text_pair", "question", "context")
 # The most records one request may carry, and the longest text, unless a tier's settings say otherwise.
 MAX_RECORDS = 1024
@@ -35,6 +46,9 @@ class Record:
     # The caller's other fields (JSON values), and its id when that was not a string.
     extra: dict[str, Any] = field(default_factory=dict)
     text_field: str = "text"  # the name the caller gave the text ("content", "inputs")
+    # Audio: the bytes of a file, or float32 samples (1-D) with their rate.
+    audio: bytes | Any | None = None
+    sampling_rate: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The record as the caller sent it: its own field names, its own id, every extra field."""
@@ -47,6 +61,10 @@ class Record:
             out["candidate_labels"] = list(self.candidate_labels)
         if self.messages:
             out["messages"] = [dict(m) for m in self.messages]
+        if self.audio is not None:
+            out["audio"] = self.audio
+        if self.sampling_rate is not None:
+            out["sampling_rate"] = self.sampling_rate
         return {**out, **self.extra}
 
     @property
@@ -55,18 +73,22 @@ class Record:
         return self.extra.get("id", self.id)
 
 
-def to_records(inputs: Any, extra: bool = False) -> list[Record]:
+def to_records(inputs: Any, extra: bool = False, local_files: bool = False) -> list[Record]:
     """Records from what MLflow's pyfunc takes: a string, a list (or numpy array, or pandas
     Series) of strings/dicts, a dict (one record, or columns: a dict of equally long lists), or a
     pandas DataFrame.
+
+    Audio: a bare `bytes` item is `{"audio": ...}` (a file's bytes); with `local_files` (the
+    caller's own side: the client, the in-process pipeline) an `audio` that is a path is read.
 
     A dict uses the field names of `Record` (`content` is accepted for `text`). A missing id
     becomes the record's index. Values are type-checked here so that messages name the record
     and the field. Other fields are refused, unless `extra`: then they are kept, as JSON values,
     in `Record.extra` (for a templated bundle; a bundle without a template refuses them).
     """
-    if isinstance(inputs, str):
-        inputs = [inputs]
+    samples = type(inputs).__name__ == "ndarray" and getattr(inputs, "ndim", 0) == 1 and inputs.dtype.kind == "f"
+    if isinstance(inputs, (str, bytes)) or samples:
+        inputs = [inputs]  # one text, one audio file, one array of samples
     elif hasattr(inputs, "to_dict") and hasattr(inputs, "columns"):  # pandas.DataFrame
         inputs = inputs.to_dict(orient="records")
     elif hasattr(inputs, "tolist") and not isinstance(inputs, (str, bytes)):  # numpy array, pandas Series
@@ -75,7 +97,7 @@ def to_records(inputs: Any, extra: bool = False) -> list[Record]:
         inputs = _columns(inputs) or [inputs]
     if not isinstance(inputs, (list, tuple)):
         raise InvalidInput(f"records must be a list of strings or dicts, got {type(inputs).__name__}")
-    return [_to_record(i, item, extra) for i, item in enumerate(inputs)]
+    return [_to_record(i, item, extra, local_files) for i, item in enumerate(inputs)]
 
 
 def _columns(data: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -87,11 +109,13 @@ def _columns(data: dict[str, Any]) -> list[dict[str, Any]] | None:
     return [dict(zip(data, row, strict=True)) for row in zip(*values, strict=True)]
 
 
-def _to_record(index: int, item: Any, keep_extra: bool) -> Record:
+def _to_record(index: int, item: Any, keep_extra: bool, local_files: bool = False) -> Record:
     if isinstance(item, Record):
         return item
     if isinstance(item, str):
         return Record(id=str(index), text=item)
+    if isinstance(item, (bytes, bytearray)) or type(item).__name__ == "ndarray":
+        item = {"audio": item}  # a file's bytes, or samples (which need a sampling_rate)
     if not isinstance(item, dict):
         raise InvalidInput(f"{record_label(index, None)}: expected a string or a dict, got {type(item).__name__}")
     item = dict(item)
@@ -132,6 +156,7 @@ def _to_record(index: int, item: Any, keep_extra: bool) -> Record:
         record.candidate_labels = list(labels)
     if plain(item.get("messages")) is not None:  # None or NaN: missing
         record.messages = _messages(where, item["messages"])
+    _audio_fields(record, item, where, local_files)
     return record
 
 
@@ -152,12 +177,25 @@ def _messages(where: str, value: Any) -> list[dict[str, str]]:
     return out
 
 
+def _audio_fields(record: Record, item: dict[str, Any], where: str, local_files: bool) -> None:
+    audio = item.get("audio")
+    if audio is not None and not (isinstance(audio, float) and audio != audio):  # NaN: a DataFrame's missing cell
+        record.audio = A.samples_of(where, A.local_audio(where, audio) if local_files else audio)
+    rate = plain(item.get("sampling_rate"))
+    if rate is not None:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or int(rate) != rate or rate <= 0:
+            raise InvalidInput(f"{where}: field 'sampling_rate' must be a positive integer (Hz), got {rate!r}")
+        record.sampling_rate = int(rate)
+
+
 @dataclass(frozen=True)
 class Limits:
     """Request size limits, enforced where records enter a tier."""
 
     max_records: int = MAX_RECORDS
     max_text_chars: int = MAX_TEXT_CHARS
+    max_audio_seconds: float = A.MAX_AUDIO_SECONDS  # per record
+    max_audio_bytes: int = A.MAX_AUDIO_BYTES  # per request
 
 
 def check_request(records: list[Record], limits: Limits) -> None:
@@ -171,12 +209,17 @@ def check_records(records: list[Record], limits: Limits, required: tuple[str, ..
     """The request's size, and every record's fields: the `required` string fields are there and not
     blank; no field is over the size limit or unused by the task (`used`)."""
     check_request(records, limits)
+    audio_bytes = sum(A.audio_nbytes(r.audio) for r in records if r.audio is not None)
+    if audio_bytes > limits.max_audio_bytes:
+        raise InvalidInput(f"request has {audio_bytes} bytes of audio; the limit is {limits.max_audio_bytes}")
     for index, record in enumerate(records):
         where = record_label(index, record.id)
         for name in required:
             value = getattr(record, name)
             if value is None:
                 raise InvalidInput(f"{where}: field {name!r} is missing")
+            if name == "audio":
+                continue
             if not value.strip():
                 raise InvalidInput(f"{where}: field {name!r} is empty")
         for name in STRING_FIELDS:
@@ -193,6 +236,9 @@ def check_records(records: list[Record], limits: Limits, required: tuple[str, ..
             raise InvalidInput(f"{where}: field 'candidate_labels' is not used by this task")
         if record.messages and "messages" not in used:
             raise InvalidInput(f"{where}: field 'messages' is not used by this task (chats are for text-generation)")
+        for name in ("audio", "sampling_rate"):
+            if getattr(record, name) is not None and name not in used:
+                raise InvalidInput(f"{where}: field {name!r} is not used by this task")
 
 
 def unknown_fields(where: str, names: list[str]) -> InvalidInput:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from splitserve.core.limits import MAX_MESSAGE_BYTES, MAX_REQUEST_CHARS, MAX_REQUEST_TOKENS
 from splitserve.core.records import MAX_RECORDS, MAX_TEXT_CHARS
 
 
@@ -19,7 +20,17 @@ class ServerSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(0, description="Port to bind; 0 picks a free one (announced on stdout).")
     grace_s: float = Field(10.0, description="Seconds in-flight RPCs get to finish on SIGTERM.")
-    max_message_bytes: int = Field(64 * 1024 * 1024, description="Largest gRPC message accepted or sent.")
+    max_message_bytes: int = Field(
+        MAX_MESSAGE_BYTES,
+        description="Largest gRPC message accepted or sent; give every tier the same (requests whose later "
+        "messages would exceed it are refused before the model runs).",
+    )
+    max_pending_rpcs: int = Field(
+        10_000,
+        ge=1,
+        description="Calls gRPC core holds until the server picks them up; past it they are refused "
+        "(RESOURCE_EXHAUSTED). Admission, counted in records and tokens, refuses long before.",
+    )
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port (off when unset).")
     log_level: str = Field("info", description="Logging level.")
     tls_cert: str | None = Field(None, description="PEM certificate (chain) file: serve TLS instead of plaintext.")
@@ -43,3 +54,19 @@ class BundleServerSettings(ServerSettings):
     model_name: str | None = Field(None, description="Name the model is served under (default: the bundle's).")
     max_records: int = Field(MAX_RECORDS, description="Most records one request may carry.")
     max_text_chars: int = Field(MAX_TEXT_CHARS, description="Longest text (in characters) one record may carry.")
+    max_request_chars: int = Field(
+        MAX_REQUEST_CHARS, ge=1, description="Most characters of text one request may carry (all its records)."
+    )
+    max_request_tokens: int = Field(
+        MAX_REQUEST_TOKENS,
+        ge=1,
+        description="Most tokens (model rows x padded length) one request may encode to; checked before the model runs.",
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="Bundle cache shared by the tiers on this host, one folder per fingerprint (default: "
+        "$SPLITSERVE_CACHE_DIR, else splitserve-cache-<uid> in the temp folder).",
+    )
+    stage_threads: int = Field(
+        2, ge=1, description="Threads that run the stage's CPU work (tokenizing, decoding) off the event loop."
+    )

@@ -5,9 +5,11 @@ Raw bytes are little-endian and row-major, as the protocol requires.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from splitserve.core.errors import InvalidInput
+from splitserve.core.errors import InvalidInput, shown
 
 _TO_NUMPY = {
     "BOOL": np.dtype(np.bool_),
@@ -38,7 +40,7 @@ def numpy_dtype(datatype: str) -> np.dtype:
     try:
         return _TO_NUMPY[datatype]
     except KeyError:
-        raise InvalidInput(f"unsupported tensor datatype {datatype!r}") from None
+        raise InvalidInput(f"unsupported tensor datatype {shown(datatype)}") from None
 
 
 def to_raw(array: np.ndarray) -> tuple[str, list[int], bytes]:
@@ -48,16 +50,30 @@ def to_raw(array: np.ndarray) -> tuple[str, list[int], bytes]:
     return datatype, list(array.shape), contiguous.tobytes()
 
 
+MAX_DIMS = 8  # more dimensions than any model input or output has
+MAX_ELEMENTS = 2**48  # more elements than any message can hold
+
+
+def check_shape(name: str, shape: list[int] | tuple[int, ...]) -> tuple[tuple[int, ...], int]:
+    """A caller's shape as ints and its element count, checked before any arithmetic on it: at most
+    MAX_DIMS dimensions, none negative; the product is a Python int (no overflow)."""
+    dims = tuple(int(d) for d in shape)
+    if len(dims) > MAX_DIMS:
+        raise InvalidInput(f"tensor {shown(name)}: {len(dims)} dimensions; at most {MAX_DIMS}")
+    if any(d < 0 for d in dims):
+        raise InvalidInput(f"tensor {shown(name)}: negative dimension in shape {list(dims)}")
+    if math.prod(d for d in dims if d) >= MAX_ELEMENTS:  # numpy cannot even shape an empty array so
+        raise InvalidInput(f"tensor {shown(name)}: shape {list(dims)} is too large")
+    return dims, math.prod(dims)
+
+
 def from_raw(name: str, datatype: str, shape: list[int] | tuple[int, ...], raw: bytes) -> np.ndarray:
     """The array held by raw bytes; a size that does not match the shape is InvalidInput."""
     dtype = numpy_dtype(datatype)
-    shape = tuple(int(d) for d in shape)
-    if any(d < 0 for d in shape):
-        raise InvalidInput(f"tensor {name!r}: negative dimension in shape {list(shape)}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) != expected:
+    dims, count = check_shape(name, shape)
+    if len(raw) != count * dtype.itemsize:
         raise InvalidInput(
-            f"tensor {name!r}: {len(raw)} bytes do not fit shape {list(shape)} of {datatype} "
-            f"({expected} bytes expected)"
+            f"tensor {shown(name)}: {len(raw)} bytes do not fit shape {list(dims)} of {datatype} "
+            f"({count * dtype.itemsize} bytes expected)"
         )
-    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    return np.frombuffer(raw, dtype=dtype).reshape(dims)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,30 @@ def keep_torch_out() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def load_tokenizer(path: Path | str) -> Any:
-    """The fast tokenizer saved in the bundle."""
-    from transformers import AutoTokenizer
+# transformers imports its classes lazily, and two threads importing at once can each see the
+# other's half-initialized module ("cannot import name 'AutoTokenizer'"): the inline gateway loads
+# its preprocess and postprocess stages in two threads.
+_IMPORT_LOCK = threading.Lock()
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    if not tokenizer.is_fast:
+
+def load_tokenizer(path: Path | str) -> Any:
+    """The fast tokenizer saved in the bundle (None for a bundle without one: audio-classification)."""
+    if not (Path(path) / "tokenizer_config.json").is_file() and (Path(path) / "preprocessor_config.json").is_file():
+        return None
+    with _IMPORT_LOCK:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if not tokenizer.is_fast and getattr(tokenizer, "word_delimiter_token", None) is None:  # CTC's has no fast one
         raise RuntimeError(f"{path}: splitserve needs a fast tokenizer (offsets), got {type(tokenizer).__name__}")
     return tokenizer
+
+
+def load_features(path: Path | str) -> Any:
+    """The feature extractor saved in the bundle (audio tasks), or None."""
+    if not (Path(path) / "preprocessor_config.json").is_file():
+        return None
+    with _IMPORT_LOCK:
+        from transformers import AutoFeatureExtractor
+
+        return AutoFeatureExtractor.from_pretrained(str(path))

@@ -18,6 +18,7 @@ from splitserve import tasks
 from splitserve.core.bundle import CONFIG_FILE, Bundle, ServingConfig, hash_tree
 from splitserve.core.errors import ExportError
 from splitserve.core.generation import DEFAULT_MAX_NEW_TOKENS_LIMIT, OUTPUT, GenerationInfo
+from splitserve.export.audio import export_audio
 from splitserve.export.generation import generation_info
 from splitserve.export.onnx import export_graphs, graph_inputs, max_length_of, output_shapes
 from splitserve.export.parity import check_generation_parity, check_parity, check_seq2seq_parity
@@ -111,6 +112,13 @@ def export_bundle(
         }
         defaults = {**template_defaults, **mlflow_defaults, **defaults}
         _check_arguments(task, defaults, quantize, max_new_tokens_limit)
+        if task.export.parity.startswith("audio"):  # the feature extractor, no tokenizer or template
+            if template is not None:
+                raise ExportError(f"templates are not supported for task {task.name} yet")
+            done(t, f"Loaded {type(loaded.exported).__name__} ({task.name})")
+            name = bundle_name(source_uri, name, register)
+            args = (defaults, tolerance, max_new_tokens_limit, register, step, done)
+            return export_audio(loaded.components, task, pipeline_task, source_uri, Path(tmp), name, *args)
         model, tokenizer = loaded.exported, loaded.tokenizer
         notes = (
             [f"logged in {loaded.dtype}: exported in float32, the right choice on CPU"]
@@ -197,6 +205,10 @@ def export_bundle(
             defaults_from=defaults_from,
             onnx_file=onnx_file,
             template=template_name,
+            vocab_size=getattr(model.config, "vocab_size", None),
+            type_vocab_size=getattr(model.config, "type_vocab_size", None)
+            if "token_type_ids" in model_inputs
+            else None,
         )
         config.fingerprint = config.compute_fingerprint()
         (artifacts / CONFIG_FILE).write_text(config.to_json())

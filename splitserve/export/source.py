@@ -121,6 +121,7 @@ class SourceModel:
     task: str  # the pipeline task ("translation_en_to_fr", ...)
     dtype: str  # the logged torch dtype ("float32", "bfloat16", ...)
     adapter: dict[str, Any] | None  # the PEFT adapter's identity, if any
+    components: dict[str, Any]  # everything MLflow loaded (audio tasks: the feature extractor too)
 
 
 def load_source_model(source_uri: str, source: SourceSettings) -> SourceModel:
@@ -155,7 +156,7 @@ def load_source_model(source_uri: str, source: SourceSettings) -> SourceModel:
             "target_modules": sorted(getattr(config, "target_modules", None) or []),
         }
         exported = copy.deepcopy(reference).merge_and_unload().eval()  # Optimum exports plain transformers models
-    return SourceModel(exported, reference, components["tokenizer"], components["task"], dtype, adapter)
+    return SourceModel(exported, reference, components.get("tokenizer"), components["task"], dtype, adapter, components)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -19,10 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from splitserve.k8s import autoscaling, capacity, kserve
-from splitserve.k8s.workloads import TIERS, Obj, Options, deployment, disruption_budget, labels, service
+from splitserve.k8s.workloads import (
+    TIERS,
+    TLS_DIR,
+    Obj,
+    Options,
+    deployment,
+    disruption_budget,
+    labels,
+    network_policies,
+    service,
+)
 
 DEVICES = {"cpu": "cpu", "gpu": "cuda"}  # overlay -> the model tier's --device
-__all__ = ["Options", "TIERS", "manifests", "replicas", "tree", "write"]
+__all__ = ["Options", "TIERS", "TLS_DIR", "manifests", "replicas", "tree", "write"]
 
 
 def replicas(o: Options, table: dict[str, Any], device: str, tiers: tuple[str, ...]) -> dict[str, int]:
@@ -55,7 +65,7 @@ def manifests(o: Options, kind: str, device: str, table: dict[str, Any] | None =
         )
         budget = disruption_budget(o, f"{o.name}-{tier}", labels(o, tier), labels(o, tier))
         out += [deployment(o, tier, device, low), service(o, tier), budget, scaler]
-    return out
+    return out + network_policies(o)
 
 
 def merge_patch(base: Any, target: Any) -> Any:

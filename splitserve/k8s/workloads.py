@@ -21,6 +21,7 @@ from splitserve.k8s.capacity import POD_CPUS
 GRPC_PORT = 7000
 METRICS_PORT = 9090
 TIERS = ("preprocess", "model", "postprocess", "gateway")
+TLS_DIR = "/etc/splitserve/tls"
 MEMORY = {"preprocess": ("256Mi", "512Mi"), "model": ("1Gi", "4Gi"), "postprocess": ("256Mi", "512Mi")}
 DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
 Obj = dict[str, Any]
@@ -41,6 +42,9 @@ class Options:
     backend: str = "onnx"
     autoscaler: str = "hpa"  # or "keda"
     prometheus_url: str = DEFAULT_PROMETHEUS
+    # A TLS Secret (`ca.crt`, `tls.crt`, `tls.key`, as cert-manager writes them) for mutual TLS
+    # between the gateway and the tiers; its certificate must name `<name>-tier`.
+    tier_tls_secret: str | None = None
 
 
 def resources(tier: str, device: str) -> Obj:
@@ -117,6 +121,8 @@ SCRAPE = {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT
 
 def deployment(o: Options, tier: str, device: str, replicas: int) -> Obj:
     tier_labels = labels(o, tier)
+    box = container(o, tier, device, serve_args(o, tier, device))
+    volumes = tier_tls(o, box, tier) if o.tier_tls_secret else []
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -129,7 +135,8 @@ def deployment(o: Options, tier: str, device: str, replicas: int) -> Obj:
                 # SIGTERM drains in-flight work for --grace-s (10 s) before the pod goes.
                 "spec": {
                     "terminationGracePeriodSeconds": 30,
-                    "containers": [container(o, tier, device, serve_args(o, tier, device))],
+                    "containers": [box],
+                    **({"volumes": volumes} if volumes else {}),
                 },
             },
         },
@@ -160,3 +167,35 @@ def disruption_budget(o: Options, name: str, selector: dict[str, str], tier_labe
         "metadata": metadata(o, name, tier_labels),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
     }
+
+
+def tier_tls(o: Options, box: Obj, tier: str) -> list[Obj]:
+    """Mount the Secret and turn on mutual TLS: a tier serves it and accepts only certificates the
+    Secret's CA signed; the gateway presents the Secret's certificate to the tiers. Returns the volumes."""
+    files = {k: f"{TLS_DIR}/{k}" for k in ("ca.crt", "tls.crt", "tls.key")}
+    if tier == "gateway":
+        flags = ["--tier-tls-ca", files["ca.crt"], "--tier-tls-cert", files["tls.crt"], "--tier-tls-key"]
+        flags += [files["tls.key"], "--tier-tls-server-name", f"{o.name}-tier"]
+    else:
+        flags = ["--tls-cert", files["tls.crt"], "--tls-key", files["tls.key"], "--tls-client-ca", files["ca.crt"]]
+    box["args"] = [*box["args"], *flags]
+    box["volumeMounts"] = [{"name": "tier-tls", "mountPath": TLS_DIR, "readOnly": True}]
+    return [{"name": "tier-tls", "secret": {"secretName": o.tier_tls_secret}}]
+
+
+def network_policies(o: Options) -> list[Obj]:
+    """The preprocess, model and postprocess pods take gRPC calls from the gateway's pods only (they
+    trust their callers: never expose them); their metrics port stays open to Prometheus."""
+    policies = []
+    for tier in TIERS[:-1]:
+        spec = {
+            "podSelector": {"matchLabels": labels(o, tier)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": labels(o, "gateway")}}], "ports": [{"port": "grpc"}]},
+                {"ports": [{"port": "metrics"}]},
+            ],
+        }
+        meta = metadata(o, f"{o.name}-{tier}", labels(o, tier))
+        policies.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta, "spec": spec})
+    return policies

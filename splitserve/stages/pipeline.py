@@ -22,12 +22,14 @@ RunModel = Callable[[dict[str, np.ndarray], dict[str, Any]], dict[str, np.ndarra
 class Pipeline:
     def __init__(self, pre: Preprocessor, run_model: RunModel, post: Postprocessor):
         self.pre, self.run_model, self.post = pre, run_model, post
+        self.last_truncated: list[str] = []
 
     def predict(self, records: Any, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Results as the gateway client returns them: [{"id": ..., <kind>: ...}, ...], or a
         templated bundle's rows."""
-        recs: list[Record] = to_records(records, extra=True)
+        recs: list[Record] = to_records(records, extra=True, local_files=True)  # the caller's own files
         encoded = self.pre.run(recs, params)
+        self.last_truncated = encoded.truncated  # the ids of the records truncation cut
         outputs = self.run_model(encoded.model_inputs, encoded.model_params)
         task_records = encoded.task_records if encoded.task_records is not None else recs
         results = self.post.run(task_records, params, outputs, encoded.context)

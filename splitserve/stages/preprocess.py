@@ -25,10 +25,15 @@ class Prepared(Encoded):
 
 class Preprocessor:
     def __init__(
-        self, config: ServingConfig, tokenizer: Any, limits: Limits | None = None, template: Template | None = None
+        self,
+        config: ServingConfig,
+        tokenizer: Any,
+        limits: Limits | None = None,
+        template: Template | None = None,
+        features: Any = None,
     ):
         self.task = get(config.task)
-        self.stage = Stage(config, tokenizer, limits or Limits())
+        self.stage = Stage(config, tokenizer, limits or Limits(), features)
         self.template = template
 
     @property
@@ -58,4 +63,4 @@ class Preprocessor:
         resolved = self.task.resolve(self.stage.config, task_params)
         self.task.check(self.stage, records, resolved)
         encoded = self.task.encode(self.stage, records, resolved)
-        return Prepared(encoded.model_inputs, encoded.context, encoded.model_params, task_records)
+        return Prepared(encoded.model_inputs, encoded.context, encoded.model_params, encoded.truncated, task_records)

@@ -12,6 +12,8 @@ from protos import splitserve_pb2 as pb
 from splitserve.core import codec
 from splitserve.core.errors import InvalidInput
 from splitserve.tasks import (
+    audio_classification,
+    automatic_speech_recognition,
     feature_extraction,
     fill_mask,
     generation,
@@ -30,6 +32,8 @@ TASKS: tuple[Task, ...] = (
     question_answering.TASK,
     zero_shot_classification.TASK,
     *generation.TASKS,
+    audio_classification.TASK,
+    automatic_speech_recognition.TASK,
 )
 NAMES = tuple(t.name for t in TASKS)
 _BY_KIND = {t.result_kind: t for t in reversed(TASKS)}  # a kind's first task maps it

@@ -39,6 +39,7 @@ class Encoded:
     context: dict[str, np.ndarray]  # what the postprocess stage needs besides model outputs
     # Scalars for the model tier (OIP request parameters): the generation params.
     model_params: dict[str, bool | int | float | str] = field(default_factory=dict)
+    truncated: list[str] = field(default_factory=list)  # the ids of the records truncation cut
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Stage:
     config: ServingConfig
     tokenizer: Any
     limits: Limits = Limits()
+    features: Any = None  # audio tasks: the bundle's feature extractor (numpy)
 
     def model_inputs(self, enc: Any) -> dict[str, np.ndarray]:
         """The graph's inputs from a tokenizer's output (token_type_ids zero where it has none)."""
@@ -109,6 +111,12 @@ class Batch:
         return [np.nonzero(mapping == i)[0] for i in range(n)]
 
 
+def truncated_ids(enc: Any, records: list[Record], rows: list[int] | None = None) -> list[str]:
+    """The ids of the records a tokenizer call cut (`rows`: the record of each row)."""
+    cut = {row if rows is None else rows[row] for row, e in enumerate(enc.encodings) if e.overflowing}
+    return [records[i].id for i in sorted(cut)]
+
+
 def softmax(x: np.ndarray) -> np.ndarray:
     shifted = np.exp(x - np.max(x, axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
@@ -137,7 +145,7 @@ def encode_texts(
         context["input_ids"] = enc["input_ids"].astype(np.int64)
         context["offset_mapping"] = enc["offset_mapping"].astype(np.int64)
         context["special_tokens_mask"] = enc["special_tokens_mask"].astype(np.int64)
-    return Encoded(model_inputs=stage.model_inputs(enc), context=context)
+    return Encoded(model_inputs=stage.model_inputs(enc), context=context, truncated=truncated_ids(enc, records))
 
 
 def _check_rows(name: str, array: np.ndarray, n: int) -> np.ndarray:

@@ -1,4 +1,6 @@
-"""feature-extraction: hidden states -> token embeddings (the pipeline's output) or one pooled vector."""
+"""feature-extraction: hidden states -> token embeddings (the pipeline's output) or one pooled vector
+(mean-pooled as sentence-transformers does, or the first token; pooled in the model tier:
+`splitserve.core.pooling`)."""
 
 from __future__ import annotations
 
@@ -8,28 +10,9 @@ import numpy as np
 
 from protos import splitserve_pb2 as pb
 from splitserve.core import params as P
+from splitserve.core.pooling import POOLED, pool
 from splitserve.core.records import Record
 from splitserve.tasks.base import TRUNCATION, Batch, Encoded, ExportFacts, Stage, Task, encode_texts
-
-
-def pooled(hidden: np.ndarray, mask: np.ndarray, pooling: str, normalize: bool) -> np.ndarray:
-    """One record's [T, H] hidden states (padded) and [T] attention mask -> float32 array.
-
-    pooling "none" gives [tokens, H] (the pipeline's output for this record), "mean" the
-    mask-weighted mean (sentence-transformers' mean pooling), "cls" the first token. normalize
-    divides by the L2 norm (torch.nn.functional.normalize's eps=1e-12).
-    """
-    tokens = hidden[mask.astype(bool)].astype(np.float32)
-    if pooling == "mean":
-        out = tokens.sum(axis=0) / max(float(len(tokens)), 1e-9)
-    elif pooling == "cls":
-        out = tokens[0]
-    else:
-        out = tokens
-    if normalize:
-        norm = np.linalg.norm(out, axis=-1, keepdims=True)
-        out = out / np.maximum(norm, 1e-12)
-    return out.astype(np.float32)
 
 
 class FeatureExtraction(Task):
@@ -41,16 +24,28 @@ class FeatureExtraction(Task):
     )
     result_kind = "embedding"
     example = [0.25, -0.5, 0.125]  # pooled; [tokens, hidden] with pooling "none"
-    export = ExportFacts("feature-extraction", ("last_hidden_state",), int8_gate=("min_cosine", "mean_cosine"))
+    export = ExportFacts(
+        "feature-extraction", ("last_hidden_state",), int8_gate=("min_cosine", "mean_cosine", "top1_agreement")
+    )
 
     def encode(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
-        return encode_texts(stage, records, p)
+        encoded = encode_texts(stage, records, p)
+        if p["pooling"] != "none":  # the model tier pools: one vector per record travels, not every token's
+            encoded.model_params = {"pooling": p["pooling"], "normalize": p["normalize"]}
+        return encoded
 
     def decode(self, stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+        if POOLED in batch.outputs:
+            vectors = batch.output(POOLED)
+            return [{"embedding": vectors[i].astype(np.float32)} for i in range(len(batch.records))]
         hidden, mask = batch.output(stage.config.model_outputs[0]), batch.ctx("attention_mask")
-        return [
-            {"embedding": pooled(hidden[i], mask[i], p["pooling"], p["normalize"])} for i in range(len(batch.records))
-        ]
+        if p["pooling"] != "none":  # a model tier that returned token vectors (a direct OIP client's request)
+            vectors = pool(hidden, mask, p["pooling"], p["normalize"])
+            return [{"embedding": vectors[i]} for i in range(len(batch.records))]
+        tokens = [hidden[i][mask[i].astype(bool)].astype(np.float32) for i in range(len(batch.records))]
+        if p["normalize"]:
+            tokens = [t / np.maximum(np.linalg.norm(t, axis=-1, keepdims=True), 1e-12) for t in tokens]
+        return [{"embedding": t} for t in tokens]
 
     def to_pb(self, value: Any) -> pb.Embedding:
         array = np.asarray(value, dtype=np.float32)

@@ -15,7 +15,7 @@ from protos import splitserve_pb2 as pb
 from splitserve.core import params as P
 from splitserve.core.errors import InvalidInput, record_label
 from splitserve.core.records import Record
-from splitserve.tasks.base import TRUNCATION, Batch, Encoded, ExportFacts, Stage, Task, softmax
+from splitserve.tasks.base import TRUNCATION, Batch, Encoded, ExportFacts, Stage, Task, softmax, truncated_ids
 
 log = logging.getLogger("splitserve.fill_mask")
 
@@ -123,7 +123,7 @@ class FillMask(Task):
                     )
                 raise InvalidInput(f"{where}: field 'text' has no mask token {tok.mask_token!r}")
         context = {"input_ids": ids, "attention_mask": enc["attention_mask"].astype(np.int64)}
-        return Encoded(model_inputs=stage.model_inputs(enc), context=context)
+        return Encoded(model_inputs=stage.model_inputs(enc), context=context, truncated=truncated_ids(enc, records))
 
     def decode(self, stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
         logits = batch.output(stage.config.model_outputs[0])

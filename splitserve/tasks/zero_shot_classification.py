@@ -11,7 +11,7 @@ from protos import splitserve_pb2 as pb
 from splitserve.core import params as P
 from splitserve.core.errors import InvalidInput, record_label
 from splitserve.core.records import Record
-from splitserve.tasks.base import ROW_RECORD, TRUNCATION, Batch, Encoded, ExportFacts, Stage, Task
+from splitserve.tasks.base import ROW_RECORD, TRUNCATION, Batch, Encoded, ExportFacts, Stage, Task, truncated_ids
 
 
 def _labels(name: str, value: Any) -> list[str] | None:
@@ -130,7 +130,9 @@ class ZeroShotClassification(Task):
             ROW_RECORD: np.asarray(rows, dtype=np.int64),
             "attention_mask": enc["attention_mask"].astype(np.int64),
         }
-        return Encoded(model_inputs=stage.model_inputs(enc), context=context)
+        return Encoded(
+            model_inputs=stage.model_inputs(enc), context=context, truncated=truncated_ids(enc, records, rows)
+        )
 
     def decode(self, stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
         logits = batch.output(stage.config.model_outputs[0])

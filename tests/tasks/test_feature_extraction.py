@@ -75,3 +75,63 @@ def test_pyfunc_predict_equals_gateway(tiny_bundles) -> None:
         remote = {r["id"]: r for r in client.predict(frame, params=params)}
     for _, row in scored.iterrows():
         np.testing.assert_allclose(np.asarray(row["embedding"]), np.asarray(remote[row["id"]]["embedding"]), atol=1e-6)
+
+
+def test_the_model_tier_pools(tiny_bundles) -> None:
+    """With `pooling`, the model tier answers one vector per row (`pooled`), not every token's, and
+    equals what pooling the token vectors gives; bad pooling parameters are refused."""
+    import grpc
+
+    from protos import grpc_predict_v2_pb2 as oip
+    from protos import grpc_predict_v2_pb2_grpc as oip_grpc
+    from splitserve.core.pooling import pool
+
+    exported = tiny_bundles[(TASK, "bert")]
+    ids = np.array([[101, 7592, 2088, 102], [101, 7592, 102, 0]], dtype=np.int64)
+    mask = (ids != 0).astype(np.int64)
+
+    def request(**parameters) -> oip.ModelInferRequest:
+        r = oip.ModelInferRequest(model_name=f"tiny-{TASK}-bert")
+        for name, array in (("input_ids", ids), ("attention_mask", mask), ("token_type_ids", np.zeros_like(ids))):
+            r.inputs.add(name=name, datatype="INT64", shape=list(array.shape))
+            r.raw_input_contents.append(array.tobytes())
+        for key, value in parameters.items():
+            field = "bool_param" if isinstance(value, bool) else "string_param"
+            setattr(r.parameters[key], field, value)
+        return r
+
+    def array(response) -> np.ndarray:
+        out = response.outputs[0]
+        return np.frombuffer(response.raw_output_contents[0], dtype=np.float32).reshape(list(out.shape))
+
+    with Stack(exported.local_dir) as stack, grpc.insecure_channel(stack.addresses["model"]) as channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        hidden = array(stub.ModelInfer(request()))
+        pooled = stub.ModelInfer(request(pooling="mean", normalize=True))
+        assert pooled.outputs[0].name == "pooled" and list(pooled.outputs[0].shape) == [2, hidden.shape[-1]]
+        np.testing.assert_allclose(array(pooled), pool(hidden, mask, "mean", True), atol=1e-6)
+        assert pooled.ByteSize() < stub.ModelInfer(request()).ByteSize() / 2
+        for bad, message in (
+            ({"pooling": "max"}, "expected one of ['mean', 'cls']"),
+            ({"normalize": True}, "needs 'pooling'"),
+        ):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ModelInfer(request(**bad))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in err.value.details()
+
+
+def test_torch_backend_in_bfloat16(minilm_bundle) -> None:
+    """`--backend torch --dtype bf16`: the real MiniLM in bfloat16 keeps its fp32 sentence vectors
+    (cosine >= 0.99; bfloat16 has about three significant digits)."""
+    sentences = ["Florida has nice beaches", "Elon Musk owns Tesla", *TEXTS[1:4]]
+    params = {"pooling": "mean", "normalize": True}
+    with Stack(minilm_bundle.local_dir) as stack, Client(stack.gateway) as client:
+        fp32 = np.asarray([r["embedding"] for r in client.predict(sentences, params=params)])
+    with (
+        Stack(minilm_bundle.local_dir, model={"backend": "torch", "dtype": "bf16"}) as stack,
+        Client(stack.gateway) as client,
+    ):
+        bf16 = np.asarray([r["embedding"] for r in client.predict(sentences, params=params)])
+    cosines = (fp32 * bf16).sum(axis=1)
+    assert cosines.min() >= 0.99, cosines
+    assert not np.allclose(fp32, bf16, atol=1e-6)  # it did run in bfloat16

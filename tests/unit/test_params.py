@@ -28,7 +28,8 @@ def test_every_task_has_rows_with_known_kinds_and_valid_defaults() -> None:
 
 @pytest.mark.parametrize("task", [t.name for t in tasks.TASKS if not t.streams])
 def test_resolve_gives_every_param(task: str) -> None:
-    resolved = tasks.get(task).resolve(config(task), {})
+    generates = any(p.name == "max_new_tokens" for p in tasks.get(task).params)  # speech recognition
+    resolved = tasks.get(task).resolve(config(task, generation=generation_info() if generates else None), {})
     assert set(resolved) == {p.name for p in tasks.get(task).params}
 
 

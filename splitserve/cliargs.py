@@ -1,0 +1,130 @@
+"""Command-line conventions shared by the `splitserve` subcommands: KEY=VALUE flags given once per
+value, replica counts, deprecated spellings kept for one release (with a note), and checks that
+fail before anything starts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import socket
+import sys
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+
+# Flags that take KEY=VALUE, one per occurrence (`--param a=1 --param b=2`). The old spelling with
+# several values after one flag (`--param a=1 b=2`) swallowed the positional arguments that
+# followed; it still works for one release (`legacy_kv`), with a note.
+KV_FLAGS = ("--param", "--set", "--quality", "--replicas")
+_KEY_VALUE = re.compile(r"[A-Za-z_][\w.-]*=")
+TIERS = ("preprocess", "model", "postprocess")
+
+
+def legacy_kv(argv: list[str]) -> list[str]:
+    """`--param a=1 b=2 TEXT` -> `--param a=1 --param b=2 TEXT` (the deprecated spelling)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        out.append(arg)
+        i += 1
+        if arg in KV_FLAGS and i < len(argv):
+            out.append(argv[i])  # its own value
+            i += 1
+            while i < len(argv) and _KEY_VALUE.match(argv[i]):
+                print(
+                    f"note: write {arg} before each KEY=VALUE ({argv[i]}); one {arg} for several is deprecated",
+                    file=sys.stderr,
+                )
+                out += [arg, argv[i]]
+                i += 1
+    return out
+
+
+def count(text: str) -> int:
+    """A replica count: a whole number, at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def renamed(old: str, new: str, value: Any) -> Any:
+    """A deprecated flag's value, with a note saying what replaces it."""
+    if value is not None:
+        print(f"note: {old} is deprecated; use {new}", file=sys.stderr)
+    return value
+
+
+def replicas(given: dict[str, Any], legacy: dict[str, int | None]) -> dict[str, int]:
+    """`up`'s replica counts from --replicas TIER=N (`given`) and the deprecated --pre/--model/--post."""
+    counts = dict.fromkeys(TIERS, 1)
+    for tier, value in given.items():
+        if tier not in counts:
+            raise SystemExit(f"error: --replicas {tier}=...: the tiers are {', '.join(TIERS)}")
+        try:
+            counts[tier] = count(str(value))
+        except argparse.ArgumentTypeError as exc:
+            raise SystemExit(f"error: --replicas {tier}: {exc}") from None
+    for flag, tier in (("pre", "preprocess"), ("model", "model"), ("post", "postprocess")):
+        value = renamed(f"--{flag} N", f"--replicas {tier}=N", legacy.get(flag))
+        if value is not None:
+            counts[tier] = value
+    return counts
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail now, before anything starts, if the address cannot be bound."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        what = f"port {port} on {host}" if port else host
+        raise SystemExit(
+            f"error: cannot listen on {what}: {exc.strerror or exc}; choose another --host/--port"
+        ) from None
+
+
+def add_settings_flags(
+    parser: argparse.ArgumentParser, settings_cls: type[BaseModel], positional: tuple[str, ...] = ()
+) -> None:
+    """One flag per settings field (`max_records` -> `--max-records`), help from its description,
+    with the field's env var (`SPLITSERVE_<TIER>_MAX_RECORDS`)."""
+    prefix = str(settings_cls.model_config.get("env_prefix", ""))
+    for name, info in settings_cls.model_fields.items():
+        help_text = f"{info.description or ''} [env {prefix}{name.upper()}]"
+        if name in positional:
+            parser.add_argument(name, help=help_text)
+            continue
+        flag = "--" + name.replace("_", "-")
+        annotation = info.annotation
+        origin = typing.get_origin(annotation)
+        if annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif origin is list:
+            parser.add_argument(flag, dest=name, nargs="+", default=None, help=help_text)
+        elif origin is typing.Literal:
+            parser.add_argument(flag, dest=name, choices=typing.get_args(annotation), default=None, help=help_text)
+        else:
+            kind = float if annotation is float else int if annotation in (int, int | None) else str
+            parser.add_argument(flag, dest=name, type=kind, default=None, help=f"{help_text} (default: {info.default})")
+
+
+def settings_from_args(settings_cls: type[BaseModel], args: argparse.Namespace) -> Any:
+    given = {k: v for k, v in vars(args).items() if k in settings_cls.model_fields and v is not None}
+    return settings_cls(**given)
+
+
+def parse_kv(items: list[str] | None) -> dict[str, Any]:
+    """`key=value` pairs; values are read as JSON when they parse (numbers, true, lists), else strings."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out

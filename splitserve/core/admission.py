@@ -1,0 +1,73 @@
+"""Admission control counted in work (records, tokens), not requests.
+
+A tier admits a request while the work already admitted, plus its own, is under a hard limit and
+would finish within the request's deadline at the rate recent requests were served. A request
+that cannot make its deadline is refused at once (`Overloaded`, RESOURCE_EXHAUSTED: retry later or
+elsewhere) instead of queueing until it times out, so that under overload refusals stay fast and
+the requests that are admitted finish in time.
+
+The rate is learnt from completed requests (Little's law, per request: the work that was ahead of
+it plus its own, over its latency), smoothed; until a request has completed only the hard limit
+applies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+from splitserve.core.errors import Overloaded
+
+SMOOTHING = 0.3  # weight of the newest request in the rate estimate
+# Admit only if the estimated time is under this share of the time left: the rate is learnt from
+# requests that finished, and under overload the rate falls while they are in flight.
+HEADROOM = 0.5
+
+
+class Admission:
+    def __init__(self, limit: int | None, unit: str, where: str, setting: str = ""):
+        """`limit`: the most units admitted at once (None: only the deadline limits); `unit`
+        ("records", "tokens"), `where` ("gateway") and `setting` (the limit's name) word the refusals."""
+        self.limit, self.unit, self.where, self.setting = limit, unit, where, setting
+        self.admitted = 0  # units in progress
+        self.rate: float | None = None  # units per second, once learnt
+
+    def estimate_s(self, units: int) -> float | None:
+        """Seconds the admitted work plus `units` more would take at the learnt rate."""
+        return None if self.rate is None else (self.admitted + units) / self.rate
+
+    def check(self, units: int, time_left_s: float | None) -> None:
+        """Refuse `units` of work that would go over the limit or past the deadline."""
+        if self.limit is not None and self.admitted and self.admitted + units > self.limit:
+            raise Overloaded(
+                f"{self.where} is full: {self.admitted} {self.unit} in progress, {units} more asked, "
+                f"{self.setting} {self.limit}; retry later"
+            )
+        estimate = self.estimate_s(units)
+        if self.admitted and time_left_s is not None and estimate is not None and estimate > HEADROOM * time_left_s:
+            raise Overloaded(
+                f"{self.where} is busy: the {self.admitted} {self.unit} ahead would take about {estimate:.2f}s, "
+                f"past this request's deadline (in {time_left_s:.2f}s); retry later"
+            )
+
+    @contextlib.contextmanager
+    def admit(self, units: int, time_left_s: float | None) -> Iterator[None]:
+        """Hold `units` while the block runs; a block that completes teaches the rate."""
+        self.check(units, time_left_s)
+        ahead = self.admitted
+        self.admitted += units
+        start = time.perf_counter()
+        completed = False
+        try:
+            yield
+            completed = True
+        finally:
+            self.admitted -= units
+            elapsed = time.perf_counter() - start
+            if elapsed > 0:
+                sample = (ahead + units) / elapsed
+                # A request that failed (its deadline passed, its caller left) still says something:
+                # the work ahead of it was not done in `elapsed`, so the rate is at most `sample`.
+                if completed or (self.rate is not None and sample < self.rate):
+                    self.rate = sample if self.rate is None else (1 - SMOOTHING) * self.rate + SMOOTHING * sample

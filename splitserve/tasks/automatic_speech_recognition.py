@@ -1,0 +1,264 @@
+"""automatic-speech-recognition, two kinds of model, as the pipeline runs them:
+
+- Whisper-style speech encoder-decoders (the bundle has a `generation` section): each record's
+  audio -> Whisper's log-mel features (numpy) -> the decoding loop in the model tier (Optimum's
+  encoder + merged decoder, the decoder prompted with the model's start, language, task and
+  no-timestamps tokens, its suppressed tokens never chosen) -> text. One window per record (30 s
+  for Whisper): longer audio is refused (chunking and long-form transcription are not implemented).
+- CTC models (Wav2Vec2ForCTC): each record's normalized waveform, or with `chunk_length_s` its
+  overlapping chunks (one model row each, `stride_length_s` on both sides) -> logits -> the argmax
+  of every frame (the strides cut off) -> the CTC tokenizer's text; `return_timestamps` "char" or
+  "word" gives `chunks` with their start and end in seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from protos import splitserve_pb2 as pb
+from splitserve.core import generation as G
+from splitserve.core import params as P
+from splitserve.core.bundle import ServingConfig
+from splitserve.core.errors import InvalidInput
+from splitserve.core.records import Record
+from splitserve.tasks.audio_classification import normalized, padded_rows, waveforms
+from splitserve.tasks.base import ROW_RECORD, Batch, Encoded, ExportFacts, Stage, Task
+
+FEATURES = "input_features"
+GENERATION = tuple(p for p in G.PARAMS if p.name != "stop")  # Whisper: the pipeline's generate_kwargs
+
+
+def _seconds(name: str, value: Any) -> float | None:
+    return None if value is None else _non_negative(name, value)
+
+
+def _non_negative(name: str, value: Any) -> float:
+    checked = P.number(name, value)
+    if checked < 0:
+        raise InvalidInput(f"param {name!r}: expected a number >= 0, got {value!r}")
+    return checked
+
+
+def _timestamps(name: str, value: Any) -> str | None:
+    if value is None or value is False:
+        return None
+    if value in ("char", "word"):
+        return str(value)
+    raise InvalidInput(f'param {name!r}: expected "char", "word" or false (CTC models), got {value!r}')
+
+
+CTC_PARAMS = (
+    P.Param("chunk_length_s", _seconds, None, "double"),  # null or 0: the whole record at once
+    P.Param("stride_length_s", _seconds, None, "double"),  # null: chunk_length_s / 6, on both sides
+    P.Param("return_timestamps", _timestamps, None, "string"),
+)
+PARAMS = (*GENERATION, *CTC_PARAMS)
+
+
+def _info(config: ServingConfig) -> G.GenerationInfo:
+    if config.generation is None:
+        raise RuntimeError(f"bundle {config.name!r} of task {config.task} has no generation section")
+    return config.generation
+
+
+def log_mel(features: Any, wave: np.ndarray) -> np.ndarray:
+    """Whisper's input_features of one record, [mel bins, frames]: the waveform zero-padded to the
+    window, then the feature extractor's numpy log-mel (the pipeline's, which runs torch's STFT
+    where torch is installed: equal within 1e-5)."""
+    padded = np.zeros(features.n_samples, dtype=np.float32)
+    padded[: wave.size] = wave[: features.n_samples]
+    return np.asarray(features._np_extract_fbank_features(padded[None], "cpu")[0], dtype=np.float32)
+
+
+class AutomaticSpeechRecognition(Task):
+    name = "automatic-speech-recognition"
+    params = PARAMS
+    required = ("audio",)
+    fields = ("audio", "sampling_rate")
+    result_kind = "transcription"
+    example = {"text": " Hello world.", "token_ids": [2425, 1002, 13, 50257]}
+    decodes_tokens = True
+    multi_row = True  # CTC: a record's chunks
+    export = ExportFacts(
+        "automatic-speech-recognition-with-past",
+        ("logits",),
+        parity="audio-seq2seq",
+        graphs=("encoder_model.onnx", "decoder_model_merged.onnx"),
+    )
+
+    def resolve(self, config: ServingConfig, params: dict[str, Any] | None) -> dict[str, Any]:
+        params = dict(params or {})
+        unknown = sorted(set(params) - {p.name for p in PARAMS})
+        if unknown:
+            raise InvalidInput(
+                f"unknown param(s) {unknown} for task {self.name}; accepted: {sorted(p.name for p in PARAMS)}"
+            )
+        mine, theirs = (GENERATION, CTC_PARAMS) if config.generation is not None else (CTC_PARAMS, GENERATION)
+        # Their defaults are accepted (MLflow's pyfunc passes every param of the signature).
+        unused = sorted(p.name for p in theirs if p.name in params and params[p.name] not in (None, p.default))
+        if unused:
+            kind = "a Whisper-style model (audio past its window is refused)" if config.generation else "a CTC model"
+            raise InvalidInput(f"param(s) {unused} are not used by {kind}")
+        names = {p.name for p in mine}
+        own, defaults = (
+            {k: v for k, v in params.items() if k in names},
+            {k: v for k, v in config.defaults.items() if k in names},
+        )
+        if config.generation is None:
+            resolved = P.resolve(CTC_PARAMS, own, defaults, self.name)
+            if resolved["stride_length_s"] is not None and not resolved["chunk_length_s"]:
+                raise InvalidInput("param 'stride_length_s' needs 'chunk_length_s'")
+            return {**{p.name: p.default for p in GENERATION}, **resolved}
+        resolved = {**G.resolve(_info(config), GENERATION, own, defaults, self.name, None)}
+        resolved.update(dict.fromkeys(p.name for p in CTC_PARAMS))
+        prompt = len(_info(config).decoder_prompt_ids)
+        if prompt + resolved["max_new_tokens"] > config.max_length:
+            raise InvalidInput(
+                f"param 'max_new_tokens': {resolved['max_new_tokens']} new tokens after the {prompt} tokens of the "
+                f"decoder's prompt exceed the model's {config.max_length} decoder positions"
+            )
+        return resolved
+
+    def signature_defaults(self, config: ServingConfig) -> dict[str, Any]:
+        if config.generation is None:
+            return config.defaults
+        resolved = self.resolve(config, {})
+        return {name: resolved[name] for name in G.MODEL_DEFAULTS if name in resolved} | config.defaults
+
+    def encode(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
+        if stage.config.generation is None:
+            return ctc_encode(stage, records, p)
+        rows = [log_mel(stage.features, wave) for wave in waveforms(stage, records)]
+        decoding = G.GenerationParams.of({**p, "stop": []}, [], _info(stage.config))
+        context = {ROW_RECORD: np.arange(len(rows), dtype=np.int64)}
+        return Encoded(model_inputs={FEATURES: np.stack(rows)}, context=context, model_params=decoding.to_oip())
+
+    def decode(self, stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+        """Whisper: the pipeline's decoding (`_decode_asr`) of each row's new tokens, special
+        tokens skipped. CTC: see `ctc_decode`."""
+        if stage.config.generation is None:
+            return ctc_decode(stage, batch, p)
+        results = []
+        for row in batch.output(G.OUTPUT):
+            new = row[row >= 0].tolist()  # -1 pads the rows that stopped early
+            text, _ = stage.tokenizer._decode_asr(
+                [{"tokens": np.asarray([new], dtype=np.int64)}],
+                return_timestamps=None,
+                return_language=None,
+                time_precision=0.02,  # Whisper's 30 s / 1500 encoder positions; read for timestamps only
+            )
+            results.append({"transcription": {"text": text, "token_ids": new}})
+        return results
+
+    def to_pb(self, value: Any) -> pb.Transcription:
+        chunks = [
+            pb.TextChunk(text=c["text"], start=c["timestamp"][0], end=c["timestamp"][1])
+            for c in value.get("chunks", [])
+        ]
+        return pb.Transcription(text=value["text"], token_ids=[int(t) for t in value["token_ids"]], chunks=chunks)
+
+    def from_pb(self, message: pb.Transcription) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": message.text, "token_ids": list(message.token_ids)}
+        if message.chunks:
+            out["chunks"] = [{"text": c.text, "timestamp": (c.start, c.end)} for c in message.chunks]
+        return out
+
+
+CHUNK = "chunk_stride"  # context: each row's (logit frames, left stride, right stride), as the pipeline rescales them
+SAMPLES = "row_samples"  # context: each row's samples
+
+
+def chunks_of(wave: np.ndarray, chunk_len: int, left: int, right: int) -> list[tuple[np.ndarray, tuple[int, int, int]]]:
+    """transformers' `chunk_iter`: overlapping chunks and their (samples, left, right) strides."""
+    out = []
+    step = chunk_len - left - right
+    for start in range(0, wave.shape[0], step):
+        end = start + chunk_len
+        chunk = wave[start:end]
+        stride_left = 0 if start == 0 else left
+        last = end >= wave.shape[0]
+        stride = (chunk.shape[0], stride_left, 0 if last else right)
+        if chunk.shape[0] > stride_left:
+            out.append((chunk, stride))
+        if last:
+            break
+    return out
+
+
+def ctc_encode(stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
+    """One row per record, or per chunk with `chunk_length_s` (the pipeline's chunk_iter, lengths
+    aligned to the model's samples per logit frame); each row normalized on its own."""
+    config, rate = stage.config, int(stage.config.sampling_rate or stage.features.sampling_rate)
+    align = int(np.prod([s for _, s in config.conv_layers])) or 1
+    rows, strides, owners = [], [], []
+    for i, wave in enumerate(waveforms(stage, records)):
+        if p["chunk_length_s"]:
+            stride_s = p["stride_length_s"] if p["stride_length_s"] is not None else p["chunk_length_s"] / 6
+            chunk_len = int(round(p["chunk_length_s"] * rate / align) * align)
+            side = int(round(stride_s * rate / align) * align)
+            if chunk_len <= 2 * side:
+                raise InvalidInput("param 'chunk_length_s' must be longer than twice 'stride_length_s'")
+            pieces = chunks_of(wave, chunk_len, side, side)
+        else:
+            pieces = [(wave, (wave.shape[0], 0, 0))]
+        for chunk, stride in pieces:
+            rows.append(normalized(stage, chunk))
+            strides.append(stride)
+            owners.append(i)
+    context = {
+        ROW_RECORD: np.asarray(owners, dtype=np.int64),
+        CHUNK: np.asarray([_rescale(s, align) for s in strides], dtype=np.int64),
+        SAMPLES: np.asarray([r.size for r in rows], dtype=np.int64),
+    }
+    return Encoded(model_inputs=padded_rows(rows), context=context)
+
+
+def _rescale(stride: tuple[int, int, int], align: int) -> tuple[int, int, int]:
+    """transformers' `rescale_stride`: from samples to logit frames."""
+    samples, left, right = stride
+    frames = int(round(samples / align))
+    return frames, int(round(left / samples * frames)), int(round(right / samples * frames))
+
+
+def frames_of(config: ServingConfig, samples: int) -> int:
+    """The logit frames of a row of `samples` (the feature encoder's convolutions)."""
+    for kernel, stride in config.conv_layers:
+        samples = (samples - kernel) // stride + 1
+    return int(samples)
+
+
+def ctc_decode(stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each record: the argmax of every frame of its rows, the strides cut off, concatenated, as
+    the CTC tokenizer decodes them (special tokens kept, as the pipeline keeps them)."""
+    logits = batch.output(stage.config.model_outputs[0])
+    strides, samples = batch.ctx(CHUNK), batch.ctx(SAMPLES)
+    tokenizer, results = stage.tokenizer, []
+    for rows in batch.record_rows():
+        ids: list[int] = []
+        for r in rows:
+            tokens = logits[r, : frames_of(stage.config, int(samples[r]))].argmax(axis=-1)
+            total, left, right = (int(x) for x in strides[r])
+            ids += tokens[left : total - right].tolist()
+        value: dict[str, Any] = {"text": tokenizer.decode(ids, skip_special_tokens=False), "token_ids": ids}
+        if p["return_timestamps"]:
+            offsets = tokenizer.decode(ids, skip_special_tokens=False, output_char_offsets=True)["char_offsets"]
+            if p["return_timestamps"] == "word":
+                offsets = tokenizer._get_word_offsets(offsets, tokenizer.replace_word_delimiter_char)
+            ratio, rate = (
+                int(np.prod([s for _, s in stage.config.conv_layers])),
+                int(stage.config.sampling_rate or 16000),
+            )
+            value["chunks"] = [
+                {
+                    "text": o[p["return_timestamps"]],
+                    "timestamp": (o["start_offset"] * ratio / rate, o["end_offset"] * ratio / rate),
+                }
+                for o in offsets
+            ]
+        results.append({"transcription": value})
+    return results
+
+
+TASK = AutomaticSpeechRecognition()

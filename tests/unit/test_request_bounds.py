@@ -1,0 +1,84 @@
+"""What bounds a request, without servers: shapes checked before arithmetic, echoed values and status
+messages cut short, the size and token estimates, admission in units of work. Issue 11."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from splitserve.core import codec, limits
+from splitserve.core.admission import Admission
+from splitserve.core.errors import InvalidInput, Overloaded, record_label, shown
+from splitserve.core.grpc_server import MAX_DETAILS_CHARS, status_of
+from splitserve.core.tensors import check_shape, from_raw
+
+
+def test_overflowing_shapes_are_refused_before_arithmetic() -> None:
+    """Defect 4: np.prod([2**32, 2**32]) wraps to 0 in int64, which matched empty bytes."""
+    with pytest.raises(InvalidInput, match=r"shape \[4294967296, 4294967296\] is too large"):
+        from_raw("input_ids", "INT64", [2**32, 2**32], b"")
+    with pytest.raises(InvalidInput, match=r"0 bytes do not fit shape \[65536, 65536\] of INT64"):
+        from_raw("input_ids", "INT64", [2**16, 2**16], b"")
+    with pytest.raises(InvalidInput, match="negative dimension"):
+        from_raw("x", "INT64", [-1, 0], b"")
+    with pytest.raises(InvalidInput, match="9 dimensions; at most 8"):
+        check_shape("x", [1] * 9)
+    assert check_shape("x", [0, 2**40]) == ((0, 2**40), 0)
+
+
+@given(st.lists(st.integers(0, 2**62), min_size=0, max_size=9), st.binary(max_size=64))
+def test_from_raw_never_fails_unexpectedly(shape: list[int], raw: bytes) -> None:
+    try:
+        array = from_raw("t", "INT64", shape, raw)
+    except InvalidInput:
+        return
+    assert array.size * 8 == len(raw) and list(array.shape) == shape
+
+
+def test_echoed_values_are_cut() -> None:
+    """Defect 5: a record id or param value was repeated whole in messages."""
+    assert shown("x" * 1000) == "'" + "x" * 62 + "…"
+    assert len(shown("x" * 1000)) == 64
+    assert record_label(3, "a7") == "record 3 (id='a7')"
+    assert len(record_label(0, "y" * 10_000)) < 100
+    code, message = status_of(InvalidInput("z" * 100_000))
+    assert len(message) == MAX_DETAILS_CHARS and message.endswith("…")
+
+
+def test_non_finite_params_survive_the_wire_for_their_validators() -> None:
+    """Defect 3: json_format raised on NaN/Infinity (INTERNAL) before any validator saw them."""
+    got = codec.params_from_struct(codec.params_to_struct({"a": math.nan, "b": math.inf, "c": [1, {"d": None}]}))
+    assert math.isnan(got["a"]) and got["b"] == math.inf and got["c"] == [1.0, {"d": None}]
+
+
+def test_size_estimates() -> None:
+    shapes = {"last_hidden_state": [-1, -1, 384]}
+    assert limits.output_bytes(shapes, 6, 512) == 6 * 512 * 384 * 4
+    assert limits.output_bytes({"logits": [-1, 2]}, 10, 512) == 10 * 2 * 4
+    assert limits.output_bytes({"generated_ids": [-1, -1]}, 4, 100, new_tokens=32) == 4 * 32 * 8
+    with pytest.raises(InvalidInput, match=r"the model outputs would be 100.0 MiB; the limit is 64.0 MiB"):
+        limits.check_message("the model outputs", 100 * 2**20, 64 * 2**20)
+    inputs = {"input_ids": np.zeros((300, 512), np.int64)}
+    with pytest.raises(InvalidInput, match=r"300 rows of 512 tokens \(153600\); the limit is 131072 tokens"):
+        limits.check_request_tokens(inputs, limits.MAX_REQUEST_TOKENS)
+
+
+def test_admission_refuses_what_cannot_make_its_deadline() -> None:
+    """Defect 7: admission counts units of work and refuses, at once, what would finish past the
+    request's deadline at the rate recent requests were served."""
+    gate = Admission(1000, "records", "gateway", "max_in_flight_records")
+    with gate.admit(10, None):
+        time.sleep(0.05)  # taught: about 10 records in 0.05 s, 200 records/s
+    assert gate.rate is not None and 50 < gate.rate < 250
+    with gate.admit(100, 5.0):  # 100 in flight: ~0.5 s of work at 200/s
+        with pytest.raises(Overloaded, match="past this request's deadline"):
+            gate.check(100, 0.2)
+        gate.check(100, 30.0)  # a patient request is admitted
+        with pytest.raises(Overloaded, match="max_in_flight_records 1000"):
+            gate.check(901, 30.0)
+    gate.check(5000, 0.001)  # nothing in progress: always admitted (its size is checked elsewhere)
