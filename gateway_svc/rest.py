@@ -8,7 +8,9 @@
     GET  /health/live, /health/ready     (open without a token, as gRPC health is)
     and the OpenAI-compatible routes (`gateway_svc.openai`).
 
-Records, params and results are the gRPC API's, as `splitserve.client` shows them. Every route
+Records, params and results are the gRPC API's, as `splitserve.client` shows them; JSON has no
+bytes, so an audio record's file travels as `"audio": {"b64": "<base64 of the file>"}` (or as
+samples: `"audio": [floats], "sampling_rate": 16000`). Never a path or a URL. Every route
 runs the gRPC handlers themselves (`GatewayTier.Predict`, `PredictStream`, `Info`) with an
 `HttpCall` standing in for the gRPC call: the same admission, tokens, deadlines, orchestration
 and errors (HTTP statuses from the one error table). Where the time went comes back as the gRPC
@@ -17,6 +19,8 @@ trailing metadata's names (`splitserve-model-us`, ...), as response headers.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -48,6 +52,24 @@ def checked_object(body: Any, known: set[str], what: str) -> dict[str, Any]:
     return body
 
 
+def json_records(records: Any) -> Any:
+    """The records of a JSON body, an audio file's base64 (`{"b64": ...}`) decoded to its bytes."""
+    if not isinstance(records, list):
+        return records  # to_records says what is wrong with it
+    out = []
+    for i, record in enumerate(records):
+        audio = record.get("audio") if isinstance(record, dict) else None
+        if isinstance(audio, dict):
+            if set(audio) != {"b64"} or not isinstance(audio["b64"], str):
+                raise InvalidInput(f'record {i}: field \'audio\' as an object must be {{"b64": "<base64 of the file>"}}')
+            try:
+                record = {**record, "audio": base64.b64decode(audio["b64"], validate=True)}
+            except (binascii.Error, ValueError):
+                raise InvalidInput(f"record {i}: field 'audio': 'b64' is not valid base64") from None
+        out.append(record)
+    return out
+
+
 def build_app(tier: Any) -> Any:
     """The Starlette app of a `GatewayTier` (its gRPC handlers do the work)."""
     from starlette.applications import Starlette
@@ -59,7 +81,8 @@ def build_app(tier: Any) -> Any:
         body = checked_object(await read_json(request), PREDICT_FIELDS, "/v1/predict")
         if "records" not in body:
             raise InvalidInput("/v1/predict: field 'records' is missing")
-        message = codec.predict_request(body["records"], body.get("params"), str(body.get("model") or ""))
+        records = json_records(body["records"])
+        message = codec.predict_request(records, body.get("params"), str(body.get("model") or ""))
         call = HttpCall(request)
         if body.get("stream"):
             return await event_stream(stream_events(tier, message, call), lambda c, m: error_json(c.name, m))
