@@ -61,7 +61,9 @@ def json_records(records: Any) -> Any:
         audio = record.get("audio") if isinstance(record, dict) else None
         if isinstance(audio, dict):
             if set(audio) != {"b64"} or not isinstance(audio["b64"], str):
-                raise InvalidInput(f'record {i}: field \'audio\' as an object must be {{"b64": "<base64 of the file>"}}')
+                raise InvalidInput(
+                    f'record {i}: field \'audio\' as an object must be {{"b64": "<base64 of the file>"}}'
+                )
             try:
                 record = {**record, "audio": base64.b64decode(audio["b64"], validate=True)}
             except (binascii.Error, ValueError):

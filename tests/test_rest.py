@@ -137,7 +137,7 @@ def test_errors_health_and_info(tiny_bundles) -> None:
             ({"params": {}}, "field 'records' is missing"),
             ({"records": ["x"], "params": [1]}, "params must be an object"),
             ({"records": [{"audio": {"b64": "%%"}}]}, "record 0: field 'audio': 'b64' is not valid base64"),
-            ({"records": [{"audio": {"url": "http://x"}}]}, "as an object must be {\"b64\""),
+            ({"records": [{"audio": {"url": "http://x"}}]}, 'as an object must be {"b64"'),
         ):
             response = post(stack, body)
             assert response.status_code == 400 and message in response.json()["error"]["message"], response.text
