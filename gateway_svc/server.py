@@ -67,6 +67,8 @@ class GatewayTier(pb_grpc.GatewayServicer):
         self.info: pb.TierInfo | None = None
         self.channels: list[grpc.aio.Channel] = []
         self.tokens: list[bytes] | None = None
+        self.held: dict[str, list[str]] = {}  # the versions each tier holds, at the last refresh
+        self._refresher: asyncio.Task[None] | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_GatewayServicer_to_server(self, server)
@@ -104,25 +106,61 @@ class GatewayTier(pb_grpc.GatewayServicer):
             pre, post = open_channel(s.preprocess), open_channel(s.postprocess)
             self.channels += [pre, post]
             self.pre, self.post = pb_grpc.PreprocessStub(pre), pb_grpc.PostprocessStub(post)
-        # Wait for every tier, and say so loudly if they serve different bundles.
-        pre_info = await self.pre.Info(pb.TierInfoRequest(), wait_for_ready=True, timeout=120)
-        post_info = await self.post.Info(pb.TierInfoRequest(), wait_for_ready=True, timeout=120)
+        await self.refresh(wait=True)  # wait for every tier
+        assert self.info is not None
+        self._refresher = asyncio.create_task(self._refresh_forever())
+        return {"model": self.info.model, "task": self.info.task, "fingerprint": self.info.fingerprint}
+
+    async def refresh(self, wait: bool = False) -> None:
+        """Ask the tiers which versions they hold; pin requests to the newest they all hold (the
+        preprocess tier's order: its current version first). None in common: say so loudly;
+        requests are refused (bundle mismatch) until they agree."""
+        timeout = 120 if wait else 5
+        pre = await self.pre.Info(pb.TierInfoRequest(), wait_for_ready=wait, timeout=timeout)
+        post = await self.post.Info(pb.TierInfoRequest(), wait_for_ready=wait, timeout=timeout)
         meta = await self.model.ModelMetadata(
-            oip.ModelMetadataRequest(name=pre_info.model), wait_for_ready=True, timeout=120
+            oip.ModelMetadataRequest(name=pre.model), wait_for_ready=wait, timeout=timeout
         )
-        fingerprints = {pre_info.fingerprint, post_info.fingerprint, *meta.versions}
-        if len(fingerprints) > 1:
-            log.error(
-                "tiers serve different bundles %s; requests will be refused until they agree", sorted(fingerprints)
-            )
+        held = {
+            "preprocess": list(pre.fingerprints) or [pre.fingerprint],
+            "model": list(meta.versions),
+            "postprocess": list(post.fingerprints) or [post.fingerprint],
+        }
+        common = [f for f in held["preprocess"] if f in held["model"] and f in held["postprocess"]]
+        if not common and (self.info is None or self.info.fingerprints):  # newly without one: say it once
+            log.error("tiers serve different bundles %s; requests will be refused until they agree", held)
+        elif self.info is not None and common and common[0] != self.info.fingerprint:
+            log.info("every tier holds %s: requests switch to it", common[0])
+        self.held = held
         self.info = pb.TierInfo(
             tier=self.name,
-            model=pre_info.model,
-            task=pre_info.task,
-            fingerprint=pre_info.fingerprint,
-            streams=pre_info.streams,
+            model=pre.model,
+            task=pre.task,
+            fingerprint=common[0] if common else pre.fingerprint,
+            streams=pre.streams,
+            fingerprints=common,
         )
-        return {"model": pre_info.model, "task": pre_info.task, "fingerprint": pre_info.fingerprint}
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tier_refresh_s)
+            try:
+                await self.refresh()
+            except Exception as exc:  # noqa: BLE001 - a tier away for a moment: keep the last view
+                log.debug("refreshing the tiers' versions failed: %s", exc)
+
+    async def _pinned(self) -> str:
+        """The fingerprint this request's hops must all serve."""
+        assert self.info is not None
+        if not self.info.fingerprints:
+            await self.refresh()  # they may agree by now
+        if not self.info.fingerprints:
+            held = "; ".join(f"{tier}: {', '.join(f) or 'none'}" for tier, f in self.held.items())
+            raise BundleMismatch(
+                f"bundle mismatch: the tiers hold no bundle in common ({held}); "
+                "all tiers must be loaded from the same serving bundle"
+            )
+        return self.info.fingerprints[0]
 
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         """With `auth_token_file`: the call must carry `authorization: Bearer <an accepted token>`."""
@@ -181,8 +219,11 @@ class GatewayTier(pb_grpc.GatewayServicer):
         return Hop(deadline, tracing.outgoing(metadata))
 
     async def _preprocess(self, request: pb.PredictRequest, hop: Hop) -> pb.PreprocessResponse:
+        fingerprint = await self._pinned()
         return await self.pre.Preprocess(
-            pb.PreprocessRequest(model=request.model, records=request.records, params=request.params),
+            pb.PreprocessRequest(
+                model=request.model, records=request.records, params=request.params, fingerprint=fingerprint
+            ),
             timeout=hop.left(),
             metadata=hop.metadata,
         )
@@ -260,6 +301,20 @@ class GatewayTier(pb_grpc.GatewayServicer):
         )
 
     async def _predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
+        try:
+            return await self._predict_once(request, context)
+        except grpc.aio.AioRpcError as exc:
+            # A tier no longer holds the version pinned at the last refresh (a replica the refresh
+            # did not ask, a restarted one): look again, and run once more if the pick changed.
+            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION or "bundle mismatch" not in (exc.details() or ""):
+                raise
+            before = self.info.fingerprints[:1] if self.info is not None else []
+            await self.refresh()
+            if self.info is None or self.info.fingerprints[:1] == before:
+                raise
+            return await self._predict_once(request, context)
+
+    async def _predict_once(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
         start = time.perf_counter()
         hop = self._hop(context)
         t0 = time.perf_counter()
@@ -343,6 +398,8 @@ class GatewayTier(pb_grpc.GatewayServicer):
         )
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
         await asyncio.gather(*(c.close() for c in self.channels))
 
 

@@ -11,7 +11,7 @@ from splitserve.core import codec
 from splitserve.core.bundle import Bundle, check_model
 from splitserve.core.limits import check_message, check_request_chars, check_request_tokens, model_output_bytes
 from splitserve.core.records import Limits
-from splitserve.core.tier import BundleTier
+from splitserve.core.tier import BundleTier, Loaded
 from splitserve.core.tokenizer import load_features, load_tokenizer
 from splitserve.stages.preprocess import Preprocessor
 from splitserve.stages.template import load_template
@@ -38,15 +38,16 @@ class PreprocessTier(BundleTier, pb_grpc.PreprocessServicer):
         self, request: pb.PreprocessRequest, context: grpc.aio.ServicerContext
     ) -> pb.PreprocessResponse:
         check_request_chars(request.records, self.settings.max_request_chars)  # before tokenizing them
-        return await self.offload(context, self._preprocess, request)  # tokenizing is CPU work: off the loop
+        with self.using(request.fingerprint, "the gateway's pick") as version:
+            check_model(request.model, version.name)
+            return await self.offload(context, self._preprocess, request, version)  # CPU work: off the loop
 
-    def _preprocess(self, request: pb.PreprocessRequest) -> pb.PreprocessResponse:
-        bundle, stage = self.ready()
-        check_model(request.model, self.model_name)
+    def _preprocess(self, request: pb.PreprocessRequest, version: Loaded) -> pb.PreprocessResponse:
+        bundle, stage = version.bundle, version.stage
         encoded = stage.run(codec.records_from_pb(request.records), codec.params_from_struct(request.params))
         self._check_size(request, encoded, bundle)
         return pb.PreprocessResponse(
-            model=self.model_name,
+            model=version.name,
             fingerprint=bundle.fingerprint,
             model_inputs=codec.arrays_to_tensors(encoded.model_inputs),
             context=codec.arrays_to_tensors(encoded.context),

@@ -220,28 +220,32 @@ class TierInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TierInfo(_message.Message):
-    __slots__ = ("tier", "model", "task", "fingerprint", "streams")
+    __slots__ = ("tier", "model", "task", "fingerprint", "streams", "fingerprints")
     TIER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     STREAMS_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINTS_FIELD_NUMBER: _ClassVar[int]
     tier: str
     model: str
     task: str
     fingerprint: str
     streams: bool
-    def __init__(self, tier: _Optional[str] = ..., model: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[str] = ..., streams: _Optional[bool] = ...) -> None: ...
+    fingerprints: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tier: _Optional[str] = ..., model: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[str] = ..., streams: _Optional[bool] = ..., fingerprints: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PreprocessRequest(_message.Message):
-    __slots__ = ("model", "records", "params")
+    __slots__ = ("model", "records", "params", "fingerprint")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     model: str
     records: _containers.RepeatedCompositeFieldContainer[Record]
     params: _struct_pb2.Struct
-    def __init__(self, model: _Optional[str] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    fingerprint: str
+    def __init__(self, model: _Optional[str] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., fingerprint: _Optional[str] = ...) -> None: ...
 
 class ModelParameter(_message.Message):
     __slots__ = ("bool_value", "int64_value", "double_value", "string_value")

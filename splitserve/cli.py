@@ -150,10 +150,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     # Fetched once into the host's bundle cache, held while `up` runs; every replica (and every
     # restart) then loads that verified folder: no fetch per start, one bundle whatever an alias does.
     bundle = load_bundle(args.bundle_uri, ("tokenizer", "onnx"))
+    if args.watch_alias and args.inline_stages:
+        raise SystemExit("error: --watch-alias needs the preprocess and postprocess tiers: drop --inline-stages")
+    tier_args = ["--watch-alias", "--watch-interval-s", str(args.watch_interval_s)] if args.watch_alias else []
     model_args = ["--intra-op-threads", str(args.intra_op_threads)] if args.intra_op_threads is not None else []
     model_args += ["--device", args.device]
     return up(
-        str(bundle.root) if bundle.root.parent == cache_root() else args.bundle_uri,
+        # With --watch-alias every replica follows the alias itself.
+        str(bundle.root) if bundle.root.parent == cache_root() and not args.watch_alias else args.bundle_uri,
         counts["preprocess"],
         counts["model"],
         counts["postprocess"],
@@ -165,6 +169,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         gateway_args=["--auth-token-file", args.auth_token_file] if args.auth_token_file else None,
         rest_port=None if args.no_rest else args.rest_port,
         tier_mtls=args.tier_mtls,
+        tier_args=tier_args,
     )
 
 
@@ -395,6 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--inline-stages",
         action="store_true",
         help="Run the preprocess and postprocess stages inside the gateway (no tiers for them; lower latency).",
+    )
+    p.add_argument(
+        "--watch-alias",
+        action="store_true",
+        help="Every tier follows the bundle URI's registry alias (models:/NAME@ALIAS): a moved alias is rolled out "
+        "with zero errors (new version loaded, switched to, old one unloaded once unused).",
+    )
+    p.add_argument(
+        "--watch-interval-s", type=float, default=10.0, help="With --watch-alias: seconds between registry polls."
     )
     p.add_argument(
         "--intra-op-threads",

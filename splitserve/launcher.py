@@ -154,21 +154,26 @@ def up(
     gateway_args: list[str] | None = None,
     rest_port: int | None = 0,
     tier_mtls: bool = False,
+    tier_args: list[str] | None = None,
 ) -> int:
     """Run everything until a signal; `on_ready(addresses)` runs once all are up (then stops if it returns).
     `inline_stages`: no preprocess/postprocess replicas; the gateway runs those stages itself.
     `rest_port`: the gateway's REST door (0: a free port; None: none), announced as "rest".
-    `tier_mtls`: mutual TLS between the gateway and the tiers."""
+    `tier_mtls`: mutual TLS between the gateway and the tiers. `tier_args`: more flags for every
+    preprocess, model and postprocess replica (e.g. --watch-alias)."""
     if inline_stages:
         pre = post = 0
     if not any(a.startswith("--intra-op-threads") for a in model_args or []):
         # Replicas on one machine share its cores: split them instead of each taking all of them.
         model_args = [*(model_args or []), "--intra-op-threads", str(default_model_threads(model))]
     tls_dir = tempfile.TemporaryDirectory(prefix="splitserve-mtls-") if tier_mtls else None
-    tier_tls: list[str] = []
+    tier_tls: list[str] = list(tier_args or [])
     if tls_dir is not None:
         paths = certs.make_mtls(Path(tls_dir.name), [host])
-        tier_tls, gateway_args = certs.tier_flags(paths), [*(gateway_args or []), *certs.gateway_flags(paths)]
+        tier_tls, gateway_args = (
+            [*tier_tls, *certs.tier_flags(paths)],
+            [*(gateway_args or []), *certs.gateway_flags(paths)],
+        )
         if host not in ("127.0.0.1", "localhost", "::1"):
             gateway_args += ["--tier-tls-server-name", host]
     stop = threading.Event()

@@ -1,23 +1,54 @@
 """What every tier that serves a bundle shares: loading its parts off the event loop, readiness,
-and the `Info` it answers. A tier subclasses `BundleTier`, names the bundle parts it needs and
-builds its stage (`build`, run in a worker thread so health answers while it loads)."""
+the versions it holds, and the `Info` it answers. A tier subclasses `BundleTier`, names the bundle
+parts it needs and builds its stage (`build`, run in a worker thread so health answers while it
+loads).
+
+A tier holds a list of loaded versions (`Loaded`: a bundle's name, fingerprint and stage), the
+current one first. A request names the fingerprint it wants (empty: the current one); a
+fingerprint the tier does not hold is a bundle mismatch. With `watch_alias` the tier polls its
+`models:/name@alias` URI (through the bundle cache's fetch process: no MLflow here) and, when the
+alias moved, loads the new version beside the old one and makes it current; the old one is
+unloaded once nothing uses it: no request in flight, none for `retire_after_s`, and the new one
+already served a request (so the gateway has switched to it).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
 
 from protos import splitserve_pb2 as pb
-from splitserve.core.bundle import Bundle, load_bundle
-from splitserve.core.errors import DeadlineExceeded, ModelNotReady
+from splitserve.core import cache
+from splitserve.core.bundle import Bundle, load_bundle, read_local
+from splitserve.core.errors import BundleMismatch, DeadlineExceeded, ModelNotReady, shown
 from splitserve.core.settings import BundleServerSettings
 
 T = TypeVar("T")
+log = logging.getLogger("splitserve.tier")
+
+
+@dataclass
+class Loaded:
+    """One version of a bundle this tier holds: its stage, and what retiring it waits for."""
+
+    name: str
+    bundle: Bundle
+    stage: Any
+    in_flight: int = 0
+    last_used: float = 0.0  # time.monotonic() of its last request's end (0: never used)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.bundle.fingerprint
 
 
 class BundleTier:
@@ -27,29 +58,101 @@ class BundleTier:
 
     def __init__(self, settings: BundleServerSettings):
         self.settings = settings
-        self.bundle: Bundle | None = None
-        self.stage: Any = None
-        self.model_name = ""
+        self.versions: list[Loaded] = []  # the current version first
         self._workers: ThreadPoolExecutor | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     def build(self, bundle: Bundle) -> Any:
         """The tier's stage for a loaded bundle (runs in a worker thread); `Info` reads its `streams`."""
         raise NotImplementedError
 
-    async def started(self) -> dict[str, Any]:
-        """Runs on the event loop once the stage is built; returns more facts for the ready line."""
+    async def started(self, version: Loaded) -> dict[str, Any]:
+        """Runs on the event loop once a version's stage is built; returns more facts for the ready line."""
         return {}
 
+    async def stopped(self, version: Loaded) -> None:
+        """Runs on the event loop when a version is unloaded (nothing uses it any more)."""
+
+    @property
+    def model_name(self) -> str:
+        return self.versions[0].name if self.versions else ""
+
     async def load(self) -> dict[str, Any]:
+        version = await self._load_version(
+            lambda: load_bundle(self.settings.bundle_uri, self.parts, cache_dir=self.settings.cache_dir)
+        )
+        self.versions.insert(0, version)
+        if self.settings.watch_alias:
+            self._watcher = asyncio.create_task(self._watch())
+        bundle = version.bundle
+        return {"model": version.name, "task": bundle.config.task, "fingerprint": bundle.fingerprint, **version.facts}
+
+    async def _load_version(self, fetch: Callable[[], Bundle]) -> Loaded:
         def load_and_build() -> tuple[Bundle, Any]:
-            bundle = load_bundle(self.settings.bundle_uri, self.parts, cache_dir=self.settings.cache_dir)
+            bundle = fetch()
             return bundle, self.build(bundle)
 
         bundle, stage = await asyncio.get_running_loop().run_in_executor(None, load_and_build)
-        self.model_name = self.settings.model_name or bundle.config.name
-        self.bundle, self.stage = bundle, stage
-        facts = await self.started()
-        return {"model": self.model_name, "task": bundle.config.task, "fingerprint": bundle.fingerprint, **facts}
+        version = Loaded(self.settings.model_name or bundle.config.name, bundle, stage)
+        version.facts = await self.started(version)
+        return version
+
+    async def _watch(self) -> None:
+        """Follow the alias: poll, load a new version beside the current one, retire the old."""
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.watch_interval_s)
+            try:
+                await self.poll()
+            except Exception as exc:  # noqa: BLE001 - a failed poll keeps serving what is loaded
+                log.warning("%s: polling %s failed: %s", self.name, s.bundle_uri, exc)
+            await self.retire()
+
+    async def poll(self) -> bool:
+        """Fetch what the alias names now; load it if it is new. True if a version was loaded."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        entry = await loop.run_in_executor(None, cache.fetch, s.bundle_uri, self.parts, s.cache_dir)
+        if any(v.bundle.root == entry for v in self.versions):
+            cache.release(entry)  # the poll's own hold: the loaded version holds it already
+            return False
+
+        def read() -> Bundle:
+            bundle = read_local(entry)
+            bundle.verify(self.parts)
+            return bundle
+
+        version = await self._load_version(read)
+        previous = self.versions[0].fingerprint if self.versions else "none"
+        self.versions.insert(0, version)
+        log.info("%s: %s moved: serving %s, %s until unused", self.name, s.bundle_uri, version.fingerprint, previous)
+        return True
+
+    async def retire(self) -> list[str]:
+        """Unload the versions behind the current one that nothing uses any more; their fingerprints."""
+        if not self.versions:
+            return []
+        current, now, retired = self.versions[0], time.monotonic(), []
+        for old in self.versions[1:]:
+            unused = old.in_flight == 0 and now - old.last_used >= self.settings.retire_after_s
+            if unused and current.last_used > old.last_used:
+                self.versions.remove(old)
+                await self.stopped(old)
+                cache.release(old.bundle.root)
+                retired.append(old.fingerprint)
+                log.info("%s: unloaded %s (unused)", self.name, old.fingerprint)
+        return retired
+
+    @contextlib.contextmanager
+    def using(self, fingerprint: str = "", source: str = "the request") -> Iterator[Loaded]:
+        """The version `fingerprint` names (empty: the current one), counted in use meanwhile."""
+        version = self.ready(fingerprint, source)
+        version.in_flight += 1
+        try:
+            yield version
+        finally:
+            version.in_flight -= 1
+            version.last_used = time.monotonic()
 
     async def offload(self, context: Any, work: Callable[..., T], *args: Any) -> T:
         """Run the stage's CPU work (tokenizing, decoding) in a worker thread, so that the event loop
@@ -72,20 +175,32 @@ class BundleTier:
             raise DeadlineExceeded(f"{self.name}: the request's deadline passed during its work") from None
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self._workers is not None:
             self._workers.shutdown(wait=False, cancel_futures=True)
 
-    def ready(self) -> tuple[Bundle, Any]:
-        if self.bundle is None or self.stage is None:
+    def ready(self, fingerprint: str = "", source: str = "the request") -> Loaded:
+        """The version `fingerprint` names (empty: the current one)."""
+        if not self.versions:
             raise ModelNotReady(f"{self.name} tier is still loading")
-        return self.bundle, self.stage
+        if not fingerprint:
+            return self.versions[0]
+        for version in self.versions:
+            if version.fingerprint == fingerprint:
+                return version
+        raise BundleMismatch(
+            f"bundle mismatch: {source} is for bundle {shown(fingerprint)}, this tier serves "
+            f"{', '.join(v.fingerprint for v in self.versions)}; all tiers must be loaded from the same serving bundle"
+        )
 
     async def Info(self, request: pb.TierInfoRequest, context: grpc.aio.ServicerContext) -> pb.TierInfo:
-        bundle, stage = self.ready()
+        current = self.ready()
         return pb.TierInfo(
             tier=self.name,
-            model=self.model_name,
-            task=bundle.config.task,
-            fingerprint=bundle.fingerprint,
-            streams=stage.streams,
+            model=current.name,
+            task=current.bundle.config.task,
+            fingerprint=current.fingerprint,
+            streams=current.stage.streams,
+            fingerprints=[v.fingerprint for v in self.versions],
         )
