@@ -93,7 +93,9 @@ class BundleTier:
             return bundle, self.build(bundle)
 
         bundle, stage = await asyncio.get_running_loop().run_in_executor(None, load_and_build)
-        version = Loaded(self.settings.model_name or bundle.config.name, bundle, stage)
+        # A version that follows another is served under the same name, whatever its own bundle says.
+        name = self.settings.model_name or (self.versions[0].name if self.versions else bundle.config.name)
+        version = Loaded(name, bundle, stage)
         version.facts = await self.started(version)
         return version
 
