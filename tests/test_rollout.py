@@ -41,8 +41,7 @@ def _expected(local_dir: str) -> tuple[str, list[dict[str, Any]]]:
 
 def _same(answer: list[dict[str, Any]], expected: list[dict[str, Any]]) -> bool:
     return [a["id"] for a in answer] == [e["id"] for e in expected] and all(
-        np.shape(a["embedding"]) == np.shape(e["embedding"])
-        and np.allclose(a["embedding"], e["embedding"], atol=1e-4)
+        np.shape(a["embedding"]) == np.shape(e["embedding"]) and np.allclose(a["embedding"], e["embedding"], atol=1e-4)
         for a, e in zip(answer, expected, strict=True)
     )
 
@@ -135,3 +134,39 @@ def test_alias_move_under_load(tiny_bundles, mlflow_store, capsys) -> None:
             )
     assert load.errors == [] and load.wrong == []
     assert load.answers[fp1] >= 20 and load.answers[fp2] >= 40
+
+
+@pytest.mark.parametrize("order", [("model", "preprocess", "postprocess"), ("postprocess", "preprocess", "model")])
+def test_rolling_update_in_any_order(tiny_bundles, order) -> None:
+    """Tiers given the new version one by one: the gateway answers from the old version until every
+    tier holds the new one, then from the new one; then the old one is unloaded. Never an error,
+    never a mix."""
+    old, new = tiny_bundles[("feature-extraction", "bert")], tiny_bundles[("feature-extraction", "roberta")]
+    (fp1, answer1), (fp2, answer2) = _expected(old.local_dir), _expected(new.local_dir)
+    quick = {"retire_after_s": 0.0, "model_name": NAME}
+    with (
+        Stack(old.local_dir, pre=quick, model=quick, post=quick, gateway={"tier_refresh_s": 0.1}) as stack,
+        grpc.insecure_channel(stack.gateway) as channel,
+    ):
+        tiers = {r.tier.name: r.tier for r in stack.running}
+        stub = pb_grpc.GatewayStub(channel)
+        request = codec.predict_request(RECORDS, None, "")
+
+        def answers(fingerprint: str, expected: list[dict[str, Any]]) -> None:
+            time.sleep(0.3)  # the gateway's next refresh
+            for _ in range(3):
+                response = stub.Predict(request, timeout=30)
+                assert response.fingerprint == fingerprint
+                assert _same(answer_from_pb(response), expected)
+
+        for i, name in enumerate(order):
+            stack._call(tiers[name].add(new.local_dir))
+            assert [v.fingerprint for v in tiers[name].versions] == [fp2, fp1]
+            if i < len(order) - 1:
+                answers(fp1, answer1)
+                assert stack._call(tiers[name].retire()) == []  # the new one served nothing yet
+        answers(fp2, answer2)
+        for name in order:
+            assert stack._call(tiers[name].retire()) == [fp1]
+            assert [v.fingerprint for v in tiers[name].versions] == [fp2]
+        answers(fp2, answer2)

@@ -27,7 +27,7 @@ import grpc
 
 from protos import splitserve_pb2 as pb
 from splitserve.core import cache
-from splitserve.core.bundle import Bundle, load_bundle, read_local
+from splitserve.core.bundle import Bundle, load_bundle
 from splitserve.core.errors import BundleMismatch, DeadlineExceeded, ModelNotReady, shown
 from splitserve.core.settings import BundleServerSettings
 
@@ -78,25 +78,33 @@ class BundleTier:
         return self.versions[0].name if self.versions else ""
 
     async def load(self) -> dict[str, Any]:
-        version = await self._load_version(
-            lambda: load_bundle(self.settings.bundle_uri, self.parts, cache_dir=self.settings.cache_dir)
-        )
-        self.versions.insert(0, version)
+        version = await self.add(self.settings.bundle_uri)
         if self.settings.watch_alias:
             self._watcher = asyncio.create_task(self._watch())
         bundle = version.bundle
         return {"model": version.name, "task": bundle.config.task, "fingerprint": bundle.fingerprint, **version.facts}
 
-    async def _load_version(self, fetch: Callable[[], Bundle]) -> Loaded:
-        def load_and_build() -> tuple[Bundle, Any]:
-            bundle = fetch()
-            return bundle, self.build(bundle)
-
-        bundle, stage = await asyncio.get_running_loop().run_in_executor(None, load_and_build)
-        # A version that follows another is served under the same name, whatever its own bundle says.
-        name = self.settings.model_name or (self.versions[0].name if self.versions else bundle.config.name)
-        version = Loaded(name, bundle, stage)
-        version.facts = await self.started(version)
+    async def add(self, uri: str) -> Loaded:
+        """Load the bundle at `uri` beside the versions held and make it the current one (one
+        already held just becomes current again)."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        bundle = await loop.run_in_executor(None, lambda: load_bundle(uri, self.parts, cache_dir=s.cache_dir))
+        held = [v for v in self.versions if v.fingerprint == bundle.fingerprint]
+        if held:
+            cache.release(bundle.root)  # this load's own hold: the version held holds it already
+            version = held[0]
+            self.versions.remove(version)
+        else:
+            stage = await loop.run_in_executor(None, self.build, bundle)
+            # A version that follows another is served under the same name, whatever its own bundle says.
+            name = s.model_name or (self.versions[0].name if self.versions else bundle.config.name)
+            version = Loaded(name, bundle, stage)
+            version.facts = await self.started(version)
+        previous = self.versions[0].fingerprint if self.versions else ""
+        self.versions.insert(0, version)
+        if previous and previous != version.fingerprint:
+            log.info("%s: serving %s (from %s), %s until unused", self.name, version.fingerprint, uri, previous)
         return version
 
     async def _watch(self) -> None:
@@ -105,30 +113,18 @@ class BundleTier:
         while True:
             await asyncio.sleep(s.watch_interval_s)
             try:
-                await self.poll()
+                if self.versions[0].fingerprint != await self._resolve():
+                    await self.add(s.bundle_uri)
             except Exception as exc:  # noqa: BLE001 - a failed poll keeps serving what is loaded
                 log.warning("%s: polling %s failed: %s", self.name, s.bundle_uri, exc)
             await self.retire()
 
-    async def poll(self) -> bool:
-        """Fetch what the alias names now; load it if it is new. True if a version was loaded."""
+    async def _resolve(self) -> str:
+        """The fingerprint the watched URI names now (its serving.json fetched into the cache)."""
         s = self.settings
-        loop = asyncio.get_running_loop()
-        entry = await loop.run_in_executor(None, cache.fetch, s.bundle_uri, self.parts, s.cache_dir)
-        if any(v.bundle.root == entry for v in self.versions):
-            cache.release(entry)  # the poll's own hold: the loaded version holds it already
-            return False
-
-        def read() -> Bundle:
-            bundle = read_local(entry)
-            bundle.verify(self.parts)
-            return bundle
-
-        version = await self._load_version(read)
-        previous = self.versions[0].fingerprint if self.versions else "none"
-        self.versions.insert(0, version)
-        log.info("%s: %s moved: serving %s, %s until unused", self.name, s.bundle_uri, version.fingerprint, previous)
-        return True
+        entry = await asyncio.get_running_loop().run_in_executor(None, cache.fetch, s.bundle_uri, (), s.cache_dir)
+        cache.release(entry)  # the poll's own hold; a version loaded from it holds it again
+        return entry.name
 
     async def retire(self) -> list[str]:
         """Unload the versions behind the current one that nothing uses any more; their fingerprints."""
