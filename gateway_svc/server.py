@@ -112,19 +112,26 @@ class GatewayTier(pb_grpc.GatewayServicer):
         return {"model": self.info.model, "task": self.info.task, "fingerprint": self.info.fingerprint}
 
     async def refresh(self, wait: bool = False) -> None:
-        """Ask the tiers which versions they hold; pin requests to the newest they all hold (the
-        preprocess tier's order: its current version first). None in common: say so loudly;
-        requests are refused (bundle mismatch) until they agree."""
-        timeout = 120 if wait else 5
-        pre = await self.pre.Info(pb.TierInfoRequest(), wait_for_ready=wait, timeout=timeout)
-        post = await self.post.Info(pb.TierInfoRequest(), wait_for_ready=wait, timeout=timeout)
-        meta = await self.model.ModelMetadata(
-            oip.ModelMetadataRequest(name=pre.model), wait_for_ready=wait, timeout=timeout
-        )
+        """Ask the tiers which versions they hold (each tier once per replica named, a few times for
+        a dns:/// name: round robin spreads the asks), and pin requests to the newest version every
+        replica of every tier holds: the preprocess tier's current version first. None in common:
+        say so loudly; requests are refused (bundle mismatch) until they agree. (During a rollout
+        every replica keeps the old version until requests come for the new one, i.e. until
+        every replica holds it.)"""
+        s, timeout = self.settings, 120 if wait else 5
+
+        async def ask(call: Any, request: Any, addresses: list[str]) -> list[Any]:
+            asks = max(len(addresses), 1) + 2 * any(a.startswith("dns:") for a in addresses)
+            return [await call(request, wait_for_ready=wait, timeout=timeout) for _ in range(asks)]
+
+        pres = await ask(self.pre.Info, pb.TierInfoRequest(), s.preprocess)
+        posts = await ask(self.post.Info, pb.TierInfoRequest(), s.postprocess)
+        pre = pres[0]
+        metas = await ask(self.model.ModelMetadata, oip.ModelMetadataRequest(name=pre.model), s.model)
         held = {
-            "preprocess": list(pre.fingerprints) or [pre.fingerprint],
-            "model": list(meta.versions),
-            "postprocess": list(post.fingerprints) or [post.fingerprint],
+            "preprocess": _versions([list(i.fingerprints) or [i.fingerprint] for i in pres]),
+            "model": _versions([list(m.versions) for m in metas]),
+            "postprocess": _versions([list(i.fingerprints) or [i.fingerprint] for i in posts]),
         }
         common = [f for f in held["preprocess"] if f in held["model"] and f in held["postprocess"]]
         if not common and (self.info is None or self.info.fingerprints):  # newly without one: say it once
@@ -220,13 +227,24 @@ class GatewayTier(pb_grpc.GatewayServicer):
 
     async def _preprocess(self, request: pb.PredictRequest, hop: Hop) -> pb.PreprocessResponse:
         fingerprint = await self._pinned()
-        return await self.pre.Preprocess(
+        return await self._call(
+            self.pre.Preprocess,
             pb.PreprocessRequest(
                 model=request.model, records=request.records, params=request.params, fingerprint=fingerprint
             ),
-            timeout=hop.left(),
-            metadata=hop.metadata,
+            hop,
         )
+
+    async def _call(self, method: Any, request: Any, hop: Hop) -> Any:
+        """One hop; a replica that does not hold the pinned version (a rollout half way through its
+        replicas) refuses before any work, and the call goes to the next replica (round robin)."""
+        for attempt in range(1, self.settings.max_attempts + 1):
+            try:
+                return await method(request, timeout=hop.left(), metadata=hop.metadata)
+            except grpc.aio.AioRpcError as exc:
+                if attempt == self.settings.max_attempts or not _mismatch(exc):
+                    raise
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _infer_request(pre: pb.PreprocessResponse) -> oip.ModelInferRequest:
@@ -265,7 +283,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
             partial=partial,
             task_records=pre.task_records,
         )
-        post = await self.post.Postprocess(post_request, timeout=hop.left(), metadata=hop.metadata)
+        post = await self._call(self.post.Postprocess, post_request, hop)
         if post.fingerprint != pre.fingerprint:
             raise BundleMismatch(
                 f"bundle mismatch: preprocess serves {pre.fingerprint}, postprocess serves {post.fingerprint}"
@@ -306,7 +324,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
         except grpc.aio.AioRpcError as exc:
             # A tier no longer holds the version pinned at the last refresh (a replica the refresh
             # did not ask, a restarted one): look again, and run once more if the pick changed.
-            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION or "bundle mismatch" not in (exc.details() or ""):
+            if not _mismatch(exc):
                 raise
             before = self.info.fingerprints[:1] if self.info is not None else []
             await self.refresh()
@@ -320,7 +338,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
         t0 = time.perf_counter()
         pre = await self._preprocess(request, hop)
         t1 = time.perf_counter()
-        infer = await self.model.ModelInfer(self._infer_request(pre), timeout=hop.left(), metadata=hop.metadata)
+        infer = await self._call(self.model.ModelInfer, self._infer_request(pre), hop)
         t2 = time.perf_counter()
         self._check_version(infer, pre)
         post = await self._postprocess(request, pre, self._outputs(infer), hop)
@@ -429,6 +447,17 @@ class InlineStub:
                 return await handler(request, InlineContext(timeout))
 
         return call
+
+
+def _mismatch(exc: grpc.aio.AioRpcError) -> bool:
+    """A tier refused a version it does not hold (before doing any work)."""
+    return exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "bundle mismatch" in (exc.details() or "")
+
+
+def _versions(answers: list[list[str]]) -> list[str]:
+    """The versions every replica asked holds: the replicas' current ones first, in the order they came."""
+    ordered = list(dict.fromkeys([a[0] for a in answers if a] + [f for a in answers for f in a[1:]]))
+    return [f for f in ordered if all(f in a for a in answers)]
 
 
 def _without_audio(records: Any) -> Any:
