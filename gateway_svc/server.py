@@ -121,8 +121,11 @@ class GatewayTier(pb_grpc.GatewayServicer):
         s, timeout = self.settings, 120 if wait else 5
 
         async def ask(call: Any, request: Any, addresses: list[str]) -> list[Any]:
-            asks = max(len(addresses), 1) + 2 * any(a.startswith("dns:") for a in addresses)
-            return [await call(request, wait_for_ready=wait, timeout=timeout) for _ in range(asks)]
+            answers = [await call(request, wait_for_ready=wait, timeout=timeout)]
+            for _ in range(len(addresses) - 1 + 2 * any(a.startswith("dns:") for a in addresses)):
+                with contextlib.suppress(grpc.aio.AioRpcError):  # round robin picks among the ready replicas
+                    answers.append(await call(request, timeout=5))
+            return answers
 
         pres = await ask(self.pre.Info, pb.TierInfoRequest(), s.preprocess)
         posts = await ask(self.post.Info, pb.TierInfoRequest(), s.postprocess)
