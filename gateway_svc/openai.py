@@ -126,17 +126,14 @@ def routes(tier: Any) -> list[Any]:
     from starlette.routing import Route
 
     async def served(call: HttpCall, model: str | None) -> pb.TierInfo:
-        info = await tier.Info(pb.TierInfoRequest(), call)
-        if model and model != info.model:
-            from splitserve.core.errors import ModelNotFound
-
-            raise ModelNotFound(f"model {model!r} is not served here; this gateway serves {info.model!r}")
-        return info
+        return await tier.Info(pb.TierInfoRequest(model=model or ""), call)  # unknown: NOT_FOUND
 
     async def models(request: Any) -> Any:
         info = await served(HttpCall(request), request.path_params.get("model"))
-        entry = {"id": info.model, "object": "model", "created": 0, "owned_by": "splitserve"}
-        return json_response(entry if "model" in request.path_params else {"object": "list", "data": [entry]})
+        if "model" in request.path_params:
+            return json_response({"id": info.model, "object": "model", "created": 0, "owned_by": "splitserve"})
+        entries = [{"id": m, "object": "model", "created": 0, "owned_by": "splitserve"} for m in info.models]
+        return json_response({"object": "list", "data": entries})
 
     async def embeddings(request: Any) -> Any:
         body = checked_object(await read_json(request), EMBEDDING_FIELDS, "/v1/embeddings")

@@ -35,7 +35,15 @@ from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve.core import tracing
 from splitserve.core.admission import Admission
-from splitserve.core.errors import BundleMismatch, InvalidInput, ModelNotReady, Overloaded, Unauthenticated
+from splitserve.core.errors import (
+    BundleMismatch,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+    Unauthenticated,
+    shown,
+)
 from splitserve.core.limits import check_request_chars
 
 log = logging.getLogger("splitserve.gateway")
@@ -64,10 +72,11 @@ class GatewayTier(pb_grpc.GatewayServicer):
         self.stages = stages
         self.in_flight = 0
         self.admission = Admission(settings.max_in_flight_records, "records", "gateway", "max_in_flight_records")
-        self.info: pb.TierInfo | None = None
+        self.info: pb.TierInfo | None = None  # the default model's
+        self.infos: dict[str, pb.TierInfo] = {}  # every model's, by name
         self.channels: list[grpc.aio.Channel] = []
         self.tokens: list[bytes] | None = None
-        self.held: dict[str, list[str]] = {}  # the versions each tier holds, at the last refresh
+        self.held: dict[str, dict[str, list[str]]] = {}  # per model, the versions each tier holds (last refresh)
         self._refresher: asyncio.Task[None] | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -127,29 +136,42 @@ class GatewayTier(pb_grpc.GatewayServicer):
                     answers.append(await call(request, timeout=5))
             return answers
 
-        pres = await ask(self.pre.Info, pb.TierInfoRequest(), s.preprocess)
-        posts = await ask(self.post.Info, pb.TierInfoRequest(), s.postprocess)
-        pre = pres[0]
-        metas = await ask(self.model.ModelMetadata, oip.ModelMetadataRequest(name=pre.model), s.model)
-        held = {
-            "preprocess": _versions([list(i.fingerprints) or [i.fingerprint] for i in pres]),
-            "model": _versions([list(m.versions) for m in metas]),
-            "postprocess": _versions([list(i.fingerprints) or [i.fingerprint] for i in posts]),
-        }
-        common = [f for f in held["preprocess"] if f in held["model"] and f in held["postprocess"]]
-        if not common and (self.info is None or self.info.fingerprints):  # newly without one: say it once
-            log.error("tiers serve different bundles %s; requests will be refused until they agree", held)
-        elif self.info is not None and common and common[0] != self.info.fingerprint:
-            log.info("every tier holds %s: requests switch to it", common[0])
-        self.held = held
-        self.info = pb.TierInfo(
-            tier=self.name,
-            model=pre.model,
-            task=pre.task,
-            fingerprint=common[0] if common else pre.fingerprint,
-            streams=pre.streams,
-            fingerprints=common,
-        )
+        first = (await ask(self.pre.Info, pb.TierInfoRequest(), []))[0]
+        infos, helds = {}, {}
+        for name in list(first.models) or [first.model]:  # every model the preprocess tier serves
+            request = pb.TierInfoRequest(model=name)
+            pres = await ask(self.pre.Info, request, s.preprocess)
+            pre = pres[0]
+            try:
+                posts = await ask(self.post.Info, request, s.postprocess)
+                metas = await ask(self.model.ModelMetadata, oip.ModelMetadataRequest(name=name), s.model)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                posts, metas = [], []  # a tier without this model: nothing in common
+            held = {
+                "preprocess": _versions([list(i.fingerprints) or [i.fingerprint] for i in pres]),
+                "model": _versions([list(m.versions) for m in metas]),
+                "postprocess": _versions([list(i.fingerprints) or [i.fingerprint] for i in posts]),
+            }
+            common = [f for f in held["preprocess"] if f in held["model"] and f in held["postprocess"]]
+            before = self.infos.get(name)
+            if not common and (before is None or before.fingerprints):  # newly without one: say it once
+                log.error("tiers serve different bundles %s; requests will be refused until they agree", held)
+            elif before is not None and common and common[0] != before.fingerprint:
+                log.info("%s: every tier holds %s: requests switch to it", name, common[0])
+            helds[name] = held
+            infos[name] = pb.TierInfo(
+                tier=self.name,
+                model=name,
+                task=pre.task,
+                fingerprint=common[0] if common else pre.fingerprint,
+                streams=pre.streams,
+                fingerprints=common,
+                models=list(first.models) or [first.model],
+            )
+        self.infos, self.held = infos, helds
+        self.info = infos[first.model]  # the default model's
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -159,18 +181,29 @@ class GatewayTier(pb_grpc.GatewayServicer):
             except Exception as exc:  # noqa: BLE001 - a tier away for a moment: keep the last view
                 log.debug("refreshing the tiers' versions failed: %s", exc)
 
-    async def _pinned(self) -> str:
+    async def _pinned(self, model: str) -> str:
         """The fingerprint this request's hops must all serve."""
-        assert self.info is not None
-        if not self.info.fingerprints:
+        if not self.model_info(model).fingerprints:
             await self.refresh()  # they may agree by now
-        if not self.info.fingerprints:
-            held = "; ".join(f"{tier}: {', '.join(f) or 'none'}" for tier, f in self.held.items())
+        info = self.model_info(model)
+        if not info.fingerprints:
+            held = "; ".join(f"{tier}: {', '.join(f) or 'none'}" for tier, f in self.held[info.model].items())
             raise BundleMismatch(
                 f"bundle mismatch: the tiers hold no bundle in common ({held}); "
                 "all tiers must be loaded from the same serving bundle"
             )
-        return self.info.fingerprints[0]
+        return info.fingerprints[0]
+
+    def model_info(self, model: str) -> pb.TierInfo:
+        """What the gateway knows of model `model` (empty: the default one)."""
+        if self.info is None:
+            raise ModelNotReady("gateway is still connecting to its tiers")
+        if not model:
+            return self.info
+        if model not in self.infos:
+            served = ", ".join(map(repr, self.infos))
+            raise ModelNotFound(f"model {shown(model)} is not served here; this gateway serves {served}")
+        return self.infos[model]
 
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         """With `auth_token_file`: the call must carry `authorization: Bearer <an accepted token>`."""
@@ -183,9 +216,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
 
     async def Info(self, request: pb.TierInfoRequest, context: grpc.aio.ServicerContext) -> pb.TierInfo:
         self._authorize(context)
-        if self.info is None:
-            raise ModelNotReady("gateway is still connecting to its tiers")
-        return self.info
+        return self.model_info(request.model)
 
     @contextlib.asynccontextmanager
     async def _admitted(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
@@ -215,8 +246,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.PredictStreamResponse]:
         async with self._admitted(request, context):
-            assert self.info is not None
-            if not self.info.streams:
+            if not self.model_info(request.model).streams:
                 yield pb.PredictStreamResponse(final=await self._predict(request, context))
                 return
             async for event in self._predict_stream(request, context):
@@ -229,7 +259,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
         return Hop(deadline, tracing.outgoing(metadata))
 
     async def _preprocess(self, request: pb.PredictRequest, hop: Hop) -> pb.PreprocessResponse:
-        fingerprint = await self._pinned()
+        fingerprint = await self._pinned(request.model)
         return await self._call(
             self.pre.Preprocess,
             pb.PreprocessRequest(
@@ -329,9 +359,9 @@ class GatewayTier(pb_grpc.GatewayServicer):
             # did not ask, a restarted one): look again, and run once more if the pick changed.
             if not _mismatch(exc):
                 raise
-            before = self.info.fingerprints[:1] if self.info is not None else []
+            before = self.model_info(request.model).fingerprints[:1]
             await self.refresh()
-            if self.info is None or self.info.fingerprints[:1] == before:
+            if self.model_info(request.model).fingerprints[:1] == before:
                 raise
             return await self._predict_once(request, context)
 

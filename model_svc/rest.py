@@ -187,6 +187,26 @@ def build_app(tier: Any) -> Any:
             )
         return json_response(models)
 
+    async def load(request: Any) -> Any:
+        body = await request.body()
+        try:
+            parsed = json.loads(body) if body else {}
+        except ValueError:
+            raise InvalidInput("the request body is not JSON") from None
+        parameters = (parsed.get("parameters") if isinstance(parsed, dict) else None) or {}
+        if not isinstance(parameters, dict):
+            raise InvalidInput("field 'parameters' must be an object")
+        message = oip.RepositoryModelLoadRequest(model_name=request.path_params["name"])
+        if isinstance(parameters.get("uri"), str):
+            message.parameters["uri"].string_param = parameters["uri"]
+        await tier.RepositoryModelLoad(message, HttpCall(request))
+        return json_response({})
+
+    async def unload(request: Any) -> Any:
+        message = oip.RepositoryModelUnloadRequest(model_name=request.path_params["name"])
+        await tier.RepositoryModelUnload(message, HttpCall(request))
+        return json_response({})
+
     routes = [Route("/v2", handled(server_metadata, error_body), methods=["GET"])]
     routes += [Route("/v2/health/live", live, methods=["GET"]), Route("/v2/health/ready", ready, methods=["GET"])]
     for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
@@ -196,4 +216,6 @@ def build_app(tier: Any) -> Any:
             Route(f"{base}/infer", handled(infer, error_body), methods=["POST"]),
         ]
     routes.append(Route("/v2/repository/index", handled(index, error_body), methods=["POST"]))
+    routes.append(Route("/v2/repository/models/{name}/load", handled(load, error_body), methods=["POST"]))
+    routes.append(Route("/v2/repository/models/{name}/unload", handled(unload, error_body), methods=["POST"]))
     return Starlette(routes=routes)

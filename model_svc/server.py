@@ -35,6 +35,7 @@ from protos import grpc_predict_v2_pb2 as oip
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
 from splitserve.core import VERSION, pooling, tracing
 from splitserve.core.bundle import Bundle, check_model
+from splitserve.core.errors import InvalidInput, ModelNotFound, shown
 from splitserve.core.generation import OUTPUT, GenerationParams
 from splitserve.core.limits import check_message, check_request_tokens, model_output_bytes
 from splitserve.core.tier import BundleTier, Loaded
@@ -97,9 +98,9 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         return bool(self.versions)
 
     def _check_model(self, name: str, version: str) -> Loaded:
-        current = self.ready()
-        check_model(name, current.name, required=True)  # OIP requests always name the model
-        return self.ready(version)
+        if not name:  # OIP requests always name the model
+            check_model(name, self.ready().name, required=True)
+        return self.ready(version, "the request", name)
 
     async def ServerLive(self, request: Any, context: Any) -> oip.ServerLiveResponse:
         return oip.ServerLiveResponse(live=True)
@@ -108,31 +109,59 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         return oip.ServerReadyResponse(ready=self.loaded)
 
     async def ModelReady(self, request: oip.ModelReadyRequest, context: Any) -> oip.ModelReadyResponse:
-        if self.loaded:
-            check_model(request.name, self.model_name, required=True)
-            return oip.ModelReadyResponse(
-                ready=any(v.fingerprint == request.version for v in self.versions) or not request.version
-            )
-        return oip.ModelReadyResponse(ready=False)
+        held = [v.fingerprint for v in self.versions if v.name == request.name]
+        if self.loaded and not held and request.name not in self.sources:
+            self._check_model(request.name, "")  # never served here: NOT_FOUND (unloaded ones: not ready)
+        return oip.ModelReadyResponse(ready=bool(held) and (not request.version or request.version in held))
 
     async def ServerMetadata(self, request: Any, context: Any) -> oip.ServerMetadataResponse:
         return oip.ServerMetadataResponse(name="splitserve", version=VERSION, extensions=["model_repository"])
 
     async def RepositoryIndex(self, request: oip.RepositoryIndexRequest, context: Any) -> oip.RepositoryIndexResponse:
-        """Triton's model-repository index: the versions this replica holds (during a rollout, two)."""
-        return oip.RepositoryIndexResponse(
-            models=[
-                oip.RepositoryIndexResponse.ModelIndex(name=v.name, version=v.fingerprint, state="READY")
-                for v in self.versions
-            ]
-        )
+        """Triton's model-repository index: every version held (during a rollout, two of a model),
+        then the models unloaded (`RepositoryModelUnload`), UNAVAILABLE."""
+        held = [
+            oip.RepositoryIndexResponse.ModelIndex(name=v.name, version=v.fingerprint, state="READY")
+            for v in self.versions
+        ]
+        names = {v.name for v in self.versions}
+        unloaded = [
+            oip.RepositoryIndexResponse.ModelIndex(name=n, state="UNAVAILABLE", reason="unloaded")
+            for n in self.sources
+            if n not in names
+        ]
+        return oip.RepositoryIndexResponse(models=held + ([] if request.ready else unloaded))
+
+    async def RepositoryModelLoad(
+        self, request: oip.RepositoryModelLoadRequest, context: Any
+    ) -> oip.RepositoryModelLoadResponse:
+        """Load the bundle at parameter `uri` (default: where `model_name` was loaded from) as the
+        current version of `model_name`, beside the versions held."""
+        param = request.parameters.get("uri")
+        uri = param.string_param if param is not None and param.WhichOneof("parameter_choice") else ""
+        if not request.model_name:
+            raise InvalidInput("RepositoryModelLoad needs a model_name")
+        if not uri and request.model_name not in self.sources:
+            raise ModelNotFound(
+                f"model {shown(request.model_name)} was never loaded here: give its bundle as parameter 'uri'"
+            )
+        await self.add(uri or self.sources[request.model_name], request.model_name)
+        return oip.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: oip.RepositoryModelUnloadRequest, context: Any
+    ) -> oip.RepositoryModelUnloadResponse:
+        """Stop serving `model_name` (new requests: NOT_FOUND); its versions are unloaded once the
+        requests in flight on them end."""
+        await self.unload(request.model_name)
+        return oip.RepositoryModelUnloadResponse()
 
     async def ModelMetadata(self, request: oip.ModelMetadataRequest, context: Any) -> oip.ModelMetadataResponse:
         version = self._check_model(request.name, request.version)
         config = version.bundle.config
         return oip.ModelMetadataResponse(
             name=version.name,
-            versions=[v.fingerprint for v in self.versions],  # the current version first
+            versions=[v.fingerprint for v in self.versions if v.name == version.name],  # the current one first
             platform=version.stage.backend.platform,
             inputs=[
                 codec.tensor_metadata(n, config.input_types.get(n, "INT64"), config.input_shapes.get(n, [-1, -1]))
@@ -161,7 +190,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
     def _using(self, request: oip.ModelInferRequest) -> Iterator[Loaded]:
         """The version the request names (its model checked), counted in use meanwhile."""
         self._check_model(request.model_name, request.model_version)
-        with self.using(request.model_version) as version:
+        with self.using(request.model_version, "the request", request.model_name) as version:
             yield version
 
     async def ModelInfer(self, request: oip.ModelInferRequest, context: Any) -> oip.ModelInferResponse:

@@ -9,7 +9,7 @@ from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve import tasks
 from splitserve.core import codec
-from splitserve.core.bundle import Bundle, check_model
+from splitserve.core.bundle import Bundle
 from splitserve.core.tier import BundleTier, Loaded
 from splitserve.core.tokenizer import load_tokenizer
 from splitserve.stages.postprocess import Postprocessor
@@ -35,8 +35,7 @@ class PostprocessTier(BundleTier, pb_grpc.PostprocessServicer):
     async def Postprocess(
         self, request: pb.PostprocessRequest, context: grpc.aio.ServicerContext
     ) -> pb.PostprocessResponse:
-        with self.using(request.fingerprint, "the preprocess tier's output") as version:
-            check_model(request.model, version.name)
+        with self.using(request.fingerprint, "the preprocess tier's output", request.model) as version:
             return await self.offload(context, self._postprocess, request, version)  # CPU work: off the loop
 
     def _postprocess(self, request: pb.PostprocessRequest, version: Loaded) -> pb.PostprocessResponse:

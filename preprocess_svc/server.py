@@ -8,7 +8,7 @@ from preprocess_svc.settings import PreprocessSettings
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve.core import codec
-from splitserve.core.bundle import Bundle, check_model
+from splitserve.core.bundle import Bundle
 from splitserve.core.limits import check_message, check_request_chars, check_request_tokens, model_output_bytes
 from splitserve.core.records import Limits
 from splitserve.core.tier import BundleTier, Loaded
@@ -38,8 +38,7 @@ class PreprocessTier(BundleTier, pb_grpc.PreprocessServicer):
         self, request: pb.PreprocessRequest, context: grpc.aio.ServicerContext
     ) -> pb.PreprocessResponse:
         check_request_chars(request.records, self.settings.max_request_chars)  # before tokenizing them
-        with self.using(request.fingerprint, "the gateway's pick") as version:
-            check_model(request.model, version.name)
+        with self.using(request.fingerprint, "the gateway's pick", request.model) as version:
             return await self.offload(context, self._preprocess, request, version)  # CPU work: off the loop
 
     def _preprocess(self, request: pb.PreprocessRequest, version: Loaded) -> pb.PreprocessResponse:

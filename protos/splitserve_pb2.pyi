@@ -216,24 +216,28 @@ class Result(_message.Message):
     def __init__(self, id: _Optional[str] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., entities: _Optional[_Union[Entities, _Mapping]] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., filled_masks: _Optional[_Union[FilledMasks, _Mapping]] = ..., answers: _Optional[_Union[Answers, _Mapping]] = ..., zero_shot: _Optional[_Union[ZeroShot, _Mapping]] = ..., generated: _Optional[_Union[Generated, _Mapping]] = ..., transcription: _Optional[_Union[Transcription, _Mapping]] = ...) -> None: ...
 
 class TierInfoRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class TierInfo(_message.Message):
-    __slots__ = ("tier", "model", "task", "fingerprint", "streams", "fingerprints")
+    __slots__ = ("tier", "model", "task", "fingerprint", "streams", "fingerprints", "models")
     TIER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     STREAMS_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINTS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     tier: str
     model: str
     task: str
     fingerprint: str
     streams: bool
     fingerprints: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, tier: _Optional[str] = ..., model: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[str] = ..., streams: _Optional[bool] = ..., fingerprints: _Optional[_Iterable[str]] = ...) -> None: ...
+    models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tier: _Optional[str] = ..., model: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[str] = ..., streams: _Optional[bool] = ..., fingerprints: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PreprocessRequest(_message.Message):
     __slots__ = ("model", "records", "params", "fingerprint")

@@ -149,15 +149,26 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     # Fetched once into the host's bundle cache, held while `up` runs; every replica (and every
     # restart) then loads that verified folder: no fetch per start, one bundle whatever an alias does.
-    bundle = load_bundle(args.bundle_uri, ("tokenizer", "onnx"))
-    if args.watch_alias and args.inline_stages:
-        raise SystemExit("error: --watch-alias needs the preprocess and postprocess tiers: drop --inline-stages")
+    first, *more = args.bundle_uri
+    bundle = load_bundle(first, ("tokenizer", "onnx"))
+    if (args.watch_alias or more) and args.inline_stages:
+        raise SystemExit(
+            "error: --watch-alias and several bundles need the preprocess and postprocess tiers: drop --inline-stages"
+        )
     tier_args = ["--watch-alias", "--watch-interval-s", str(args.watch_interval_s)] if args.watch_alias else []
+    if more:  # served beside the first, each under its own name (requests choose by `model`)
+        specs = []
+        for uri in more:
+            other = load_bundle(uri, ("tokenizer", "onnx"))
+            specs.append(
+                f"{other.config.name}={other.root if other.root.parent == cache_root() and not args.watch_alias else uri}"
+            )
+        tier_args += ["--bundle", *specs]
     model_args = ["--intra-op-threads", str(args.intra_op_threads)] if args.intra_op_threads is not None else []
     model_args += ["--device", args.device]
     return up(
         # With --watch-alias every replica follows the alias itself.
-        str(bundle.root) if bundle.root.parent == cache_root() and not args.watch_alias else args.bundle_uri,
+        str(bundle.root) if bundle.root.parent == cache_root() and not args.watch_alias else first,
         counts["preprocess"],
         counts["model"],
         counts["postprocess"],
@@ -374,7 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve_gateway)
 
     p = sub.add_parser("up", help="Run every tier and the gateway locally; prints their addresses as JSON.")
-    p.add_argument("bundle_uri", help="Serving bundle URI.")
+    p.add_argument(
+        "bundle_uri",
+        nargs="+",
+        help="Serving bundle URI; more URIs are served beside it, each under its bundle's name (requests choose by model).",
+    )
     p.add_argument(
         "--replicas",
         action="append",

@@ -54,6 +54,11 @@ class ServerSettings(BaseSettings):
 class BundleServerSettings(ServerSettings):
     bundle_uri: str = Field(..., description="Serving bundle: a path, runs:/..., models:/name/3, models:/name@alias.")
     model_name: str | None = Field(None, description="Name the model is served under (default: the bundle's).")
+    bundle: list[str] = Field(
+        [],
+        description="More bundles served beside BUNDLE_URI, as NAME=URI (requests choose one by its model name; "
+        "BUNDLE_URI's serves requests that name none).",
+    )
     max_records: int = Field(MAX_RECORDS, description="Most records one request may carry.")
     max_text_chars: int = Field(MAX_TEXT_CHARS, description="Longest text (in characters) one record may carry.")
     max_request_chars: int = Field(

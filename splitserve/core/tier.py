@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,10 +29,11 @@ import grpc
 from protos import splitserve_pb2 as pb
 from splitserve.core import cache
 from splitserve.core.bundle import Bundle, load_bundle
-from splitserve.core.errors import BundleMismatch, DeadlineExceeded, ModelNotReady, shown
+from splitserve.core.errors import BundleMismatch, DeadlineExceeded, InvalidInput, ModelNotFound, ModelNotReady, shown
 from splitserve.core.settings import BundleServerSettings
 
 T = TypeVar("T")
+ALIAS_URI = re.compile(r"models:/[^/@]+@[^/@]+")
 log = logging.getLogger("splitserve.tier")
 
 
@@ -58,7 +60,8 @@ class BundleTier:
 
     def __init__(self, settings: BundleServerSettings):
         self.settings = settings
-        self.versions: list[Loaded] = []  # the current version first
+        self.versions: list[Loaded] = []  # every model's, each model's current version before its others
+        self.sources: dict[str, str] = {}  # model name -> the URI it was loaded from; the default model first
         self._workers: ThreadPoolExecutor | None = None
         self._watcher: asyncio.Task[None] | None = None
 
@@ -75,65 +78,78 @@ class BundleTier:
 
     @property
     def model_name(self) -> str:
-        return self.versions[0].name if self.versions else ""
+        """The default model: the one BUNDLE_URI serves (requests that name none get it)."""
+        return next(iter(self.sources), "")
 
     async def load(self) -> dict[str, Any]:
-        version = await self.add(self.settings.bundle_uri)
-        if self.settings.watch_alias:
+        s = self.settings
+        version = await self.add(s.bundle_uri, s.model_name or "")
+        for name, uri in bundle_specs(s.bundle):
+            await self.add(uri, name)
+        if s.watch_alias:
             self._watcher = asyncio.create_task(self._watch())
         bundle = version.bundle
-        return {"model": version.name, "task": bundle.config.task, "fingerprint": bundle.fingerprint, **version.facts}
+        facts: dict[str, Any] = {"model": version.name, "task": bundle.config.task, "fingerprint": bundle.fingerprint}
+        if len(self.sources) > 1:
+            facts["models"] = list(self.sources)
+        return {**facts, **version.facts}
 
-    async def add(self, uri: str) -> Loaded:
-        """Load the bundle at `uri` beside the versions held and make it the current one (one
-        already held just becomes current again)."""
+    async def add(self, uri: str, name: str = "") -> Loaded:
+        """Load the bundle at `uri` beside the versions held and make it the current version of
+        model `name` (empty: the default model's, or the bundle's own name for the first); one
+        already held just becomes current again."""
         s = self.settings
         loop = asyncio.get_running_loop()
         bundle = await loop.run_in_executor(None, lambda: load_bundle(uri, self.parts, cache_dir=s.cache_dir))
-        held = [v for v in self.versions if v.fingerprint == bundle.fingerprint]
+        # A version that follows another is served under the same name, whatever its own bundle says.
+        name = name or self.model_name or bundle.config.name
+        self.sources.setdefault(name, uri)
+        held = [v for v in self.versions if v.name == name and v.fingerprint == bundle.fingerprint]
         if held:
             cache.release(bundle.root)  # this load's own hold: the version held holds it already
             version = held[0]
             self.versions.remove(version)
         else:
             stage = await loop.run_in_executor(None, self.build, bundle)
-            # A version that follows another is served under the same name, whatever its own bundle says.
-            name = s.model_name or (self.versions[0].name if self.versions else bundle.config.name)
             version = Loaded(name, bundle, stage)
             version.facts = await self.started(version)
-        previous = self.versions[0].fingerprint if self.versions else ""
+        previous = [v.fingerprint for v in self.versions if v.name == name][:1]
         self.versions.insert(0, version)
-        if previous and previous != version.fingerprint:
-            log.info("%s: serving %s (from %s), %s until unused", self.name, version.fingerprint, uri, previous)
+        if previous and previous[0] != version.fingerprint:
+            log.info(
+                "%s: %s: serving %s (from %s), %s until unused", self.name, name, version.fingerprint, uri, previous[0]
+            )
         return version
 
     async def _watch(self) -> None:
-        """Follow the alias: poll, load a new version beside the current one, retire the old."""
+        """Follow the aliases: poll, load a new version beside the current one, retire the old."""
         s = self.settings
         while True:
             await asyncio.sleep(s.watch_interval_s)
-            try:
-                if self.versions[0].fingerprint != await self._resolve():
-                    await self.add(s.bundle_uri)
-            except Exception as exc:  # noqa: BLE001 - a failed poll keeps serving what is loaded
-                log.warning("%s: polling %s failed: %s", self.name, s.bundle_uri, exc)
+            for name, uri in list(self.sources.items()):
+                if not ALIAS_URI.fullmatch(uri):
+                    continue
+                try:
+                    if self.ready(name=name).fingerprint != await self._resolve(uri):
+                        await self.add(uri, name)
+                except Exception as exc:  # noqa: BLE001 - a failed poll keeps serving what is loaded
+                    log.warning("%s: polling %s failed: %s", self.name, uri, exc)
             await self.retire()
 
-    async def _resolve(self) -> str:
-        """The fingerprint the watched URI names now (its serving.json fetched into the cache)."""
+    async def _resolve(self, uri: str) -> str:
+        """The fingerprint `uri` names now (its serving.json fetched into the cache)."""
         s = self.settings
-        entry = await asyncio.get_running_loop().run_in_executor(None, cache.fetch, s.bundle_uri, (), s.cache_dir)
+        entry = await asyncio.get_running_loop().run_in_executor(None, cache.fetch, uri, (), s.cache_dir)
         cache.release(entry)  # the poll's own hold; a version loaded from it holds it again
         return entry.name
 
     async def retire(self) -> list[str]:
         """Unload the versions behind the current one that nothing uses any more; their fingerprints."""
-        if not self.versions:
-            return []
-        current, now, retired = self.versions[0], time.monotonic(), []
-        for old in self.versions[1:]:
+        now, retired = time.monotonic(), []
+        for old in list(self.versions):
+            current = self.ready(name=old.name)
             unused = old.in_flight == 0 and now - old.last_used >= self.settings.retire_after_s
-            if unused and current.last_used > old.last_used:
+            if old is not current and unused and current.last_used > old.last_used:
                 self.versions.remove(old)
                 await self.stopped(old)
                 cache.release(old.bundle.root)
@@ -141,10 +157,26 @@ class BundleTier:
                 log.info("%s: unloaded %s (unused)", self.name, old.fingerprint)
         return retired
 
+    async def unload(self, name: str) -> list[str]:
+        """Stop serving model `name` (new requests: NOT_FOUND) and unload its versions once the
+        requests in flight on them end; their fingerprints."""
+        gone = [v for v in self.versions if v.name == name]
+        if not gone:
+            raise ModelNotFound(f"model {shown(name)} is not loaded here")
+        self.versions = [v for v in self.versions if v.name != name]
+        for version in gone:
+            while version.in_flight:
+                await asyncio.sleep(0.05)
+            await self.stopped(version)
+            cache.release(version.bundle.root)
+        log.info("%s: unloaded model %s", self.name, name)
+        return [v.fingerprint for v in gone]
+
     @contextlib.contextmanager
-    def using(self, fingerprint: str = "", source: str = "the request") -> Iterator[Loaded]:
-        """The version `fingerprint` names (empty: the current one), counted in use meanwhile."""
-        version = self.ready(fingerprint, source)
+    def using(self, fingerprint: str = "", source: str = "the request", name: str = "") -> Iterator[Loaded]:
+        """The version `fingerprint` of model `name` (empty: the current one of the default model),
+        counted in use meanwhile."""
+        version = self.ready(fingerprint, source, name)
         version.in_flight += 1
         try:
             yield version
@@ -178,27 +210,44 @@ class BundleTier:
         if self._workers is not None:
             self._workers.shutdown(wait=False, cancel_futures=True)
 
-    def ready(self, fingerprint: str = "", source: str = "the request") -> Loaded:
-        """The version `fingerprint` names (empty: the current one)."""
+    def ready(self, fingerprint: str = "", source: str = "the request", name: str = "") -> Loaded:
+        """The version `fingerprint` of model `name` (empty: the current one; the default model)."""
         if not self.versions:
             raise ModelNotReady(f"{self.name} tier is still loading")
+        mine = [v for v in self.versions if v.name == (name or self.model_name)]
+        if not mine:
+            raise ModelNotFound(
+                f"model {shown(name)} is not served here; this tier serves {', '.join(map(repr, self.sources))}"
+            )
         if not fingerprint:
-            return self.versions[0]
-        for version in self.versions:
+            return mine[0]
+        for version in mine:
             if version.fingerprint == fingerprint:
                 return version
         raise BundleMismatch(
             f"bundle mismatch: {source} is for bundle {shown(fingerprint)}, this tier serves "
-            f"{', '.join(v.fingerprint for v in self.versions)}; all tiers must be loaded from the same serving bundle"
+            f"{', '.join(v.fingerprint for v in mine)}; all tiers must be loaded from the same serving bundle"
         )
 
     async def Info(self, request: pb.TierInfoRequest, context: grpc.aio.ServicerContext) -> pb.TierInfo:
-        current = self.ready()
+        current = self.ready(name=request.model)
         return pb.TierInfo(
             tier=self.name,
             model=current.name,
             task=current.bundle.config.task,
             fingerprint=current.fingerprint,
             streams=current.stage.streams,
-            fingerprints=[v.fingerprint for v in self.versions],
+            fingerprints=[v.fingerprint for v in self.versions if v.name == current.name],
+            models=list(self.sources),
         )
+
+
+def bundle_specs(specs: list[str]) -> list[tuple[str, str]]:
+    """`--bundle NAME=URI ...` as (name, URI) pairs."""
+    pairs = []
+    for spec in specs:
+        name, sep, uri = spec.partition("=")
+        if not sep or not name or not uri:
+            raise InvalidInput(f"--bundle takes NAME=URI, not {shown(spec)}")
+        pairs.append((name, uri))
+    return pairs
