@@ -110,3 +110,20 @@ def test_repository_load_and_unload(tiny_bundles) -> None:
 
 def first_name(stack: Stack) -> str:
     return next(r.tier for r in stack.running if r.tier.name == "model").model_name
+
+
+def test_up_serves_several_bundles(tiny_bundles) -> None:
+    """`splitserve up URI1 URI2`: real processes, one gateway, each bundle under its own name."""
+    from test_cli import up
+
+    first, second = tiny_bundles[("feature-extraction", "bert")], tiny_bundles[("feature-extraction", "roberta")]
+    (_, answer1), (_, answer2) = _expected(first.local_dir), _expected(second.local_dir)
+    with (
+        up(first.bundle_uri, second.bundle_uri, "--replicas", "model=1", "--no-rest") as addresses,
+        Client(addresses["gateway"]) as client,
+        grpc.insecure_channel(addresses["gateway"]) as channel,
+    ):
+        names = list(pb_grpc.GatewayStub(channel).Info(pb.TierInfoRequest()).models)
+        assert names == ["tiny-feature-extraction-bert", "tiny-feature-extraction-roberta"]
+        assert _same(client.predict(RECORDS), answer1)
+        assert _same(client.predict(RECORDS, model=names[1]), answer2)

@@ -93,9 +93,13 @@ class BundleServerSettings(ServerSettings):
     )
 
     @model_validator(mode="after")
-    def _watchable(self) -> BundleServerSettings:
+    def _checked(self) -> BundleServerSettings:
         if self.watch_alias and not re.fullmatch(r"models:/[^/@]+@[^/@]+", self.bundle_uri):
             raise ValueError(
                 f"--watch-alias follows a registry alias: give models:/NAME@ALIAS, not {self.bundle_uri!r}"
             )
+        for spec in self.bundle:
+            name, sep, uri = spec.partition("=")
+            if not (name and sep and uri):
+                raise ValueError(f"--bundle takes NAME=URI, not {spec!r}")
         return self

@@ -3,13 +3,15 @@ the versions it holds, and the `Info` it answers. A tier subclasses `BundleTier`
 parts it needs and builds its stage (`build`, run in a worker thread so health answers while it
 loads).
 
-A tier holds a list of loaded versions (`Loaded`: a bundle's name, fingerprint and stage), the
-current one first. A request names the fingerprint it wants (empty: the current one); a
-fingerprint the tier does not hold is a bundle mismatch. With `watch_alias` the tier polls its
-`models:/name@alias` URI (through the bundle cache's fetch process: no MLflow here) and, when the
-alias moved, loads the new version beside the old one and makes it current; the old one is
-unloaded once nothing uses it: no request in flight, none for `retire_after_s`, and the new one
-already served a request (so the gateway has switched to it).
+A tier holds a list of loaded versions (`Loaded`: a model name, a bundle and its stage), keyed by
+name and fingerprint: one model per bundle it was given (BUNDLE_URI's is the default, `--bundle
+NAME=URI` adds more), each model's current version before its others. A request names the model
+(empty: the default) and the fingerprint it wants (empty: the current one); a fingerprint the tier
+does not hold is a bundle mismatch. With `watch_alias` the tier polls each `models:/name@alias` URI
+it was given (through the bundle cache's fetch process: no MLflow here) and, when an alias moved,
+loads the new version beside the old one and makes it current; the old one is unloaded once nothing
+uses it: no request in flight, none for `retire_after_s`, and the new one already served a request
+(so the gateway has switched to it).
 """
 
 from __future__ import annotations
