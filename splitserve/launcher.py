@@ -174,8 +174,11 @@ def up(
             [*tier_tls, *certs.tier_flags(paths)],
             [*(gateway_args or []), *certs.gateway_flags(paths)],
         )
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            gateway_args += ["--tier-tls-server-name", host]
+        # The name the tiers' certificate is checked against: with several replicas of a tier, the
+        # channel's target lists them all and names no host, so it is given (the certificate names
+        # localhost on loopback).
+        loopback = host in ("127.0.0.1", "localhost", "::1")
+        gateway_args += ["--tier-tls-server-name", "localhost" if loopback else host]
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     tiers: dict[str, list[Replica]] = {
