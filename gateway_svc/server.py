@@ -35,7 +35,15 @@ from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve.core import tracing
 from splitserve.core.admission import Admission
-from splitserve.core.errors import BundleMismatch, InvalidInput, ModelNotReady, Overloaded, Unauthenticated
+from splitserve.core.errors import (
+    BundleMismatch,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+    Unauthenticated,
+    shown,
+)
 from splitserve.core.limits import check_request_chars
 
 log = logging.getLogger("splitserve.gateway")
@@ -64,12 +72,21 @@ class GatewayTier(pb_grpc.GatewayServicer):
         self.stages = stages
         self.in_flight = 0
         self.admission = Admission(settings.max_in_flight_records, "records", "gateway", "max_in_flight_records")
-        self.info: pb.TierInfo | None = None
+        self.info: pb.TierInfo | None = None  # the default model's
+        self.infos: dict[str, pb.TierInfo] = {}  # every model's, by name
         self.channels: list[grpc.aio.Channel] = []
         self.tokens: list[bytes] | None = None
+        self.held: dict[str, dict[str, list[str]]] = {}  # per model, the versions each tier holds (last refresh)
+        self._refresher: asyncio.Task[None] | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_GatewayServicer_to_server(self, server)
+
+    def rest_app(self) -> Any:
+        """The REST door beside the gRPC port (`rest_port`): these handlers, over HTTP (gateway_svc.rest)."""
+        from gateway_svc.rest import build_app
+
+        return build_app(self)
 
     async def load(self) -> dict[str, Any]:
         s = self.settings
@@ -98,25 +115,95 @@ class GatewayTier(pb_grpc.GatewayServicer):
             pre, post = open_channel(s.preprocess), open_channel(s.postprocess)
             self.channels += [pre, post]
             self.pre, self.post = pb_grpc.PreprocessStub(pre), pb_grpc.PostprocessStub(post)
-        # Wait for every tier, and say so loudly if they serve different bundles.
-        pre_info = await self.pre.Info(pb.TierInfoRequest(), wait_for_ready=True, timeout=120)
-        post_info = await self.post.Info(pb.TierInfoRequest(), wait_for_ready=True, timeout=120)
-        meta = await self.model.ModelMetadata(
-            oip.ModelMetadataRequest(name=pre_info.model), wait_for_ready=True, timeout=120
-        )
-        fingerprints = {pre_info.fingerprint, post_info.fingerprint, *meta.versions}
-        if len(fingerprints) > 1:
-            log.error(
-                "tiers serve different bundles %s; requests will be refused until they agree", sorted(fingerprints)
+        await self.refresh(wait=True)  # wait for every tier
+        assert self.info is not None
+        self._refresher = asyncio.create_task(self._refresh_forever())
+        return {"model": self.info.model, "task": self.info.task, "fingerprint": self.info.fingerprint}
+
+    async def refresh(self, wait: bool = False) -> None:
+        """Ask the tiers which versions they hold (each tier once per replica named, a few times for
+        a dns:/// name: round robin spreads the asks), and pin requests to the newest version every
+        replica of every tier holds: the preprocess tier's current version first. None in common:
+        say so loudly; requests are refused (bundle mismatch) until they agree. (During a rollout
+        every replica keeps the old version until requests come for the new one, i.e. until
+        every replica holds it.)"""
+        s, timeout = self.settings, 120 if wait else 5
+
+        async def ask(call: Any, request: Any, addresses: list[str]) -> list[Any]:
+            answers = [await call(request, wait_for_ready=wait, timeout=timeout)]
+            for _ in range(len(addresses) - 1 + 2 * any(a.startswith("dns:") for a in addresses)):
+                with contextlib.suppress(grpc.aio.AioRpcError):  # round robin picks among the ready replicas
+                    answers.append(await call(request, timeout=5))
+            return answers
+
+        first = (await ask(self.pre.Info, pb.TierInfoRequest(), []))[0]
+        infos, helds = {}, {}
+        for name in list(first.models) or [first.model]:  # every model the preprocess tier serves
+            request = pb.TierInfoRequest(model=name)
+            pres = await ask(self.pre.Info, request, s.preprocess)
+            pre = pres[0]
+            try:
+                posts = await ask(self.post.Info, request, s.postprocess)
+                metas = await ask(self.model.ModelMetadata, oip.ModelMetadataRequest(name=name), s.model)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                posts, metas = [], []  # a tier without this model: nothing in common
+            held = {
+                "preprocess": _versions([list(i.fingerprints) or [i.fingerprint] for i in pres]),
+                "model": _versions([list(m.versions) for m in metas]),
+                "postprocess": _versions([list(i.fingerprints) or [i.fingerprint] for i in posts]),
+            }
+            common = [f for f in held["preprocess"] if f in held["model"] and f in held["postprocess"]]
+            before = self.infos.get(name)
+            if not common and (before is None or before.fingerprints):  # newly without one: say it once
+                log.error("tiers serve different bundles %s; requests will be refused until they agree", held)
+            elif before is not None and common and common[0] != before.fingerprint:
+                log.info("%s: every tier holds %s: requests switch to it", name, common[0])
+            helds[name] = held
+            infos[name] = pb.TierInfo(
+                tier=self.name,
+                model=name,
+                task=pre.task,
+                fingerprint=common[0] if common else pre.fingerprint,
+                streams=pre.streams,
+                fingerprints=common,
+                models=list(first.models) or [first.model],
             )
-        self.info = pb.TierInfo(
-            tier=self.name,
-            model=pre_info.model,
-            task=pre_info.task,
-            fingerprint=pre_info.fingerprint,
-            streams=pre_info.streams,
-        )
-        return {"model": pre_info.model, "task": pre_info.task, "fingerprint": pre_info.fingerprint}
+        self.infos, self.held = infos, helds
+        self.info = infos[first.model]  # the default model's
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tier_refresh_s)
+            try:
+                await self.refresh()
+            except Exception as exc:  # noqa: BLE001 - a tier away for a moment: keep the last view
+                log.debug("refreshing the tiers' versions failed: %s", exc)
+
+    async def _pinned(self, model: str) -> str:
+        """The fingerprint this request's hops must all serve."""
+        if not self.model_info(model).fingerprints:
+            await self.refresh()  # they may agree by now
+        info = self.model_info(model)
+        if not info.fingerprints:
+            held = "; ".join(f"{tier}: {', '.join(f) or 'none'}" for tier, f in self.held[info.model].items())
+            raise BundleMismatch(
+                f"bundle mismatch: the tiers hold no bundle in common ({held}); "
+                "all tiers must be loaded from the same serving bundle"
+            )
+        return info.fingerprints[0]
+
+    def model_info(self, model: str) -> pb.TierInfo:
+        """What the gateway knows of model `model` (empty: the default one)."""
+        if self.info is None:
+            raise ModelNotReady("gateway is still connecting to its tiers")
+        if not model:
+            return self.info
+        if model not in self.infos:
+            served = ", ".join(map(repr, self.infos))
+            raise ModelNotFound(f"model {shown(model)} is not served here; this gateway serves {served}")
+        return self.infos[model]
 
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         """With `auth_token_file`: the call must carry `authorization: Bearer <an accepted token>`."""
@@ -129,9 +216,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
 
     async def Info(self, request: pb.TierInfoRequest, context: grpc.aio.ServicerContext) -> pb.TierInfo:
         self._authorize(context)
-        if self.info is None:
-            raise ModelNotReady("gateway is still connecting to its tiers")
-        return self.info
+        return self.model_info(request.model)
 
     @contextlib.asynccontextmanager
     async def _admitted(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
@@ -161,8 +246,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.PredictStreamResponse]:
         async with self._admitted(request, context):
-            assert self.info is not None
-            if not self.info.streams:
+            if not self.model_info(request.model).streams:
                 yield pb.PredictStreamResponse(final=await self._predict(request, context))
                 return
             async for event in self._predict_stream(request, context):
@@ -175,11 +259,25 @@ class GatewayTier(pb_grpc.GatewayServicer):
         return Hop(deadline, tracing.outgoing(metadata))
 
     async def _preprocess(self, request: pb.PredictRequest, hop: Hop) -> pb.PreprocessResponse:
-        return await self.pre.Preprocess(
-            pb.PreprocessRequest(model=request.model, records=request.records, params=request.params),
-            timeout=hop.left(),
-            metadata=hop.metadata,
+        fingerprint = await self._pinned(request.model)
+        return await self._call(
+            self.pre.Preprocess,
+            pb.PreprocessRequest(
+                model=request.model, records=request.records, params=request.params, fingerprint=fingerprint
+            ),
+            hop,
         )
+
+    async def _call(self, method: Any, request: Any, hop: Hop) -> Any:
+        """One hop; a replica that does not hold the pinned version (a rollout half way through its
+        replicas) refuses before any work, and the call goes to the next replica (round robin)."""
+        for attempt in range(1, self.settings.max_attempts + 1):
+            try:
+                return await method(request, timeout=hop.left(), metadata=hop.metadata)
+            except grpc.aio.AioRpcError as exc:
+                if attempt == self.settings.max_attempts or not _mismatch(exc):
+                    raise
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _infer_request(pre: pb.PreprocessResponse) -> oip.ModelInferRequest:
@@ -218,7 +316,7 @@ class GatewayTier(pb_grpc.GatewayServicer):
             partial=partial,
             task_records=pre.task_records,
         )
-        post = await self.post.Postprocess(post_request, timeout=hop.left(), metadata=hop.metadata)
+        post = await self._call(self.post.Postprocess, post_request, hop)
         if post.fingerprint != pre.fingerprint:
             raise BundleMismatch(
                 f"bundle mismatch: preprocess serves {pre.fingerprint}, postprocess serves {post.fingerprint}"
@@ -245,16 +343,35 @@ class GatewayTier(pb_grpc.GatewayServicer):
                     for name in ("queue", "inference")
                     if f"{name}_us" in infer.parameters
                 ),
+                *(
+                    (("splitserve-input-tokens", str(infer.parameters["input_tokens"].int64_param)),)
+                    if "input_tokens" in infer.parameters
+                    else ()
+                ),
             )
         )
 
     async def _predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
+        try:
+            return await self._predict_once(request, context)
+        except grpc.aio.AioRpcError as exc:
+            # A tier no longer holds the version pinned at the last refresh (a replica the refresh
+            # did not ask, a restarted one): look again, and run once more if the pick changed.
+            if not _mismatch(exc):
+                raise
+            before = self.model_info(request.model).fingerprints[:1]
+            await self.refresh()
+            if self.model_info(request.model).fingerprints[:1] == before:
+                raise
+            return await self._predict_once(request, context)
+
+    async def _predict_once(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
         start = time.perf_counter()
         hop = self._hop(context)
         t0 = time.perf_counter()
         pre = await self._preprocess(request, hop)
         t1 = time.perf_counter()
-        infer = await self.model.ModelInfer(self._infer_request(pre), timeout=hop.left(), metadata=hop.metadata)
+        infer = await self._call(self.model.ModelInfer, self._infer_request(pre), hop)
         t2 = time.perf_counter()
         self._check_version(infer, pre)
         post = await self._postprocess(request, pre, self._outputs(infer), hop)
@@ -332,6 +449,8 @@ class GatewayTier(pb_grpc.GatewayServicer):
         )
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
         await asyncio.gather(*(c.close() for c in self.channels))
 
 
@@ -361,6 +480,17 @@ class InlineStub:
                 return await handler(request, InlineContext(timeout))
 
         return call
+
+
+def _mismatch(exc: grpc.aio.AioRpcError) -> bool:
+    """A tier refused a version it does not hold (before doing any work)."""
+    return exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "bundle mismatch" in (exc.details() or "")
+
+
+def _versions(answers: list[list[str]]) -> list[str]:
+    """The versions every replica asked holds: the replicas' current ones first, in the order they came."""
+    ordered = list(dict.fromkeys([a[0] for a in answers if a] + [f for a in answers for f in a[1:]]))
+    return [f for f in ordered if all(f in a for a in answers)]
 
 
 def _without_audio(records: Any) -> Any:

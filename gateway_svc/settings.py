@@ -23,6 +23,11 @@ class GatewaySettings(ServerSettings):
             "calling their tiers (one network hop per request instead of three; for latency, on one machine)."
         ),
     )
+    rest_port: int | None = Field(
+        None,
+        description="Also serve the REST API (/v1/predict, OpenAI-compatible /v1/...) on this port, with the "
+        "gRPC port's TLS and tokens (0: a free one; unset: no REST).",
+    )
     max_in_flight: int = Field(256, description="Requests in progress at once; more get RESOURCE_EXHAUSTED.")
     max_in_flight_records: int = Field(
         8192,
@@ -35,6 +40,11 @@ class GatewaySettings(ServerSettings):
         MAX_REQUEST_CHARS, ge=1, description="Most characters of text one request may carry (all its records)."
     )
     timeout_s: float = Field(30.0, description="Deadline for a request whose client sets none.")
+    tier_refresh_s: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between two asks of the tiers' versions; requests go to the newest one every tier holds.",
+    )
     max_attempts: int = Field(3, description="Attempts per downstream call on UNAVAILABLE (other replicas).")
     dns_refresh_s: float = Field(
         5.0, ge=0, description="Least time between two DNS resolutions of a dns:/// tier address (gRPC's is 30 s)."

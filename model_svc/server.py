@@ -17,9 +17,10 @@ generation whose caller has gone away (cancelled, past its deadline) stops at it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -33,10 +34,11 @@ from model_svc.settings import ModelSettings
 from protos import grpc_predict_v2_pb2 as oip
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
 from splitserve.core import VERSION, pooling, tracing
-from splitserve.core.bundle import Bundle, check_fingerprint, check_model
+from splitserve.core.bundle import Bundle, check_model
+from splitserve.core.errors import InvalidInput, ModelNotFound, shown
 from splitserve.core.generation import OUTPUT, GenerationParams
 from splitserve.core.limits import check_message, check_request_tokens, model_output_bytes
-from splitserve.core.tier import BundleTier
+from splitserve.core.tier import BundleTier, Loaded
 
 
 class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
@@ -47,23 +49,27 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
     def __init__(self, settings: ModelSettings):
         super().__init__(settings)
         self.parts = ("onnx",) if settings.backend == "onnx" else ()  # torch loads the source model
-        self.batcher: Batcher | None = None
-        self.generations: GenerationBatcher | None = None
-        # One inference at a time per replica: the runtime's own threads use the cores.
+        # One inference at a time per replica: the runtime's own threads use the cores (every version's).
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
 
     def register(self, server: grpc.aio.Server) -> None:
         oip_grpc.add_GRPCInferenceServiceServicer_to_server(self, server)
 
-    def build(self, bundle: Bundle) -> Backend:
-        s = self.settings
-        return create_backend(bundle, s.backend, s.device, s.intra_op_threads, s.spin_wait, s.dtype)
+    def rest_app(self) -> Any:
+        """The protocol over REST beside the gRPC port (`rest_port`): these handlers (model_svc.rest)."""
+        from model_svc.rest import build_app
 
-    async def started(self) -> dict[str, Any]:
-        bundle, backend = self.ready()
+        return build_app(self)
+
+    def build(self, bundle: Bundle) -> Engine:
         s = self.settings
-        self.batcher = Batcher(
-            backend.infer,
+        return Engine(create_backend(bundle, s.backend, s.device, s.intra_op_threads, s.spin_wait, s.dtype))
+
+    async def started(self, version: Loaded) -> dict[str, Any]:
+        bundle, engine = version.bundle, version.stage
+        s = self.settings
+        engine.batcher = Batcher(
+            engine.backend.infer,
             token_outputs=bundle.config.token_outputs,
             max_batch_size=s.max_batch_size,
             max_batch_tokens=s.max_batch_tokens,
@@ -72,29 +78,29 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
             max_pad_fraction=0.0 if bundle.config.exact_lengths else s.max_pad_fraction,
             executor=self.executor,
         )
-        self.batcher.start()
+        engine.batcher.start()
         if bundle.config.generation is not None:
-            run_jobs = functools.partial(generation.run_jobs, backend.stepper)
-            self.generations = GenerationBatcher(run_jobs, self.executor, s.max_batch_size, s.max_queue_size)
-            self.generations.start()
-        return {"backend": backend.name}
+            run_jobs = functools.partial(generation.run_jobs, engine.backend.stepper)
+            engine.generations = GenerationBatcher(run_jobs, self.executor, s.max_batch_size, s.max_queue_size)
+            engine.generations.start()
+        return {"backend": engine.backend.name}
+
+    async def stopped(self, version: Loaded) -> None:
+        await version.stage.close()
 
     async def close(self) -> None:
-        if self.batcher is not None:
-            await self.batcher.close()
-        if self.generations is not None:
-            await self.generations.close()
+        await asyncio.gather(*(v.stage.close() for v in self.versions))
         self.executor.shutdown(wait=False)
         await super().close()
 
     @property
     def loaded(self) -> bool:
-        return self.stage is not None and self.batcher is not None
+        return bool(self.versions)
 
-    def _check_model(self, name: str, version: str) -> None:
-        bundle, _ = self.ready()
-        check_model(name, self.model_name, required=True)  # OIP requests always name the model
-        check_fingerprint(version, bundle.fingerprint, "the request")
+    def _check_model(self, name: str, version: str) -> Loaded:
+        if not name:  # OIP requests always name the model
+            check_model(name, self.ready().name, required=True)
+        return self.ready(version, "the request", name)
 
     async def ServerLive(self, request: Any, context: Any) -> oip.ServerLiveResponse:
         return oip.ServerLiveResponse(live=True)
@@ -103,21 +109,60 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         return oip.ServerReadyResponse(ready=self.loaded)
 
     async def ModelReady(self, request: oip.ModelReadyRequest, context: Any) -> oip.ModelReadyResponse:
-        if self.loaded:
-            check_model(request.name, self.model_name, required=True)
-        return oip.ModelReadyResponse(ready=self.loaded)
+        held = [v.fingerprint for v in self.versions if v.name == request.name]
+        if self.loaded and not held and request.name not in self.sources:
+            self._check_model(request.name, "")  # never served here: NOT_FOUND (unloaded ones: not ready)
+        return oip.ModelReadyResponse(ready=bool(held) and (not request.version or request.version in held))
 
     async def ServerMetadata(self, request: Any, context: Any) -> oip.ServerMetadataResponse:
-        return oip.ServerMetadataResponse(name="splitserve", version=VERSION, extensions=[])
+        return oip.ServerMetadataResponse(name="splitserve", version=VERSION, extensions=["model_repository"])
+
+    async def RepositoryIndex(self, request: oip.RepositoryIndexRequest, context: Any) -> oip.RepositoryIndexResponse:
+        """Triton's model-repository index: every version held (during a rollout, two of a model),
+        then the models unloaded (`RepositoryModelUnload`), UNAVAILABLE."""
+        held = [
+            oip.RepositoryIndexResponse.ModelIndex(name=v.name, version=v.fingerprint, state="READY")
+            for v in self.versions
+        ]
+        names = {v.name for v in self.versions}
+        unloaded = [
+            oip.RepositoryIndexResponse.ModelIndex(name=n, state="UNAVAILABLE", reason="unloaded")
+            for n in self.sources
+            if n not in names
+        ]
+        return oip.RepositoryIndexResponse(models=held + ([] if request.ready else unloaded))
+
+    async def RepositoryModelLoad(
+        self, request: oip.RepositoryModelLoadRequest, context: Any
+    ) -> oip.RepositoryModelLoadResponse:
+        """Load the bundle at parameter `uri` (default: where `model_name` was loaded from) as the
+        current version of `model_name`, beside the versions held."""
+        param = request.parameters.get("uri")
+        uri = param.string_param if param is not None and param.WhichOneof("parameter_choice") else ""
+        if not request.model_name:
+            raise InvalidInput("RepositoryModelLoad needs a model_name")
+        if not uri and request.model_name not in self.sources:
+            raise ModelNotFound(
+                f"model {shown(request.model_name)} was never loaded here: give its bundle as parameter 'uri'"
+            )
+        await self.add(uri or self.sources[request.model_name], request.model_name)
+        return oip.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: oip.RepositoryModelUnloadRequest, context: Any
+    ) -> oip.RepositoryModelUnloadResponse:
+        """Stop serving `model_name` (new requests: NOT_FOUND); its versions are unloaded once the
+        requests in flight on them end."""
+        await self.unload(request.model_name)
+        return oip.RepositoryModelUnloadResponse()
 
     async def ModelMetadata(self, request: oip.ModelMetadataRequest, context: Any) -> oip.ModelMetadataResponse:
-        self._check_model(request.name, request.version)
-        bundle, backend = self.ready()
-        config = bundle.config
+        version = self._check_model(request.name, request.version)
+        config = version.bundle.config
         return oip.ModelMetadataResponse(
-            name=self.model_name,
-            versions=[bundle.fingerprint],
-            platform=backend.platform,
+            name=version.name,
+            versions=[v.fingerprint for v in self.versions if v.name == version.name],  # the current one first
+            platform=version.stage.backend.platform,
             inputs=[
                 codec.tensor_metadata(n, config.input_types.get(n, "INT64"), config.input_shapes.get(n, [-1, -1]))
                 for n in config.model_inputs
@@ -128,10 +173,9 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
             ],
         )
 
-    def _inputs(self, request: oip.ModelInferRequest) -> tuple[Bundle, dict[str, Any]]:
-        """The request's input arrays, once its model, version and tensors are checked."""
-        self._check_model(request.model_name, request.model_version)
-        bundle, _ = self.ready()
+    def _inputs(self, request: oip.ModelInferRequest, version: Loaded) -> dict[str, Any]:
+        """The request's input arrays, once its tensors are checked."""
+        bundle = version.bundle
         inputs = codec.inputs_from_request(request)
         check_inputs(inputs, bundle.config, self.settings.max_batch_size)
         if "input_ids" in inputs:  # audio rows are bounded by the preprocess tier's audio limits
@@ -140,38 +184,47 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
             pooled = "pooling" in codec.parameters_from_request(request)
             size = model_output_bytes(bundle.config, inputs, pooled=pooled)
             check_message("the response", size, self.settings.max_message_bytes)
-        return bundle, inputs
+        return inputs
+
+    @contextlib.contextmanager
+    def _using(self, request: oip.ModelInferRequest) -> Iterator[Loaded]:
+        """The version the request names (its model checked), counted in use meanwhile."""
+        self._check_model(request.model_name, request.model_version)
+        with self.using(request.model_version, "the request", request.model_name) as version:
+            yield version
 
     async def ModelInfer(self, request: oip.ModelInferRequest, context: Any) -> oip.ModelInferResponse:
-        bundle, inputs = self._inputs(request)
-        if bundle.config.generation is not None:
-            return await self._generate(request, inputs, bundle)
-        return await self._infer(request, inputs, bundle, context.time_remaining())
+        with self._using(request) as version:
+            inputs = self._inputs(request, version)
+            if version.bundle.config.generation is not None:
+                return await self._generate(request, inputs, version)
+            return await self._infer(request, inputs, version, context.time_remaining())
 
     async def _infer(
-        self, request: oip.ModelInferRequest, inputs: dict[str, Any], bundle: Bundle, time_left_s: float | None
+        self, request: oip.ModelInferRequest, inputs: dict[str, Any], version: Loaded, time_left_s: float | None
     ) -> oip.ModelInferResponse:
-        assert self.batcher is not None  # set before the backend, in load()
+        bundle, batcher = version.bundle, version.stage.batcher
         config = bundle.config
         parameters = codec.parameters_from_request(request)
         pooling.from_oip(parameters)  # checked before the work
         # Every request here is for this one bundle, and no params reach the model (pooling applies
         # after it, per request): the fingerprint is the only key that could change the computation.
-        result = await self.batcher.submit(inputs, key=bundle.fingerprint, time_left_s=time_left_s)
+        result = await batcher.submit(inputs, key=bundle.fingerprint, time_left_s=time_left_s)
         main = config.model_outputs[0]
         outputs = pooling.pooled_outputs(
             result.outputs, inputs.get("attention_mask"), parameters, main, config.output_shapes.get(main, [])
         )
-        response = codec.response_from_outputs(outputs, request, self.model_name, bundle.fingerprint)
+        response = codec.response_from_outputs(outputs, request, version.name, bundle.fingerprint)
         response.parameters["queue_us"].int64_param = result.queue_us
         response.parameters["inference_us"].int64_param = result.inference_us
+        response.parameters["input_tokens"].int64_param = input_tokens(inputs)
         tracing.record_phases([("queue", result.queue_us), ("inference", result.inference_us)])
         return response
 
     async def _generate(
-        self, request: oip.ModelInferRequest, inputs: dict[str, Any], bundle: Bundle
+        self, request: oip.ModelInferRequest, inputs: dict[str, Any], version: Loaded
     ) -> oip.ModelInferResponse:
-        responses = [r async for r in self._generation(request, inputs, bundle, stream=False)]
+        responses = [r async for r in self._generation(request, inputs, version, stream=False)]
         return responses[-1]  # not streaming: the final response only
 
     async def ModelStreamInfer(self, requests: Any, context: Any) -> AsyncIterator[oip.ModelStreamInferResponse]:
@@ -180,21 +233,23 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         answers it, with `triton_final_response` true. Other bundles: the final response only.
         An error ends the stream with its status code."""
         async for request in requests:
-            bundle, inputs = self._inputs(request)
-            if bundle.config.generation is None:
-                response = await self._infer(request, inputs, bundle, context.time_remaining())
-                yield oip.ModelStreamInferResponse(infer_response=response)
-                continue
-            async for response in self._generation(request, inputs, bundle, stream=True):
-                yield oip.ModelStreamInferResponse(infer_response=response)
+            with self._using(request) as version:
+                inputs = self._inputs(request, version)
+                if version.bundle.config.generation is None:
+                    response = await self._infer(request, inputs, version, context.time_remaining())
+                    yield oip.ModelStreamInferResponse(infer_response=response)
+                    continue
+                async for response in self._generation(request, inputs, version, stream=True):
+                    yield oip.ModelStreamInferResponse(infer_response=response)
 
     async def _generation(
-        self, request: oip.ModelInferRequest, inputs: dict[str, Any], bundle: Bundle, stream: bool
+        self, request: oip.ModelInferRequest, inputs: dict[str, Any], version: Loaded, stream: bool
     ) -> AsyncIterator[oip.ModelInferResponse]:
         """Run the decoding loop in the inference thread; yield the streamed chunks (`stream`) and
         the final response. When the caller goes away (cancelled, deadline), the loop stops at its
         next token instead of running on for nobody."""
-        assert self.generations is not None and bundle.config.generation is not None
+        bundle, generations = version.bundle, version.stage.generations
+        assert generations is not None and bundle.config.generation is not None
         params = GenerationParams.from_oip(codec.parameters_from_request(request), bundle.config.generation)
         prompts = generation.prompts_from(inputs, params, bundle.config)
         loop = asyncio.get_running_loop()
@@ -214,7 +269,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
             loop.call_soon(chunks.put_nowait, None)
 
         # Generated together with the requests waiting beside it (generation.run_jobs).
-        future = self.generations.submit(generation.Job(prompts, params, on_tokens))
+        future = generations.submit(generation.Job(prompts, params, on_tokens))
         future.add_done_callback(finished)
         try:
             while (item := await chunks.get()) is not None:
@@ -228,7 +283,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
                     rows.setdefault(more[0], []).extend(more[1])
                 for row, tokens in rows.items():
                     part = {OUTPUT: np.asarray([tokens], dtype=np.int64)}
-                    chunk = codec.response_from_outputs(part, request, self.model_name, bundle.fingerprint)
+                    chunk = codec.response_from_outputs(part, request, version.name, bundle.fingerprint)
                     chunk.parameters["row"].int64_param = row
                     chunk.parameters["triton_final_response"].bool_param = False
                     yield chunk
@@ -241,10 +296,35 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         if isinstance(result, generation.Abandoned):
             raise result
         outputs = generation.as_output(result)
-        response = codec.response_from_outputs(outputs, request, self.model_name, bundle.fingerprint)
+        response = codec.response_from_outputs(outputs, request, version.name, bundle.fingerprint)
         response.parameters["queue_us"].int64_param = queue_us
         response.parameters["inference_us"].int64_param = inference_us
+        response.parameters["input_tokens"].int64_param = input_tokens(inputs)
         tracing.record_phases([("queue", queue_us), ("inference", inference_us)])
         if stream:
             response.parameters["triton_final_response"].bool_param = True
         yield response
+
+
+class Engine:
+    """One version's model: its backend and the batchers that feed it (made once it is loaded)."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.batcher: Batcher | None = None
+        self.generations: GenerationBatcher | None = None
+        self.streams = False  # what `Info` reads of a stage; the model tier answers ModelMetadata instead
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
+        if self.generations is not None:
+            await self.generations.close()
+
+
+def input_tokens(inputs: dict[str, Any]) -> int:
+    """The request's tokens, padding left out (its OpenAI `usage`)."""
+    mask = inputs.get("attention_mask")
+    if mask is not None:
+        return int(mask.sum())
+    return int(inputs["input_ids"].size) if "input_ids" in inputs else 0

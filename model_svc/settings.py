@@ -18,6 +18,11 @@ class ModelSettings(BundleServerSettings):
     backend: Literal["onnx", "torch"] = Field(
         "onnx", description="Run the bundle's ONNX graph or the source PyTorch model."
     )
+    rest_port: int | None = Field(
+        None,
+        description="Also serve the Open Inference Protocol over REST (KServe v2: /v2/models/NAME/infer ...) on "
+        "this port, with the gRPC port's TLS (0: a free one; unset: no REST).",
+    )
     device: Literal["cpu", "cuda"] = Field("cpu", description="Where the model runs.")
     dtype: Literal["logged", "fp32", "bf16"] = Field(
         "logged",

@@ -9,8 +9,8 @@ from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve import tasks
 from splitserve.core import codec
-from splitserve.core.bundle import Bundle, check_fingerprint, check_model
-from splitserve.core.tier import BundleTier
+from splitserve.core.bundle import Bundle
+from splitserve.core.tier import BundleTier, Loaded
 from splitserve.core.tokenizer import load_tokenizer
 from splitserve.stages.postprocess import Postprocessor
 from splitserve.stages.template import load_template
@@ -39,17 +39,14 @@ class PostprocessTier(BundleTier, pb_grpc.PostprocessServicer):
     async def Postprocess(
         self, request: pb.PostprocessRequest, context: grpc.aio.ServicerContext
     ) -> pb.PostprocessResponse:
-        small = (
-            self.stage is not None
-            and self.stage.template is None
-            and sum(len(t.raw) for t in request.model_outputs) <= SMALL_OUTPUT_BYTES
-        )
-        return await self.offload(context, self._postprocess, request, small=small)  # CPU work: off the loop
+        with self.using(request.fingerprint, "the preprocess tier's output", request.model) as version:
+            small = (
+                version.stage.template is None and sum(len(t.raw) for t in request.model_outputs) <= SMALL_OUTPUT_BYTES
+            )
+            return await self.offload(context, self._postprocess, request, version, small=small)  # CPU work
 
-    def _postprocess(self, request: pb.PostprocessRequest) -> pb.PostprocessResponse:
-        bundle, stage = self.ready()
-        check_model(request.model, self.model_name)
-        check_fingerprint(request.fingerprint, bundle.fingerprint, "the preprocess tier's output")
+    def _postprocess(self, request: pb.PostprocessRequest, version: Loaded) -> pb.PostprocessResponse:
+        bundle, stage = version.bundle, version.stage
         records = codec.records_from_pb(request.records)
         task_records = codec.records_from_pb(request.task_records) if request.task_records else records
         params = codec.params_from_struct(request.params)

@@ -8,10 +8,10 @@ from preprocess_svc.settings import PreprocessSettings
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve.core import codec
-from splitserve.core.bundle import Bundle, check_model
+from splitserve.core.bundle import Bundle
 from splitserve.core.limits import check_message, check_request_chars, check_request_tokens, model_output_bytes
 from splitserve.core.records import Limits
-from splitserve.core.tier import BundleTier
+from splitserve.core.tier import BundleTier, Loaded
 from splitserve.core.tokenizer import load_features, load_tokenizer
 from splitserve.stages.preprocess import Preprocessor
 from splitserve.stages.template import load_template
@@ -42,21 +42,20 @@ class PreprocessTier(BundleTier, pb_grpc.PreprocessServicer):
         self, request: pb.PreprocessRequest, context: grpc.aio.ServicerContext
     ) -> pb.PreprocessResponse:
         chars = check_request_chars(request.records, self.settings.max_request_chars)  # before tokenizing them
-        small = (
-            chars <= SMALL_CHARS
-            and self.stage is not None
-            and self.stage.template is None
-            and not any(r.WhichOneof("audio") for r in request.records)
-        )
-        return await self.offload(context, self._preprocess, request, small=small)  # CPU work: off the loop
+        with self.using(request.fingerprint, "the gateway's pick", request.model) as version:
+            small = (
+                chars <= SMALL_CHARS
+                and version.stage.template is None
+                and not any(r.WhichOneof("audio") for r in request.records)
+            )
+            return await self.offload(context, self._preprocess, request, version, small=small)  # CPU work
 
-    def _preprocess(self, request: pb.PreprocessRequest) -> pb.PreprocessResponse:
-        bundle, stage = self.ready()
-        check_model(request.model, self.model_name)
+    def _preprocess(self, request: pb.PreprocessRequest, version: Loaded) -> pb.PreprocessResponse:
+        bundle, stage = version.bundle, version.stage
         encoded = stage.run(codec.records_from_pb(request.records), codec.params_from_struct(request.params))
         self._check_size(request, encoded, bundle)
         return pb.PreprocessResponse(
-            model=self.model_name,
+            model=version.name,
             fingerprint=bundle.fingerprint,
             model_inputs=codec.arrays_to_tensors(encoded.model_inputs),
             context=codec.arrays_to_tensors(encoded.context),

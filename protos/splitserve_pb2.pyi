@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Record(_message.Message):
-    __slots__ = ("id", "text", "text_pair", "question", "context", "candidate_labels", "extra", "text_field", "audio_file", "audio_samples", "sampling_rate")
+    __slots__ = ("id", "text", "text_pair", "question", "context", "candidate_labels", "extra", "text_field", "audio_file", "audio_samples", "sampling_rate", "messages")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TEXT_PAIR_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class Record(_message.Message):
     AUDIO_FILE_FIELD_NUMBER: _ClassVar[int]
     AUDIO_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_RATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     text_pair: str
@@ -31,7 +32,16 @@ class Record(_message.Message):
     audio_file: bytes
     audio_samples: AudioSamples
     sampling_rate: int
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., text_pair: _Optional[str] = ..., question: _Optional[str] = ..., context: _Optional[str] = ..., candidate_labels: _Optional[_Iterable[str]] = ..., extra: _Optional[str] = ..., text_field: _Optional[str] = ..., audio_file: _Optional[bytes] = ..., audio_samples: _Optional[_Union[AudioSamples, _Mapping]] = ..., sampling_rate: _Optional[int] = ...) -> None: ...
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., text_pair: _Optional[str] = ..., question: _Optional[str] = ..., context: _Optional[str] = ..., candidate_labels: _Optional[_Iterable[str]] = ..., extra: _Optional[str] = ..., text_field: _Optional[str] = ..., audio_file: _Optional[bytes] = ..., audio_samples: _Optional[_Union[AudioSamples, _Mapping]] = ..., sampling_rate: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
+
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class AudioSamples(_message.Message):
     __slots__ = ("values",)
@@ -206,32 +216,40 @@ class Result(_message.Message):
     def __init__(self, id: _Optional[str] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., entities: _Optional[_Union[Entities, _Mapping]] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., filled_masks: _Optional[_Union[FilledMasks, _Mapping]] = ..., answers: _Optional[_Union[Answers, _Mapping]] = ..., zero_shot: _Optional[_Union[ZeroShot, _Mapping]] = ..., generated: _Optional[_Union[Generated, _Mapping]] = ..., transcription: _Optional[_Union[Transcription, _Mapping]] = ...) -> None: ...
 
 class TierInfoRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class TierInfo(_message.Message):
-    __slots__ = ("tier", "model", "task", "fingerprint", "streams")
+    __slots__ = ("tier", "model", "task", "fingerprint", "streams", "fingerprints", "models")
     TIER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     STREAMS_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINTS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     tier: str
     model: str
     task: str
     fingerprint: str
     streams: bool
-    def __init__(self, tier: _Optional[str] = ..., model: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[str] = ..., streams: _Optional[bool] = ...) -> None: ...
+    fingerprints: _containers.RepeatedScalarFieldContainer[str]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tier: _Optional[str] = ..., model: _Optional[str] = ..., task: _Optional[str] = ..., fingerprint: _Optional[str] = ..., streams: _Optional[bool] = ..., fingerprints: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PreprocessRequest(_message.Message):
-    __slots__ = ("model", "records", "params")
+    __slots__ = ("model", "records", "params", "fingerprint")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     model: str
     records: _containers.RepeatedCompositeFieldContainer[Record]
     params: _struct_pb2.Struct
-    def __init__(self, model: _Optional[str] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    fingerprint: str
+    def __init__(self, model: _Optional[str] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., fingerprint: _Optional[str] = ...) -> None: ...
 
 class ModelParameter(_message.Message):
     __slots__ = ("bool_value", "int64_value", "double_value", "string_value")

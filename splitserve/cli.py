@@ -140,6 +140,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     # What can be checked is checked before anything starts: the address, the bundle (its
     # serving.json, fetched into the cache the tiers then share), the token file.
     check_port(args.host, args.port)
+    if args.rest_port and not args.no_rest:
+        check_port(args.host, args.rest_port)
     if args.auth_token_file and not Path(args.auth_token_file).is_file():
         raise SystemExit(f"error: --auth-token-file {args.auth_token_file}: no such file")
     from splitserve.core.bundle import load_bundle
@@ -147,11 +149,26 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     # Fetched once into the host's bundle cache, held while `up` runs; every replica (and every
     # restart) then loads that verified folder: no fetch per start, one bundle whatever an alias does.
-    bundle = load_bundle(args.bundle_uri, ("tokenizer", "onnx"))
+    first, *more = args.bundle_uri
+    bundle = load_bundle(first, ("tokenizer", "onnx"))
+    if (args.watch_alias or more) and args.inline_stages:
+        raise SystemExit(
+            "error: --watch-alias and several bundles need the preprocess and postprocess tiers: drop --inline-stages"
+        )
+    tier_args = ["--watch-alias", "--watch-interval-s", str(args.watch_interval_s)] if args.watch_alias else []
+    if more:  # served beside the first, each under its own name (requests choose by `model`)
+        specs = []
+        for uri in more:
+            other = load_bundle(uri, ("tokenizer", "onnx"))
+            specs.append(
+                f"{other.config.name}={other.root if other.root.parent == cache_root() and not args.watch_alias else uri}"
+            )
+        tier_args += ["--bundle", *specs]
     model_args = ["--intra-op-threads", str(args.intra_op_threads)] if args.intra_op_threads is not None else []
     model_args += ["--device", args.device]
     return up(
-        str(bundle.root) if bundle.root.parent == cache_root() else args.bundle_uri,
+        # With --watch-alias every replica follows the alias itself.
+        str(bundle.root) if bundle.root.parent == cache_root() and not args.watch_alias else first,
         counts["preprocess"],
         counts["model"],
         counts["postprocess"],
@@ -161,7 +178,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         model_args,
         inline_stages=args.inline_stages,
         gateway_args=["--auth-token-file", args.auth_token_file] if args.auth_token_file else None,
+        rest_port=None if args.no_rest else args.rest_port,
         tier_mtls=args.tier_mtls,
+        tier_args=tier_args,
     )
 
 
@@ -366,7 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve_gateway)
 
     p = sub.add_parser("up", help="Run every tier and the gateway locally; prints their addresses as JSON.")
-    p.add_argument("bundle_uri", help="Serving bundle URI.")
+    p.add_argument(
+        "bundle_uri",
+        nargs="+",
+        help="Serving bundle URI; more URIs are served beside it, each under its bundle's name (requests choose by model).",
+    )
     p.add_argument(
         "--replicas",
         action="append",
@@ -379,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="Model-tier backend.")
     p.add_argument("--host", default="127.0.0.1", help="Address every process binds.")
     p.add_argument("--port", type=int, default=0, help="Gateway port (0: a free one).")
+    p.add_argument("--rest-port", type=int, default=0, help="Gateway's REST/OpenAI port (0: a free one).")
+    p.add_argument("--no-rest", action="store_true", help="Serve the gateway over gRPC only.")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
     p.add_argument("--auth-token-file", help="Gateway: accept only calls bearing one of this file's tokens.")
     p.add_argument(
@@ -390,6 +415,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--inline-stages",
         action="store_true",
         help="Run the preprocess and postprocess stages inside the gateway (no tiers for them; lower latency).",
+    )
+    p.add_argument(
+        "--watch-alias",
+        action="store_true",
+        help="Every tier follows the bundle URI's registry alias (models:/NAME@ALIAS): a moved alias is rolled out "
+        "with zero errors (new version loaded, switched to, old one unloaded once unused).",
+    )
+    p.add_argument(
+        "--watch-interval-s", type=float, default=10.0, help="With --watch-alias: seconds between registry polls."
     )
     p.add_argument(
         "--intra-op-threads",

@@ -27,8 +27,7 @@ from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve.core import codec
 from splitserve.core.limits import MAX_MESSAGE_BYTES
-from splitserve.core.records import to_records
-from splitserve.tasks import result_from_pb
+from splitserve.tasks import answer_from_pb
 
 
 class Client:
@@ -70,18 +69,24 @@ class Client:
         `grpc.RpcError` (with `.code()` and `.details()`) for what the servers refuse.
         """
         response, call = self.stub.Predict.with_call(
-            _request(records, params, model), timeout=self.timeout_s, metadata=self.metadata
+            codec.predict_request(records, params, model, local_files=True),
+            timeout=self.timeout_s,
+            metadata=self.metadata,
         )
         self.last_timings_us = _timings(call.trailing_metadata())
         self.last_truncated = list(response.truncated)
-        return _answer(response)
+        return answer_from_pb(response)
 
     def stream(self, records: Any, params: dict[str, Any] | None = None, model: str = "") -> Iterator[dict[str, Any]]:
         """Like `predict`, streamed: for the generation tasks, one event per chunk of new text of a
         record, {"record": index, "id", "text", "token_ids"} (append the texts of a record to get
         its text so far), then the last event, {"results": [what predict returns]}. Other tasks:
         the last event only. Breaking out of the loop cancels the call (and the generation)."""
-        call = self.stub.PredictStream(_request(records, params, model), timeout=self.timeout_s, metadata=self.metadata)
+        call = self.stub.PredictStream(
+            codec.predict_request(records, params, model, local_files=True),
+            timeout=self.timeout_s,
+            metadata=self.metadata,
+        )
         try:
             for event in call:
                 if event.WhichOneof("event") == "delta":
@@ -89,7 +94,7 @@ class Client:
                     yield {"record": d.record, "id": d.id, "text": d.text, "token_ids": list(d.token_ids)}
                 else:
                     self.last_timings_us = _timings(call.trailing_metadata())
-                    yield {"results": _answer(event.final)}
+                    yield {"results": answer_from_pb(event.final)}
         finally:
             call.cancel()
 
@@ -107,26 +112,10 @@ class Client:
         self.close()
 
 
-def _request(records: Any, params: dict[str, Any] | None, model: str) -> pb.PredictRequest:
-    """Every field of every record travels (a templated bundle reads the extra ones; others refuse them)."""
-    return pb.PredictRequest(
-        model=model,
-        records=codec.records_to_pb(to_records(records, extra=True, local_files=True)),  # paths read here
-        params=codec.params_to_struct(params),
-    )
-
-
-def _answer(response: pb.PredictResponse) -> list[dict[str, Any]]:
-    """A templated bundle's rows, else one typed result per record."""
-    if response.rows:
-        return codec.rows_from_pb(response.rows)
-    return [result_from_pb(r) for r in response.results]
-
-
 def _timings(metadata: Any) -> dict[str, int]:
     """Where a request's time went, from the gateway's trailing metadata (microseconds)."""
     return {
         k.removeprefix("splitserve-").removesuffix("-us"): int(v)
         for k, v in (metadata or ())
-        if k.startswith("splitserve-")
+        if k.startswith("splitserve-") and k.endswith("-us")
     }

@@ -36,6 +36,7 @@ class Replica:
     argv: list[str]
     proc: subprocess.Popen[str] | None = None
     address: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)  # its ready line
     ready: threading.Event = field(default_factory=threading.Event)
     restarts: int = 0
     started: float = 0.0
@@ -93,7 +94,7 @@ class Replica:
             except ValueError:
                 facts = None
             if isinstance(facts, dict) and "address" in facts and not self.ready.is_set():
-                self.address = facts["address"]
+                self.address, self.facts = facts["address"], facts
                 self.ready.set()
             else:
                 sys.stderr.write(line)
@@ -151,23 +152,31 @@ def up(
     on_ready: Any = None,
     inline_stages: bool = False,
     gateway_args: list[str] | None = None,
+    rest_port: int | None = 0,
     tier_mtls: bool = False,
+    tier_args: list[str] | None = None,
 ) -> int:
     """Run everything until a signal; `on_ready(addresses)` runs once all are up (then stops if it returns).
     `inline_stages`: no preprocess/postprocess replicas; the gateway runs those stages itself.
-    `tier_mtls`: mutual TLS between the gateway and the tiers."""
+    `rest_port`: the gateway's REST door (0: a free port; None: none), announced as "rest".
+    `tier_mtls`: mutual TLS between the gateway and the tiers. `tier_args`: more flags for every
+    preprocess, model and postprocess replica (e.g. --watch-alias)."""
     if inline_stages:
         pre = post = 0
     if not any(a.startswith("--intra-op-threads") for a in model_args or []):
         # Replicas on one machine share its cores: split them instead of each taking all of them.
         model_args = [*(model_args or []), "--intra-op-threads", str(default_model_threads(model))]
     tls_dir = tempfile.TemporaryDirectory(prefix="splitserve-mtls-") if tier_mtls else None
-    tier_tls: list[str] = []
+    tier_tls: list[str] = list(tier_args or [])
     if tls_dir is not None:
         paths = certs.make_mtls(Path(tls_dir.name), [host])
-        tier_tls, gateway_args = certs.tier_flags(paths), [*(gateway_args or []), *certs.gateway_flags(paths)]
-        # The name the tiers' certificate is checked for: a channel over several replicas
-        # (`ipv4:a,b`) has no host of its own to check.
+        tier_tls, gateway_args = (
+            [*tier_tls, *certs.tier_flags(paths)],
+            [*(gateway_args or []), *certs.gateway_flags(paths)],
+        )
+        # The name the tiers' certificate is checked against: with several replicas of a tier, the
+        # channel's target lists them all and names no host, so it is given (the certificate names
+        # localhost on loopback).
         loopback = host in ("127.0.0.1", "localhost", "::1")
         gateway_args += ["--tier-tls-server-name", "localhost" if loopback else host]
     stop = threading.Event()
@@ -215,11 +224,14 @@ def up(
                     if inline_stages
                     else ["--preprocess", *addresses["preprocess"], "--postprocess", *addresses["postprocess"]]
                 ),
+                *(["--rest-port", str(rest_port)] if rest_port is not None else []),
                 *(gateway_args or []),
             ),
         )
         gateway.start()
         addresses = {"gateway": gateway.wait_ready(deadline), **addresses}
+        if "rest" in gateway.facts:
+            addresses = {"gateway": addresses["gateway"], "rest": gateway.facts["rest"], **addresses}
         gateway.pin_port()
         print(json.dumps(addresses), flush=True)
         if on_ready is not None:

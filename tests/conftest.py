@@ -12,6 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,20 +46,26 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _log_and_export(task: str, arch: str, model_dir: Path, name: str) -> Exported:
+def _log_and_export(task: str, arch: str, model_dir: Path, name: str, **export: Any) -> Exported:
     from splitserve.export import export_bundle
     from splitserve.source import log_pipeline
 
     source = log_pipeline(model_dir, task, None)
     import mlflow
 
-    bundle = export_bundle(source, name=name, show_progress=False)
+    bundle = export_bundle(source, name=name, show_progress=False, **export)
     return Exported(task, arch, model_dir, source, bundle, mlflow.artifacts.download_artifacts(bundle))
+
+
+LM_ARCHS = ("gpt2", "llama")  # decoder-only, for text-generation
+SEQ2SEQ_ARCHS = ("t5", "bart")  # encoder-decoders, for text2text-generation, summarization, translation_xx_to_yy
+GENERATION_LIMIT = 24  # export's max_new_tokens limit for the generation bundles built here
 
 
 class TinyBundles:
     """A tiny random-weight model per (task, architecture), logged and exported the first time a
-    test asks for it (`bundles[("fill-mask", "bert")]`), then shared by every test of the session."""
+    test asks for it (`bundles[("fill-mask", "bert")]`, `bundles[("text-generation", "gpt2")]`,
+    `bundles[("translation_en_to_fr", "t5")]`), then shared by every test of the session."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -66,14 +73,19 @@ class TinyBundles:
 
     def __getitem__(self, key: tuple[str, str]) -> Exported:
         if key not in self.built:
-            from zoo import save_tiny, save_tiny_lm
+            from zoo import save_tiny, save_tiny_lm, save_tiny_seq2seq
 
             task, arch = key
-            if task == "text-generation":  # arch: gpt2 or llama
-                model_dir = save_tiny_lm(arch, self.root / f"{task}-{arch}")
+            root, export = self.root / f"{task}-{arch}", {}
+            if arch in LM_ARCHS:
+                model_dir, export = save_tiny_lm(arch, root), {"max_new_tokens_limit": GENERATION_LIMIT}
+            elif arch in SEQ2SEQ_ARCHS:
+                prefix_task = task if task.startswith("translation") else None
+                model_dir = save_tiny_seq2seq(arch, root, prefix_task=prefix_task)
+                export = {"max_new_tokens_limit": GENERATION_LIMIT}
             else:
-                model_dir = save_tiny(task, arch, self.root / f"{task}-{arch}")
-            self.built[key] = _log_and_export(task, arch, model_dir, name=f"tiny-{task}-{arch}")
+                model_dir = save_tiny(task, arch, root)
+            self.built[key] = _log_and_export(task, arch, model_dir, name=f"tiny-{task}-{arch}", **export)
         return self.built[key]
 
 

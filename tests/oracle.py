@@ -5,6 +5,7 @@ adapter: what the pipeline returns in splitserve's result shape, and how two res
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -127,3 +128,11 @@ def check_invalid_argument(
                 local.predict(records, params=params)
             assert details in str(local_info.value)
             assert client.predict([good])[0]["id"] == good["id"]  # ...and the servers keep serving
+
+
+def rest_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A record as JSON: an audio file's bytes as {"b64": ...}, samples as a list."""
+    audio = record["audio"]
+    if isinstance(audio, bytes):
+        return {**record, "audio": {"b64": base64.b64encode(audio).decode()}}
+    return {**record, "audio": np.asarray(audio).tolist()}

@@ -52,6 +52,8 @@ class Stack:
         self.running.append(running)
         await tier.load()
         await running.set_serving(True)
+        if running.rest is not None:  # its REST door (rest_port): "gateway-rest", "model-rest"
+            self.addresses[f"{tier.name}-rest"] = f"127.0.0.1:{running.rest.port}"
         return f"127.0.0.1:{running.port}"
 
     async def _start_all(self) -> None:
@@ -90,3 +92,8 @@ class Stack:
     @property
     def gateway(self) -> str:
         return self.addresses["gateway"]
+
+    @property
+    def rest(self) -> str:
+        """The gateway's REST base URL (with gateway={"rest_port": 0})."""
+        return f"http://{self.addresses['gateway-rest']}"

@@ -16,6 +16,7 @@ import grpc
 import numpy as np
 import psutil
 import pytest
+import requests
 
 from splitserve.client import Client
 
@@ -88,12 +89,21 @@ def up(minilm_bundle):
 
 def test_up_serves_every_tier(up, minilm_bundle) -> None:
     proc, addresses = up
-    assert set(addresses) == {"gateway", "preprocess", "model", "postprocess"}
+    assert set(addresses) == {"gateway", "rest", "preprocess", "model", "postprocess"}
     assert len(addresses["preprocess"]) == 2 and len(addresses["model"]) == 2 and len(addresses["postprocess"]) == 1
     with Client(addresses["gateway"]) as client:
         results = client.predict(
             ["Florida has nice beaches", "Elon Musk owns Tesla"], params={"pooling": "mean", "normalize": True}
         )
+        rest = requests.post(
+            f"http://{addresses['rest']}/v1/predict",
+            json={
+                "records": ["Florida has nice beaches", "Elon Musk owns Tesla"],
+                "params": {"pooling": "mean", "normalize": True},
+            },
+            timeout=30,
+        )
+        assert rest.status_code == 200 and rest.json()["results"] == results
         assert [len(r["embedding"]) for r in results] == [384, 384]
         assert abs(np.linalg.norm(results[0]["embedding"]) - 1) < 1e-5
         assert {"preprocess", "model", "postprocess", "gateway", "queue", "inference"} <= set(client.last_timings_us)

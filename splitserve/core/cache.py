@@ -31,7 +31,7 @@ from typing import IO
 from splitserve.core.errors import BundleError
 
 FINGERPRINT = re.compile(r"[0-9a-f]{32}")
-_HELD: list[IO[str]] = []  # this process's shared locks on the entries it uses
+_HELD: dict[Path, tuple[IO[str], int]] = {}  # this process's shared locks on the entries it uses, and its users
 
 
 def cache_root(cache_dir: str | None = None) -> Path:
@@ -76,10 +76,26 @@ def _fetch(uri: str, root: Path, parts: tuple[str, ...]) -> Path:
 
 
 def hold(entry: Path) -> None:
-    """Mark `entry` in use by this process until it exits."""
+    """Mark `entry` in use by this process until it exits, or until each `hold` of it was `release`d."""
+    if entry in _HELD:
+        fh, users = _HELD[entry]
+        _HELD[entry] = fh, users + 1
+        return
     fh = open(entry.parent / f"{entry.name}.users", "a+")  # noqa: SIM115 - kept open: the lock lives with it
     fcntl.flock(fh, fcntl.LOCK_SH)
-    _HELD.append(fh)
+    _HELD[entry] = fh, 1
+
+
+def release(entry: Path) -> None:
+    """One user of `entry` in this process is done with it (a version it unloaded, a poll that found
+    nothing new); once none is left, the next clean may delete it."""
+    if entry not in _HELD:
+        return
+    fh, users = _HELD.pop(entry)
+    if users > 1:
+        _HELD[entry] = fh, users - 1
+    else:
+        fh.close()
 
 
 def clean(root: Path) -> list[str]:

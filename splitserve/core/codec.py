@@ -14,14 +14,31 @@ from google.protobuf import struct_pb2
 
 from protos import splitserve_pb2 as pb
 from splitserve.core.errors import InvalidInput, record_label
-from splitserve.core.records import STRING_FIELDS, TEXT_ALIASES, Record
+from splitserve.core.records import STRING_FIELDS, TEXT_ALIASES, Record, to_records
 from splitserve.core.tensors import from_raw, to_raw
+
+
+def predict_request(
+    records: Any, params: dict[str, Any] | None, model: str = "", local_files: bool = False
+) -> pb.PredictRequest:
+    """A gateway request from what a client passes (strings, dicts, a DataFrame): every field of
+    every record travels (a templated bundle reads the extra ones; others refuse them).
+    `local_files`: an audio record's path is read here (the Python client, on its own machine;
+    never a server's door)."""
+    if params is not None and not isinstance(params, dict):
+        raise InvalidInput(f"params must be an object (a dict), got {type(params).__name__}")
+    return pb.PredictRequest(
+        model=model,
+        records=records_to_pb(to_records(records, extra=True, local_files=local_files)),
+        params=params_to_struct(params),
+    )
 
 
 def records_to_pb(records: list[Record]) -> list[pb.Record]:
     out = []
     for r in records:
         msg = pb.Record(id=r.id, candidate_labels=r.candidate_labels)
+        msg.messages.extend(pb.ChatMessage(role=m["role"], content=m["content"]) for m in r.messages)
         for name in STRING_FIELDS:
             value = getattr(r, name)
             if value is not None:
@@ -46,6 +63,7 @@ def records_from_pb(messages: Any) -> list[Record]:
                 question=m.question if m.HasField("question") else None,
                 context=m.context if m.HasField("context") else None,
                 candidate_labels=list(m.candidate_labels),
+                messages=[{"role": c.role, "content": c.content} for c in m.messages],
                 extra=_extra(i, m) if m.extra else {},
                 text_field=m.text_field if m.text_field in TEXT_ALIASES else "text",
                 **_audio_from_pb(m),

@@ -32,19 +32,22 @@ from splitserve.core.settings import ServerSettings
 
 log = logging.getLogger("splitserve")
 
-# The one table from error classes to gRPC status codes.
-STATUS_CODES: dict[type[errors.SplitServeError], grpc.StatusCode] = {
-    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.ModelNotFound: grpc.StatusCode.NOT_FOUND,
-    errors.ModelNotReady: grpc.StatusCode.UNAVAILABLE,
-    errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    errors.BundleMismatch: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.BundleError: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.ExportError: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.TemplateError: grpc.StatusCode.INTERNAL,
+# The one table from error classes to status codes: gRPC, and HTTP for the REST doors
+# (`http_status`: one HTTP status per gRPC code).
+STATUS_CODES: dict[type[errors.SplitServeError], tuple[grpc.StatusCode, int]] = {
+    errors.InvalidInput: (grpc.StatusCode.INVALID_ARGUMENT, 400),
+    errors.ModelNotFound: (grpc.StatusCode.NOT_FOUND, 404),
+    errors.ModelNotReady: (grpc.StatusCode.UNAVAILABLE, 503),
+    errors.Overloaded: (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+    errors.DeadlineExceeded: (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
+    errors.Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, 401),
+    errors.BundleMismatch: (grpc.StatusCode.FAILED_PRECONDITION, 409),
+    errors.BundleError: (grpc.StatusCode.FAILED_PRECONDITION, 409),
+    errors.ExportError: (grpc.StatusCode.FAILED_PRECONDITION, 409),
+    errors.TemplateError: (grpc.StatusCode.INTERNAL, 500),
 }
+# gRPC codes no error class has (a downstream hop's transport failures), for `http_status`.
+_TRANSPORT_HTTP = {grpc.StatusCode.OK: 200, grpc.StatusCode.DEADLINE_EXCEEDED: 504, grpc.StatusCode.CANCELLED: 499}
 
 REQUESTS = Counter("splitserve_requests_total", "RPCs handled", ["tier", "method", "code"])
 LATENCY = Histogram(
@@ -73,12 +76,20 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return exc.code(), _cut(exc.details() or exc.code().name)
     for cls in type(exc).__mro__:
         if cls in STATUS_CODES:
-            return STATUS_CODES[cls], _cut(str(exc))
+            return STATUS_CODES[cls][0], _cut(str(exc))
     if isinstance(exc, errors.SplitServeError):
         return grpc.StatusCode.INTERNAL, _cut(str(exc))
     incident = uuid.uuid4().hex[:12]
     log.error("unexpected error (incident %s)", incident, exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the server log"
+
+
+def http_status(code: grpc.StatusCode) -> int:
+    """The HTTP status the REST doors answer for a gRPC status code (the table's HTTP column)."""
+    for grpc_code, http in STATUS_CODES.values():
+        if grpc_code == code:
+            return http
+    return _TRANSPORT_HTTP.get(code, 500)
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
@@ -245,6 +256,7 @@ class Running:
     server: grpc.aio.Server
     health: health_aio.HealthServicer
     port: int
+    rest: Any = None  # the REST door (`http_server.RestServer`), where the tier has one and it is on
 
     async def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -253,7 +265,10 @@ class Running:
 
     async def stop(self, grace_s: float) -> None:
         await self.set_serving(False)
-        await self.server.stop(grace_s)
+        if self.rest is not None:
+            await asyncio.gather(self.rest.stop(), self.server.stop(grace_s))
+        else:
+            await self.server.stop(grace_s)
 
 
 def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
@@ -286,6 +301,12 @@ async def start(tier: Tier, settings: ServerSettings) -> Running:
     running = Running(tier, server, health, port)
     await running.set_serving(False)
     await server.start()
+    rest_port = getattr(settings, "rest_port", None)
+    if rest_port is not None and hasattr(tier, "rest_app"):
+        from splitserve.core.http_server import RestServer
+
+        running.rest = RestServer(tier.rest_app(), settings, rest_port)
+        await running.rest.start()
     return running
 
 
@@ -325,6 +346,8 @@ async def serve(tier: Tier, settings: ServerSettings) -> int:
         else:
             await running.set_serving(True)
             facts = load.result() or {}
+            if running.rest is not None:
+                facts["rest"] = f"{settings.host}:{running.rest.port}"
             print(json.dumps({"tier": tier.name, "address": f"{settings.host}:{port}", **facts}), flush=True)
             log.info("%s ready on %s:%d", tier.name, settings.host, port)
     await stopper

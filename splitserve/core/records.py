@@ -1,7 +1,7 @@
 """Input records: normalization from what users pass, and validation with precise messages.
 
 A record has the fields the tasks read (`text`, `text_pair`, `question`, `context`,
-`candidate_labels`, `audio` with its `sampling_rate`) and, for a templated bundle, the caller's other fields (`extra`, JSON values),
+`candidate_labels`, `audio` with its `sampling_rate`, `messages`: a chat for text-generation) and, for a templated bundle, the caller's other fields (`extra`, JSON values),
 which the template reads and the task ignores; bundles without a template refuse them.
 """
 
@@ -17,7 +17,17 @@ from splitserve.core.errors import InvalidInput, record_label
 
 # Accepted aliases for the main text field (MLflow users often name the column `content`).
 TEXT_ALIASES = ("text", "content", "inputs")
-RECORD_FIELDS = ("id", "text", "text_pair", "question", "context", "candidate_labels", "audio", "sampling_rate")
+RECORD_FIELDS = (
+    "id",
+    "text",
+    "text_pair",
+    "question",
+    "context",
+    "candidate_labels",
+    "audio",
+    "sampling_rate",
+    "messages",
+)
 STRING_FIELDS = ("text", "text_pair", "question", "context")
 # The most records one request may carry, and the longest text, unless a tier's settings say otherwise.
 MAX_RECORDS = 1024
@@ -32,6 +42,7 @@ class Record:
     question: str | None = None
     context: str | None = None
     candidate_labels: list[str] = field(default_factory=list)
+    messages: list[dict[str, str]] = field(default_factory=list)  # a chat: {"role", "content"} each
     # The caller's other fields (JSON values), and its id when that was not a string.
     extra: dict[str, Any] = field(default_factory=dict)
     text_field: str = "text"  # the name the caller gave the text ("content", "inputs")
@@ -48,6 +59,8 @@ class Record:
                 out[self.text_field if name == "text" else name] = value
         if self.candidate_labels:
             out["candidate_labels"] = list(self.candidate_labels)
+        if self.messages:
+            out["messages"] = [dict(m) for m in self.messages]
         if self.audio is not None:
             out["audio"] = self.audio
         if self.sampling_rate is not None:
@@ -141,8 +154,27 @@ def _to_record(index: int, item: Any, keep_extra: bool, local_files: bool = Fals
         if not isinstance(labels, (list, tuple)) or not all(isinstance(x, str) for x in labels):
             raise InvalidInput(f"{where}: field 'candidate_labels' must be a list of strings")
         record.candidate_labels = list(labels)
+    if plain(item.get("messages")) is not None:  # None or NaN: missing
+        record.messages = _messages(where, item["messages"])
     _audio_fields(record, item, where, local_files)
     return record
+
+
+def _messages(where: str, value: Any) -> list[dict[str, str]]:
+    """A chat: a non-empty list of {"role": str, "content": str} (OpenAI's list of text parts
+    is joined into one string)."""
+    value = plain(value)
+    if not isinstance(value, (list, tuple)) or not value:
+        raise InvalidInput(f"{where}: field 'messages' must be a non-empty list of {{'role', 'content'}} objects")
+    out = []
+    for i, m in enumerate(value):
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+            content = "".join(str(p.get("text", "")) for p in content)
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(content, str):
+            raise InvalidInput(f"{where}: field 'messages' item {i} must be {{'role': str, 'content': str}}")
+        out.append({"role": m["role"], "content": content})
+    return out
 
 
 def _audio_fields(record: Record, item: dict[str, Any], where: str, local_files: bool) -> None:
@@ -202,6 +234,8 @@ def check_records(records: list[Record], limits: Limits, required: tuple[str, ..
                 )
         if record.candidate_labels and "candidate_labels" not in used:
             raise InvalidInput(f"{where}: field 'candidate_labels' is not used by this task")
+        if record.messages and "messages" not in used:
+            raise InvalidInput(f"{where}: field 'messages' is not used by this task (chats are for text-generation)")
         for name in ("audio", "sampling_rate"):
             if getattr(record, name) is not None and name not in used:
                 raise InvalidInput(f"{where}: field {name!r} is not used by this task")

@@ -7,7 +7,9 @@ Precedence: CLI flag > `SPLITSERVE_<TIER>_<FIELD>` env var > default.
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from splitserve.core.limits import MAX_MESSAGE_BYTES, MAX_REQUEST_CHARS, MAX_REQUEST_TOKENS
@@ -52,6 +54,11 @@ class ServerSettings(BaseSettings):
 class BundleServerSettings(ServerSettings):
     bundle_uri: str = Field(..., description="Serving bundle: a path, runs:/..., models:/name/3, models:/name@alias.")
     model_name: str | None = Field(None, description="Name the model is served under (default: the bundle's).")
+    bundle: list[str] = Field(
+        [],
+        description="More bundles served beside BUNDLE_URI, as NAME=URI (requests choose one by its model name; "
+        "BUNDLE_URI's serves requests that name none).",
+    )
     max_records: int = Field(MAX_RECORDS, description="Most records one request may carry.")
     max_text_chars: int = Field(MAX_TEXT_CHARS, description="Longest text (in characters) one record may carry.")
     max_request_chars: int = Field(
@@ -70,3 +77,29 @@ class BundleServerSettings(ServerSettings):
     stage_threads: int = Field(
         2, ge=1, description="Threads that run the stage's CPU work (tokenizing, decoding) off the event loop."
     )
+    watch_alias: bool = Field(
+        False,
+        description="Follow the registry alias of the bundle URI (models:/name@alias): when it moves, load the new "
+        "version beside the old, switch to it, and unload the old one once unused (zero-error rollouts).",
+    )
+    watch_interval_s: float = Field(
+        10.0, gt=0, description="With --watch-alias: seconds between two polls of the registry."
+    )
+    retire_after_s: float = Field(
+        5.0,
+        ge=0,
+        description="An old version is unloaded once no request used it for this long and the new one served one; "
+        "keep it above the gateway's --tier-refresh-s.",
+    )
+
+    @model_validator(mode="after")
+    def _checked(self) -> BundleServerSettings:
+        if self.watch_alias and not re.fullmatch(r"models:/[^/@]+@[^/@]+", self.bundle_uri):
+            raise ValueError(
+                f"--watch-alias follows a registry alias: give models:/NAME@ALIAS, not {self.bundle_uri!r}"
+            )
+        for spec in self.bundle:
+            name, sep, uri = spec.partition("=")
+            if not (name and sep and uri):
+                raise ValueError(f"--bundle takes NAME=URI, not {spec!r}")
+        return self

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from protos import splitserve_pb2 as pb
+from splitserve.core import codec
 from splitserve.core.errors import InvalidInput
 from splitserve.tasks import (
     audio_classification,
@@ -61,3 +62,10 @@ def result_from_pb(result: pb.Result) -> dict[str, Any]:
     if kind is not None:
         out[kind] = _BY_KIND[kind].from_pb(getattr(result, kind))
     return out
+
+
+def answer_from_pb(response: pb.PredictResponse) -> list[dict[str, Any]]:
+    """A gateway response's answer: a templated bundle's rows, else one typed result per record."""
+    if response.rows:
+        return codec.rows_from_pb(response.rows)
+    return [result_from_pb(r) for r in response.results]

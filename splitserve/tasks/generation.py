@@ -16,7 +16,7 @@ from splitserve.core import generation as G
 from splitserve.core import params as P
 from splitserve.core.bundle import ServingConfig
 from splitserve.core.errors import InvalidInput, record_label
-from splitserve.core.records import Record
+from splitserve.core.records import Record, check_records
 from splitserve.tasks.base import Batch, Encoded, ExportFacts, Stage, Task
 
 
@@ -26,6 +26,26 @@ def prompt_texts(config: ServingConfig, records: list[Record]) -> list[str]:
     template = config.prompt_template
     prefix = (config.generation.prefix if config.generation else None) or ""
     return [prefix + (template.format(prompt=r.text) if template else r.text or "") for r in records]
+
+
+def chat_prompt(stage: Stage, record: Record, index: int) -> str:
+    """A chat rendered as the text-generation pipeline renders it: with the tokenizer's chat
+    template and a generation prompt, or, when the chat ends with the assistant's message, that
+    message continued."""
+    from jinja2 import TemplateError
+
+    continues = record.messages[-1]["role"] == "assistant"
+    try:
+        return str(
+            stage.tokenizer.apply_chat_template(
+                record.messages,
+                tokenize=False,
+                add_generation_prompt=not continues,
+                continue_final_message=continues,
+            )
+        )
+    except (ValueError, TemplateError) as exc:  # no chat template, or the template refuses the chat
+        raise InvalidInput(f"{record_label(index, record.id)}: field 'messages': {exc}") from None
 
 
 def _info(config: ServingConfig) -> G.GenerationInfo:
@@ -58,19 +78,20 @@ class Generation(Task):
         the model tier, stop strings as their token ids. A decoder-only LM's prompt and new tokens
         must fit in its positions; an encoder-decoder's prompt in its encoder's."""
         config = stage.config
-        ids = stage.tokenizer(prompt_texts(config, records))["input_ids"]
+        ids = self.prompt_ids(stage, records)
         for i, row in enumerate(ids):
             where = record_label(i, records[i].id)
+            field = "messages" if records[i].messages else "text"
             if not row:
-                raise InvalidInput(f"{where}: field 'text' makes no tokens")
+                raise InvalidInput(f"{where}: field {field!r} makes no tokens")
             if config.max_positions is not None and len(row) + p["max_new_tokens"] > config.max_positions:
                 raise InvalidInput(
-                    f"{where}: field 'text' is {len(row)} tokens long; with max_new_tokens={p['max_new_tokens']} "
+                    f"{where}: field {field!r} is {len(row)} tokens long; with max_new_tokens={p['max_new_tokens']} "
                     f"that exceeds the model's maximum of {config.max_length} tokens"
                 )
             if config.max_positions is None and len(row) > config.max_length:
                 raise InvalidInput(
-                    f"{where}: field 'text' is {len(row)} tokens long, over the model's maximum of "
+                    f"{where}: field {field!r} is {len(row)} tokens long, over the model's maximum of "
                     f"{config.max_length} tokens (the pipeline does not truncate it either)"
                 )
         width = max(len(row) for row in ids)
@@ -83,6 +104,10 @@ class Generation(Task):
         decoding = G.GenerationParams.of(p, stops, _info(config))
         inputs = {"input_ids": input_ids, "attention_mask": mask}
         return Encoded(model_inputs=inputs, context=self.context(inputs), model_params=decoding.to_oip())
+
+    def prompt_ids(self, stage: Stage, records: list[Record]) -> list[list[int]]:
+        """Each record's prompt, tokenized as the pipeline does (the tokenizer's own special tokens)."""
+        return list(stage.tokenizer(prompt_texts(stage.config, records))["input_ids"])
 
     def context(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """What the postprocess stage needs of the prompts' tokens."""
@@ -107,8 +132,40 @@ class TextGeneration(Generation):
     name = "text-generation"
     # null: true, false with a prompt_template (as MLflow serves such a model)
     params = (*G.PARAMS, P.Param("return_full_text", P.optional_boolean, None, "boolean"))
+    required = ()  # `text`, or `messages` (a chat): `check`
+    fields = ("text", "messages")
     stream_params = {"return_full_text": False}  # a stream's deltas are the new text only
     export = ExportFacts("text-generation-with-past", ("logits",), parity="decoder")
+
+    def check(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> None:
+        check_records(records, stage.limits, (), self.fields)
+        for i, r in enumerate(records):
+            where = record_label(i, r.id)
+            if r.text is not None and r.messages:
+                raise InvalidInput(f"{where}: give field 'text' or field 'messages' (a chat), not both")
+            if r.text is None and not r.messages:
+                raise InvalidInput(f"{where}: field 'text' is missing (or give 'messages', a chat)")
+            if r.text is not None and not r.text.strip():
+                raise InvalidInput(f"{where}: field 'text' is empty")
+            chars = sum(len(m["content"]) for m in r.messages)
+            if chars > stage.limits.max_text_chars:
+                raise InvalidInput(
+                    f"{where}: field 'messages' has {chars} characters; the limit is {stage.limits.max_text_chars}"
+                )
+
+    def prompt_ids(self, stage: Stage, records: list[Record]) -> list[list[int]]:
+        """Texts as the pipeline tokenizes them; chats rendered with the tokenizer's chat template and
+        tokenized without adding special tokens (the template has them), as the pipeline does."""
+        texts = [i for i, r in enumerate(records) if not r.messages]
+        ids: list[list[int]] = [[] for _ in records]
+        if texts:
+            rows = stage.tokenizer(prompt_texts(stage.config, [records[i] for i in texts]))["input_ids"]
+            for i, row in zip(texts, rows, strict=True):
+                ids[i] = list(row)
+        for i, r in enumerate(records):
+            if r.messages:
+                ids[i] = list(stage.tokenizer(chat_prompt(stage, r, i), add_special_tokens=False)["input_ids"])
+        return ids
 
     def context(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(inputs)  # to cut the prompt off the decoded text
@@ -127,7 +184,8 @@ class TextGeneration(Generation):
             prompt_ids = ids[i][mask[i].astype(bool)].tolist()
             text = stage.tokenizer.decode(prompt_ids + new_ids, **kwargs)
             new_text = text[len(stage.tokenizer.decode(prompt_ids, **kwargs)) :]
-            text = prompt + new_text if p["return_full_text"] else new_text
+            # A chat's result is the assistant's new text (the pipeline's last message's content).
+            text = prompt + new_text if p["return_full_text"] and not batch.records[i].messages else new_text
             if info.collapse_whitespace:  # MLflow's model_config option
                 text = " ".join(text.split())
             results.append({"generated": [{"generated_text": text, "token_ids": new_ids}]})

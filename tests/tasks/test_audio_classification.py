@@ -12,7 +12,8 @@ from typing import Any
 import mlflow
 import numpy as np
 import pytest
-from oracle import check_invalid_argument, check_parity, check_pyfunc, close
+import requests
+from oracle import check_invalid_argument, check_parity, check_pyfunc, close, rest_record
 from stack import Stack
 from zoo import audio_file, decoded, save_tiny_audio_classifier, synth_audio
 
@@ -71,8 +72,14 @@ def test_inline_gateway_and_pyfunc_match_pipeline(bundle) -> None:
 
     pipe = pipeline_for(bundle)
     inline = {"inline_stages": bundle.local_dir, "preprocess": [], "postprocess": []}
-    with Stack(bundle.local_dir, gateway=inline) as stack, Client(stack.gateway) as client:
-        got = client.predict([{"id": f"i{i}", **item} for i, item in enumerate(ITEMS)], params={"top_k": None})
+    records = [{"id": f"i{i}", **item} for i, item in enumerate(ITEMS)]
+    with Stack(bundle.local_dir, gateway={**inline, "rest_port": 0}) as stack, Client(stack.gateway) as client:
+        got = client.predict(records, params={"top_k": None})
+        # The REST door answers what gRPC answers: files as base64, samples as JSON arrays.
+        body = {"records": [rest_record(r) for r in records], "params": {"top_k": None}}
+        response = requests.post(f"{stack.rest}/v1/predict", json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        assert response.json()["results"] == got
     for item, result in zip(ITEMS, got, strict=True):
         matches(expected(pipe, item, {"top_k": None}), result, "inline gateway")
     check_pyfunc(bundle, ITEMS, {"top_k": 2}, expected, matches)  # a DataFrame of files and arrays (with their rate)

@@ -13,7 +13,9 @@ import grpc
 import mlflow
 import numpy as np
 import pytest
+import requests
 import transformers
+from oracle import rest_record
 from stack import Stack
 from zoo import audio_file, decoded, save_tiny_whisper, synth_audio
 
@@ -61,7 +63,7 @@ def test_matches_pipeline(bundle) -> None:
     here = InProcessPipeline(load_bundle(local_dir, ("tokenizer", "onnx")))
     on_torch = InProcessPipeline(load_bundle(local_dir, ("tokenizer", "onnx")), backend="torch")
     inline = {"inline_stages": local_dir, "preprocess": [], "postprocess": []}
-    with Stack(local_dir) as stack, Client(stack.gateway) as client:
+    with Stack(local_dir, gateway={"rest_port": 0}) as stack, Client(stack.gateway) as client:
         with Stack(local_dir, gateway=inline) as inline_stack, Client(inline_stack.gateway) as inline_client:
             for params in PARAMS:
                 answers = {
@@ -71,6 +73,11 @@ def test_matches_pipeline(bundle) -> None:
                 }
                 if params is PARAMS[0]:  # the torch backend: the same loop on PyTorch (greedy; slow)
                     answers["in-process torch"] = on_torch.predict(records, params=params)
+                    # The REST door: files as base64, samples as JSON arrays (what gRPC answers).
+                    body = {"records": [rest_record(r) for r in records], "params": params}
+                    response = requests.post(f"{stack.rest}/v1/predict", json=body, timeout=120)
+                    assert response.status_code == 200, response.text
+                    assert response.json()["results"] == answers["gateway"]
                 for i, item in enumerate(ITEMS):
                     exp = expected(pipe, item, params)
                     assert exp["token_ids"], "the oracle generated nothing: a useless check"
