@@ -3,7 +3,7 @@
 gRPC's own client-side machinery does the work: `round_robin` over every replica address,
 client-side health checking (a replica whose `grpc.health.v1` status is not SERVING gets no
 calls) and a retry policy that sends a call that failed with UNAVAILABLE (a replica that died
-or is draining) to another replica. Every splitserve RPC is idempotent, so retries are safe.
+or is draining) or that a stopping replica CANCELLED to another replica. Every splitserve RPC is idempotent, so retries are safe.
 """
 
 from __future__ import annotations
@@ -62,7 +62,10 @@ def service_config(max_attempts: int) -> str:
                         "initialBackoff": "0.02s",
                         "maxBackoff": "0.5s",
                         "backoffMultiplier": 2,
-                        "retryableStatusCodes": ["UNAVAILABLE"],
+                        # CANCELLED: a replica shutting down cancels calls that reached it as it
+                        # stopped (seen under SIGTERM); every tier call is idempotent, so it is retried.
+                        # (A call the gateway's own caller cancelled is cancelled here, never retried.)
+                        "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
                     },
                 }
             ],

@@ -180,7 +180,7 @@ def infer_requests(draw: st.DrawFn) -> oip.ModelInferRequest:
             request.raw_input_contents[min(i, len(request.raw_input_contents) - 1)] = draw(st.binary(max_size=64))
         elif mutation == "raw" and request.raw_input_contents:
             del request.raw_input_contents[-1]
-        elif mutation == "twice" and request.inputs:
+        elif mutation == "twice" and request.inputs and i < len(request.raw_input_contents):
             request.inputs.add().CopyFrom(request.inputs[i])
             request.raw_input_contents.append(request.raw_input_contents[i])
         elif mutation == "extra":
@@ -188,7 +188,7 @@ def infer_requests(draw: st.DrawFn) -> oip.ModelInferRequest:
             request.raw_input_contents.append(np.zeros((rows, length), np.int64).tobytes())
         elif mutation == "value" and request.inputs:
             name = request.inputs[i].name
-            if name in arrays:
+            if name in arrays and i < len(request.raw_input_contents):  # an earlier mutation may have dropped it
                 bad = arrays[name].copy()
                 bad[draw(st.integers(0, rows - 1)), draw(st.integers(0, length - 1))] = draw(
                     st.sampled_from([-1, 2, 7, 30522, 2**40, -(2**63)])
