@@ -30,6 +30,7 @@ import importlib.util
 import inspect
 import json
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,9 +94,20 @@ def param_row(name: str, default: Any) -> P.Param:
     )
 
 
+# One import at a time: a tier process may load its stages in two threads (the inline gateway's
+# preprocess and postprocess, a test's in-process tiers), and a module is in sys.modules before
+# its body has run: the second thread would get it half-executed (without its PARAMS, say).
+_IMPORTING = threading.Lock()
+
+
 def import_module(directory: Path, name: str) -> ModuleType:
     """The template `name` (`name.py`, or a package `name/`) in `directory`, imported under a name
     of its own (two bundles' templates never share a module)."""
+    with _IMPORTING:
+        return _import_module(directory, name)
+
+
+def _import_module(directory: Path, name: str) -> ModuleType:
     path = directory / f"{name}.py"
     package = directory / name / "__init__.py"
     unique = f"splitserve_template_{name}_{hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:12]}"

@@ -72,3 +72,25 @@ def test_fields_every_task_reads_are_record_fields() -> None:
     for task in tasks.TASKS:
         assert set(task.required) <= set(task.fields), task.name
         check_records([Record(id="0", **dict.fromkeys(task.required, "x"))], Limits(), task.required, task.fields)
+
+
+def test_a_template_imported_by_two_threads_at_once_is_whole_in_both(tmp_path) -> None:
+    """Two stages of one process (the inline gateway's, in-process tiers) load the same template in
+    two threads: the second got the module half-executed, without its PARAMS ("unknown param(s)")."""
+    import threading
+    import time
+
+    from splitserve.stages.template import import_module
+
+    (tmp_path / "slow.py").write_text("import time\ntime.sleep(0.4)\nPARAMS = {'threshold': 0.5}\n")
+    seen: list[object] = []
+
+    def load() -> None:
+        seen.append(getattr(import_module(tmp_path, "slow"), "PARAMS", None))
+
+    first = threading.Thread(target=load)
+    first.start()
+    time.sleep(0.1)  # the first is inside the module's body
+    load()
+    first.join()
+    assert seen == [{"threshold": 0.5}, {"threshold": 0.5}]
