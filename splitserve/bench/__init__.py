@@ -32,7 +32,8 @@ from splitserve.bench.targets import (
     PyfuncTarget,
     Target,
 )
-from splitserve.k8s.capacity import THREE_TIERS_TARGET, capacity_markdown, capacity_table
+from splitserve.k8s.capacity import THREE_TIERS_TARGET, capacity_markdown
+from splitserve.k8s.capacity import tables as capacity_tables
 
 DEFAULT_CONCURRENCY = (1, 4, 16)
 DEFAULT_BATCH_SIZES = (1, 8)
@@ -178,11 +179,7 @@ def run_bench(
     heads = headline(points, concurrency, batch_sizes)
     point_dicts = [asdict(p) for p in points]
     # The capacity table (pods per model pod) `splitserve k8s --capacity results.json` sizes tiers with.
-    tables = (
-        {("gpu" if device == "cuda" else "cpu"): capacity_table(point_dicts, device)}
-        if any(p.target == THREE_TIERS_TARGET for p in points)
-        else {}
-    )
+    tables = capacity_tables(point_dicts, device) if any(p.target == THREE_TIERS_TARGET for p in points) else {}
     report = {
         "command": command,
         "source_uri": source_uri,

@@ -17,9 +17,9 @@ import numpy as np
 from splitserve.core.bundle import ServingConfig, hash_tree
 from splitserve.core.errors import ExportError
 from splitserve.core.generation import OUTPUT, GenerationInfo, ModelDecoding
-from splitserve.export.generation import UNSUPPORTED_GENERATION_SETTINGS, _eos_ids
+from splitserve.export.generation import UNSUPPORTED_GENERATION_SETTINGS, _eos_ids, decoding_defaults
 from splitserve.export.onnx import export_graphs, output_shapes
-from splitserve.export.parity import _compare
+from splitserve.export.parity import _compare, decoder_two_steps
 from splitserve.tasks.base import Task
 
 # The longest audio an encoder-only audio bundle takes per record (seconds), unless the
@@ -204,19 +204,7 @@ def whisper_info(
     max_new_tokens = gc.max_new_tokens
     if max_new_tokens is None and gc.max_length is not None:
         max_new_tokens = int(gc.max_length) - len(prompt)
-    defaults = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": bool(gc.do_sample),
-        "temperature": float(gc.temperature) if isinstance(gc.temperature, (int, float)) else 1.0,
-        "top_k": int(gc.top_k) if gc.top_k else None,
-        "top_p": float(gc.top_p) if gc.top_p is not None else 1.0,
-        "repetition_penalty": float(gc.repetition_penalty) if gc.repetition_penalty is not None else 1.0,
-        "num_beams": int(gc.num_beams or 1),
-        "length_penalty": float(gc.length_penalty) if gc.length_penalty is not None else 1.0,
-        "early_stopping": gc.early_stopping if gc.early_stopping in (True, False, "never") else False,
-        "no_repeat_ngram_size": int(gc.no_repeat_ngram_size or 0),
-        "min_new_tokens": int(gc.min_new_tokens or 0),
-    }
+    defaults = decoding_defaults(gc, max_new_tokens)
     return GenerationInfo(
         architecture="encoder-decoder",
         pipeline_task=pipeline_task,
@@ -259,32 +247,14 @@ def check_whisper_parity(
 
     encoder = ort.InferenceSession(str(onnx_dir / graphs[0]), providers=["CPUExecutionProvider"])
     decoder = ort.InferenceSession(str(onnx_dir / graphs[1]), providers=["CPUExecutionProvider"])
-    inputs = {i.name: i.shape for i in decoder.get_inputs()}
-    past_names = [n for n in inputs if n.startswith("past_key_values.")]
-    outputs = ["logits", *(n.replace("past_key_values.", "present.", 1) for n in past_names)]
     prompt = np.asarray([info.decoder_prompt_ids], dtype=np.int64)
     max_abs = max_rel = 0.0
     for wave in waves[:3]:
         feats = log_mel(features, wave)[None]
         (hidden,) = encoder.run(["last_hidden_state"], {"input_features": feats})
-        empty = np.zeros((1, info.num_kv_heads, 0, info.head_dim), dtype=np.float32)
-        feeds = {
-            "input_ids": prompt,
-            "encoder_hidden_states": hidden,
-            "use_cache_branch": np.asarray([False]),
-            **dict.fromkeys(past_names, empty),
-        }
-        first = dict(zip(outputs, decoder.run(outputs, feeds), strict=True))
-        nxt = int(first["logits"][0, -1].argmax())
-        feeds.update(
-            {n: first[n.replace("past_key_values.", "present.", 1)] for n in past_names},
-            input_ids=np.asarray([[nxt]], dtype=np.int64),
-            use_cache_branch=np.asarray([True]),
+        first, nxt, second = decoder_two_steps(
+            decoder, prompt, {"encoder_hidden_states": hidden}, (info.num_kv_heads, info.head_dim)
         )
-        for n in past_names:
-            if ".encoder." in n:
-                feeds[n] = first[n.replace("past_key_values.", "present.", 1)]
-        second = decoder.run(["logits"], feeds)[0]
         with torch.inference_mode():
             t_hidden = model.get_encoder()(input_features=torch.from_numpy(feats)).last_hidden_state
             t1 = model(encoder_outputs=(t_hidden,), decoder_input_ids=torch.from_numpy(prompt), use_cache=True)
@@ -296,7 +266,7 @@ def check_whisper_parity(
             )
         for expected, actual, what in [
             (t_hidden[0].float().numpy(), hidden[0], "ONNX encoder hidden states"),
-            (t1.logits[0].float().numpy(), first["logits"][0], "ONNX decoder logits (prompt)"),
+            (t1.logits[0].float().numpy(), first[0], "ONNX decoder logits (prompt)"),
             (t2.logits[0].float().numpy(), second[0], "ONNX decoder logits (with past)"),
         ]:
             a, r = _compare(expected, actual, tolerance, what)

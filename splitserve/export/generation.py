@@ -85,19 +85,7 @@ def generation_info(
     max_new_tokens = model.generation_config.max_new_tokens  # None: splitserve's 32
     if max_new_tokens is None and encoder_decoder and gc.max_length not in (None, 20):  # 20: transformers' default
         max_new_tokens = int(gc.max_length) - 1  # the decoder starts from one token
-    defaults = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": bool(gc.do_sample),
-        "temperature": float(gc.temperature) if gc.temperature is not None else 1.0,
-        "top_k": int(gc.top_k) if gc.top_k else None,
-        "top_p": float(gc.top_p) if gc.top_p is not None else 1.0,
-        "repetition_penalty": float(gc.repetition_penalty) if gc.repetition_penalty is not None else 1.0,
-        "num_beams": int(gc.num_beams or 1),
-        "length_penalty": float(gc.length_penalty) if gc.length_penalty is not None else 1.0,
-        "early_stopping": gc.early_stopping if gc.early_stopping in (True, False, "never") else False,
-        "no_repeat_ngram_size": int(gc.no_repeat_ngram_size or 0),
-        "min_new_tokens": int(gc.min_new_tokens or 0),
-    }
+    defaults = decoding_defaults(gc, max_new_tokens)
     start = None
     if encoder_decoder:
         start = gc.decoder_start_token_id
@@ -130,3 +118,21 @@ def generation_info(
         prefix=prefix if encoder_decoder else None,
     )
     return generation
+
+
+def decoding_defaults(gc: Any, max_new_tokens: int | None) -> dict[str, Any]:
+    """The generation params' defaults from a model's generation_config (the pipeline's, unless a
+    request says otherwise)."""
+    return {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": bool(gc.do_sample),
+        "temperature": float(gc.temperature) if isinstance(gc.temperature, (int, float)) else 1.0,
+        "top_k": int(gc.top_k) if gc.top_k else None,
+        "top_p": float(gc.top_p) if gc.top_p is not None else 1.0,
+        "repetition_penalty": float(gc.repetition_penalty) if gc.repetition_penalty is not None else 1.0,
+        "num_beams": int(gc.num_beams or 1),
+        "length_penalty": float(gc.length_penalty) if gc.length_penalty is not None else 1.0,
+        "early_stopping": gc.early_stopping if gc.early_stopping in (True, False, "never") else False,
+        "no_repeat_ngram_size": int(gc.no_repeat_ngram_size or 0),
+        "min_new_tokens": int(gc.min_new_tokens or 0),
+    }

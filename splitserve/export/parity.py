@@ -109,6 +109,34 @@ def check_generation_parity(
     return {"parity_max_abs_diff": max_abs, "parity_max_rel_diff": max_rel, "parity_tolerance": tolerance}
 
 
+def decoder_two_steps(
+    decoder: Any, first_ids: np.ndarray, fixed: dict[str, np.ndarray], kv: tuple[int, int] | None = None
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """Two steps of a merged decoder graph (one batch row): `first_ids` without a past, then the
+    first step's argmax token fed the past key values the graph returned. `fixed`: the inputs
+    both steps take (the encoder's states, its mask); `kv`: (heads, head dim) of the past, when the
+    graph's shapes do not say. Returns (the first step's logits, that token, the second's logits)."""
+    shapes = {i.name: i.shape for i in decoder.get_inputs()}
+    past_names = [n for n in shapes if n.startswith("past_key_values.")]
+    present = {n: n.replace("past_key_values.", "present.", 1) for n in past_names}
+    outputs = ["logits", *present.values()]
+    heads, dim = kv or (int(shapes[past_names[0]][1]), int(shapes[past_names[0]][3]))
+    feeds = {
+        "input_ids": first_ids,
+        **fixed,
+        "use_cache_branch": np.asarray([False]),
+        **dict.fromkeys(past_names, np.zeros((1, heads, 0, dim), dtype=np.float32)),
+    }
+    first = dict(zip(outputs, decoder.run(outputs, feeds), strict=True))
+    token = int(first["logits"][0, -1].argmax())
+    feeds.update(
+        {n: first[present[n]] for n in past_names},
+        input_ids=np.asarray([[token]], dtype=np.int64),
+        use_cache_branch=np.asarray([True]),
+    )
+    return first["logits"], token, decoder.run(["logits"], feeds)[0]
+
+
 def check_seq2seq_parity(
     model: Any,
     onnx_dir: Path,
@@ -129,30 +157,16 @@ def check_seq2seq_parity(
 
     encoder = ort.InferenceSession(str(onnx_dir / graphs[0]), providers=["CPUExecutionProvider"])
     decoder = ort.InferenceSession(str(onnx_dir / graphs[1]), providers=["CPUExecutionProvider"])
-    inputs = {i.name: i.shape for i in decoder.get_inputs()}
-    past_names = [n for n in inputs if n.startswith("past_key_values.")]
-    outputs = ["logits", *(n.replace("past_key_values.", "present.", 1) for n in past_names)]
     max_abs = max_rel = 0.0
     for text in texts:
         ids = np.asarray([tokenizer(text, truncation=True, max_length=max_length)["input_ids"]], dtype=np.int64)
         mask = np.ones_like(ids)
         (hidden,) = encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
-        _, heads, _, dim = inputs[past_names[0]]
-        feeds: dict[str, np.ndarray] = {
-            "input_ids": np.asarray([[start_id]], dtype=np.int64),
-            "encoder_hidden_states": hidden,
-            "encoder_attention_mask": mask,
-            "use_cache_branch": np.asarray([False]),
-            **dict.fromkeys(past_names, np.zeros((1, int(heads), 0, int(dim)), dtype=np.float32)),
-        }
-        first = dict(zip(outputs, decoder.run(outputs, feeds), strict=True))
-        nxt = int(first["logits"][0, -1].argmax())
-        feeds.update(
-            {n: first[n.replace("past_key_values.", "present.", 1)] for n in past_names},
-            input_ids=np.asarray([[nxt]], dtype=np.int64),
-            use_cache_branch=np.asarray([True]),
+        first, nxt, second = decoder_two_steps(
+            decoder,
+            np.asarray([[start_id]], dtype=np.int64),
+            {"encoder_hidden_states": hidden, "encoder_attention_mask": mask},
         )
-        second = decoder.run(["logits"], feeds)[0]
         with torch.inference_mode():
             t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
             t_hidden = encode(model, t_ids, t_mask)
@@ -165,7 +179,7 @@ def check_seq2seq_parity(
             )
         pairs = [
             (t_hidden[0].float().numpy(), hidden[0], "ONNX encoder hidden states"),
-            (t1.logits[0].float().numpy(), first["logits"][0], "ONNX decoder logits (first step)"),
+            (t1.logits[0].float().numpy(), first[0], "ONNX decoder logits (first step)"),
             (t2.logits[0].float().numpy(), second[0], "ONNX decoder logits (with past)"),
         ]
         for expected, actual, what in pairs:

@@ -69,9 +69,12 @@ def capacity_table(points: list[dict[str, Any]], device: str = "cpu") -> dict[st
 def from_bench(results: dict[str, Any], source: str = "") -> dict[str, Any]:
     """The capacity table of a bench's `results.json`, computed from its points with today's pod
     sizes (POD_CPUS), whatever the table the bench wrote then."""
-    device = results.get("device", "cpu")
-    key = "gpu" if device == "cuda" else "cpu"
-    return {"source": source or results.get("command", ""), key: capacity_table(results["points"], device)}
+    return {"source": source or results.get("command", ""), **tables(results["points"], results.get("device", "cpu"))}
+
+
+def tables(points: list[dict[str, Any]], device: str) -> dict[str, Any]:
+    """{"cpu" or "gpu": the table} of a bench run's points on `device` ("cpu" or "cuda")."""
+    return {("gpu" if device == "cuda" else "cpu"): capacity_table(points, device)}
 
 
 def load(path: str | Path | None = None) -> dict[str, Any]:
