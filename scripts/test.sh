@@ -8,4 +8,4 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 .venv/bin/ruff format --check .
 .venv/bin/mypy splitserve preprocess_svc postprocess_svc model_svc gateway_svc
 .venv/bin/lint-imports  # the layers: imports flow one way (pyproject.toml [tool.importlinter])
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 "$@"

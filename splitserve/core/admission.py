@@ -8,12 +8,17 @@ the requests that are admitted finish in time.
 
 The rate is learnt from completed requests (Little's law, per request: the work that was ahead of
 it plus its own, over its latency), smoothed; until a request has completed only the hard limit
-applies.
+applies. Completions alone learn a fall in the rate too late: when the tier slows down (its CPUs
+taken by a burst, a neighbour, refusing the overload itself) the requests in flight are the first
+to show it. So the oldest request in flight also bounds the rate: the work that was ahead of it
+plus its own is not done after the time it has waited, so the rate is at most that work over that
+time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -32,10 +37,22 @@ class Admission:
         self.limit, self.unit, self.where, self.setting = limit, unit, where, setting
         self.admitted = 0  # units in progress
         self.rate: float | None = None  # units per second, once learnt
+        # Requests in flight, oldest first: ticket -> (admitted at, work ahead of it plus its own).
+        self.in_flight: dict[int, tuple[float, int]] = {}
+        self._tickets = itertools.count()
+
+    def current_rate(self) -> float | None:
+        """The learnt rate, lowered to what the oldest request in flight shows."""
+        if self.rate is None or not self.in_flight:
+            return self.rate
+        since, work = next(iter(self.in_flight.values()))
+        waited = time.perf_counter() - since
+        return min(self.rate, work / waited) if waited > 0 else self.rate
 
     def estimate_s(self, units: int) -> float | None:
-        """Seconds the admitted work plus `units` more would take at the learnt rate."""
-        return None if self.rate is None else (self.admitted + units) / self.rate
+        """Seconds the admitted work plus `units` more would take at the current rate."""
+        rate = self.current_rate()
+        return None if rate is None else (self.admitted + units) / rate
 
     def check(self, units: int, time_left_s: float | None) -> None:
         """Refuse `units` of work that would go over the limit or past the deadline."""
@@ -58,12 +75,15 @@ class Admission:
         ahead = self.admitted
         self.admitted += units
         start = time.perf_counter()
+        ticket = next(self._tickets)
+        self.in_flight[ticket] = (start, ahead + units)
         completed = False
         try:
             yield
             completed = True
         finally:
             self.admitted -= units
+            del self.in_flight[ticket]
             elapsed = time.perf_counter() - start
             if elapsed > 0:
                 sample = (ahead + units) / elapsed

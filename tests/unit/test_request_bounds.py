@@ -82,3 +82,18 @@ def test_admission_refuses_what_cannot_make_its_deadline() -> None:
         with pytest.raises(Overloaded, match="max_in_flight_records 1000"):
             gate.check(901, 30.0)
     gate.check(5000, 0.001)  # nothing in progress: always admitted (its size is checked elsewhere)
+
+
+def test_admission_learns_a_slowdown_from_requests_in_flight() -> None:
+    """Completions learn a fall in the rate too late under overload: the oldest request in flight
+    bounds it (its work is not done after the time it has waited)."""
+    gate = Admission(None, "records", "gateway")
+    with gate.admit(100, None):
+        time.sleep(0.05)  # taught: about 2,000 records/s
+    with gate.admit(10, 5.0):
+        gate.check(100, 0.5)  # 110 records at ~2,000/s: well inside 0.5 s
+        time.sleep(0.3)  # the tier slowed down: 10 records not done in 0.3 s
+        assert gate.current_rate() is not None and gate.current_rate() < 40  # type: ignore[operator]
+        with pytest.raises(Overloaded, match="past this request's deadline"):
+            gate.check(100, 0.5)
+    assert gate.current_rate() == gate.rate  # nothing in flight: the learnt rate alone
