@@ -93,14 +93,25 @@ def _own_params(body: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _texts(value: Any, field: str) -> list[str]:
+def _texts(value: Any, field: str, token_ids: bool = False) -> list[Any]:
+    """The inputs as records: strings, or (`token_ids`: embeddings) `{"token_ids": [...]}` for
+    OpenAI's token-id input, one list of ints or a list of such lists."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return value
-    if isinstance(value, list) and value and all(isinstance(v, (int, list)) for v in value):
-        raise InvalidInput(f"field {field!r}: token-id input is not supported; send text")
-    raise InvalidInput(f"field {field!r} must be a string or a non-empty list of strings")
+    ints = isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    lists = isinstance(value, list) and value and all(isinstance(v, list) for v in value)
+    if (ints or lists) and not token_ids:
+        raise InvalidInput(f"field {field!r}: token-id input is for /v1/embeddings only; send text")
+    if ints:
+        return [{"token_ids": value}]
+    if lists:
+        return [{"token_ids": v} for v in value]  # each checked as a record's token_ids
+    raise InvalidInput(
+        f"field {field!r} must be a string, a non-empty list of strings"
+        + (", a list of token ids or a list of lists of token ids" if token_ids else "")
+    )
 
 
 def _usage(call: HttpCall, completion: int | None = None) -> dict[str, int]:
@@ -144,7 +155,7 @@ def routes(tier: Any) -> list[Any]:
         encoding = body.get("encoding_format") or "float"
         if encoding not in ("float", "base64"):
             raise InvalidInput(f"field 'encoding_format' must be 'float' or 'base64', got {encoding!r}")
-        texts = _texts(body.get("input"), "input")
+        texts = _texts(body.get("input"), "input", token_ids=True)
         response = await tier.Predict(codec.predict_request(texts, _own_params(body), info.model), call)
         data = []
         for i, result in enumerate(response.results):

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Record(_message.Message):
-    __slots__ = ("id", "text", "text_pair", "question", "context", "candidate_labels", "extra", "text_field", "audio_file", "audio_samples", "sampling_rate", "messages")
+    __slots__ = ("id", "text", "text_pair", "question", "context", "candidate_labels", "extra", "text_field", "audio_file", "audio_samples", "sampling_rate", "messages", "token_ids")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TEXT_PAIR_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,7 @@ class Record(_message.Message):
     AUDIO_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_RATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     text_pair: str
@@ -33,7 +34,8 @@ class Record(_message.Message):
     audio_samples: AudioSamples
     sampling_rate: int
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., text_pair: _Optional[str] = ..., question: _Optional[str] = ..., context: _Optional[str] = ..., candidate_labels: _Optional[_Iterable[str]] = ..., extra: _Optional[str] = ..., text_field: _Optional[str] = ..., audio_file: _Optional[bytes] = ..., audio_samples: _Optional[_Union[AudioSamples, _Mapping]] = ..., sampling_rate: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., text_pair: _Optional[str] = ..., question: _Optional[str] = ..., context: _Optional[str] = ..., candidate_labels: _Optional[_Iterable[str]] = ..., extra: _Optional[str] = ..., text_field: _Optional[str] = ..., audio_file: _Optional[bytes] = ..., audio_samples: _Optional[_Union[AudioSamples, _Mapping]] = ..., sampling_rate: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")

@@ -214,6 +214,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_rollout_flags(p: argparse.ArgumentParser) -> None:
+    """`up`'s and `k8s`'s --watch-alias (every tier's own flag, passed to each replica)."""
+    p.add_argument(
+        "--watch-alias",
+        action="store_true",
+        help="Every tier follows the bundle URIs' registry aliases (models:/NAME@ALIAS): a moved alias is rolled out "
+        "with zero errors (new version loaded, switched to, old one unloaded once unused).",
+    )
+    p.add_argument(
+        "--watch-interval-s", type=float, default=10.0, help="With --watch-alias: seconds between registry polls."
+    )
+
+
 def cmd_k8s(args: argparse.Namespace) -> int:
     """`splitserve k8s` and `splitserve kserve`: the kustomize tree (splitserve.k8s)."""
     from splitserve import k8s
@@ -229,21 +242,24 @@ def cmd_k8s(args: argparse.Namespace) -> int:
         if not isinstance(n, int) or n < 1:
             raise SystemExit(f"error: --replicas {tier}={n}: replicas are a whole number, at least 1")
         counts[tier] = n
-    options = k8s.Options(
-        args.bundle_uri,
-        tracking_uri=tracking_uri,
-        image=args.image,
-        gpu_image=args.gpu_image,
-        name=args.name,
-        namespace=args.namespace,
-        replicas=counts,
-        max_replicas=args.max_replicas,
-        backend=args.backend,
-        autoscaler=args.autoscaler,
-        prometheus_url=args.prometheus_url,
-        tier_tls_secret=getattr(args, "tier_tls_secret", None),
-    )
     try:
+        options = k8s.Options(
+            args.bundle_uri,
+            tracking_uri=tracking_uri,
+            image=args.image,
+            gpu_image=args.gpu_image,
+            name=args.name,
+            namespace=args.namespace,
+            replicas=counts,
+            max_replicas=args.max_replicas,
+            backend=args.backend,
+            autoscaler=args.autoscaler,
+            prometheus_url=args.prometheus_url,
+            tier_tls_secret=getattr(args, "tier_tls_secret", None),
+            bundles=tuple(args.bundle or ()),
+            watch_alias=args.watch_alias,
+            watch_interval_s=args.watch_interval_s,
+        )
         files = k8s.render(options, args.command, capacity.load(args.capacity))
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
@@ -416,15 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Run the preprocess and postprocess stages inside the gateway (no tiers for them; lower latency).",
     )
-    p.add_argument(
-        "--watch-alias",
-        action="store_true",
-        help="Every tier follows the bundle URI's registry alias (models:/NAME@ALIAS): a moved alias is rolled out "
-        "with zero errors (new version loaded, switched to, old one unloaded once unused).",
-    )
-    p.add_argument(
-        "--watch-interval-s", type=float, default=10.0, help="With --watch-alias: seconds between registry polls."
-    )
+    add_rollout_flags(p)
     p.add_argument(
         "--intra-op-threads",
         type=int,
@@ -470,6 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
                 help="A TLS Secret (ca.crt, tls.crt, tls.key; its certificate naming <name>-tier): mutual TLS "
                 "between the gateway and the tiers.",
             )
+        p.add_argument(
+            "--bundle",
+            action="append",
+            metavar="NAME=URI",
+            help="More bundles served beside BUNDLE_URI by every tier (requests choose one by its model name).",
+        )
+        add_rollout_flags(p)
         p.add_argument("--out", help="Folder for the kustomize tree (default: NAME-k8s or NAME-kserve).")
         p.set_defaults(func=cmd_k8s)
 

@@ -227,6 +227,49 @@ def test_tiers_take_calls_from_the_gateway_only_and_mutual_tls_from_one_secret(t
             assert (settings.tls_cert, settings.tls_client_ca) == (tls + "tls.crt", tls + "ca.crt")
 
 
+@needs_kubectl
+def test_several_bundles_and_alias_rollouts_reach_every_tier(tmp_path: Path) -> None:
+    # Issue 14 on Kubernetes: `--bundle NAME=URI` and `--watch-alias` reach the preprocess, model and
+    # postprocess pods as `up` passes them; the gateway learns the bundles from its tiers.
+    o = options("hpa")
+    argv = [sys.executable, "-m", "splitserve", "k8s", o.bundle_uri, "--tracking-uri", o.tracking_uri]
+    argv += ["--bundle", "sentiment=models:/sentiment@champion", "--watch-alias", "--watch-interval-s", "30"]
+    subprocess.run([*argv, "--out", str(tmp_path / "tree")], check=True, capture_output=True, cwd=tmp_path)
+    for overlay in ("cpu", "gpu"):
+        objects = by_key(kustomize(tmp_path / "tree" / "overlays" / overlay))
+        for tier in k8s.TIERS:
+            deployment = objects[("Deployment", f"splitserve-{tier}")]
+            validate(deployment)
+            settings = parse(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+            if tier == "gateway":
+                assert "--watch-alias" not in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+                continue
+            assert settings.bundle_uri == o.bundle_uri and settings.bundle == ["sentiment=models:/sentiment@champion"]
+            assert settings.watch_alias and settings.watch_interval_s == 30
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["k8s", "models:/m/1", "--watch-alias"],
+            "error: --watch-alias follows registry aliases: give models:/NAME@ALIAS, not 'models:/m/1'",
+        ),
+        (["k8s", "models:/m@a", "--bundle", "other"], "error: --bundle takes NAME=URI, not 'other'"),
+        (
+            ["kserve", "models:/m@a", "--watch-alias"],
+            "error: --watch-alias and --bundle need the preprocess and postprocess tiers (KServe's transformer runs "
+            "the stages inline): use `splitserve k8s`",
+        ),
+    ],
+)
+def test_rollout_mistakes_get_one_line(extra: list[str], message: str, tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "splitserve", *extra, "--tracking-uri", "http://mlflow:5000"]
+    done = subprocess.run([*argv, "--out", str(tmp_path / "t")], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode != 0
+    assert done.stderr.strip() == message
+
+
 def test_the_gpu_overlay_patches_only_what_differs(tmp_path: Path) -> None:
     files = k8s.render(options("keda"), "k8s")
     patches = sorted(p for p in files if p.startswith("overlays/gpu/") and not p.endswith("kustomization.yaml"))

@@ -68,8 +68,30 @@ def test_embeddings(tiny_bundles) -> None:
         assert list(one.data[0].embedding) == client.predict(texts[:1], params={"pooling": "cls"})[0]["embedding"]
         with pytest.raises(openai.BadRequestError, match="one vector per token"):  # this bundle's pooling is none
             api.embeddings.create(model=model, input=texts)
-        with pytest.raises(openai.BadRequestError, match="token-id input is not supported"):
-            api.embeddings.create(model=model, input=[[101, 102]])
+        # Token-id input (OpenAI's, TEI's): the model's own ids, as the tokenizer makes them, answer as
+        # the text does; mixed with text in one gRPC request too.
+        tokenizer = transformers.AutoTokenizer.from_pretrained(exported.model_dir)
+        ids = [tokenizer(t).input_ids for t in texts]
+        by_ids = api.embeddings.create(model=model, input=ids, encoding_format="float", extra_body={"params": pooled})
+        assert by_ids.usage.prompt_tokens == prompt_tokens
+        one_ids = api.embeddings.create(
+            model=model, input=ids[1], encoding_format="float", extra_body={"params": pooled}
+        )
+        mixed = client.predict([texts[0], {"token_ids": ids[1]}], params=pooled)
+        for got, want in [*zip([d.embedding for d in by_ids.data], expected), (one_ids.data[0].embedding, expected[1])]:
+            np.testing.assert_allclose(got, want, atol=1e-5)
+        for got, want in zip([r["embedding"] for r in mixed], expected):
+            np.testing.assert_allclose(got, want, atol=1e-5)
+        vocab = len(tokenizer)
+        with pytest.raises(
+            openai.BadRequestError, match=rf"record 1.*id {vocab}, outside the vocabulary \[0, {vocab}\)"
+        ):
+            api.embeddings.create(model=model, input=[ids[0], [101, vocab]], extra_body={"params": pooled})
+        with pytest.raises(openai.BadRequestError, match=r"600 ids; the model takes at most 512 \(token ids are never"):
+            api.embeddings.create(model=model, input=[[101] * 600], extra_body={"params": pooled})
+        with pytest.raises(openai.BadRequestError, match="must be a non-empty list of integers"):
+            api.embeddings.create(model=model, input=[[101, "x"]], extra_body={"params": pooled})
+        assert client.info()["model"] == model  # still serving
         with pytest.raises(openai.NotFoundError, match="'other' is not served here"):
             api.embeddings.create(model="other", input=texts)
         with pytest.raises(openai.BadRequestError, match="does not generate text"):

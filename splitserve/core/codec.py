@@ -47,6 +47,8 @@ def records_to_pb(records: list[Record]) -> list[pb.Record]:
             msg.extra = json.dumps(r.extra, ensure_ascii=False, allow_nan=False)
         if r.text_field != "text":
             msg.text_field = r.text_field
+        if r.token_ids is not None:
+            msg.token_ids.extend(r.token_ids)
         _audio_to_pb(r, msg)
         out.append(msg)
     return out
@@ -66,6 +68,7 @@ def records_from_pb(messages: Any) -> list[Record]:
                 messages=[{"role": c.role, "content": c.content} for c in m.messages],
                 extra=_extra(i, m) if m.extra else {},
                 text_field=m.text_field if m.text_field in TEXT_ALIASES else "text",
+                token_ids=list(m.token_ids) if m.token_ids else None,
                 **_audio_from_pb(m),
             )
         )

@@ -1,7 +1,9 @@
 """Input records: normalization from what users pass, and validation with precise messages.
 
 A record has the fields the tasks read (`text`, `text_pair`, `question`, `context`,
-`candidate_labels`, `audio` with its `sampling_rate`, `messages`: a chat for text-generation) and, for a templated bundle, the caller's other fields (`extra`, JSON values),
+`candidate_labels`, `audio` with its `sampling_rate`, `messages`: a chat for text-generation,
+`token_ids`: the model's own tokens instead of text, for feature-extraction) and, for a templated
+bundle, the caller's other fields (`extra`, JSON values),
 which the template reads and the task ignores; bundles without a template refuse them.
 """
 
@@ -27,6 +29,7 @@ RECORD_FIELDS = (
     "audio",
     "sampling_rate",
     "messages",
+    "token_ids",
 )
 STRING_FIELDS = ("text", "text_pair", "question", "context")
 # The most records one request may carry, and the longest text, unless a tier's settings say otherwise.
@@ -49,6 +52,7 @@ class Record:
     # Audio: the bytes of a file, or float32 samples (1-D) with their rate.
     audio: bytes | Any | None = None
     sampling_rate: int | None = None
+    token_ids: list[int] | None = None  # the model's own token ids instead of text, used as given
 
     def as_dict(self) -> dict[str, Any]:
         """The record as the caller sent it: its own field names, its own id, every extra field."""
@@ -65,6 +69,8 @@ class Record:
             out["audio"] = self.audio
         if self.sampling_rate is not None:
             out["sampling_rate"] = self.sampling_rate
+        if self.token_ids is not None:
+            out["token_ids"] = list(self.token_ids)
         return {**out, **self.extra}
 
     @property
@@ -156,8 +162,23 @@ def _to_record(index: int, item: Any, keep_extra: bool, local_files: bool = Fals
         record.candidate_labels = list(labels)
     if plain(item.get("messages")) is not None:  # None or NaN: missing
         record.messages = _messages(where, item["messages"])
+    if plain(item.get("token_ids")) is not None:  # None or NaN: missing
+        record.token_ids = _token_ids(where, item["token_ids"])
     _audio_fields(record, item, where, local_files)
     return record
+
+
+def _token_ids(where: str, value: Any) -> list[int]:
+    value = plain(value)
+    if isinstance(value, (list, tuple)):
+        value = [plain(v) for v in value]  # numpy integers, from a DataFrame's cells
+    if (
+        not isinstance(value, (list, tuple))
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        raise InvalidInput(f"{where}: field 'token_ids' must be a non-empty list of integers (the model's token ids)")
+    return list(value)
 
 
 def _messages(where: str, value: Any) -> list[dict[str, str]]:
@@ -214,6 +235,10 @@ def check_records(records: list[Record], limits: Limits, required: tuple[str, ..
         raise InvalidInput(f"request has {audio_bytes} bytes of audio; the limit is {limits.max_audio_bytes}")
     for index, record in enumerate(records):
         where = record_label(index, record.id)
+        if record.token_ids is not None and "token_ids" not in used:
+            raise InvalidInput(
+                f"{where}: field 'token_ids' is not used by this task (token ids are for feature-extraction)"
+            )
         for name in required:
             value = getattr(record, name)
             if value is None:

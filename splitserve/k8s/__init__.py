@@ -53,6 +53,11 @@ def manifests(o: Options, kind: str, device: str, table: dict[str, Any] | None =
     gpu = "gpu" if device == "cuda" else "cpu"
     queue_rows = capacity.queue_target_rows(table, gpu)
     if kind == "kserve":
+        if o.watch_alias or o.bundles:
+            raise ValueError(
+                "--watch-alias and --bundle need the preprocess and postprocess tiers (KServe's transformer runs "
+                "the stages inline): use `splitserve k8s`"
+            )
         return kserve.manifests(o, device, replicas(o, table, gpu, ("model", "gateway")), queue_rows)
     counts = replicas(o, table, gpu, TIERS)
     out: list[Obj] = []

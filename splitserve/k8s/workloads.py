@@ -13,6 +13,7 @@ is loaded). Every tier gets the bundle URI and MLFLOW_TRACKING_URI, and serves P
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,28 @@ class Options:
     # A TLS Secret (`ca.crt`, `tls.crt`, `tls.key`, as cert-manager writes them) for mutual TLS
     # between the gateway and the tiers; its certificate must name `<name>-tier`.
     tier_tls_secret: str | None = None
+    # More bundles beside `bundle_uri` (NAME=URI each, as `serve-* --bundle`), and whether every
+    # tier follows the registry alias of each URI (`--watch-alias`: zero-error rollouts).
+    bundles: tuple[str, ...] = ()
+    watch_alias: bool = False
+    watch_interval_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        uris = [self.bundle_uri]
+        for spec in self.bundles:
+            name, sep, uri = spec.partition("=")
+            if not (name and sep and uri):
+                raise ValueError(f"--bundle takes NAME=URI, not {spec!r}")
+            uris.append(uri)
+        if self.watch_alias:
+            fixed = [u for u in uris if not re.fullmatch(r"models:/[^/@]+@[^/@]+", u)]
+            if fixed:
+                raise ValueError(f"--watch-alias follows registry aliases: give models:/NAME@ALIAS, not {fixed[0]!r}")
+
+    def bundle_args(self) -> list[str]:
+        """The flags every preprocess, model and postprocess replica takes besides its bundle URI."""
+        out = ["--watch-alias", "--watch-interval-s", f"{self.watch_interval_s:g}"] if self.watch_alias else []
+        return out + (["--bundle", *self.bundles] if self.bundles else [])
 
 
 def resources(tier: str, device: str) -> Obj:
@@ -67,6 +90,7 @@ def serve_args(o: Options, tier: str, device: str, model_address: str = "", inli
         return [
             "serve-model",
             o.bundle_uri,
+            *o.bundle_args(),
             *common,
             "--backend",
             o.backend,
@@ -76,7 +100,7 @@ def serve_args(o: Options, tier: str, device: str, model_address: str = "", inli
             threads,
         ]
     if tier != "gateway":
-        return [f"serve-{tier}", o.bundle_uri, *common]
+        return [f"serve-{tier}", o.bundle_uri, *o.bundle_args(), *common]
     if inline:
         return ["serve-gateway", *common, "--model", model_address, "--inline-stages", o.bundle_uri]
     return [

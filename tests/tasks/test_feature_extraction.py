@@ -135,3 +135,29 @@ def test_torch_backend_in_bfloat16(minilm_bundle) -> None:
     cosines = (fp32 * bf16).sum(axis=1)
     assert cosines.min() >= 0.99, cosines
     assert not np.allclose(fp32, bf16, atol=1e-6)  # it did run in bfloat16
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_token_ids_answer_as_their_text(tiny_bundles, arch: str) -> None:
+    """A record of the model's own token ids (OpenAI's token-id input) answers as its text does,
+    alone or beside texts, whatever the tokenizer's pad id; bad ids name the record."""
+    import transformers
+
+    from splitserve.core.bundle import load_bundle
+    from splitserve.core.errors import InvalidInput
+    from splitserve.inprocess import InProcessPipeline
+
+    exported = tiny_bundles[(TASK, arch)]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(exported.model_dir)
+    local = InProcessPipeline(load_bundle(exported.local_dir, ("tokenizer", "onnx")))
+    texts = list(TEXTS[:4])
+    ids = [{"id": f"i{k}", "token_ids": tokenizer(t).input_ids} for k, t in enumerate(texts)]
+    for params in PARAMS:
+        by_text = local.predict(texts, params=params)
+        for records in (ids, [texts[0], ids[1], texts[2], ids[3]]):
+            for want, got in zip(by_text, local.predict(records, params=params), strict=True):
+                assert_embedding(want["embedding"], got["embedding"], f"{arch} params={params}")
+    with pytest.raises(InvalidInput, match=r"record 1 \(id='x'\): field 'token_ids' has id -1, outside"):
+        local.predict([texts[0], {"id": "x", "token_ids": [0, -1]}])
+    with pytest.raises(InvalidInput, match=r"record 0 \(id='0'\): give field 'text' or field 'token_ids', not both"):
+        local.predict([{"text": "a", "token_ids": [1, 2]}])

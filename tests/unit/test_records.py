@@ -58,6 +58,9 @@ def test_bad_records_are_named(inputs, message: str) -> None:
         ("fill-mask", [{"text": "a", "candidate_labels": ["x"]}], "field 'candidate_labels' is not used"),
         ("feature-extraction", ["x" * 11], "record 0 (id='0'): field 'text' has 11 characters; the limit is 10"),
         ("feature-extraction", ["a", "b", "c"], "request has 3 records; the limit is 2"),
+        ("feature-extraction", [{"token_ids": [101, True]}], "field 'token_ids' must be a non-empty list of integers"),
+        ("feature-extraction", [{"id": "e", "token_ids": []}], "record 0 (id='e'): field 'token_ids' must be"),
+        ("text-classification", [{"token_ids": [101, 102]}], "field 'token_ids' is not used by this task"),
     ],
 )
 def test_every_task_checks_its_records(task: str, records, message: str) -> None:
