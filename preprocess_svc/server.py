@@ -44,7 +44,7 @@ class PreprocessTier(BundleTier, pb_grpc.PreprocessServicer):
         chars = check_request_chars(request.records, self.settings.max_request_chars)  # before tokenizing them
         with self.using(request.fingerprint, "the gateway's pick", request.model) as version:
             small = (
-                chars <= SMALL_CHARS
+                chars + sum(len(r.token_ids) for r in request.records) <= SMALL_CHARS  # token ids: checked, padded
                 and version.stage.template is None
                 and not any(r.WhichOneof("audio") for r in request.records)
             )

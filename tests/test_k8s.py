@@ -233,7 +233,8 @@ def test_several_bundles_and_alias_rollouts_reach_every_tier(tmp_path: Path) -> 
     # postprocess pods as `up` passes them; the gateway learns the bundles from its tiers.
     o = options("hpa")
     argv = [sys.executable, "-m", "splitserve", "k8s", o.bundle_uri, "--tracking-uri", o.tracking_uri]
-    argv += ["--bundle", "sentiment=models:/sentiment@champion", "--watch-alias", "--watch-interval-s", "30"]
+    argv += ["--bundle", "sentiment=models:/sentiment@champion", "--bundle", "pinned=models:/pinned/3"]
+    argv += ["--watch-alias", "--watch-interval-s", "30"]
     subprocess.run([*argv, "--out", str(tmp_path / "tree")], check=True, capture_output=True, cwd=tmp_path)
     for overlay in ("cpu", "gpu"):
         objects = by_key(kustomize(tmp_path / "tree" / "overlays" / overlay))
@@ -244,7 +245,8 @@ def test_several_bundles_and_alias_rollouts_reach_every_tier(tmp_path: Path) -> 
             if tier == "gateway":
                 assert "--watch-alias" not in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
                 continue
-            assert settings.bundle_uri == o.bundle_uri and settings.bundle == ["sentiment=models:/sentiment@champion"]
+            assert settings.bundle_uri == o.bundle_uri
+            assert settings.bundle == ["sentiment=models:/sentiment@champion", "pinned=models:/pinned/3"]
             assert settings.watch_alias and settings.watch_interval_s == 30
 
 
@@ -253,9 +255,13 @@ def test_several_bundles_and_alias_rollouts_reach_every_tier(tmp_path: Path) -> 
     [
         (
             ["k8s", "models:/m/1", "--watch-alias"],
-            "error: --watch-alias follows registry aliases: give models:/NAME@ALIAS, not 'models:/m/1'",
+            "error: --watch-alias follows a registry alias: give models:/NAME@ALIAS, not 'models:/m/1'",
         ),
         (["k8s", "models:/m@a", "--bundle", "other"], "error: --bundle takes NAME=URI, not 'other'"),
+        (
+            ["k8s", "models:/m@a", "--watch-alias", "--watch-interval-s", "0"],
+            "error: --watch-interval-s must be above 0, not 0.0",
+        ),
         (
             ["kserve", "models:/m@a", "--watch-alias"],
             "error: --watch-alias and --bundle need the preprocess and postprocess tiers (KServe's transformer runs "

@@ -12,7 +12,9 @@ applies. Completions alone learn a fall in the rate too late: when the tier slow
 taken by a burst, a neighbour, refusing the overload itself) the requests in flight are the first
 to show it. So the oldest request in flight also bounds the rate: the work that was ahead of it
 plus its own is not done after the time it has waited, so the rate is at most that work over that
-time.
+time. That bound may lower the learnt rate by half at most: one request can stay long for reasons
+that are not a slowdown (a long generation, a stream read slowly, a small request waiting for
+companions in a batch window), and must not make every other request look late.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ SMOOTHING = 0.3  # weight of the newest request in the rate estimate
 # Admit only if the estimated time is under this share of the time left: the rate is learnt from
 # requests that finished, and under overload the rate falls while they are in flight.
 HEADROOM = 0.5
+IN_FLIGHT_FLOOR = 0.5  # the oldest request in flight lowers the learnt rate to this share of it at most
 
 
 class Admission:
@@ -42,12 +45,12 @@ class Admission:
         self._tickets = itertools.count()
 
     def current_rate(self) -> float | None:
-        """The learnt rate, lowered to what the oldest request in flight shows."""
+        """The learnt rate, lowered to what the oldest request in flight shows (by half at most)."""
         if self.rate is None or not self.in_flight:
             return self.rate
         since, work = next(iter(self.in_flight.values()))
         waited = time.perf_counter() - since
-        return min(self.rate, work / waited) if waited > 0 else self.rate
+        return max(min(self.rate, work / waited), IN_FLIGHT_FLOOR * self.rate) if waited > 0 else self.rate
 
     def estimate_s(self, units: int) -> float | None:
         """Seconds the admitted work plus `units` more would take at the current rate."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from splitserve.core import audio as A
-from splitserve.core.errors import InvalidInput, record_label
+from splitserve.core.errors import InvalidInput, record_label, shown
 
 # Accepted aliases for the main text field (MLflow users often name the column `content`).
 TEXT_ALIASES = ("text", "content", "inputs")
@@ -110,6 +110,9 @@ def _columns(data: dict[str, Any]) -> list[dict[str, Any]] | None:
     """A dict of equally long lists, as records (a zero-shot record's own `candidate_labels`
     list beside a string `text` is one record, not columns)."""
     values = [plain(v) for v in data.values()]
+    ids = plain(data.get("token_ids"))
+    if isinstance(ids, list) and ids and not isinstance(plain(ids[0]), list):
+        return None  # one record's own token ids, not a column of them
     if not values or not all(isinstance(v, list) for v in values) or len({len(v) for v in values}) != 1:
         return None
     return [dict(zip(data, row, strict=True)) for row in zip(*values, strict=True)]
@@ -178,6 +181,9 @@ def _token_ids(where: str, value: Any) -> list[int]:
         or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
         raise InvalidInput(f"{where}: field 'token_ids' must be a non-empty list of integers (the model's token ids)")
+    wide = next((v for v in value if not -(2**63) <= v < 2**63), None)
+    if wide is not None:
+        raise InvalidInput(f"{where}: field 'token_ids' has id {shown(wide)}, outside the vocabulary")
     return list(value)
 
 

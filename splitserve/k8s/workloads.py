@@ -53,20 +53,21 @@ class Options:
     watch_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
-        uris = [self.bundle_uri]
+        # The tiers' own checks (BundleServerSettings), so that no pod crash-loops on its arguments.
         for spec in self.bundles:
             name, sep, uri = spec.partition("=")
             if not (name and sep and uri):
                 raise ValueError(f"--bundle takes NAME=URI, not {spec!r}")
-            uris.append(uri)
-        if self.watch_alias:
-            fixed = [u for u in uris if not re.fullmatch(r"models:/[^/@]+@[^/@]+", u)]
-            if fixed:
-                raise ValueError(f"--watch-alias follows registry aliases: give models:/NAME@ALIAS, not {fixed[0]!r}")
+        if self.watch_alias and not re.fullmatch(r"models:/[^/@]+@[^/@]+", self.bundle_uri):
+            raise ValueError(
+                f"--watch-alias follows a registry alias: give models:/NAME@ALIAS, not {self.bundle_uri!r}"
+            )
+        if not self.watch_interval_s > 0:
+            raise ValueError(f"--watch-interval-s must be above 0, not {self.watch_interval_s}")
 
     def bundle_args(self) -> list[str]:
         """The flags every preprocess, model and postprocess replica takes besides its bundle URI."""
-        out = ["--watch-alias", "--watch-interval-s", f"{self.watch_interval_s:g}"] if self.watch_alias else []
+        out = ["--watch-alias", "--watch-interval-s", repr(self.watch_interval_s)] if self.watch_alias else []
         return out + (["--bundle", *self.bundles] if self.bundles else [])
 
 

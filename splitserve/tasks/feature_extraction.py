@@ -4,7 +4,8 @@
 
 A record is a `text`, or the model's own `token_ids` (OpenAI's and TEI's token-id input): used as
 given, special tokens included and none added, so that `tokenizer(text)["input_ids"]` gives the
-text's own answer; never truncated (there is no telling which ids are special), refused past
+text's own answer (the bundle's prompt template, if any, is applied to texts only: ids are the
+whole prompt's); never truncated (there is no telling which ids are special), refused past
 `max_length` instead."""
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class FeatureExtraction(Task):
         P.Param("pooling", P.choice("none", "mean", "cls"), "none", "string"),
         P.Param("normalize", P.boolean, False, "boolean"),
     )
-    required = ()  # a text or token ids: `check`
+    # `text`, unless the record carries the model's `token_ids` instead (`check`).
     fields = ("text", "token_ids")
     result_kind = "embedding"
     example = [0.25, -0.5, 0.125]  # pooled; [tokens, hidden] with pooling "none"
@@ -37,7 +38,7 @@ class FeatureExtraction(Task):
     )
 
     def check(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> None:
-        check_records(records, stage.limits, self.required, self.fields)
+        check_records(records, stage.limits, (), self.fields)  # text or token_ids: below
         for i, r in enumerate(records):
             where = record_label(i, r.id)
             if r.text is None and r.token_ids is None:

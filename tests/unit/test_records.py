@@ -61,6 +61,8 @@ def test_bad_records_are_named(inputs, message: str) -> None:
         ("feature-extraction", [{"token_ids": [101, True]}], "field 'token_ids' must be a non-empty list of integers"),
         ("feature-extraction", [{"id": "e", "token_ids": []}], "record 0 (id='e'): field 'token_ids' must be"),
         ("text-classification", [{"token_ids": [101, 102]}], "field 'token_ids' is not used by this task"),
+        ("feature-extraction", [{"token_ids": [101, 2**64]}], "field 'token_ids' has id 18446744073709551616, outside"),
+        ("text-classification", {"token_ids": [101, 7592, 102]}, "record 0 (id='0'): field 'token_ids' is not"),
     ],
 )
 def test_every_task_checks_its_records(task: str, records, message: str) -> None:
