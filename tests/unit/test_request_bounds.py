@@ -91,12 +91,14 @@ def test_admission_learns_a_slowdown_from_requests_in_flight() -> None:
     with gate.admit(100, None):
         time.sleep(0.05)  # taught: about 2,000 records/s
     learnt = gate.rate
+    assert learnt is not None
+    units = int(0.35 * learnt)  # about 0.35 s of work at the learnt rate (whatever this machine's sleep gave)
     with gate.admit(10, 5.0):
-        gate.check(700, 1.0)  # 710 records at ~2,000/s: inside half of 1 s
+        gate.check(units, 1.0)  # inside half of 1 s
         time.sleep(0.3)  # the tier slowed down: 10 records not done in 0.3 s
         assert gate.current_rate() == pytest.approx(learnt / 2)  # lowered, by half at most
         with pytest.raises(Overloaded, match="past this request's deadline"):
-            gate.check(700, 1.0)
+            gate.check(units, 1.0)  # about 0.7 s now: past half of 1 s
     assert gate.current_rate() == gate.rate  # nothing in flight: the learnt rate alone
 
 
@@ -116,6 +118,8 @@ def test_one_long_request_does_not_make_every_other_look_late() -> None:
     model = Admission(None, "tokens", "model tier")
     with model.admit(16384, None):
         time.sleep(0.05)  # taught: about 330k tokens/s
+    assert model.rate is not None
+    large = int(0.3 * model.rate)  # about 0.3 s of work at the learnt rate
     with model.admit(8, 2.0):  # 8 tokens waiting for companions
         time.sleep(0.01)
-        model.check(32 * 512, 2.0)  # a large request with 2 s left still fits
+        model.check(large, 2.0)  # a large request with 2 s left still fits (0.6 s at half the rate)
