@@ -20,7 +20,6 @@ companions in a batch window), and must not make every other request look late.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import time
 from collections.abc import Iterator
 
@@ -41,8 +40,7 @@ class Admission:
         self.admitted = 0  # units in progress
         self.rate: float | None = None  # units per second, once learnt
         # Requests in flight, oldest first: ticket -> (admitted at, work ahead of it plus its own).
-        self.in_flight: dict[int, tuple[float, int]] = {}
-        self._tickets = itertools.count()
+        self.in_flight: dict[object, tuple[float, int]] = {}
 
     def current_rate(self) -> float | None:
         """The learnt rate, lowered to what the oldest request in flight shows (by half at most)."""
@@ -78,7 +76,7 @@ class Admission:
         ahead = self.admitted
         self.admitted += units
         start = time.perf_counter()
-        ticket = next(self._tickets)
+        ticket = object()
         self.in_flight[ticket] = (start, ahead + units)
         completed = False
         try:

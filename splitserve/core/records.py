@@ -234,21 +234,28 @@ def check_request(records: list[Record], limits: Limits) -> None:
 
 def check_records(records: list[Record], limits: Limits, required: tuple[str, ...], used: tuple[str, ...]) -> None:
     """The request's size, and every record's fields: the `required` string fields are there and not
-    blank; no field is over the size limit or unused by the task (`used`)."""
+    blank (`token_ids`, where the task reads them, stand for `text`); no field is over the size
+    limit or unused by the task (`used`)."""
     check_request(records, limits)
     audio_bytes = sum(A.audio_nbytes(r.audio) for r in records if r.audio is not None)
     if audio_bytes > limits.max_audio_bytes:
         raise InvalidInput(f"request has {audio_bytes} bytes of audio; the limit is {limits.max_audio_bytes}")
     for index, record in enumerate(records):
         where = record_label(index, record.id)
-        if record.token_ids is not None and "token_ids" not in used:
-            raise InvalidInput(
-                f"{where}: field 'token_ids' is not used by this task (token ids are for feature-extraction)"
-            )
+        if record.token_ids is not None:
+            if "token_ids" not in used:
+                raise InvalidInput(
+                    f"{where}: field 'token_ids' is not used by this task (token ids are for feature-extraction)"
+                )
+            if record.text is not None:
+                raise InvalidInput(f"{where}: give field 'text' or field 'token_ids', not both")
         for name in required:
             value = getattr(record, name)
+            if value is None and name == "text" and record.token_ids is not None:
+                continue  # the model's own tokens stand for the text
             if value is None:
-                raise InvalidInput(f"{where}: field {name!r} is missing")
+                hint = " (or give the model's 'token_ids')" if name == "text" and "token_ids" in used else ""
+                raise InvalidInput(f"{where}: field {name!r} is missing{hint}")
             if name == "audio":
                 continue
             if not value.strip():

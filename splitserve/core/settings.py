@@ -94,12 +94,19 @@ class BundleServerSettings(ServerSettings):
 
     @model_validator(mode="after")
     def _checked(self) -> BundleServerSettings:
-        if self.watch_alias and not re.fullmatch(r"models:/[^/@]+@[^/@]+", self.bundle_uri):
-            raise ValueError(
-                f"--watch-alias follows a registry alias: give models:/NAME@ALIAS, not {self.bundle_uri!r}"
-            )
-        for spec in self.bundle:
-            name, sep, uri = spec.partition("=")
-            if not (name and sep and uri):
-                raise ValueError(f"--bundle takes NAME=URI, not {spec!r}")
+        check_bundle_flags(self.bundle_uri, self.bundle, self.watch_alias)
         return self
+
+
+ALIAS_URI = re.compile(r"models:/[^/@]+@[^/@]+")  # a registry alias, which --watch-alias follows
+
+
+def check_bundle_flags(bundle_uri: str, bundles: list[str] | tuple[str, ...], watch_alias: bool) -> None:
+    """BUNDLE_URI, --bundle NAME=URI and --watch-alias as every tier takes them (`splitserve k8s`
+    checks them before writing pods that would crash-loop on them)."""
+    if watch_alias and not ALIAS_URI.fullmatch(bundle_uri):
+        raise ValueError(f"--watch-alias follows a registry alias: give models:/NAME@ALIAS, not {bundle_uri!r}")
+    for spec in bundles:
+        name, sep, uri = spec.partition("=")
+        if not (name and sep and uri):
+            raise ValueError(f"--bundle takes NAME=URI, not {spec!r}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,10 +31,9 @@ from protos import splitserve_pb2 as pb
 from splitserve.core import cache
 from splitserve.core.bundle import Bundle, load_bundle
 from splitserve.core.errors import BundleMismatch, DeadlineExceeded, InvalidInput, ModelNotFound, ModelNotReady, shown
-from splitserve.core.settings import BundleServerSettings
+from splitserve.core.settings import ALIAS_URI, BundleServerSettings
 
 T = TypeVar("T")
-ALIAS_URI = re.compile(r"models:/[^/@]+@[^/@]+")
 log = logging.getLogger("splitserve.tier")
 
 

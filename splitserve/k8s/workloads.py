@@ -13,10 +13,10 @@ is loaded). Every tier gets the bundle URI and MLFLOW_TRACKING_URI, and serves P
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from splitserve.core.settings import check_bundle_flags
 from splitserve.k8s.capacity import POD_CPUS
 
 GRPC_PORT = 7000
@@ -53,15 +53,7 @@ class Options:
     watch_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
-        # The tiers' own checks (BundleServerSettings), so that no pod crash-loops on its arguments.
-        for spec in self.bundles:
-            name, sep, uri = spec.partition("=")
-            if not (name and sep and uri):
-                raise ValueError(f"--bundle takes NAME=URI, not {spec!r}")
-        if self.watch_alias and not re.fullmatch(r"models:/[^/@]+@[^/@]+", self.bundle_uri):
-            raise ValueError(
-                f"--watch-alias follows a registry alias: give models:/NAME@ALIAS, not {self.bundle_uri!r}"
-            )
+        check_bundle_flags(self.bundle_uri, self.bundles, self.watch_alias)  # what the pods would refuse
         if not self.watch_interval_s > 0:
             raise ValueError(f"--watch-interval-s must be above 0, not {self.watch_interval_s}")
 

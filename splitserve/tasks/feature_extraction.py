@@ -18,7 +18,7 @@ from protos import splitserve_pb2 as pb
 from splitserve.core import params as P
 from splitserve.core.errors import InvalidInput, record_label
 from splitserve.core.pooling import POOLED, pool
-from splitserve.core.records import Record, check_records
+from splitserve.core.records import Record
 from splitserve.tasks.base import TRUNCATION, Batch, Encoded, ExportFacts, Stage, Task, encode_texts, truncated_ids
 
 
@@ -38,24 +38,17 @@ class FeatureExtraction(Task):
     )
 
     def check(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> None:
-        check_records(records, stage.limits, (), self.fields)  # text or token_ids: below
-        for i, r in enumerate(records):
-            where = record_label(i, r.id)
-            if r.text is None and r.token_ids is None:
-                raise InvalidInput(f"{where}: field 'text' is missing (or give the model's 'token_ids')")
-            if r.text is not None and r.token_ids is not None:
-                raise InvalidInput(f"{where}: give field 'text' or field 'token_ids', not both")
-            if r.text is not None and not r.text.strip():
-                raise InvalidInput(f"{where}: field 'text' is empty")
-            if r.token_ids is None:
-                continue
-            vocab = stage.config.vocab_size or len(stage.tokenizer)
-            if len(r.token_ids) > p["max_length"]:
+        super().check(stage, records, p)  # a text or token ids, not both
+        with_ids = [(i, r.token_ids) for i, r in enumerate(records) if r.token_ids is not None]
+        vocab = (stage.config.vocab_size or len(stage.tokenizer)) if with_ids else 0
+        for i, ids in with_ids:
+            where = record_label(i, records[i].id)
+            if len(ids) > p["max_length"]:
                 raise InvalidInput(
-                    f"{where}: field 'token_ids' has {len(r.token_ids)} ids; the model takes at most "
+                    f"{where}: field 'token_ids' has {len(ids)} ids; the model takes at most "
                     f"{p['max_length']} (token ids are never truncated)"
                 )
-            bad = next((t for t in r.token_ids if not 0 <= t < vocab), None)
+            bad = next((t for t in ids if not 0 <= t < vocab), None)
             if bad is not None:
                 raise InvalidInput(f"{where}: field 'token_ids' has id {bad}, outside the vocabulary [0, {vocab})")
 
@@ -92,10 +85,11 @@ class FeatureExtraction(Task):
 
 def _encode_with_ids(stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
     """`encode_texts` for a request with token-id records: the texts tokenized alone, then every
-    row padded together as the tokenizer pads (its pad id, its side)."""
+    row padded together by the tokenizer (its pad id, its side)."""
     tokenizer = stage.tokenizer
     texts = [i for i, r in enumerate(records) if r.token_ids is None]
-    rows: list[dict[str, Any]] = [{"input_ids": r.token_ids or []} for r in records]
+    ids = [r.token_ids or [] for r in records]
+    types = [[0] * len(row) for row in ids]
     truncated: list[str] = []
     if texts:
         enc = tokenizer(
@@ -104,30 +98,18 @@ def _encode_with_ids(stage: Stage, records: list[Record], p: dict[str, Any]) -> 
             max_length=p["max_length"] if p["truncation"] else None,
         )
         for k, i in enumerate(texts):
-            rows[i] = {name: values[k] for name, values in enc.items()}
+            ids[i] = enc["input_ids"][k]
+            types[i] = enc["token_type_ids"][k] if "token_type_ids" in enc else [0] * len(ids[i])
         truncated = truncated_ids(enc, records, rows=texts)
-    width = max(len(row["input_ids"]) for row in rows)
-    fills = {
-        "input_ids": tokenizer.pad_token_id or 0,
-        "attention_mask": 0,
-        "token_type_ids": tokenizer.pad_token_type_id,
-    }
-    padded = {}
-    for name, fill in fills.items():
-        if name != "token_type_ids" or name in stage.config.model_inputs:
-            array = np.full((len(rows), width), fill, dtype=np.int64)
-            for i, row in enumerate(rows):
-                values = row.get(name, [1 if name == "attention_mask" else 0] * len(row["input_ids"]))
-                if tokenizer.padding_side == "left":
-                    array[i, width - len(values) :] = values
-                else:
-                    array[i, : len(values)] = values
-            padded[name] = array
+    tokenizer.deprecation_warnings["Asking-to-pad-a-fast-tokenizer"] = True  # its advice is for texts; these are ids
+    padded = tokenizer.pad(
+        {"input_ids": ids, "token_type_ids": types}, padding=True, return_attention_mask=True, return_tensors="np"
+    )
     if texts and not p["truncation"]:
         stage.check_lengths({"attention_mask": padded["attention_mask"][texts]}, records, rows=texts)
     return Encoded(
         model_inputs=stage.model_inputs(padded),
-        context={"attention_mask": padded["attention_mask"]},
+        context={"attention_mask": padded["attention_mask"].astype(np.int64)},
         truncated=truncated,
     )
 
