@@ -101,6 +101,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         self.tier = tier
         self._expiries = 0
         self._expiry_logged = 0.0
+        _quiet_ended_sends()
 
     def _expired(self, method: str, code: grpc.StatusCode) -> None:
         self._expiries += 1
@@ -128,7 +129,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 async with self._guard(method, context, traced):
                     response = await unary(_parsed(request, details.method), context)
-                    if context.done():  # answered after the deadline: sending would fail (and log ERROR)
+                    if _call_over(context):  # answered after the deadline: sending would fail (and log ERROR)
                         raise errors.DeadlineExceeded("the call ended before its answer")
                     return response
                 raise AssertionError("unreachable")  # the guard re-raises or aborts
@@ -171,7 +172,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 code, message = status_of(exc)
                 if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
                     self._expired(method, code)
-                if context.done():  # the call is over (its deadline passed): nobody to tell, nothing to log
+                if _call_over(context):  # the call is over (its deadline passed): nobody to tell, nothing to log
                     raise asyncio.CancelledError from None
                 await context.abort(code, message)
             finally:
@@ -179,6 +180,49 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 IN_FLIGHT.labels(self.tier).dec()
                 REQUESTS.labels(self.tier, method, code.name).inc()
                 LATENCY.labels(self.tier, method).observe(time.perf_counter() - start)
+
+
+def _call_over(context: grpc.aio.ServicerContext) -> bool:
+    """Whether the call has ended: its status was sent, or its deadline has passed (grpc.aio's
+    `done()` says only the former; core ends a call at its deadline without telling the handler)."""
+    left = context.time_remaining()
+    return bool(context.done()) or (left is not None and left <= 0)
+
+
+class _EndedSendFilter(logging.Filter):
+    """grpc.aio logs ERROR with a traceback ("ExecuteBatchError raised in core by servicer method")
+    when a handler's answer or status is sent on a call that core has already ended (its deadline
+    passed, its caller left or the connection went) before that end reached Python. `_call_over`
+    before sending leaves a race of microseconds; this logs such calls as the interceptor logs
+    expiries: INFO, at most once per EXPIRY_LOG_S, no traceback."""
+
+    PREFIX = "ExecuteBatchError raised in core by servicer method"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ended = 0
+        self._logged = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self.PREFIX):
+            return True
+        self._ended += 1
+        now = time.monotonic()
+        if now - self._logged >= EXPIRY_LOG_S:
+            method = message[len(self.PREFIX) :].strip(" []")
+            log.info("%d calls had ended before their answer was sent (last: %s)", self._ended, method)
+            self._ended, self._logged = 0, now
+        return False
+
+
+_ENDED_SENDS = _EndedSendFilter()
+
+
+def _quiet_ended_sends() -> None:
+    core = logging.getLogger("grpc._cython.cygrpc")
+    if _ENDED_SENDS not in core.filters:
+        core.addFilter(_ENDED_SENDS)
 
 
 @dataclass
