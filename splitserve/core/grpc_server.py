@@ -61,6 +61,23 @@ _NO_SPAN = contextlib.nullcontext()
 
 
 EXPIRY_LOG_S = 10.0
+
+
+class _Tally:
+    """Counts calls that ended early, normal under load: one INFO line per EXPIRY_LOG_S at most."""
+
+    def __init__(self) -> None:
+        self.count, self.logged = 0, 0.0
+
+    def add(self, what: str) -> None:
+        """Count one call; `what` says what happened to the latest."""
+        self.count += 1
+        now = time.monotonic()
+        if now - self.logged >= EXPIRY_LOG_S:
+            log.info("%d calls ended early (last: %s)", self.count, what)
+            self.count, self.logged = 0, now
+
+
 # The longest status message sent: gRPC carries it in a header, and headers past ~8 KiB break
 # the call (RESOURCE_EXHAUSTED "received metadata size exceeds ...") instead of reporting the error.
 MAX_DETAILS_CHARS = 1024
@@ -99,18 +116,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, tier: str):
         self.tier = tier
-        self._expiries = 0
-        self._expiry_logged = 0.0
-        _quiet_ended_sends()
+        self._expiries = _Tally()
 
     def _expired(self, method: str, code: grpc.StatusCode) -> None:
-        self._expiries += 1
-        now = time.monotonic()
-        if now - self._expiry_logged >= EXPIRY_LOG_S:
-            log.info(
-                "%s: %d calls ended %s before their answer (last: %s)", self.tier, self._expiries, code.name, method
-            )
-            self._expiries, self._expiry_logged = 0, now
+        self._expiries.add(f"{self.tier} {method} ended {code.name} before its answer")
 
     async def intercept_service(self, continuation: Callable[..., Awaitable[Any]], details: Any) -> Any:
         handler = await continuation(details)
@@ -186,43 +195,31 @@ def _call_over(context: grpc.aio.ServicerContext) -> bool:
     """Whether the call has ended: its status was sent, or its deadline has passed (grpc.aio's
     `done()` says only the former; core ends a call at its deadline without telling the handler)."""
     left = context.time_remaining()
-    return bool(context.done()) or (left is not None and left <= 0)
+    return context.done() or (left is not None and left <= 0)
 
 
 class _EndedSendFilter(logging.Filter):
     """grpc.aio logs ERROR with a traceback ("ExecuteBatchError raised in core by servicer method")
     when a handler's answer or status is sent on a call that core has already ended (its deadline
     passed, its caller left or the connection went) before that end reached Python. `_call_over`
-    before sending leaves a race of microseconds; this logs such calls as the interceptor logs
-    expiries: INFO, at most once per EXPIRY_LOG_S, no traceback."""
+    before sending leaves a race of microseconds; such calls are tallied as expiries are."""
 
     PREFIX = "ExecuteBatchError raised in core by servicer method"
 
     def __init__(self) -> None:
         super().__init__()
-        self._ended = 0
-        self._logged = 0.0
+        self.ended = _Tally()
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if not message.startswith(self.PREFIX):
             return True
-        self._ended += 1
-        now = time.monotonic()
-        if now - self._logged >= EXPIRY_LOG_S:
-            method = message[len(self.PREFIX) :].strip(" []")
-            log.info("%d calls had ended before their answer was sent (last: %s)", self._ended, method)
-            self._ended, self._logged = 0, now
+        method = message[len(self.PREFIX) :].strip(" []")
+        self.ended.add(f"{method} had ended before its answer was sent")
         return False
 
 
-_ENDED_SENDS = _EndedSendFilter()
-
-
-def _quiet_ended_sends() -> None:
-    core = logging.getLogger("grpc._cython.cygrpc")
-    if _ENDED_SENDS not in core.filters:
-        core.addFilter(_ENDED_SENDS)
+logging.getLogger("grpc._cython.cygrpc").addFilter(_EndedSendFilter())
 
 
 @dataclass
