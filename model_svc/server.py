@@ -63,7 +63,8 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
 
     def build(self, bundle: Bundle) -> Engine:
         s = self.settings
-        return Engine(create_backend(bundle, s.backend, s.device, s.intra_op_threads, s.spin_wait, s.dtype))
+        backend = create_backend(bundle, s.backend, s.device, s.intra_op_threads, s.spin_wait, s.dtype, s.int8_check)
+        return Engine(backend)
 
     async def started(self, version: Loaded) -> dict[str, Any]:
         bundle, engine = version.bundle, version.stage

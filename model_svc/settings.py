@@ -24,6 +24,11 @@ class ModelSettings(BundleServerSettings):
         "this port, with the gRPC port's TLS (0: a free one; unset: no REST).",
     )
     device: Literal["cpu", "cuda"] = Field("cpu", description="Where the model runs.")
+    int8_check: Literal["refuse", "warn"] = Field(
+        "refuse",
+        description="An int8 bundle's graph is checked at start-up against the fp32 answers export recorded, on "
+        "this CPU: past its quality gate, refuse to serve it (refuse) or serve it anyway with a warning (warn).",
+    )
     dtype: Literal["logged", "fp32", "bf16"] = Field(
         "logged",
         description="PyTorch backend: run the model in the dtype it was logged in, in float32, or in bfloat16 "

@@ -327,7 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", help="Name the model is served under (default: the registered/source name).")
     p.add_argument("--name", dest="legacy_name", help=argparse.SUPPRESS)  # deprecated: --model-name
     p.add_argument(
-        "--tolerance", type=float, default=1e-4, help="Largest ONNX-vs-PyTorch difference (abs and rel) accepted."
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="Largest ONNX-vs-PyTorch difference accepted, as a fraction of each output's scale: |diff| <= tolerance * max(1, max|PyTorch value|) (default: %(default)s).",
     )
     p.add_argument(
         "--set",

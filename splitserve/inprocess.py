@@ -6,7 +6,7 @@ The stage pipeline (`splitserve.stages.pipeline.Pipeline`) with the model tier's
 
 from __future__ import annotations
 
-from model_svc.backends import create_backend
+from model_svc.backends import Int8Check, create_backend
 from model_svc.runner import ModelRunner
 from splitserve.core.bundle import Bundle
 from splitserve.core.tokenizer import load_features, load_tokenizer
@@ -17,10 +17,12 @@ from splitserve.stages.template import load_template
 
 
 class InProcessPipeline(Pipeline):
-    def __init__(self, bundle: Bundle, backend: str = "onnx", intra_op_threads: int = 0):
+    def __init__(
+        self, bundle: Bundle, backend: str = "onnx", intra_op_threads: int = 0, int8_check: Int8Check = "refuse"
+    ):
         tokenizer = load_tokenizer(bundle.tokenizer_dir)
         self.bundle = bundle
-        model = create_backend(bundle, backend, intra_op_threads=intra_op_threads)
+        model = create_backend(bundle, backend, intra_op_threads=intra_op_threads, int8_check=int8_check)
         template = load_template(bundle, tokenizer)
         super().__init__(
             Preprocessor(bundle.config, tokenizer, template=template, features=load_features(bundle.tokenizer_dir)),

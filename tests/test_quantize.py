@@ -4,13 +4,19 @@ when it keeps the fp32 graph's quality on sample texts (the export's quality gat
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from splitserve.core import cpu
 from splitserve.core.bundle import load_bundle
 from splitserve.core.errors import ExportError
+from splitserve.core.quality import unpack
 from splitserve.export import DEFAULT_QUALITY_THRESHOLDS, export_bundle
 from splitserve.inprocess import InProcessPipeline
 
@@ -166,14 +172,103 @@ def test_int8_refuses_tasks_without_a_gate(tiny_bundles) -> None:
         export_bundle(exported.source_uri, quantize="int8", show_progress=False)
 
 
-def test_top1_agreement_sees_a_broken_ranking() -> None:
-    """The ranking metric: 1 when int8 keeps every text's nearest neighbour, low when it does not."""
-    from splitserve.export.quantize import top1_agreement
+def serve_model(bundle_dir: Path, *flags: str) -> tuple[int, str, str]:
+    """`splitserve serve-model` in a fresh process: (exit code, its ready line or '', stderr). A
+    tier that loads is stopped with SIGTERM once it printed its ready line."""
+    cmd = [sys.executable, "-m", "splitserve", "serve-model", str(bundle_dir), "--port", "0", *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        ready = proc.stdout.readline()
+        if ready:
+            proc.terminate()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return proc.returncode, ready, err
 
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((40, 16))
-    a /= np.linalg.norm(a, axis=1, keepdims=True)
-    noisy = a + 1e-4 * rng.standard_normal(a.shape)
-    assert top1_agreement(a, noisy / np.linalg.norm(noisy, axis=1, keepdims=True)) == 1.0
-    shuffled = a[rng.permutation(40)]
-    assert top1_agreement(a, shuffled) < 0.2
+
+def int8_bundle_with(local: str, tmp: Path, edit) -> Path:
+    """A copy of the int8 bundle at `local` whose serving.json's int8 reference went through
+    `edit` (its fingerprint recomputed, as a bundle exported so would have)."""
+    from splitserve.core.bundle import ServingConfig
+
+    out = tmp / "bundle"
+    shutil.copytree(local, out)
+    path = out / "artifacts" / "serving.json"
+    config = ServingConfig.from_json(path.read_text())
+    edit(config.int8_check)
+    config.fingerprint = config.compute_fingerprint()
+    path.write_text(config.to_json())
+    return out
+
+
+def test_the_model_tier_repeats_the_int8_gate_on_its_own_cpu(tiny_bundles, tmp_path) -> None:
+    """An int8 bundle carries its gate's inputs and the fp32 graph's answers; the model tier runs
+    its int8 graph on them at start-up on the CPU it serves on: it serves when the gate holds
+    there, and otherwise refuses in one line naming the gate, the metric and the CPU's features
+    (or, with --int8-check warn, serves and says so). A bundle whose reference another CPU's
+    answers would not match is made here by shuffling the recorded fp32 vectors."""
+    import mlflow
+
+    from splitserve.core.quality import pack
+
+    source = tiny_bundles[("feature-extraction", "bert")].source_uri
+    local = mlflow.artifacts.download_artifacts(export_bundle(source, quantize="int8", show_progress=False))
+    bundle = load_bundle(local, ("tokenizer", "onnx"))
+    check = bundle.config.int8_check
+    assert check is not None and check.gate == ["min_cosine", "mean_cosine", "top1_agreement"]
+    assert check.export_cpu == list(cpu.cpu_features())
+    assert sum(len(b) for b in check.batches) == 59 and unpack(check.reference).shape[0] == 59
+    assert check.export_metrics["int8_top1_agreement"] == bundle.config.parity["int8_top1_agreement"]
+    InProcessPipeline(bundle)  # the pyfunc's path runs the same check, and it passes here
+
+    code, ready, err = serve_model(Path(local))
+    assert ready and json.loads(ready)["tier"] == "model", err[-2000:]
+
+    def shuffled(reference) -> None:
+        vectors = unpack(reference.reference)
+        reference.reference = pack(vectors[np.random.default_rng(0).permutation(len(vectors))])
+
+    failing = int8_bundle_with(local, tmp_path, shuffled)
+    code, ready, err = serve_model(failing)
+    assert code == 1 and not ready
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err[-3000:]
+    assert "the int8 graph fails its quality gate on this CPU (" in errors[0]
+    assert f"{cpu.describe()}): min_cosine = " in errors[0]
+    assert "top1_agreement = " in errors[0] and "--int8-check warn" in errors[0]
+    with pytest.raises(Exception, match="fails its quality gate on this CPU"):
+        InProcessPipeline(load_bundle(str(failing), ("tokenizer", "onnx")))
+
+    code, ready, err = serve_model(failing, "--int8-check", "warn")
+    assert ready and json.loads(ready)["tier"] == "model", err[-2000:]
+    assert "fails its quality gate on this CPU" in err and "serving it anyway (--int8-check warn)" in err
+
+
+@pytest.mark.skipif(
+    "avx512_vnni" in cpu.cpu_features() or "avx_vnni" in cpu.cpu_features(),
+    reason="u8s8 int8 products saturate only on CPUs without VNNI; this one has it",
+)
+def test_full_range_int8_weights_saturate_without_vnni_and_the_check_sees_it(tiny_bundles, tmp_path) -> None:
+    """What the 7-bit weights prevent, on this CPU's own kernels: the tiny BERT quantized with full
+    8-bit weights (the format earlier bundles had, which passes the gate on VNNI CPUs) loses its
+    ranking here, and the model tier's start-up check refuses it."""
+    import mlflow
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source = tiny_bundles[("feature-extraction", "bert")].source_uri
+    local = mlflow.artifacts.download_artifacts(export_bundle(source, quantize="int8", show_progress=False))
+    fp32 = Path(tiny_bundles[("feature-extraction", "bert")].local_dir) / "artifacts" / "onnx" / "model.onnx"
+    out = tmp_path / "bundle"
+    shutil.copytree(local, out)
+    quantize_dynamic(fp32, out / "artifacts" / "onnx" / "model.onnx", per_channel=True, weight_type=QuantType.QInt8)
+    from splitserve.core.bundle import ServingConfig, hash_tree
+
+    path = out / "artifacts" / "serving.json"
+    config = ServingConfig.from_json(path.read_text())
+    config.artifacts["onnx"] = hash_tree(out / "artifacts" / "onnx")
+    config.fingerprint = config.compute_fingerprint()
+    path.write_text(config.to_json())
+    code, ready, err = serve_model(out)
+    assert code == 1 and not ready, err[-2000:]
+    assert "fails its quality gate on this CPU" in err and "top1_agreement = " in err

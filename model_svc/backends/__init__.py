@@ -3,13 +3,18 @@ generation bundles' backends also expose the model as a `Stepper` for the decodi
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import logging
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from splitserve.core import cpu
 from splitserve.core.bundle import Bundle, ServingConfig
-from splitserve.core.errors import InvalidInput, shown_list
+from splitserve.core.errors import BundleError, InvalidInput, shown_list
 from splitserve.core.tensors import datatype_of
+
+log = logging.getLogger("splitserve.model")
+Int8Check = Literal["refuse", "warn"]
 
 
 class Backend(Protocol):
@@ -79,15 +84,47 @@ def create_backend(
     intra_op_threads: int = 0,
     spin_wait: bool = False,
     dtype: str = "logged",
+    int8_check: Int8Check = "refuse",
 ) -> Backend:
     """The bundle's ONNX graph on ONNX Runtime, or the source PyTorch model (`backend="torch"`, in
-    `dtype`: "logged", "fp32" or "bf16")."""
+    `dtype`: "logged", "fp32" or "bf16"). An int8 graph is checked against the fp32 reference its
+    bundle carries (`check_int8`) before it is served."""
     if backend == "onnx":
         from model_svc.backends.onnx import OnnxBackend
 
         info = bundle.config.generation
         encoder = bundle.artifact_file("onnx", info.encoder_file) if info and info.encoder_file else None
-        return OnnxBackend(bundle.onnx_path, bundle.config, device, intra_op_threads, spin_wait, encoder)
+        onnx = OnnxBackend(bundle.onnx_path, bundle.config, device, intra_op_threads, spin_wait, encoder)
+        check_int8(onnx, bundle.config, int8_check)
+        return onnx
     from model_svc.backends.torch import TorchBackend
 
     return TorchBackend(bundle.config, device, intra_op_threads, dtype)
+
+
+def check_int8(backend: Any, config: ServingConfig, on_failure: Int8Check) -> dict[str, float] | None:
+    """Repeat the bundle's int8 quality gate on this CPU: the graph run on the inputs export ran,
+    batched the same way, against the fp32 answers it recorded (`serving.json`'s `int8_check`).
+    Past a threshold: refuse to serve (BundleError, one line naming the gate and the CPU), or with
+    `on_failure="warn"` serve anyway and say so. The metrics; None for a bundle without a reference."""
+    reference = config.int8_check
+    if reference is None:
+        return None
+    feeds = reference.feeds(backend.graph_inputs)
+    outputs = [backend.infer(f)[reference.output] for f, _ in feeds]
+    metrics, failures = reference.check(outputs, [mask for _, mask in feeds])
+    if failures:
+        made = ", ".join(reference.export_cpu) or "no features recorded"
+        message = (
+            f"the int8 graph fails its quality gate on this CPU ({cpu.describe()}): {'; '.join(failures)}, "
+            f"over the {sum(len(b) for b in reference.batches)} texts export checked it on (it passed there, on a "
+            f"CPU with {made}). Serve the fp32 bundle here, or start the model tier with --int8-check warn to "
+            "serve it anyway"
+        )
+        if on_failure == "refuse":
+            raise BundleError(message)
+        log.warning("%s; serving it anyway (--int8-check warn)", message)
+    else:
+        kept = ", ".join(f"{m} {metrics[f'int8_{m}']:.4f} >= {t:g}" for m, t in reference.thresholds.items())
+        log.info("int8 graph passes its quality gate on this CPU (%s): %s", cpu.describe(), kept)
+    return metrics

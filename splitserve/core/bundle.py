@@ -16,6 +16,7 @@ from typing import Any
 
 from splitserve.core.errors import BundleError, BundleMismatch, ModelNotFound, shown
 from splitserve.core.generation import GenerationInfo
+from splitserve.core.quality import Int8Reference
 
 FORMAT_VERSION = 2  # 2: typed `generation`, `output_shapes`
 ARTIFACT_DIR = "artifacts"
@@ -47,8 +48,14 @@ class ServingConfig:
     adapter: dict[str, Any] | None = None  # a PEFT source's adapter (merged into the exported graph)
     onnx_file: str = "model.onnx"
     quantization: str | None = None
+    # int8 only: the weights' format ("7-bit signed weights", "8-bit unsigned weights": both right
+    # on every x86-64 CPU, see splitserve.export.quantize.WEIGHT_FORMATS).
+    quantization_weights: str | None = None
     # int8 only: the MatMul nodes left in fp32 so that the quality gate passes (none: all quantized).
     quantization_excluded: list[str] = field(default_factory=list)
+    # int8 only: the gate's inputs and the fp32 graph's answers, which the model tier checks its
+    # int8 graph against on the CPU it serves on (`splitserve.core.quality`).
+    int8_check: Int8Reference | None = None
     parity: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
     # Generation tasks only (see `splitserve.core.generation.GenerationInfo`).
@@ -112,6 +119,8 @@ class ServingConfig:
             data["id2label"] = {int(k): v for k, v in data["id2label"].items()}
         if data.get("generation") is not None:
             data["generation"] = GenerationInfo.from_dict(data["generation"])
+        if data.get("int8_check") is not None:
+            data["int8_check"] = Int8Reference.from_dict(data["int8_check"])
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -135,6 +144,8 @@ _LATER_FIELDS: dict[str, Any] = {
     "vocab_size": None,
     "type_vocab_size": None,
     "quantization_excluded": [],
+    "int8_check": None,
+    "quantization_weights": None,
 }
 _LATER_GENERATION_FIELDS: dict[str, Any] = {"decoder_prompt_ids": []}
 _LATER_DECODING_FIELDS: dict[str, Any] = {"suppress_tokens": [], "begin_suppress_tokens": []}

@@ -18,17 +18,12 @@ from splitserve import tasks
 from splitserve.core.bundle import CONFIG_FILE, Bundle, ServingConfig, hash_tree
 from splitserve.core.errors import ExportError
 from splitserve.core.generation import DEFAULT_MAX_NEW_TOKENS_LIMIT, OUTPUT, GenerationInfo
+from splitserve.core.quality import DEFAULT_QUALITY_THRESHOLDS
 from splitserve.export.audio import export_audio
 from splitserve.export.generation import generation_info
 from splitserve.export.onnx import export_graphs, graph_inputs, max_length_of, output_shapes
 from splitserve.export.parity import check_generation_parity, check_parity, check_seq2seq_parity
-from splitserve.export.quantize import (
-    DEFAULT_QUALITY_THRESHOLDS,
-    check_quantized,
-    quality_thresholds_for,
-    quantize_int8,
-    remedies,
-)
+from splitserve.export.quantize import Quantized, quality_thresholds_for, quantize_within_gate
 from splitserve.export.samples import QUALITY_TEXTS, SAMPLE_TEXTS
 from splitserve.export.signature import bundle_requirements, code_paths, signature_for
 from splitserve.export.source import inference_defaults, load_source_model, read_source
@@ -36,40 +31,6 @@ from splitserve.export.template import check_template, read_template, stage_temp
 from splitserve.tasks.base import Task
 
 __all__ = ["DEFAULT_QUALITY_THRESHOLDS", "bundle_name", "export_bundle"]
-
-
-def _quantize_within_gate(
-    fp32: Path,
-    int8_dir: Path,
-    tokenizer: Any,
-    max_length: int,
-    gate: tuple[str, ...],
-    task: Task,
-    thresholds: dict[str, float],
-) -> tuple[dict[str, float], str, list[str]]:
-    """Quantize, fastest first (`remedies`: every product, then the most sensitive ones left in
-    fp32), until the quality gate passes: (its metrics, what stayed fp32, those nodes). Past every
-    remedy, the plain quantization's failure, naming what was tried."""
-    failures = []
-    for kept_fp32, exclude in remedies(fp32):
-        quantize_int8(fp32, int8_dir / "model.onnx", exclude)
-        try:
-            metrics = check_quantized(
-                fp32,
-                int8_dir / "model.onnx",
-                tokenizer,
-                max_length,
-                gate,
-                task.export.outputs[0],
-                SAMPLE_TEXTS + QUALITY_TEXTS,
-                thresholds,
-            )
-        except ExportError as exc:
-            failures.append((kept_fp32, exc))
-            continue
-        return {**metrics, "int8_excluded_nodes": float(len(exclude))}, kept_fp32, exclude
-    tried = ", ".join(what for what, _ in failures[1:])
-    raise ExportError(f"{failures[0][1]} (also tried leaving in fp32: {tried or 'nothing else to try'})")
 
 
 def bundle_name(source_uri: str, name: str | None, register: str | None) -> str:
@@ -180,27 +141,28 @@ def export_bundle(
         parity = _check_parity(task, loaded.reference, tokenizer, onnx_dir, max_length, tolerance, generation)
         done(
             t,
-            f"ONNX matches PyTorch (max abs diff {parity['parity_max_abs_diff']:.2e}); max length {max_length} from {length_from}",
+            f"ONNX matches PyTorch (max abs diff {parity['parity_max_abs_diff']:.2e}, {parity['parity_max_scaled_diff']:.1e} of its scale); max length {max_length} from {length_from}",
         )
 
-        quantization_excluded: list[str] = []
+        int8: Quantized | None = None
         if quantize == "int8":
             t = step("Quantizing to int8 (dynamic, per-channel weights) and checking it against fp32")
             int8_dir = Path(tmp) / "int8"
             int8_dir.mkdir()
             gate = task.export.int8_gate
-            quality, kept_fp32, excluded = _quantize_within_gate(
-                onnx_dir / "model.onnx", int8_dir, tokenizer, max_length, gate, task, thresholds
+            texts = SAMPLE_TEXTS + QUALITY_TEXTS
+            output = task.export.outputs[0]
+            int8 = quantize_within_gate(
+                onnx_dir / "model.onnx", int8_dir / "model.onnx", tokenizer, max_length, gate, output, texts, thresholds
             )
             shutil.rmtree(onnx_dir)
             shutil.copytree(int8_dir, onnx_dir)
-            parity.update(quality)
-            quantization_excluded = excluded
+            parity.update(int8.metrics)
             done(
                 t,
-                "Quantized to int8 ("
-                + ", ".join(f"{g} {quality[f'int8_{g}']:.4f} >= {thresholds[g]:g}" for g in gate)
-                + (f"; {kept_fp32} kept in fp32: {len(excluded)} MatMul nodes" if excluded else "")
+                f"Quantized to int8, {int8.weights} ("
+                + ", ".join(f"{g} {int8.metrics[f'int8_{g}']:.4f} >= {thresholds[g]:g}" for g in gate)
+                + (f"; {int8.kept_fp32} kept in fp32: {len(int8.excluded)} MatMul nodes" if int8.excluded else "")
                 + ")",
             )
 
@@ -224,7 +186,9 @@ def export_bundle(
             adapter=loaded.adapter,
             defaults=defaults,
             quantization=quantize,
-            quantization_excluded=quantization_excluded,
+            quantization_weights=int8.weights if int8 else None,
+            quantization_excluded=int8.excluded if int8 else [],
+            int8_check=int8.reference if int8 else None,
             parity=parity,
             artifacts={
                 "tokenizer": hash_tree(tok_dir),

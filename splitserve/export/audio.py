@@ -19,7 +19,7 @@ from splitserve.core.errors import ExportError
 from splitserve.core.generation import OUTPUT, GenerationInfo, ModelDecoding
 from splitserve.export.generation import UNSUPPORTED_GENERATION_SETTINGS, _eos_ids, decoding_defaults
 from splitserve.export.onnx import export_graphs, output_shapes
-from splitserve.export.parity import _compare, decoder_two_steps
+from splitserve.export.parity import Parity, decoder_two_steps
 from splitserve.tasks.base import Task
 
 # The longest audio an encoder-only audio bundle takes per record (seconds), unless the
@@ -105,7 +105,10 @@ def export_audio(
             conv_layers = [
                 [int(k), int(s)] for k, s in zip(model.config.conv_kernel, model.config.conv_stride, strict=True)
             ]
-    done(t, f"ONNX matches PyTorch (max abs diff {parity['parity_max_abs_diff']:.2e})")
+    done(
+        t,
+        f"ONNX matches PyTorch (max abs diff {parity['parity_max_abs_diff']:.2e}, {parity['parity_max_scaled_diff']:.1e} of its scale)",
+    )
     config = ServingConfig(
         name=name,
         task=task.name,
@@ -144,7 +147,7 @@ def check_audio_parity(
     import torch
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    max_abs = max_rel = 0.0
+    parity = Parity(tolerance)
     for wave in waves:
         values = features(wave, sampling_rate=features.sampling_rate, return_tensors="np")["input_values"]
         values = np.asarray(values, dtype=np.float32)
@@ -152,9 +155,8 @@ def check_audio_parity(
             expected = model(input_values=torch.from_numpy(values))
         got = dict(zip(outputs, session.run(outputs, {"input_values": values}), strict=True))
         for name in outputs:
-            a, r = _compare(expected[name].float().numpy(), got[name], tolerance, f"ONNX output {name!r}")
-            max_abs, max_rel = max(max_abs, a), max(max_rel, r)
-    return {"parity_max_abs_diff": max_abs, "parity_max_rel_diff": max_rel, "parity_tolerance": tolerance}
+            parity.compare(expected[name].float().numpy(), got[name], f"ONNX output {name!r}")
+    return parity.metrics()
 
 
 def whisper_info(
@@ -248,7 +250,7 @@ def check_whisper_parity(
     encoder = ort.InferenceSession(str(onnx_dir / graphs[0]), providers=["CPUExecutionProvider"])
     decoder = ort.InferenceSession(str(onnx_dir / graphs[1]), providers=["CPUExecutionProvider"])
     prompt = np.asarray([info.decoder_prompt_ids], dtype=np.int64)
-    max_abs = max_rel = 0.0
+    parity = Parity(tolerance)
     for wave in waves[:3]:
         feats = log_mel(features, wave)[None]
         (hidden,) = encoder.run(["last_hidden_state"], {"input_features": feats})
@@ -269,6 +271,5 @@ def check_whisper_parity(
             (t1.logits[0].float().numpy(), first[0], "ONNX decoder logits (prompt)"),
             (t2.logits[0].float().numpy(), second[0], "ONNX decoder logits (with past)"),
         ]:
-            a, r = _compare(expected, actual, tolerance, what)
-            max_abs, max_rel = max(max_abs, a), max(max_rel, r)
-    return {"parity_max_abs_diff": max_abs, "parity_max_rel_diff": max_rel, "parity_tolerance": tolerance}
+            parity.compare(expected, actual, what)
+    return parity.metrics()

@@ -1,33 +1,28 @@
-"""int8: dynamic quantization with ONNX Runtime, and the quality gate against the fp32 graph."""
+"""int8: dynamic quantization with ONNX Runtime, and the quality gate against the fp32 graph
+(whose reference the bundle keeps, for the model tier to repeat on its own CPU)."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from model_svc.batching import DEFAULT_MAX_PAD_FRACTION
+from splitserve.core import cpu
 from splitserve.core.errors import ExportError
+from splitserve.core.quality import DEFAULT_QUALITY_THRESHOLDS, Int8Reference, pack, summarize
 
 QUANTIZATIONS = ("int8",)
 
-# The int8 quality gate against the fp32 ONNX graph; each task names the metrics it is gated on
-# (`ExportFacts.int8_gate`); override the thresholds with `quality_thresholds`.
-# min_cosine / mean_cosine: the lowest / mean cosine similarity of mean-pooled embeddings over the
-# texts (feature-extraction); label_agreement: the fraction of labels int8 and fp32 agree on, the
-# argmax of the logits per text (text-classification) or per real, non-padding token
-# (token-classification).
-# Measured on all-MiniLM-L6-v2 (per-channel QInt8, 59 texts): mean cosine 0.989, min 0.963 (on
-# one-word texts like "ok"); a min of 0.99 would refuse every int8 MiniLM, so the defaults gate
-# the typical text (mean) and the worst one separately.
-# top1_agreement: the fraction of texts whose nearest neighbour among the others is the same in
-# int8 as in fp32 (does a ranking by int8 vectors keep fp32's?). MiniLM's dynamic int8 keeps
-# 0.88-0.92 of the 59 texts (one text is 0.017: near-tied neighbours swap with the CPU's int8
-# kernels, so the default floor leaves room); excluding the last layers' FFN output from
-# quantization moved it within that noise (0.88-0.92), at +2-11 MB.
-DEFAULT_QUALITY_THRESHOLDS = {"min_cosine": 0.95, "mean_cosine": 0.98, "top1_agreement": 0.8, "label_agreement": 0.99}
-COSINE_METRICS = ("min_cosine", "mean_cosine", "top1_agreement")
+# The gate's metrics and default thresholds live with the check the model tier repeats
+# (`splitserve.core.quality`); each task names the metrics it is gated on (`ExportFacts.int8_gate`);
+# override the thresholds with `quality_thresholds`. MiniLM's dynamic int8 keeps 0.88-0.93 of the
+# 59 texts' nearest neighbours (near-tied neighbours swap with the CPU's int8 kernels, so the
+# default floor leaves room); excluding the last layers' FFN output from quantization moved it
+# within that noise, at +2-11 MB.
 
 
 def quality_thresholds_for(quantize: str | None, overrides: dict[str, float] | None) -> dict[str, float]:
@@ -87,15 +82,29 @@ def remedies(fp32_path: Path) -> list[tuple[str, list[str]]]:
     return out
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, exclude: list[str] | None = None) -> None:
-    """Dynamic int8 quantization with ONNX Runtime: per-channel signed int8 weights (uint8
-    activations quantized at run time, the U8S8 kernels ORT recommends for CPU). MatMul and Gather
-    (embeddings) are quantized, but the nodes in `exclude`; the graph is otherwise left as exported
-    (ORT fuses at load time)."""
+# The int8 weight formats, fastest first, both right on every x86-64 CPU. ONNX Runtime's U8S8
+# products (uint8 activations x int8 weights) saturate on CPUs without VNNI (AVX2, AVX-512 without
+# VNNI) when weights use all 8 bits: a tiny BERT's nearest-neighbour agreement with fp32 fell to
+# 0.61 on an AVX2 CPU (0.92 with 7 bits). 7-bit weights (`reduce_range`) cannot saturate and run
+# the U8S8 kernels (VNNI where the CPU has it); unsigned 8-bit weights run the U8U8 kernels, which
+# widen to 16 bits first (exact everywhere, full precision, slower on VNNI CPUs). MiniLM's long
+# texts lose more to 7 bits (lowest cosine 0.941 vs 0.968 over the gate's texts on an AVX2 CPU), so
+# a model the first fails is tried with the second.
+WEIGHT_FORMATS = {
+    "7-bit signed weights": {"weight_type": "QInt8", "reduce_range": True},
+    "8-bit unsigned weights": {"weight_type": "QUInt8", "reduce_range": False},
+}
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, exclude: list[str], weights: str) -> None:
+    """Dynamic int8 quantization with ONNX Runtime: per-channel weights in one of WEIGHT_FORMATS,
+    uint8 activations quantized at run time. MatMul and Gather (embeddings) are quantized, but the
+    nodes in `exclude`; the graph is otherwise left as exported (ORT fuses at load time)."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    fmt = WEIGHT_FORMATS[weights]
     external = any(f.name != fp32_path.name for f in fp32_path.parent.iterdir())
     root = logging.getLogger()
     level = root.level
@@ -105,39 +114,62 @@ def quantize_int8(fp32_path: Path, out_path: Path, exclude: list[str] | None = N
             fp32_path,
             out_path,
             per_channel=True,
-            reduce_range=False,
-            weight_type=QuantType.QInt8,
+            reduce_range=bool(fmt["reduce_range"]),
+            weight_type=getattr(QuantType, str(fmt["weight_type"])),
             use_external_data_format=external,
-            nodes_to_exclude=list(exclude or []),
+            nodes_to_exclude=exclude,
         )
     finally:
         root.setLevel(level)
 
 
-def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """The fraction of texts whose nearest neighbour among the others (cosine, normalized rows) is
-    the same text in both embeddings: whether a ranking by int8 vectors keeps fp32's."""
+@dataclass
+class Quantized:
+    """An int8 graph that passed the gate: its metrics, weight format, what stayed fp32 (those
+    MatMul nodes), and the fp32 reference the model tier checks it against where it is served."""
 
-    def nearest(x: np.ndarray) -> np.ndarray:
-        sims = x @ x.T
-        np.fill_diagonal(sims, -np.inf)
-        return sims.argmax(axis=1)
-
-    return float((nearest(a) == nearest(b)).mean())
-
-
-def _run_batches(session: Any, batches: list[dict[str, np.ndarray]], output: str) -> list[np.ndarray]:
-    names = [i.name for i in session.get_inputs()]
-    outs = []
-    for enc in batches:
-        feeds = {n: enc[n] if n in enc else np.zeros_like(enc["input_ids"]) for n in names}
-        outs.append(session.run([output], feeds)[0])
-    return outs
+    metrics: dict[str, float]
+    weights: str
+    kept_fp32: str
+    excluded: list[str]
+    reference: Int8Reference
 
 
-def check_quantized(
+def quantize_within_gate(
+    fp32: Path,
+    out: Path,
+    tokenizer: Any,
+    max_length: int,
+    gate: tuple[str, ...],
+    output: str,
+    texts: list[str],
+    thresholds: dict[str, float],
+) -> Quantized:
+    """Quantize into `out`, fastest first (each weight format, then `remedies`: the most
+    sensitive products left in fp32), until the quality gate passes. Past every candidate, the
+    first one's failure, naming what else was tried."""
+    reference = int8_reference(fp32, tokenizer, max_length, gate, output, texts, thresholds)
+    candidates = remedies(fp32)
+    first: ExportError | None = None
+    for weights in WEIGHT_FORMATS:
+        for kept_fp32, exclude in candidates:
+            quantize_int8(fp32, out, exclude, weights)
+            try:
+                metrics = check_quantized(out, reference)
+            except ExportError as exc:
+                first = first or exc
+                continue
+            metrics["int8_excluded_nodes"] = float(len(exclude))
+            return Quantized(metrics, weights, kept_fp32, exclude, reference)
+    kept = ", ".join(what for what, _ in candidates[1:]) or "nothing else to try"
+    formats = list(WEIGHT_FORMATS)
+    raise ExportError(
+        f"{first} (with {formats[0]}; also tried leaving in fp32: {kept}; and each with {', '.join(formats[1:])})"
+    )
+
+
+def int8_reference(
     fp32_path: Path,
-    int8_path: Path,
     tokenizer: Any,
     max_length: int,
     gate: tuple[str, ...],
@@ -145,63 +177,61 @@ def check_quantized(
     texts: list[str],
     thresholds: dict[str, float],
     batch_size: int = 16,
-) -> dict[str, float]:
-    """Run the fp32 and int8 graphs on `texts`; fail when one of the `gate` metrics is past its
-    threshold. Returns the metrics (names start with `int8_`)."""
+) -> Int8Reference:
+    """The fp32 graph's summaries of `texts`, batched as the model tier batches them (`batches`):
+    what the int8 graph is checked against, here and where it is served."""
     import onnxruntime as ort
 
-    # Similar lengths batched together, so one long text does not pad every batch.
-    order = sorted(texts, key=lambda t: len(tokenizer(t, truncation=True, max_length=max_length)["input_ids"]))
-    batches = []
-    for i in range(0, len(order), batch_size):
-        enc = tokenizer(
-            order[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="np"
-        )
-        batches.append({k: np.asarray(v, dtype=np.int64) for k, v in enc.items()})
-    results = []
-    for path in (fp32_path, int8_path):
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        results.append(_run_batches(session, batches, output))
-        del session
-    masks = [b["attention_mask"].astype(bool) for b in batches]
+    rows = [list(map(int, tokenizer(t, truncation=True, max_length=max_length)["input_ids"])) for t in texts]
+    reference = Int8Reference(
+        output=output,
+        gate=list(gate),
+        thresholds={m: thresholds[m] for m in gate},
+        pad_id=int(tokenizer.pad_token_id or 0),
+        batches=batches(rows, batch_size),
+        reference={},
+        export_cpu=list(cpu.cpu_features()),
+    )
+    session = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    summaries = [summarize(session.run([output], feeds)[0], mask, gate) for feeds, mask in reference.feeds(names)]
+    reference.reference = pack(np.concatenate(summaries))
+    return reference
 
-    metrics: dict[str, float] = {}
-    if set(gate) & set(COSINE_METRICS):
-        pooled: list[list[np.ndarray]] = [[], []]
-        for ref, got, mask in zip(*results, masks, strict=True):
-            weights = mask[..., None].astype(np.float64)
-            for side, out in enumerate((ref, got)):
-                vectors = (out * weights).sum(1) / weights.sum(1)
-                pooled[side].append(vectors / (np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12))
-        a, b = np.concatenate(pooled[0]), np.concatenate(pooled[1])
-        cos = (a * b).sum(1)
-        metrics = {
-            "int8_min_cosine": float(cos.min()),
-            "int8_mean_cosine": float(cos.mean()),
-            "int8_top1_agreement": top1_agreement(a, b),
-        }
-    else:
-        agree, total = 0, 0
-        for ref, got, mask in zip(*results, masks, strict=True):
-            same = ref.argmax(-1) == got.argmax(-1)
-            if same.ndim == 2:  # token labels: real tokens only
-                same = same[mask]
-            agree += int(same.sum())
-            total += same.size
-        metrics = {"int8_label_agreement": agree / total, "int8_label_count": float(total)}
-    what = {
-        "min_cosine": "lowest cosine similarity of mean-pooled embeddings",
-        "mean_cosine": "mean cosine similarity of mean-pooled embeddings",
-        "label_agreement": "label agreement",
-        "top1_agreement": "nearest-neighbour agreement of mean-pooled embeddings",
-    }
-    for metric in gate:
-        value, threshold = metrics[f"int8_{metric}"], thresholds[metric]
-        metrics[f"int8_{metric}_threshold"] = threshold
-        if not value >= threshold:
-            raise ExportError(
-                f"int8 quality gate failed: {metric} = {value:.5f} < threshold {threshold} ({what[metric]} between "
-                f"the int8 and fp32 ONNX graphs over {len(texts)} sample texts); refusing to export. "
-                f"Export without quantization, or accept the loss with a lower {metric} quality threshold"
-            )
-    return metrics
+
+def batches(rows: list[list[int]], batch_size: int) -> list[list[list[int]]]:
+    """Rows of similar lengths together, at most `batch_size` and at most the model tier's default
+    padding fraction of each batch's tokens: dynamic int8 scales each batch's activations by its
+    largest, padding included, so a short text padded to 512 beside a long one rounds differently
+    than it ever would in the tier (MiniLM: the lowest cosine 0.945 so, 0.966 batched as served)."""
+    out: list[list[list[int]]] = []
+    for row in sorted(rows, key=len):
+        batch = out[-1] if out else None
+        if batch and len(batch) < batch_size:
+            tokens = sum(map(len, batch)) + len(row)
+            if 1 - tokens / ((len(batch) + 1) * len(row)) <= DEFAULT_MAX_PAD_FRACTION:
+                batch.append(row)
+                continue
+        out.append([row])
+    return out
+
+
+def check_quantized(int8_path: Path, reference: Int8Reference) -> dict[str, float]:
+    """Run the int8 graph on the reference's inputs; fail when one of the gated metrics is past its
+    threshold. Returns the metrics (names start with `int8_`), also kept in the reference."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    feeds = reference.feeds(names)
+    outputs = [session.run([reference.output], f)[0] for f, _ in feeds]
+    metrics, failures = reference.check(outputs, [mask for _, mask in feeds])
+    if failures:
+        texts = sum(len(b) for b in reference.batches)
+        raise ExportError(
+            f"int8 quality gate failed: {'; '.join(failures)} between the int8 and fp32 ONNX graphs over {texts} "
+            f"sample texts; refusing to export. Export without quantization, or accept the loss with a lower "
+            f"quality threshold"
+        )
+    reference.export_metrics = metrics
+    return {**metrics, **{f"int8_{m}_threshold": t for m, t in reference.thresholds.items()}}
