@@ -144,13 +144,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         check_port(args.host, args.rest_port)
     if args.auth_token_file and not Path(args.auth_token_file).is_file():
         raise SystemExit(f"error: --auth-token-file {args.auth_token_file}: no such file")
-    from splitserve.core.bundle import load_bundle
+    from splitserve.core.bundle import PARTS, load_bundle
     from splitserve.core.cache import cache_root
 
     # Fetched once into the host's bundle cache, held while `up` runs; every replica (and every
-    # restart) then loads that verified folder: no fetch per start, one bundle whatever an alias does.
+    # restart) then loads that verified folder: no fetch per start, one bundle whatever an alias
+    # does. Every part any tier reads (the template too), since the tiers are handed the folder.
     first, *more = args.bundle_uri
-    bundle = load_bundle(first, ("tokenizer", "onnx"))
+    bundle = load_bundle(first, PARTS)
     if (args.watch_alias or more) and args.inline_stages:
         raise SystemExit(
             "error: --watch-alias and several bundles need the preprocess and postprocess tiers: drop --inline-stages"
@@ -159,7 +160,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if more:  # served beside the first, each under its own name (requests choose by `model`)
         specs = []
         for uri in more:
-            other = load_bundle(uri, ("tokenizer", "onnx"))
+            other = load_bundle(uri, PARTS)
             specs.append(
                 f"{other.config.name}={other.root if other.root.parent == cache_root() and not args.watch_alias else uri}"
             )

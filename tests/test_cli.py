@@ -4,46 +4,11 @@ traceback, and before anything starts where it can be known then. Issue 11."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
 
 import pytest
-
-SPLITSERVE = [sys.executable, "-m", "splitserve"]
-
-
-def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SPLITSERVE, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str], *expected: str) -> str:
-    assert proc.returncode != 0, proc.stdout
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:") or ": error:" in line]
-    assert len(errors) == 1, proc.stderr[-3000:]
-    for text in expected:
-        assert text in errors[0], errors[0]
-    return errors[0]
-
-
-@contextmanager
-def up(*args: str):
-    proc = subprocess.Popen([*SPLITSERVE, "up", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert line, f"up exited: {proc.stderr.read()[-3000:]}"
-        yield json.loads(line)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+from cli import one_error_line, run, up
 
 
 @pytest.mark.parametrize(

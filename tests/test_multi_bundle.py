@@ -114,7 +114,7 @@ def first_name(stack: Stack) -> str:
 
 def test_up_serves_several_bundles(tiny_bundles) -> None:
     """`splitserve up URI1 URI2`: real processes, one gateway, each bundle under its own name."""
-    from test_cli import up
+    from cli import up
 
     first, second = tiny_bundles[("feature-extraction", "bert")], tiny_bundles[("feature-extraction", "roberta")]
     (_, answer1), (_, answer2) = _expected(first.local_dir), _expected(second.local_dir)
