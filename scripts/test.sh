@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# The CPU features that change numerics and int8 kernels, so a failure can be tied to the machine.
+.venv/bin/python -m splitserve.core.cpu
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy splitserve preprocess_svc postprocess_svc model_svc gateway_svc

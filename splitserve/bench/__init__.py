@@ -32,6 +32,7 @@ from splitserve.bench.targets import (
     PyfuncTarget,
     Target,
 )
+from splitserve.core.cpu import cpu_features
 from splitserve.k8s.capacity import THREE_TIERS_TARGET, capacity_markdown
 from splitserve.k8s.capacity import tables as capacity_tables
 
@@ -184,7 +185,12 @@ def run_bench(
         "command": command,
         "source_uri": source_uri,
         "bundles": {"fp32": fp32, "int8": int8},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "cpu_features": list(cpu_features()),
+            "python": platform.python_version(),
+        },
         "device": device,
         "repeats": repeats,
         "roofs_gflop_per_cpu_s": machine_roofs,

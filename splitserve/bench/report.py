@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from splitserve.bench.load import Point, TargetSummary
+from splitserve.core.cpu import describe as describe_cpu
 
 
 def ratio(
@@ -66,7 +67,7 @@ def markdown(points: list[Point], summaries: list[TargetSummary], heads: dict[st
         "# splitserve bench",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs ({describe_cpu()}), Python {platform.python_version()}",
         "",
         "## Headline ratios (throughput, same run, same requests)",
         "",
