@@ -6,8 +6,6 @@ tokens as its `generate` sets them for the model's generation_config."""
 from __future__ import annotations
 
 import copy
-import dataclasses
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -65,14 +63,15 @@ def export_audio(
     artifacts = tmp / "artifacts"
     onnx_dir, tok_dir = artifacts / "onnx", artifacts / "tokenizer"
     ctc = task.export.parity == "audio-seq2seq" and type(model).__name__.endswith("ForCTC")
-    t = step("Exporting to ONNX with Optimum")
-    if ctc:  # one encoder graph with the CTC head: Optimum's automatic-speech-recognition, no past
+    t = step("Exporting to ONNX")
+    if ctc:  # one encoder graph with the CTC head, no past
         if getattr(model.config, "add_adapter", False):
             raise ExportError("CTC models with an adapter after the feature encoder are not supported yet")
-        facts = dataclasses.replace(task.export, optimum_task="automatic-speech-recognition", graphs=("model.onnx",))
-        onnx_file = export_graphs(model, types.SimpleNamespace(export=facts), tmp / "optimum", onnx_dir)  # type: ignore[arg-type]
+        onnx_file = export_graphs(model, "encoder", onnx_dir, ("logits",))
+    elif task.export.parity == "audio-seq2seq":
+        onnx_file = export_graphs(model, "seq2seq", onnx_dir)
     else:
-        onnx_file = export_graphs(model, task, tmp / "optimum", onnx_dir)
+        onnx_file = export_graphs(model, "encoder", onnx_dir, task.export.outputs)
     features.save_pretrained(str(tok_dir))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tok_dir))
