@@ -85,7 +85,7 @@ class AutomaticSpeechRecognition(Task):
         "automatic-speech-recognition-with-past",
         ("logits",),
         parity="audio-seq2seq",
-        graphs=("encoder_model.onnx", "decoder_model_merged.onnx"),
+        graphs=("encoder_model.onnx", "decoder_model.onnx"),
     )
 
     def resolve(self, config: ServingConfig, params: dict[str, Any] | None) -> dict[str, Any]:

@@ -193,15 +193,15 @@ class TextGeneration(Generation):
 
 
 class EncoderDecoderGeneration(Generation):
-    """Encoder-decoders (T5, BART), exported with Optimum's text2text-generation-with-past: the
-    encoder graph and the merged decoder graph (not the separate decoders with and without past,
-    so the decoder's weights are held once)."""
+    """Encoder-decoders (T5, BART): the encoder graph (its states and every decoder layer's
+    cross-attention keys/values) and one decoder graph for every step
+    (`splitserve.export.onnx.seq2seq`)."""
 
     export = ExportFacts(
         "text2text-generation-with-past",
         ("logits",),
         parity="seq2seq",
-        graphs=("encoder_model.onnx", "decoder_model_merged.onnx"),
+        graphs=("encoder_model.onnx", "decoder_model.onnx"),
     )
 
     def decode(self, stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
