@@ -239,30 +239,34 @@ def check_whisper_parity(
     tolerance: float,
     info: GenerationInfo,
 ) -> dict[str, float]:
-    """The encoder's hidden states and the merged decoder's logits (the prompt's step, then one
-    step with its past) against PyTorch."""
+    """The encoder's hidden states and the decoder's logits (the prompt's step, then one step with
+    its past) against PyTorch; then the greedy tokens after the decoder's prompt for the samples in
+    one batch (the model tier's `OnnxEncoderDecoder`) against PyTorch's `generate(do_sample=False)`,
+    exactly."""
     import onnxruntime as ort
     import torch
 
+    from model_svc.backends.onnx import OnnxEncoderDecoder
+    from splitserve.export.onnx.decoder import cache_kwarg, cache_of
+    from splitserve.export.parity import cross_feeds, onnx_greedy, same_tokens, torch_greedy
     from splitserve.tasks.automatic_speech_recognition import log_mel
 
     encoder = ort.InferenceSession(str(onnx_dir / graphs[0]), providers=["CPUExecutionProvider"])
     decoder = ort.InferenceSession(str(onnx_dir / graphs[1]), providers=["CPUExecutionProvider"])
     prompt = np.asarray([info.decoder_prompt_ids], dtype=np.int64)
+    kwarg = cache_kwarg(model)
     parity = Parity(tolerance)
     for wave in waves[:3]:
         feats = log_mel(features, wave)[None]
-        (hidden,) = encoder.run(["last_hidden_state"], {"input_features": feats})
-        first, nxt, second = decoder_two_steps(
-            decoder, prompt, {"encoder_hidden_states": hidden}, (info.num_kv_heads, info.head_dim)
-        )
+        hidden, cross = cross_feeds(encoder, {"input_features": feats})
+        first, nxt, second = decoder_two_steps(decoder, prompt, cross)
         with torch.inference_mode():
             t_hidden = model.get_encoder()(input_features=torch.from_numpy(feats)).last_hidden_state
             t1 = model(encoder_outputs=(t_hidden,), decoder_input_ids=torch.from_numpy(prompt), use_cache=True)
             t2 = model(
                 encoder_outputs=(t_hidden,),
                 decoder_input_ids=torch.tensor([[nxt]]),
-                past_key_values=t1.past_key_values,
+                **{kwarg: cache_of(t1)},
                 use_cache=True,
             )
         for expected, actual, what in [
@@ -271,4 +275,8 @@ def check_whisper_parity(
             (t2.logits[0].float().numpy(), second[0], "ONNX decoder logits (with past)"),
         ]:
             parity.compare(expected, actual, what)
+    batch = [log_mel(features, wave) for wave in waves[:3]]
+    expected = torch_greedy(model, {"input_features": np.stack(batch)}, prompt[0])
+    stepper = OnnxEncoderDecoder(encoder, decoder, list(info.decoder_prompt_ids))
+    same_tokens(expected, onnx_greedy(stepper, batch), "ONNX greedy tokens")
     return parity.metrics()
