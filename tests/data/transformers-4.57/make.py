@@ -4,7 +4,7 @@ data: models logged before transformers 5 must keep exporting and serving). Run 
 import os, sys, json, shutil
 from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
-sys.path.insert(0, "/work/main/tests")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch, transformers, mlflow
 from tokenizers import BertWordPieceTokenizer
 import zoo
