@@ -25,8 +25,11 @@ def clean(x):
     if hasattr(x, "item"): return x.item()
     return x
 answers = {}
+ONLY = os.environ.get("ONLY")  # build just this key (the others kept as committed)
 # question-answering
 for arch in ("bert", "roberta"):
+    if ONLY and ONLY != f"qa-{arch}":
+        continue
     tok = wordpiece(384) if arch == "bert" else zoo.roberta_bpe_tokenizer(work / "bpe")
     model = zoo.tiny_model("question-answering", arch, tok)
     pipe = transformers.pipeline("question-answering", model=model, tokenizer=tok)
@@ -44,12 +47,17 @@ for arch in ("bert", "roberta"):
     frame = pd.DataFrame([{"question": r["question"], "context": r["context"]} for r in QA_RECORDS[:4]])
     answers[f"qa-{arch}"] = {"pipeline": got, "pyfunc": list(pf.predict(frame))}
 # seq2seq
-for key, arch, task in (("t5-translation", "t5", "translation_en_to_fr"), ("bart-summarization", "bart", "summarization")):
+S2S = (("t5-translation", "t5", "translation_en_to_fr"), ("bart-summarization", "bart", "summarization"),
+       ("t5-text2text", "t5", "text2text-generation"))
+for key, arch, task in S2S:
+    if ONLY and ONLY != key:
+        continue
     tok = wordpiece(512) if arch == "t5" else zoo.roberta_bpe_tokenizer(work / "bpe2")
     if arch == "t5":
         config = transformers.T5Config(vocab_size=len(tok), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
             initializer_factor=8.0, pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id, decoder_start_token_id=tok.pad_token_id)
-        config.task_specific_params = {task: {"prefix": "translate English to French: "}}
+        if task.startswith("translation"):
+            config.task_specific_params = {task: {"prefix": "translate English to French: "}}
         cls = transformers.T5ForConditionalGeneration
     else:
         config = transformers.BartConfig(vocab_size=len(tok), d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
@@ -63,7 +71,7 @@ for key, arch, task in (("t5-translation", "t5", "translation_en_to_fr"), ("bart
     path = out / key; shutil.rmtree(path, ignore_errors=True)
     mlflow.transformers.save_model(pipe, str(path), pip_requirements=["transformers==4.57.6", "torch==2.13.0"])
     pipe = transformers.pipeline(task, model=str(path / "model"), tokenizer=str(path / "components" / "tokenizer"))
-    field = {"summarization": "summary", "translation_en_to_fr": "translation"}[task]
+    field = {"summarization": "summary", "translation_en_to_fr": "translation", "text2text-generation": "generated"}[task]
     got = []
     for params in S2S_PARAMS:
         row = []
