@@ -74,7 +74,7 @@ class AudioClassification(Task):
     fields = ("audio", "sampling_rate")
     result_kind = "labels"
     example = [{"label": "speech", "score": 0.91}, {"label": "music", "score": 0.09}]
-    export = ExportFacts("audio-classification", ("logits",), parity="audio", labels=True)
+    export = ExportFacts(("logits",), parity="audio", labels=True)
 
     def encode(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
         rows = [normalized(stage, wave) for wave in waveforms(stage, records)]

@@ -82,7 +82,6 @@ class AutomaticSpeechRecognition(Task):
     decodes_tokens = True
     multi_row = True  # CTC: a record's chunks
     export = ExportFacts(
-        "automatic-speech-recognition-with-past",
         ("logits",),
         parity="audio-seq2seq",
         graphs=("encoder_model.onnx", "decoder_model.onnx"),

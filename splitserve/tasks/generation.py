@@ -135,7 +135,7 @@ class TextGeneration(Generation):
     required = ()  # `text`, or `messages` (a chat): `check`
     fields = ("text", "messages")
     stream_params = {"return_full_text": False}  # a stream's deltas are the new text only
-    export = ExportFacts("text-generation-with-past", ("logits",), parity="decoder")
+    export = ExportFacts(("logits",), parity="decoder")
 
     def check(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> None:
         check_records(records, stage.limits, (), self.fields)
@@ -198,7 +198,6 @@ class EncoderDecoderGeneration(Generation):
     (`splitserve.export.onnx.seq2seq`)."""
 
     export = ExportFacts(
-        "text2text-generation-with-past",
         ("logits",),
         parity="seq2seq",
         graphs=("encoder_model.onnx", "decoder_model.onnx"),
