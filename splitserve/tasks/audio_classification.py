@@ -2,7 +2,7 @@
 audio -> the feature extractor's normalized waveform -> logits -> labels with scores, as
 transformers' pipeline computes them.
 
-The pipeline runs every record alone and unpadded; Optimum's graph takes no attention mask, so the
+The pipeline runs every record alone and unpadded; the exported graph takes no attention mask, so the
 rows travel right-padded with a mask (INT8) that tells the model tier their lengths, and the model
 tier runs each at its own length (`ServingConfig.exact_lengths`): padding would change a group-norm
 feature encoder's output.

@@ -126,8 +126,8 @@ class Generation(Task):
 
 
 class TextGeneration(Generation):
-    """Decoder-only LMs, exported with Optimum's text-generation-with-past (one decoder graph with
-    past key values)."""
+    """Decoder-only LMs: one decoder graph with past key values, empty at the first step
+    (`splitserve.export.onnx.decoder`)."""
 
     name = "text-generation"
     # null: true, false with a prompt_template (as MLflow serves such a model)
