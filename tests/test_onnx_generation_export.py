@@ -99,3 +99,24 @@ def test_whisper_graphs(tmp_path: Path) -> None:
     info.decoder_prompt_ids = prompt
     metrics = check_whisper_parity(model, features, onnx_dir, graphs, sample_audio(16000), 1e-4, info)
     assert metrics["parity_max_scaled_diff"] < 5e-5
+
+
+@pytest.mark.parametrize(
+    ("config", "says"),
+    [
+        (lambda: transformers.MambaConfig(hidden_size=16, num_hidden_layers=1, vocab_size=50, state_size=4),
+         "its cache holds ['LinearAttentionLayer'], not one key/value pair per layer"),
+        (lambda: transformers.RecurrentGemmaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+            num_attention_heads=2, num_key_value_heads=1, vocab_size=50, lru_width=16, attention_window_size=8),
+         "it returns no key/value cache"),
+    ],
+)  # fmt: skip
+def test_models_without_a_key_value_cache_are_refused_in_one_line(config, says: str, tmp_path: Path) -> None:
+    from splitserve.core.errors import ExportError
+    from splitserve.export.onnx.decoder import export_decoder
+
+    model = transformers.AutoModelForCausalLM.from_config(config()).eval()
+    with pytest.raises(ExportError) as caught:
+        export_decoder(model, tmp_path)
+    assert str(caught.value).endswith(says) and "\n" not in str(caught.value)
+    assert str(caught.value).startswith(f"cannot export {type(model).__name__} (")

@@ -41,9 +41,10 @@ def cache_kwarg(module: Any) -> str:
 
 
 def cache_of(output: Any) -> Any:
-    """The cache a transformers forward returned (`cache`, or `past_key_values` before 5.x)."""
-    cache = output.get("cache") if hasattr(output, "get") else None
-    return cache if cache is not None else output["past_key_values"]
+    """The cache a transformers forward returned (`cache`, or `past_key_values` before 5.x); None
+    if it returned none."""
+    cache = output.get("cache")
+    return cache if cache is not None else output.get("past_key_values")
 
 
 def key_values(cache: Any, what: str) -> list[tuple[Any, Any]]:
@@ -51,6 +52,8 @@ def key_values(cache: Any, what: str) -> list[tuple[Any, Any]]:
     for any other kind of cache."""
     from transformers.cache_utils import DynamicLayer
 
+    if cache is None:
+        raise ExportError(f"cannot export {what}: it returns no key/value cache")
     layers = getattr(cache, "layers", None)
     if layers is None and isinstance(cache, (tuple, list)):  # a legacy tuple of (key, value) pairs
         return [(k, v) for k, v, *_ in cache]

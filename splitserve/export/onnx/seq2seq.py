@@ -61,6 +61,7 @@ def _caches(out: Any, what: str) -> tuple[list[tuple[Any, Any]], list[tuple[Any,
     """(self-attention, cross-attention) key/value pairs per layer of an EncoderDecoderCache."""
     cache = cache_of(out)
     if not hasattr(cache, "cross_attention_cache"):
+        key_values(cache, what)  # no cache at all: says so
         raise ExportError(f"cannot export {what}: its cache is a {type(cache).__name__}, not an EncoderDecoderCache")
     return key_values(cache.self_attention_cache, what), key_values(cache.cross_attention_cache, what)
 
