@@ -5,7 +5,6 @@ tokens as its `generate` sets them for the model's generation_config."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,12 @@ import numpy as np
 from splitserve.core.bundle import ServingConfig, hash_tree
 from splitserve.core.errors import ExportError
 from splitserve.core.generation import OUTPUT, GenerationInfo, ModelDecoding
-from splitserve.export.generation import UNSUPPORTED_GENERATION_SETTINGS, _eos_ids, decoding_defaults
+from splitserve.export.generation import (
+    UNSUPPORTED_GENERATION_SETTINGS,
+    _eos_ids,
+    decoding_defaults,
+    pipeline_generation_config,
+)
 from splitserve.export.onnx import export_graphs, output_shapes
 from splitserve.export.parity import Parity, decoder_two_steps
 from splitserve.tasks.base import Task
@@ -172,10 +176,8 @@ def whisper_info(
     the suppressed tokens, eos, and the request params' defaults."""
     import onnxruntime as ort
     import torch
-    import transformers
 
-    pipe = transformers.pipeline(pipeline_task, model=model, tokenizer=tokenizer, feature_extractor=features)  # type: ignore[call-overload]
-    gc = copy.deepcopy(pipe.generation_config)
+    gc, _ = pipeline_generation_config(model, pipeline_task, tokenizer=tokenizer, feature_extractor=features)
     unsupported = {
         n: getattr(gc, n)
         for n, neutral in UNSUPPORTED_GENERATION_SETTINGS.items()
