@@ -7,7 +7,10 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
+import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +144,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     # serving.json, fetched into the cache the tiers then share), the token file.
     check_port(args.host, args.port)
     if args.rest_port and not args.no_rest:
-        check_port(args.host, args.rest_port)
+        check_port(args.host, args.rest_port, "--rest-port")
     if args.auth_token_file and not Path(args.auth_token_file).is_file():
         raise SystemExit(f"error: --auth-token-file {args.auth_token_file}: no such file")
     from splitserve.core.bundle import PARTS, load_bundle
@@ -186,12 +189,20 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _record(index: int, arg: str) -> dict[str, Any]:
-    """A JSON object is a whole record ({"question": ..., "context": ...}); anything else a text."""
+    """A JSON object is a whole record ({"question": ..., "context": ...}); anything else a text.
+    An argument that starts with `{` is meant as a record: it must be one."""
+    if not arg.lstrip().startswith("{"):
+        return {"id": str(index), "text": arg}
     try:
         value = json.loads(arg)
-    except ValueError:
-        value = None
-    return {"id": str(index), **value} if isinstance(value, dict) else {"id": str(index), "text": arg}
+    except ValueError as exc:
+        raise SystemExit(
+            f"error: record {index} starts with '{{' but is not valid JSON ({exc}); "
+            'quote the object\'s keys and strings with double quotes, e.g. \'{"text": "..."}\''
+        ) from None
+    if not isinstance(value, dict):
+        raise SystemExit(f"error: record {index} starts with '{{' but is not a JSON object")
+    return {"id": str(index), **value}
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -247,7 +258,7 @@ def cmd_k8s(args: argparse.Namespace) -> int:
         options = k8s.Options(
             args.bundle_uri,
             tracking_uri=tracking_uri,
-            image=args.image,
+            image=args.image or "",
             gpu_image=args.gpu_image,
             name=args.name,
             namespace=args.namespace,
@@ -260,6 +271,9 @@ def cmd_k8s(args: argparse.Namespace) -> int:
             bundles=tuple(args.bundle or ()),
             watch_alias=args.watch_alias,
             watch_interval_s=args.watch_interval_s,
+            rest_port=None if args.no_rest else args.rest_port,
+            env=tuple(args.env or ()),
+            env_from_secrets=tuple(args.env_from_secret or ()),
         )
         files = k8s.render(options, args.command, capacity.load(args.capacity))
     except ValueError as exc:
@@ -271,23 +285,34 @@ def cmd_k8s(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from splitserve.bench import plan
+
+    profile = plan.FULL if args.full else plan.DEFAULT
+    try:
+        targets = plan.check_targets(args.targets) if args.targets else profile.targets
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     from splitserve.bench import run_bench
     from splitserve.mlflow_env import ensure_tracking_uri
 
     ensure_tracking_uri()
     command = "splitserve " + " ".join(sys.argv[1:]) if sys.argv else "splitserve bench"
-    run_bench(
-        args.source_uri,
-        Path(args.out),
-        tuple(args.concurrency),
-        tuple(args.batch_sizes),
-        args.seconds,
-        tuple(args.targets) if args.targets else None,
-        command=command,
-        device=args.device,
-        repeats=args.repeats,
-    )
-    return 0
+    try:
+        report = run_bench(
+            args.source_uri,
+            Path(args.out),
+            tuple(args.concurrency or profile.concurrency),
+            tuple(args.batch_sizes or profile.batch_sizes),
+            args.seconds if args.seconds is not None else profile.seconds,
+            targets,
+            command=command,
+            device=args.device,
+            repeats=args.repeats if args.repeats is not None else profile.repeats,
+        )
+    except KeyboardInterrupt:  # before the first target (logging, exporting): nothing measured
+        print(f"interrupted before any point was measured; nothing written to {args.out}", file=sys.stderr)
+        return 130
+    return 130 if report["interrupted"] else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -377,14 +402,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default=".", help="Folder to write it in (default: here).")
     p.set_defaults(func=cmd_new_template)
 
-    p = sub.add_parser("bench", help="Benchmark ONNX fp32/int8 and PyTorch tiers against in-process and mlflow serve.")
+    from splitserve.bench import plan
+
+    default, full = plan.DEFAULT, plan.FULL
+    p = sub.add_parser(
+        "bench",
+        help="Benchmark ONNX fp32/int8 and PyTorch tiers against in-process and mlflow serve (default: a few minutes).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "The same requests against several ways of serving one model. By default "
+            f"{', '.join(default.targets)}, at concurrency {' '.join(map(str, default.concurrency))} and batch sizes "
+            f"{' '.join(map(str, default.batch_sizes))}, {default.repeats} run of {default.seconds:g}s per point "
+            f"(about {plan.clock(plan.profile_s(default))} on 2 cores, logging and exporting included); --full: every "
+            f"target, as the committed figures were made (about {plan.clock(plan.profile_s(full))}). "
+            "Progress and time left on stderr; Ctrl-C stops it and writes what was measured.",
+            100,
+            break_on_hyphens=False,
+        )
+        + "\n\ntargets:\n"
+        + "\n".join(f"  {name:<26} {what}" for name, what in plan.TARGETS.items()),
+    )
     p.add_argument("--source-uri", help="Source model URI (default: log the bundled all-MiniLM-L6-v2).")
     p.add_argument("--out", default="benchmarks/latest", help="Folder for results.md, results.json and plots.")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="Requests in flight.")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="Records per request.")
-    p.add_argument("--seconds", type=float, default=6.0, help="Duration of each measurement point.")
-    p.add_argument("--repeats", type=int, default=3, help="Runs of each point (the figures are their medians).")
-    p.add_argument("--targets", nargs="+", help="Only these targets (default: all).")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help=f"Every target, {full.repeats} runs of {full.seconds:g}s per point: the committed figures' run.",
+    )
+    p.add_argument("--targets", nargs="+", metavar="TARGET", help="Only these targets (listed above).")
+    p.add_argument("--concurrency", type=int, nargs="+", help="Requests in flight (default: 1 16).")
+    p.add_argument("--batch-sizes", type=int, nargs="+", help="Records per request (default: 1 8).")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        help=f"Duration of each run of a point (default: {default.seconds:g}; --full {full.seconds:g}).",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        help=f"Runs of each point, the figures their medians (default: {default.repeats}; --full {full.repeats}).",
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
     p.set_defaults(func=cmd_bench)
 
@@ -450,9 +507,28 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(command, help=help_text)
         p.add_argument("bundle_uri", help="Serving bundle URI (models:/..., runs:/...), as the pods will load it.")
-        p.add_argument("--image", default="splitserve:latest", help="Container image (deploy/Dockerfile).")
+        p.add_argument(
+            "--image",
+            help="Container image every pod runs (required): build it from deploy/Dockerfile and push it where the "
+            "cluster pulls from; splitserve publishes none.",
+        )
         p.add_argument("--gpu-image", help="The model pods' image in the GPU overlay (default: --image).")
         p.add_argument("--tracking-uri", help="MLflow tracking server the pods use (default: $MLFLOW_TRACKING_URI).")
+        p.add_argument(
+            "--env-from-secret",
+            action="append",
+            metavar="NAME",
+            help="A Secret whose keys become env vars of every pod that downloads bundles: the tracking server's "
+            "or the artifact store's credentials (MLFLOW_TRACKING_TOKEN, AWS_ACCESS_KEY_ID, ...). Repeatable.",
+        )
+        p.add_argument("--env", action="append", metavar="KEY=VALUE", help="An env var of every pod (repeatable).")
+        p.add_argument(
+            "--rest-port",
+            type=int,
+            default=8080,
+            help="The gateway's REST and OpenAI-compatible door, on its pods and its Service (default: %(default)s).",
+        )
+        p.add_argument("--no-rest", action="store_true", help="Serve the gateway over gRPC only.")
         p.add_argument("--name", default="splitserve", help="Prefix of every object's name.")
         p.add_argument("--namespace", default="default", help="Namespace.")
         p.add_argument(
@@ -521,8 +597,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM unwinds the command as an exception would, so that what it made (an export's temp
+    folder of some hundred MB) is removed; the servers and `up` install their own handlers."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(legacy_kv(sys.argv[1:] if argv is None else argv))
+    from splitserve.quiet import quiet
+
+    quiet()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -532,12 +619,12 @@ def main(argv: list[str] | None = None) -> int:
 
         from splitserve.core.errors import SplitServeError
 
+        if isinstance(exc, grpc.RpcError):  # a server's answer (splitserve.errors): its code and message
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            return 1
         if isinstance(exc, SplitServeError):
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        if isinstance(exc, grpc.RpcError):  # a server's answer: its code and message, no traceback
-            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
-            return 1
         raise
 
 

@@ -19,9 +19,39 @@ from splitserve.core.cache import FINGERPRINT
 from splitserve.core.errors import BundleError
 
 
+def store_of(uri: str) -> str:
+    """Where MLflow looks `uri` up, as messages name it: the registry for models:/, else the tracking store."""
+    tracking = os.environ.get("MLFLOW_TRACKING_URI") or "MLflow's default (./mlruns)"
+    registry = os.environ.get("MLFLOW_REGISTRY_URI")
+    if uri.startswith("models:/") and registry and registry != tracking:
+        return f"the MLflow model registry {registry}"
+    return f"the MLflow tracking store {tracking}"
+
+
+def missing_store(uri: str) -> str | None:
+    """Why `uri` cannot be looked up without creating a store: a models:/ or runs:/ URI whose store is
+    a sqlite file that does not exist (opening it would leave an empty database behind)."""
+    if not uri.startswith(("models:/", "runs:/")):
+        return None
+    store = os.environ.get("MLFLOW_REGISTRY_URI") if uri.startswith("models:/") else None
+    store = store or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not store.startswith("sqlite:///"):
+        return None
+    path = Path(store.removeprefix("sqlite:///").split("?", 1)[0])
+    if path.exists():
+        return None
+    return (
+        f"there is no MLflow tracking store at {store} (no such file): set MLFLOW_TRACKING_URI to the store "
+        f"{uri} was logged to"
+    )
+
+
 def fetch(uri: str, root: Path, parts: list[str]) -> Path:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+    missing = missing_store(uri)
+    if missing:
+        raise BundleError(f"cannot read bundle {uri!r}: {missing}")
     repo = get_artifact_repository(uri)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
@@ -52,7 +82,8 @@ def _not_a_bundle(repo: object, uri: str, exc: Exception) -> str:
     try:
         names = {Path(f.path).name for f in repo.list_artifacts("")}  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - the URI itself does not resolve
-        return f"cannot read bundle {uri!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        said = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"cannot read bundle {uri!r}: {said} (looked up in {store_of(uri)})"
     if "MLmodel" in names:
         return (
             f"{uri} is a logged model, not a serving bundle (it has no {ARTIFACT_DIR}/{CONFIG_FILE}): "
