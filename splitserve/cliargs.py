@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import socket
 import sys
@@ -81,7 +82,8 @@ def check_port(host: str, port: int, flag: str = "--port") -> None:
             pass
     except OSError as exc:
         what, choose = (f"port {port} on {host} ({flag})", flag) if port else (host, "--host")
-        raise SystemExit(f"error: cannot listen on {what}: {exc.strerror or exc}; choose another {choose}") from None
+        why = os.strerror(exc.errno) if exc.errno else str(exc)  # not create_server's "(while attempting ...)"
+        raise SystemExit(f"error: cannot listen on {what}: {why}; choose another {choose}") from None
 
 
 def add_settings_flags(

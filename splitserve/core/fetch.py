@@ -19,11 +19,17 @@ from splitserve.core.cache import FINGERPRINT
 from splitserve.core.errors import BundleError
 
 
+def _stores() -> tuple[str, str]:
+    """(tracking URI, registry URI) as MLflow resolves them: the env vars, else its defaults."""
+    import mlflow
+
+    return mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+
+
 def store_of(uri: str) -> str:
     """Where MLflow looks `uri` up, as messages name it: the registry for models:/, else the tracking store."""
-    tracking = os.environ.get("MLFLOW_TRACKING_URI") or "MLflow's default (./mlruns)"
-    registry = os.environ.get("MLFLOW_REGISTRY_URI")
-    if uri.startswith("models:/") and registry and registry != tracking:
+    tracking, registry = _stores()
+    if uri.startswith("models:/") and registry != tracking:
         return f"the MLflow model registry {registry}"
     return f"the MLflow tracking store {tracking}"
 
@@ -33,16 +39,16 @@ def missing_store(uri: str) -> str | None:
     a sqlite file that does not exist (opening it would leave an empty database behind)."""
     if not uri.startswith(("models:/", "runs:/")):
         return None
-    store = os.environ.get("MLFLOW_REGISTRY_URI") if uri.startswith("models:/") else None
-    store = store or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    tracking, registry = _stores()
+    store = registry if uri.startswith("models:/") else tracking
     if not store.startswith("sqlite:///"):
         return None
     path = Path(store.removeprefix("sqlite:///").split("?", 1)[0])
     if path.exists():
         return None
     return (
-        f"there is no MLflow tracking store at {store} (no such file): set MLFLOW_TRACKING_URI to the store "
-        f"{uri} was logged to"
+        f"there is no MLflow tracking store at sqlite:///{path.resolve()} (no such file): set MLFLOW_TRACKING_URI "
+        f"to the store {uri} was logged to"
     )
 
 
@@ -52,7 +58,11 @@ def fetch(uri: str, root: Path, parts: list[str]) -> Path:
     missing = missing_store(uri)
     if missing:
         raise BundleError(f"cannot read bundle {uri!r}: {missing}")
-    repo = get_artifact_repository(uri)
+    try:
+        repo = get_artifact_repository(uri)
+    except Exception as exc:  # a models:/ URI is resolved here: not in the registry
+        said = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BundleError(f"cannot read bundle {uri!r}: {said} (looked up in {store_of(uri)})") from None
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
         try:
