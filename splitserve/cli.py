@@ -308,6 +308,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             command=command,
             device=args.device,
             repeats=args.repeats if args.repeats is not None else profile.repeats,
+            request_sets=profile.request_sets,
+            roofline=profile.roofline,
         )
     except KeyboardInterrupt:  # before the first target (logging, exporting): nothing measured
         print(f"interrupted before any point was measured; nothing written to {args.out}", file=sys.stderr)
@@ -412,9 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=textwrap.fill(
             "The same requests against several ways of serving one model. By default "
             f"{', '.join(default.targets)}, at concurrency {' '.join(map(str, default.concurrency))} and batch sizes "
-            f"{' '.join(map(str, default.batch_sizes))}, {default.repeats} run of {default.seconds:g}s per point "
+            f"{' '.join(map(str, default.batch_sizes))}, {default.repeats} run of {default.seconds:g}s per point on "
+            "the docstrings set "
             f"(about {plan.clock(plan.profile_s(default))} on 2 cores, logging and exporting included); --full: every "
-            f"target, as the committed figures were made (about {plan.clock(plan.profile_s(full))}). "
+            f"target, the fixed-length set and the roofline too, as the committed figures were made (about "
+            f"{plan.clock(plan.profile_s(full))}). "
             "Progress and time left on stderr; Ctrl-C stops it and writes what was measured.",
             100,
             break_on_hyphens=False,

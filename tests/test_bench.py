@@ -114,17 +114,17 @@ def test_ctrl_c_stops_the_bench_and_writes_what_was_measured(tiny_bundles, tmp_p
     err = "".join(lines)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
-    assert lines[0].startswith("bench: 2 target(s) × 5 points × 1 run(s) of 0.5s, about ")
+    assert lines[0].startswith("bench: 2 target(s) × 4 points × 1 run(s) of 0.5s, about ")
     assert "in all (estimated)" in lines[0]
     assert re.search(
-        r"^… \[6/10\] gateway-onnx-fp32 docstrings c=1 b=1; \d+(m\d\d)?s elapsed, about \S+ left$", err, re.M
+        r"^… \[5/8\] gateway-onnx-fp32 docstrings c=1 b=1; \d+(m\d\d)?s elapsed, about \S+ left$", err, re.M
     )
     report = json.loads((out / "results.json").read_text())
-    assert report["interrupted"] is True and report["planned_points"] == 10
+    assert report["interrupted"] is True and report["planned_points"] == 8
     measured = [(p["target"], p["request_set"], p["concurrency"], p["batch_size"]) for p in report["points"]]
-    assert len(measured) >= 6 and measured[5] == ("gateway-onnx-fp32", "docstrings", 1, 1), measured
+    assert len(measured) >= 5 and measured[4] == ("gateway-onnx-fp32", "docstrings", 1, 1), measured
     assert all(v is not None for v in report["headline"].values())  # rows only for what ran
     text = (out / "results.md").read_text()
-    assert f"**Interrupted** after {len(measured)} of 10 points" in text and text in stdout
+    assert f"**Interrupted** after {len(measured)} of 8 points" in text and text in stdout
     gone = psutil.wait_procs(children, timeout=30)[1]
     assert gone == [], [" ".join(p.cmdline()) for p in gone]

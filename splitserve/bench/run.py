@@ -92,14 +92,16 @@ def run_bench(
     command: str = "",
     device: str = "cpu",
     repeats: int = plan.DEFAULT.repeats,
+    request_sets: tuple[str, ...] = plan.DEFAULT.request_sets,
+    roofline: bool = True,
 ) -> dict[str, Any]:
     """Run the bench and write its report into `out_dir`; returns the report (`interrupted`: whether
     SIGINT/SIGTERM cut it short, `planned_points` beside the points measured)."""
     names = plan.check_targets(targets or plan.DEFAULT.targets)
     out_dir.mkdir(parents=True, exist_ok=True)
-    per_target = plan.points_of(concurrency, batch_sizes)
+    per_target = plan.points_of(concurrency, batch_sizes, plan.check_request_sets(request_sets))
     log_source = source_uri is None
-    estimate = plan.estimate_s(names, len(per_target), seconds, repeats, log_source)
+    estimate = plan.estimate_s(names, len(per_target), seconds, repeats, log_source, roofline)
     stop = Stop()
     with Steps() as steps:
         steps.say(
@@ -110,13 +112,15 @@ def run_bench(
         source_uri, fp32, int8 = _bundles(source_uri, names, steps)
         chosen = _targets(names, source_uri, fp32, int8, device)
         setup = plan.setup_s(names, log_source)
-        eta = Eta(started, setup, [plan.start_s(n) for n in names], len(per_target), plan.point_s(seconds, repeats))
+        starts = [plan.start_s(n) for n in names]
+        eta = Eta(started, setup, starts, len(per_target), plan.point_s(seconds, repeats), plan.finish_s(roofline))
         with stop.installed():  # from here on, a signal stops the run and the report is still written
             points, summaries, failed = _measure(chosen, per_target, seconds, repeats, stop, steps, eta)
             interrupted = stop.event.is_set()
             if interrupted:
                 steps.say(f"interrupted: writing the {len(points)} point(s) measured to {out_dir}")
-            t = steps.step("Writing the report" + ("" if interrupted else ", with this machine's GEMM roofs"))
+            roofline = roofline and not interrupted  # a stopped run skips the roofs (some seconds)
+            t = steps.step("Writing the report" + (", with this machine's GEMM roofs" if roofline else ""))
             run = {
                 "command": command,
                 "source_uri": source_uri,
@@ -126,7 +130,9 @@ def run_bench(
                 "batch_sizes": list(batch_sizes),
                 "seconds": seconds,
                 "repeats": repeats,
+                "request_sets": list(request_sets),
                 "interrupted": interrupted,
+                "roofline": roofline,
                 "planned_points": len(names) * len(per_target),
             }
             report = _report(points, summaries, failed, run)
@@ -257,9 +263,12 @@ class Eta:
     """Time left: the plan's estimate of what is not done yet, scaled by how long what is done took
     against its own estimate (counted from the start: logging and exporting included)."""
 
-    def __init__(self, started: float, setup_s: float, start_s: list[float], points: int, point_s: float):
+    def __init__(
+        self, started: float, setup_s: float, start_s: list[float], points: int, point_s: float, finish_s: float
+    ):
         self.started, self.setup_s, self.start_s, self.points, self.point_s = started, setup_s, start_s, points, point_s
         self.total = setup_s + sum(s + points * point_s for s in start_s)
+        self.finish_s = finish_s
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -270,7 +279,7 @@ class Eta:
         done += (self.start_s[index] if started else 0.0) + point * self.point_s
         elapsed = self.elapsed()
         scale = min(max(elapsed / done, 0.5), 3.0) if elapsed > 30 and done > 0 else 1.0
-        return scale * (self.total - done) + plan.FINISH_S
+        return scale * (self.total - done) + self.finish_s
 
 
 def _report(
@@ -278,9 +287,11 @@ def _report(
 ) -> dict[str, Any]:
     machine_roofs: dict[str, float] = {}
     flops: dict[str, float] = {}
-    if points and not run["interrupted"]:  # a stopped run skips the roofs (some seconds) and the model's FLOPs
+    if points and run["roofline"]:
         machine_roofs = roofs()
-        flops = _flops_per_record(run["source_uri"], request_sets())
+        flops = _flops_per_record(
+            run["source_uri"], {k: v for k, v in request_sets().items() if k in run["request_sets"]}
+        )
     for p in points:
         cpu = sum(p.cpu_s_per_record.values())
         if cpu > 0 and p.request_set in flops:
@@ -300,7 +311,7 @@ def _report(
             "cpu_features": list(cpu_features()),
             "python": platform.python_version(),
         },
-        **{k: run[k] for k in ("device", "repeats", "seconds", "concurrency", "batch_sizes")},
+        **{k: run[k] for k in ("device", "repeats", "seconds", "concurrency", "batch_sizes", "request_sets")},
         "interrupted": run["interrupted"],
         "planned_points": run["planned_points"],
         "roofs_gflop_per_cpu_s": machine_roofs,
@@ -326,8 +337,10 @@ def _write(
         else ""
     )
     text = markdown(points, summaries, report["headline"], command)
+    if report["roofs_gflop_per_cpu_s"]:
+        text += roofline_markdown(points, report["roofs_gflop_per_cpu_s"])
     if points:
-        text += roofline_markdown(points, report["roofs_gflop_per_cpu_s"]) + capacity_markdown(report["capacity"])
+        text += capacity_markdown(report["capacity"])
     (out_dir / "results.md").write_text(text.replace("\n## ", note + "\n## ", 1) if note else text)
     images = plots(points, out_dir) if points else []
     with mlflow.start_run(run_name="splitserve-bench"):
