@@ -9,14 +9,15 @@ import json
 import os
 import signal
 import sys
-import textwrap
 import threading
 from pathlib import Path
 from typing import Any
 
 from splitserve import __version__
+from splitserve.bench import command as bench_command
 from splitserve.cliargs import add_settings_flags, check_port, count, legacy_kv, renamed, replicas, settings_from_args
 from splitserve.cliargs import parse_kv as _parse_kv
+from splitserve.k8s import command as k8s_command
 
 
 def _run_tier(tier: Any, settings: Any) -> int:
@@ -239,84 +240,6 @@ def add_rollout_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def cmd_k8s(args: argparse.Namespace) -> int:
-    """`splitserve k8s` and `splitserve kserve`: the kustomize tree (splitserve.k8s)."""
-    from splitserve import k8s
-    from splitserve.k8s import capacity
-
-    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not tracking_uri:
-        raise SystemExit(
-            "error: --tracking-uri (or MLFLOW_TRACKING_URI): the MLflow server the pods load the bundle from"
-        )
-    counts = {}
-    for tier, n in _parse_kv(args.replicas).items():
-        if not isinstance(n, int) or n < 1:
-            raise SystemExit(f"error: --replicas {tier}={n}: replicas are a whole number, at least 1")
-        counts[tier] = n
-    try:
-        options = k8s.Options(
-            args.bundle_uri,
-            tracking_uri=tracking_uri,
-            image=args.image or "",
-            gpu_image=args.gpu_image,
-            name=args.name,
-            namespace=args.namespace,
-            replicas=counts,
-            max_replicas=args.max_replicas,
-            backend=args.backend,
-            autoscaler=args.autoscaler,
-            prometheus_url=args.prometheus_url,
-            tier_tls_secret=getattr(args, "tier_tls_secret", None),
-            bundles=tuple(args.bundle or ()),
-            watch_alias=args.watch_alias,
-            watch_interval_s=args.watch_interval_s,
-            rest_port=None if args.no_rest else args.rest_port,
-            env=tuple(args.env or ()),
-            env_from_secrets=tuple(args.env_from_secret or ()),
-        )
-        files = k8s.render(options, args.command, capacity.load(args.capacity))
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    out = Path(args.out or f"{args.name}-{args.command}")
-    k8s.write(files, out)
-    print(f"{out}: kubectl apply -k {out}/overlays/cpu (or {out}/overlays/gpu)")
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from splitserve.bench import plan
-
-    profile = plan.FULL if args.full else plan.DEFAULT
-    try:
-        targets = plan.check_targets(args.targets) if args.targets else profile.targets
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    from splitserve.bench import run_bench
-    from splitserve.mlflow_env import ensure_tracking_uri
-
-    ensure_tracking_uri()
-    command = "splitserve " + " ".join(sys.argv[1:]) if sys.argv else "splitserve bench"
-    try:
-        report = run_bench(
-            args.source_uri,
-            Path(args.out),
-            tuple(args.concurrency or profile.concurrency),
-            tuple(args.batch_sizes or profile.batch_sizes),
-            args.seconds if args.seconds is not None else profile.seconds,
-            targets,
-            command=command,
-            device=args.device,
-            repeats=args.repeats if args.repeats is not None else profile.repeats,
-            request_sets=profile.request_sets,
-            roofline=profile.roofline,
-        )
-    except KeyboardInterrupt:  # before the first target (logging, exporting): nothing measured
-        print(f"interrupted before any point was measured; nothing written to {args.out}", file=sys.stderr)
-        return 130
-    return 130 if report["interrupted"] else 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from splitserve.demo import main
 
@@ -404,50 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default=".", help="Folder to write it in (default: here).")
     p.set_defaults(func=cmd_new_template)
 
-    from splitserve.bench import plan
-
-    default, full = plan.DEFAULT, plan.FULL
-    p = sub.add_parser(
-        "bench",
-        help="Benchmark ONNX fp32/int8 and PyTorch tiers against in-process and mlflow serve (default: a few minutes).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=textwrap.fill(
-            "The same requests against several ways of serving one model. By default "
-            f"{', '.join(default.targets)}, at concurrency {' '.join(map(str, default.concurrency))} and batch sizes "
-            f"{' '.join(map(str, default.batch_sizes))}, {default.repeats} run of {default.seconds:g}s per point on "
-            "the docstrings set "
-            f"(about {plan.clock(plan.profile_s(default))} on 2 cores, logging and exporting included); --full: every "
-            f"target, the fixed-length set and the roofline too, as the committed figures were made (about "
-            f"{plan.clock(plan.profile_s(full))}). "
-            "Progress and time left on stderr; Ctrl-C stops it and writes what was measured.",
-            100,
-            break_on_hyphens=False,
-        )
-        + "\n\ntargets:\n"
-        + "\n".join(f"  {name:<26} {what}" for name, what in plan.TARGETS.items()),
-    )
-    p.add_argument("--source-uri", help="Source model URI (default: log the bundled all-MiniLM-L6-v2).")
-    p.add_argument("--out", default="benchmarks/latest", help="Folder for results.md, results.json and plots.")
-    p.add_argument(
-        "--full",
-        action="store_true",
-        help=f"Every target, {full.repeats} runs of {full.seconds:g}s per point: the committed figures' run.",
-    )
-    p.add_argument("--targets", nargs="+", metavar="TARGET", help="Only these targets (listed above).")
-    p.add_argument("--concurrency", type=int, nargs="+", help="Requests in flight (default: 1 16).")
-    p.add_argument("--batch-sizes", type=int, nargs="+", help="Records per request (default: 1 8).")
-    p.add_argument(
-        "--seconds",
-        type=float,
-        help=f"Duration of each run of a point (default: {default.seconds:g}; --full {full.seconds:g}).",
-    )
-    p.add_argument(
-        "--repeats",
-        type=int,
-        help=f"Runs of each point, the figures their medians (default: {default.repeats}; --full {full.repeats}).",
-    )
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
-    p.set_defaults(func=cmd_bench)
+    bench_command.add_parser(sub)
 
     for name, cls, func, help_text in (
         ("serve-preprocess", PreprocessSettings, cmd_serve_preprocess, "Run one preprocess replica."),
@@ -505,72 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_up)
 
-    for command, help_text in (
-        ("k8s", "Kubernetes manifests for a bundle (kustomize): per tier a Deployment, Service, PDB, autoscaler."),
-        ("kserve", "A KServe InferenceService for a bundle (kustomize): model tier predictor, gateway transformer."),
-    ):
-        p = sub.add_parser(command, help=help_text)
-        p.add_argument("bundle_uri", help="Serving bundle URI (models:/..., runs:/...), as the pods will load it.")
-        p.add_argument(
-            "--image",
-            help="Container image every pod runs (required): build it from deploy/Dockerfile and push it where the "
-            "cluster pulls from; splitserve publishes none.",
-        )
-        p.add_argument("--gpu-image", help="The model pods' image in the GPU overlay (default: --image).")
-        p.add_argument("--tracking-uri", help="MLflow tracking server the pods use (default: $MLFLOW_TRACKING_URI).")
-        p.add_argument(
-            "--env-from-secret",
-            action="append",
-            metavar="NAME",
-            help="A Secret whose keys become env vars of every pod that downloads bundles: the tracking server's "
-            "or the artifact store's credentials (MLFLOW_TRACKING_TOKEN, AWS_ACCESS_KEY_ID, ...). Repeatable.",
-        )
-        p.add_argument("--env", action="append", metavar="KEY=VALUE", help="An env var of every pod (repeatable).")
-        p.add_argument(
-            "--rest-port",
-            type=int,
-            default=8080,
-            help="The gateway's REST and OpenAI-compatible door, on its pods and its Service (default: %(default)s).",
-        )
-        p.add_argument("--no-rest", action="store_true", help="Serve the gateway over gRPC only.")
-        p.add_argument("--name", default="splitserve", help="Prefix of every object's name.")
-        p.add_argument("--namespace", default="default", help="Namespace.")
-        p.add_argument(
-            "--replicas",
-            action="append",
-            metavar="TIER=N",
-            help="Initial (and minimum) replicas of a tier, e.g. --replicas model=2; tiers not given follow the "
-            "capacity table.",
-        )
-        p.add_argument("--max-replicas", type=int, default=10, help="Autoscaler ceiling per tier.")
-        p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="Model-tier backend.")
-        p.add_argument(
-            "--autoscaler",
-            choices=("hpa", "keda"),
-            default="hpa",
-            help="hpa: CPU 70%%; keda: the tiers' own Prometheus metrics (queued rows, requests in flight).",
-        )
-        p.add_argument(
-            "--prometheus-url", default="http://prometheus-operated.monitoring.svc:9090", help="KEDA's Prometheus."
-        )
-        p.add_argument(
-            "--capacity", help="Capacity table: a bench's results.json (default: the committed MiniLM 2-CPU one)."
-        )
-        if command == "k8s":
-            p.add_argument(
-                "--tier-tls-secret",
-                help="A TLS Secret (ca.crt, tls.crt, tls.key; its certificate naming <name>-tier): mutual TLS "
-                "between the gateway and the tiers.",
-            )
-        p.add_argument(
-            "--bundle",
-            action="append",
-            metavar="NAME=URI",
-            help="More bundles served beside BUNDLE_URI by every tier (requests choose one by its model name).",
-        )
-        add_rollout_flags(p)
-        p.add_argument("--out", help="Folder for the kustomize tree (default: NAME-k8s or NAME-kserve).")
-        p.set_defaults(func=cmd_k8s)
+    k8s_command.add_parsers(sub, add_rollout_flags)
 
     p = sub.add_parser("predict", help="Send texts to a gateway; prints results as JSON.")
     p.add_argument("--target", required=True, help="Gateway address host:port.")
