@@ -128,3 +128,17 @@ def test_ctrl_c_stops_the_bench_and_writes_what_was_measured(tiny_bundles, tmp_p
     assert f"**Interrupted** after {len(measured)} of 8 points" in text and text in stdout
     gone = psutil.wait_procs(children, timeout=30)[1]
     assert gone == [], [" ".join(p.cmdline()) for p in gone]
+
+
+def test_headline_has_rows_only_for_what_ran() -> None:
+    """Issue 24: a run of a few targets printed a headline table of `None` rows."""
+    from splitserve.bench.load import Point
+    from splitserve.bench.report import headline, markdown
+
+    def point(target: str, rps: float) -> Point:
+        return Point(target, "docstrings", 16, 8, 10, 80, 1.0, rps, 1.0, 2.0, 3.0, 0)
+
+    heads = headline([point("gateway-onnx-fp32", 150.0), point("gateway-torch", 100.0)], (1, 16), (1, 8))
+    assert heads == {"onnx_fp32_vs_torch_tier_c16_b8": 1.5}
+    assert headline([point("pyfunc-in-process", 90.0)], (1, 16), (1, 8)) == {}
+    assert "## Headline ratios" not in markdown([point("pyfunc-in-process", 90.0)], [], {}, "splitserve bench")
