@@ -43,8 +43,10 @@ T = TypeVar("T")
 # Pauses between tries of a call answered UNAVAILABLE: the first, and the longest (each doubles, with jitter).
 RETRY_BACKOFF_S = (0.05, 1.0)
 # A client that never reached its gateway retries this long at most (a wrong address fails in
-# seconds, not at the deadline); once it has, retries go on until the call's deadline.
+# seconds, not at the deadline); once it has, retries go on until the call's deadline (a call
+# without one: NO_DEADLINE_RETRY_S).
 FIRST_CONTACT_RETRY_S = 2.0
+NO_DEADLINE_RETRY_S = 60.0
 # How soon a broken connection is tried again (gRPC's default starts at 1 s and grows past 2 min).
 RECONNECT_BACKOFF_MS = (100, 1000)
 
@@ -160,7 +162,7 @@ class Client:
         if code != grpc.StatusCode.UNAVAILABLE:
             self.reached = True  # a server answered
             return False
-        window = self.timeout_s if self.timeout_s is not None else float("inf")
+        window = self.timeout_s if self.timeout_s is not None else NO_DEADLINE_RETRY_S
         if not self.reached:
             window = min(window, FIRST_CONTACT_RETRY_S)
         pause = min(RETRY_BACKOFF_S[0] * 2**tries, RETRY_BACKOFF_S[1]) * random.uniform(0.5, 1.0)

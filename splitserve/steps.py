@@ -18,6 +18,13 @@ def plain(text: str) -> str:
     return Text.from_markup(text).plain
 
 
+def escape(text: str) -> str:
+    """`text` shown as is, whatever brackets it holds (a URI, a list in a message)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 class Steps:
     """`with Steps() as steps: t = steps.step("Exporting"); ...; steps.done(t, "Exported")`."""
 
@@ -45,17 +52,17 @@ class Steps:
     def step(self, text: str) -> Any:
         """A step under way; returns its handle for `done`."""
         if self.progress is not None:
-            handle = self.progress.add_task(text, total=1)
+            handle = self.progress.add_task(escape(text), total=1)
         else:
             handle = object()
-            self.say(f"… {text}")
+            self.say(f"… {escape(text)}")
         self.started[handle] = time.monotonic()
         return handle
 
     def done(self, handle: Any, text: str) -> None:
-        """The step is done: `text` says what it did (rich markup allowed)."""
+        """The step is done: `text` says what it did."""
         seconds = time.monotonic() - self.started.pop(handle, time.monotonic())
-        line = f"[green]✓[/] {text} ({seconds:.1f}s)"
+        line = f"[green]✓[/] {escape(text)} ({seconds:.1f}s)"
         if self.progress is not None:
             self.progress.remove_task(handle)
             self.progress.console.print(line, soft_wrap=True)
@@ -63,7 +70,7 @@ class Steps:
             self.say(line)
 
     def say(self, text: str) -> None:
-        """A line of its own (rich markup allowed): above the live line, or as is."""
+        """A line of its own, in rich markup (`escape` what is not): above the live line, or as is."""
         if not self.show:
             return
         if self.progress is not None:

@@ -38,7 +38,7 @@ from splitserve.bench.targets import (
 from splitserve.core.cpu import cpu_features
 from splitserve.k8s.capacity import THREE_TIERS_TARGET, capacity_markdown
 from splitserve.k8s.capacity import tables as capacity_tables
-from splitserve.steps import Steps
+from splitserve.steps import Steps, escape
 
 
 class Interrupted(Exception):
@@ -118,7 +118,7 @@ def run_bench(
             points, summaries, failed = _measure(chosen, per_target, seconds, repeats, stop, steps, eta)
             interrupted = stop.event.is_set()
             if interrupted:
-                steps.say(f"interrupted: writing the {len(points)} point(s) measured to {out_dir}")
+                steps.say(f"interrupted: writing the {len(points)} point(s) measured to {escape(str(out_dir))}")
             roofline = roofline and not interrupted  # a stopped run skips the roofs (some seconds)
             t = steps.step("Writing the report" + (", with this machine's GEMM roofs" if roofline else ""))
             run = {
@@ -222,7 +222,7 @@ def _measure(
             target.stop()
             break
         except Exception as exc:  # noqa: BLE001 - one target that cannot start does not sink the run
-            steps.say(f"[red]{target.name} did not start: {exc}[/]")
+            steps.say(f"[red]{target.name} did not start: {escape(str(exc))}[/]")
             failed[target.name] = str(exc)
             target.stop()
             position += len(per_target)
