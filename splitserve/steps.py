@@ -69,6 +69,12 @@ class Steps:
         else:
             self.say(line)
 
+    def drop(self, handle: Any) -> None:
+        """A step that will not be done (it was stopped): off the live line."""
+        self.started.pop(handle, None)
+        if self.progress is not None:
+            self.progress.remove_task(handle)
+
     def say(self, text: str) -> None:
         """A line of its own, in rich markup (`escape` what is not): above the live line, or as is."""
         if not self.show:

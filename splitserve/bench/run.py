@@ -41,7 +41,7 @@ from splitserve.k8s.capacity import tables as capacity_tables
 from splitserve.steps import Steps, escape
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):  # not swallowed by a library's `except Exception`
     """Raised in the bench's main thread by the first SIGINT/SIGTERM while a target starts."""
 
 
@@ -219,9 +219,11 @@ def _measure(
                 for _ in range(2):  # warm-up
                     target.call(sets["docstrings"][:8])
         except Interrupted:
+            steps.drop(t)
             target.stop()
             break
         except Exception as exc:  # noqa: BLE001 - one target that cannot start does not sink the run
+            steps.drop(t)
             steps.say(f"[red]{target.name} did not start: {escape(str(exc))}[/]")
             failed[target.name] = str(exc)
             target.stop()
@@ -241,6 +243,7 @@ def _measure(
                 before = tier.tokens() if tier is not None else None
                 point = repeat_point(target, sets[request_set], c, b, seconds, repeats, stop=stop.event)
                 if stop.event.is_set():  # cut short: not a measurement of `seconds` x `repeats`
+                    steps.drop(h)
                     break
                 if tier is not None and before is not None:
                     after = tier.tokens()
