@@ -7,13 +7,17 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from splitserve import __version__
+from splitserve.bench import command as bench_command
 from splitserve.cliargs import add_settings_flags, check_port, count, legacy_kv, renamed, replicas, settings_from_args
 from splitserve.cliargs import parse_kv as _parse_kv
+from splitserve.k8s import command as k8s_command
 
 
 def _run_tier(tier: Any, settings: Any) -> int:
@@ -141,7 +145,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     # serving.json, fetched into the cache the tiers then share), the token file.
     check_port(args.host, args.port)
     if args.rest_port and not args.no_rest:
-        check_port(args.host, args.rest_port)
+        check_port(args.host, args.rest_port, "--rest-port")
     if args.auth_token_file and not Path(args.auth_token_file).is_file():
         raise SystemExit(f"error: --auth-token-file {args.auth_token_file}: no such file")
     from splitserve.core.bundle import PARTS, load_bundle
@@ -186,12 +190,20 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _record(index: int, arg: str) -> dict[str, Any]:
-    """A JSON object is a whole record ({"question": ..., "context": ...}); anything else a text."""
+    """A JSON object is a whole record ({"question": ..., "context": ...}); anything else a text.
+    An argument that starts with `{` is meant as a record: it must be one."""
+    if not arg.lstrip().startswith("{"):
+        return {"id": str(index), "text": arg}
     try:
         value = json.loads(arg)
-    except ValueError:
-        value = None
-    return {"id": str(index), **value} if isinstance(value, dict) else {"id": str(index), "text": arg}
+    except ValueError as exc:
+        raise SystemExit(
+            f"error: record {index} starts with '{{' but is not valid JSON ({exc}); "
+            'quote the object\'s keys and strings with double quotes, e.g. \'{"text": "..."}\''
+        ) from None
+    if not isinstance(value, dict):
+        raise SystemExit(f"error: record {index} starts with '{{' but is not a JSON object")
+    return {"id": str(index), **value}
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -226,68 +238,6 @@ def add_rollout_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--watch-interval-s", type=float, default=10.0, help="With --watch-alias: seconds between registry polls."
     )
-
-
-def cmd_k8s(args: argparse.Namespace) -> int:
-    """`splitserve k8s` and `splitserve kserve`: the kustomize tree (splitserve.k8s)."""
-    from splitserve import k8s
-    from splitserve.k8s import capacity
-
-    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not tracking_uri:
-        raise SystemExit(
-            "error: --tracking-uri (or MLFLOW_TRACKING_URI): the MLflow server the pods load the bundle from"
-        )
-    counts = {}
-    for tier, n in _parse_kv(args.replicas).items():
-        if not isinstance(n, int) or n < 1:
-            raise SystemExit(f"error: --replicas {tier}={n}: replicas are a whole number, at least 1")
-        counts[tier] = n
-    try:
-        options = k8s.Options(
-            args.bundle_uri,
-            tracking_uri=tracking_uri,
-            image=args.image,
-            gpu_image=args.gpu_image,
-            name=args.name,
-            namespace=args.namespace,
-            replicas=counts,
-            max_replicas=args.max_replicas,
-            backend=args.backend,
-            autoscaler=args.autoscaler,
-            prometheus_url=args.prometheus_url,
-            tier_tls_secret=getattr(args, "tier_tls_secret", None),
-            bundles=tuple(args.bundle or ()),
-            watch_alias=args.watch_alias,
-            watch_interval_s=args.watch_interval_s,
-        )
-        files = k8s.render(options, args.command, capacity.load(args.capacity))
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    out = Path(args.out or f"{args.name}-{args.command}")
-    k8s.write(files, out)
-    print(f"{out}: kubectl apply -k {out}/overlays/cpu (or {out}/overlays/gpu)")
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from splitserve.bench import run_bench
-    from splitserve.mlflow_env import ensure_tracking_uri
-
-    ensure_tracking_uri()
-    command = "splitserve " + " ".join(sys.argv[1:]) if sys.argv else "splitserve bench"
-    run_bench(
-        args.source_uri,
-        Path(args.out),
-        tuple(args.concurrency),
-        tuple(args.batch_sizes),
-        args.seconds,
-        tuple(args.targets) if args.targets else None,
-        command=command,
-        device=args.device,
-        repeats=args.repeats,
-    )
-    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -377,16 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default=".", help="Folder to write it in (default: here).")
     p.set_defaults(func=cmd_new_template)
 
-    p = sub.add_parser("bench", help="Benchmark ONNX fp32/int8 and PyTorch tiers against in-process and mlflow serve.")
-    p.add_argument("--source-uri", help="Source model URI (default: log the bundled all-MiniLM-L6-v2).")
-    p.add_argument("--out", default="benchmarks/latest", help="Folder for results.md, results.json and plots.")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="Requests in flight.")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="Records per request.")
-    p.add_argument("--seconds", type=float, default=6.0, help="Duration of each measurement point.")
-    p.add_argument("--repeats", type=int, default=3, help="Runs of each point (the figures are their medians).")
-    p.add_argument("--targets", nargs="+", help="Only these targets (default: all).")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
-    p.set_defaults(func=cmd_bench)
+    bench_command.add_parser(sub)
 
     for name, cls, func, help_text in (
         ("serve-preprocess", PreprocessSettings, cmd_serve_preprocess, "Run one preprocess replica."),
@@ -444,53 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_up)
 
-    for command, help_text in (
-        ("k8s", "Kubernetes manifests for a bundle (kustomize): per tier a Deployment, Service, PDB, autoscaler."),
-        ("kserve", "A KServe InferenceService for a bundle (kustomize): model tier predictor, gateway transformer."),
-    ):
-        p = sub.add_parser(command, help=help_text)
-        p.add_argument("bundle_uri", help="Serving bundle URI (models:/..., runs:/...), as the pods will load it.")
-        p.add_argument("--image", default="splitserve:latest", help="Container image (deploy/Dockerfile).")
-        p.add_argument("--gpu-image", help="The model pods' image in the GPU overlay (default: --image).")
-        p.add_argument("--tracking-uri", help="MLflow tracking server the pods use (default: $MLFLOW_TRACKING_URI).")
-        p.add_argument("--name", default="splitserve", help="Prefix of every object's name.")
-        p.add_argument("--namespace", default="default", help="Namespace.")
-        p.add_argument(
-            "--replicas",
-            action="append",
-            metavar="TIER=N",
-            help="Initial (and minimum) replicas of a tier, e.g. --replicas model=2; tiers not given follow the "
-            "capacity table.",
-        )
-        p.add_argument("--max-replicas", type=int, default=10, help="Autoscaler ceiling per tier.")
-        p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="Model-tier backend.")
-        p.add_argument(
-            "--autoscaler",
-            choices=("hpa", "keda"),
-            default="hpa",
-            help="hpa: CPU 70%%; keda: the tiers' own Prometheus metrics (queued rows, requests in flight).",
-        )
-        p.add_argument(
-            "--prometheus-url", default="http://prometheus-operated.monitoring.svc:9090", help="KEDA's Prometheus."
-        )
-        p.add_argument(
-            "--capacity", help="Capacity table: a bench's results.json (default: the committed MiniLM 2-CPU one)."
-        )
-        if command == "k8s":
-            p.add_argument(
-                "--tier-tls-secret",
-                help="A TLS Secret (ca.crt, tls.crt, tls.key; its certificate naming <name>-tier): mutual TLS "
-                "between the gateway and the tiers.",
-            )
-        p.add_argument(
-            "--bundle",
-            action="append",
-            metavar="NAME=URI",
-            help="More bundles served beside BUNDLE_URI by every tier (requests choose one by its model name).",
-        )
-        add_rollout_flags(p)
-        p.add_argument("--out", help="Folder for the kustomize tree (default: NAME-k8s or NAME-kserve).")
-        p.set_defaults(func=cmd_k8s)
+    k8s_command.add_parsers(sub, add_rollout_flags)
 
     p = sub.add_parser("predict", help="Send texts to a gateway; prints results as JSON.")
     p.add_argument("--target", required=True, help="Gateway address host:port.")
@@ -521,8 +416,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM unwinds the command as an exception would, so that what it made (an export's temp
+    folder of some hundred MB) is removed; the servers and `up` install their own handlers."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(legacy_kv(sys.argv[1:] if argv is None else argv))
+    from splitserve.quiet import quiet
+
+    quiet()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -532,12 +438,12 @@ def main(argv: list[str] | None = None) -> int:
 
         from splitserve.core.errors import SplitServeError
 
+        if isinstance(exc, grpc.RpcError):  # a server's answer (splitserve.errors): its code and message
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            return 1
         if isinstance(exc, SplitServeError):
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        if isinstance(exc, grpc.RpcError):  # a server's answer: its code and message, no traceback
-            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
-            return 1
         raise
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import socket
 import sys
@@ -74,16 +75,15 @@ def replicas(given: dict[str, Any], legacy: dict[str, int | None]) -> dict[str, 
     return counts
 
 
-def check_port(host: str, port: int) -> None:
-    """Fail now, before anything starts, if the address cannot be bound."""
+def check_port(host: str, port: int, flag: str = "--port") -> None:
+    """Fail now, before anything starts, if the address cannot be bound (`flag`: the port's flag)."""
     try:
         with socket.create_server((host, port)):
             pass
     except OSError as exc:
-        what = f"port {port} on {host}" if port else host
-        raise SystemExit(
-            f"error: cannot listen on {what}: {exc.strerror or exc}; choose another --host/--port"
-        ) from None
+        what, choose = (f"port {port} on {host} ({flag})", flag) if port else (host, "--host")
+        why = os.strerror(exc.errno) if exc.errno else str(exc)  # not create_server's "(while attempting ...)"
+        raise SystemExit(f"error: cannot listen on {what}: {why}; choose another {choose}") from None
 
 
 def add_settings_flags(

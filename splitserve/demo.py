@@ -36,7 +36,7 @@ def main(workdir: Path) -> int:
 
     workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(workdir)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # long lines whole, not folded at 80 columns in a log
     tracking = ensure_tracking_uri()
     console.print(f"[bold]MLflow store:[/] {tracking}")
     source = log_pipeline(None, DEFAULT_TASK, None)

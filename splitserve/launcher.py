@@ -42,6 +42,7 @@ class Replica:
     started: float = 0.0
     backoff: float = 0.0  # the pause before the next restart
     restart_at: float | None = None  # when a dead replica is due to start again
+    own_session: bool = False  # out of the caller's process group (a terminal's Ctrl-C does not reach it)
 
     def start(self) -> None:
         self.ready.clear()
@@ -57,6 +58,7 @@ class Replica:
             text=True,
             bufsize=1,
             preexec_fn=(lambda: os.nice(niceness)) if niceness else None,  # noqa: PLW1509 - no threads run it
+            start_new_session=self.own_session,
         )
         threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
 

@@ -13,8 +13,13 @@ from contextlib import contextmanager
 SPLITSERVE = [sys.executable, "-m", "splitserve"]
 
 
-def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SPLITSERVE, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+def run(
+    *args: str, timeout: float = 120, cwd: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`splitserve ARGS` (in `cwd`, with `env` instead of this process's environment if given)."""
+    return subprocess.run(
+        [*SPLITSERVE, *args], capture_output=True, text=True, timeout=timeout, env=env or os.environ.copy(), cwd=cwd
+    )
 
 
 def one_error_line(proc: subprocess.CompletedProcess[str], *expected: str) -> str:
@@ -29,11 +34,18 @@ def one_error_line(proc: subprocess.CompletedProcess[str], *expected: str) -> st
 
 @contextmanager
 def up(*args: str):
+    with launched(*args) as (_, addresses):
+        yield addresses
+
+
+@contextmanager
+def launched(*args: str):
+    """`splitserve up ARGS`: (its process, its addresses); SIGTERM at the end."""
     proc = subprocess.Popen([*SPLITSERVE, "up", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         assert line, f"up exited: {proc.stderr.read()[-3000:]}"
-        yield json.loads(line)
+        yield proc, json.loads(line)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

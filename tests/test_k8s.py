@@ -207,6 +207,7 @@ def test_tiers_take_calls_from_the_gateway_only_and_mutual_tls_from_one_secret(t
     o = options("hpa")
     argv = [sys.executable, "-m", "splitserve", "k8s", o.bundle_uri, "--tracking-uri", o.tracking_uri]
     argv += ["--namespace", "ml", "--tier-tls-secret", "splitserve-tier-tls", "--out", str(tmp_path / "tree")]
+    argv += ["--image", o.image]
     subprocess.run(argv, check=True, capture_output=True, cwd=tmp_path)
     docs = [d for f in sorted((tmp_path / "tree" / "base").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
     objects = by_key([d for d in docs if d.get("kind") != "Kustomization"])
@@ -217,7 +218,7 @@ def test_tiers_take_calls_from_the_gateway_only_and_mutual_tls_from_one_secret(t
         assert policy["spec"]["ingress"][0]["from"] == [{"podSelector": {"matchLabels": gateway}}]
     for tier in k8s.TIERS:
         pod = objects[("Deployment", f"splitserve-{tier}")]["spec"]["template"]["spec"]
-        assert pod["volumes"] == [{"name": "tier-tls", "secret": {"secretName": "splitserve-tier-tls"}}]
+        assert {"name": "tier-tls", "secret": {"secretName": "splitserve-tier-tls"}} in pod["volumes"]
         settings = parse(pod["containers"][0]["args"])
         tls = f"{k8s.TLS_DIR}/"
         if tier == "gateway":
@@ -234,7 +235,7 @@ def test_several_bundles_and_alias_rollouts_reach_every_tier(tmp_path: Path) -> 
     o = options("hpa")
     argv = [sys.executable, "-m", "splitserve", "k8s", o.bundle_uri, "--tracking-uri", o.tracking_uri]
     argv += ["--bundle", "sentiment=models:/sentiment@champion", "--bundle", "pinned=models:/pinned/3"]
-    argv += ["--watch-alias", "--watch-interval-s", "30"]
+    argv += ["--watch-alias", "--watch-interval-s", "30", "--image", o.image]
     subprocess.run([*argv, "--out", str(tmp_path / "tree")], check=True, capture_output=True, cwd=tmp_path)
     for overlay in ("cpu", "gpu"):
         objects = by_key(kustomize(tmp_path / "tree" / "overlays" / overlay))
@@ -377,6 +378,24 @@ def test_committed_capacity_table_is_the_committed_bench_s() -> None:
         ),
         (["--replicas", "model=0"], "error: --replicas model=0: replicas are a whole number, at least 1"),
         (["--capacity", "nope.json"], "error: cannot read the capacity file nope.json: No such file or directory"),
+        # Issue 24: a missing --image became splitserve:latest, an image nobody publishes.
+        (
+            [],
+            "error: --image is required: the container image every pod runs, built from deploy/Dockerfile and "
+            "pushed where the cluster pulls from (e.g. --image registry.example/splitserve:1); splitserve publishes none",
+        ),
+        (
+            ["--image", "r/s:1", "--env", "NOEQUALS"],
+            "error: --env takes KEY=VALUE (KEY a variable name), not 'NOEQUALS'",
+        ),
+        (
+            ["--image", "r/s:1", "--env-from-secret", "My_Secret"],
+            "error: --env-from-secret 'My_Secret' is not a Secret's name (lower-case letters, digits, '-' and '.')",
+        ),
+        (
+            ["--image", "r/s:1", "--rest-port", "7000"],
+            "error: --rest-port 7000 is taken by the pods' gRPC or metrics port",
+        ),
     ],
 )
 def test_everyday_mistakes_get_one_line(extra: list[str], message: str, tmp_path: Path) -> None:
@@ -384,3 +403,77 @@ def test_everyday_mistakes_get_one_line(extra: list[str], message: str, tmp_path
     done = subprocess.run([*argv, "--out", str(tmp_path / "t"), *extra], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode != 0
     assert done.stderr.strip() == message
+
+
+def restricted(pod: dict[str, Any]) -> None:
+    """Kubernetes' "restricted" Pod Security Standard, as its admission checks it, plus a read-only root
+    filesystem whose writable folders are emptyDirs."""
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    scratch = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    assert scratch >= {"tmp", "bundle-cache"}
+    for box in pod["containers"]:
+        sc = box["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["readOnlyRootFilesystem"] is True and sc.get("privileged") is not True
+        mounts = {m["mountPath"]: m["name"] for m in box["volumeMounts"]}
+        assert mounts["/tmp"] in scratch and mounts[k8s.workloads.CACHE_DIR] in scratch
+        assert {"name": "SPLITSERVE_CACHE_DIR", "value": k8s.workloads.CACHE_DIR} in box["env"]
+        # Minutes to fetch and load a bundle under a startup probe, not a 120 s liveness delay.
+        assert box["startupProbe"]["grpc"]["port"] == 7000
+        assert box["startupProbe"]["periodSeconds"] * box["startupProbe"]["failureThreshold"] >= 300
+        assert "initialDelaySeconds" not in box["livenessProbe"] and "initialDelaySeconds" not in box["readinessProbe"]
+
+
+def pods(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every pod spec by what it runs: the k8s tiers, or KServe's predictor and transformer."""
+    out = {}
+    for obj in objects:
+        if obj["kind"] == "Deployment":
+            out[obj["metadata"]["labels"]["app.kubernetes.io/component"]] = obj["spec"]["template"]["spec"]
+        if obj["kind"] == "InferenceService":
+            out.update({part: obj["spec"][part] for part in ("predictor", "transformer")})
+    return out
+
+
+@needs_kubectl
+@pytest.mark.parametrize("kind", ["k8s", "kserve"])
+def test_rest_credentials_and_restricted_pods(kind: str, tmp_path: Path) -> None:
+    """Issue 24: the gateway's REST and OpenAI door is deployed (pods, Service, probe); `--env` reaches
+    every pod and `--env-from-secret` every pod that fetches bundles (not the k8s gateway, which faces
+    clients and fetches none); every pod runs restricted, with startup probes."""
+    o = options("hpa")
+    argv = [sys.executable, "-m", "splitserve", kind, o.bundle_uri, "--tracking-uri", o.tracking_uri]
+    argv += ["--image", o.image, "--namespace", "ml", "--env", "SPLITSERVE_PRE_LOG_LEVEL=debug"]
+    argv += ["--env-from-secret", "mlflow-credentials", "--env-from-secret", "s3-credentials"]
+    subprocess.run([*argv, "--out", str(tmp_path / "tree")], check=True, capture_output=True, cwd=tmp_path)
+    rendered = kustomize(tmp_path / "tree" / "overlays" / "cpu")
+    for obj in rendered:
+        validate(obj)
+    gateway_part = "gateway" if kind == "k8s" else "transformer"
+    for part, pod in pods(rendered).items():
+        restricted(pod)
+        [box] = pod["containers"]
+        assert {"name": "SPLITSERVE_PRE_LOG_LEVEL", "value": "debug"} in box["env"]
+        secrets = [{"secretRef": {"name": "mlflow-credentials"}}, {"secretRef": {"name": "s3-credentials"}}]
+        assert box.get("envFrom") == (None if (kind, part) == ("k8s", "gateway") else secrets)
+        ports = {p["name"]: p["containerPort"] for p in box["ports"]}
+        if part == gateway_part:
+            assert parse(kserve_appends(box["args"], "splitserve", "ml")).rest_port == 8080
+            assert ports["http"] == 8080
+            assert box["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "http"}
+        else:
+            assert "http" not in ports
+    if kind == "k8s":
+        service = by_key(rendered)[("Service", "splitserve-gateway")]
+        assert {"name": "http", "port": 8080, "targetPort": "http", "appProtocol": "http"} in service["spec"]["ports"]
+    else:  # KServe's raw deployment: the first port is the Service's 80, the others keep their number
+        ports = pods(rendered)["transformer"]["containers"][0]["ports"]
+        assert [p["name"] for p in ports] == ["h2c", "http"]
+
+    no_rest = [*argv, "--no-rest", "--out", str(tmp_path / "grpc-only")]
+    subprocess.run(no_rest, check=True, capture_output=True, cwd=tmp_path)
+    rendered = kustomize(tmp_path / "grpc-only" / "overlays" / "cpu")
+    box = pods(rendered)[gateway_part]["containers"][0]
+    assert "--rest-port" not in box["args"] and "http" not in {p["name"] for p in box["ports"]}
+    assert "grpc" in box["readinessProbe"]

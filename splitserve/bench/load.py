@@ -67,19 +67,29 @@ def cpu_seconds(pid: int) -> float:
 
 
 def repeat_point(
-    target: Target, texts: list[str], concurrency: int, batch_size: int, seconds: float, repeats: int
+    target: Target,
+    texts: list[str],
+    concurrency: int,
+    batch_size: int,
+    seconds: float,
+    repeats: int,
+    stop: threading.Event | None = None,
 ) -> Point:
-    """`run_point` `repeats` times: the median of each figure, every throughput, and their spread."""
-    runs = [
-        run_point(target, texts, concurrency, batch_size, seconds, min_requests=concurrency * 2) for _ in range(repeats)
-    ]
+    """`run_point` `repeats` times: the median of each figure, every throughput, and their spread.
+    Once `stop` is set, no run starts and the one under way ends after its requests in flight."""
+    runs = []
+    for _ in range(repeats):
+        runs.append(run_point(target, texts, concurrency, batch_size, seconds, concurrency * 2, stop))
+        if stop is not None and stop.is_set():
+            break
     rps = [p.throughput_rps for p in runs]
     median = sorted(runs, key=lambda p: p.throughput_rps)[len(runs) // 2]
 
     def mid(values: list[float]) -> float:
         return round(float(np.median(values)), 3)
 
-    groups = runs[0].cpu_s_per_record
+    # The process groups every run saw (a replica that died and came back is counted where it was seen).
+    groups = [g for g in runs[0].cpu_s_per_record if all(g in p.cpu_s_per_record for p in runs)]
     return Point(
         target=median.target,
         request_set=median.request_set,
@@ -100,9 +110,16 @@ def repeat_point(
 
 
 def run_point(
-    target: Target, texts: list[str], concurrency: int, batch_size: int, seconds: float, min_requests: int
+    target: Target,
+    texts: list[str],
+    concurrency: int,
+    batch_size: int,
+    seconds: float,
+    min_requests: int,
+    stop: threading.Event | None = None,
 ) -> Point:
-    """Closed-loop load: `concurrency` threads each send requests of `batch_size` records back to back."""
+    """Closed-loop load: `concurrency` threads each send requests of `batch_size` records back to back
+    (until `stop` is set, if it is)."""
     groups = target.processes()
     cpu_before = {g: sum(cpu_seconds(p) for p in pids) for g, pids in groups.items()}
     latencies: list[float] = []
@@ -115,7 +132,7 @@ def run_point(
         nonlocal errors
         while True:
             i = next(counter)
-            if time.perf_counter() >= stop_at and i >= min_requests:
+            if (time.perf_counter() >= stop_at and i >= min_requests) or (stop is not None and stop.is_set()):
                 return
             batch = [texts[(i * batch_size + k) % len(texts)] for k in range(batch_size)]
             t0 = time.perf_counter()
@@ -134,7 +151,12 @@ def run_point(
             f.result()
     wall = time.perf_counter() - start
     records = len(latencies) * batch_size
-    cpu = {g: (sum(cpu_seconds(p) for p in pids) - cpu_before[g]) / max(records, 1) for g, pids in groups.items()}
+    after = target.processes()  # a replica that died meanwhile is not counted
+    cpu = {
+        g: (sum(cpu_seconds(p) for p in pids) - cpu_before[g]) / max(records, 1)
+        for g, pids in groups.items()
+        if set(after.get(g, [])) == set(pids)
+    }
     lat = np.asarray(latencies) * 1000 if latencies else np.asarray([float("nan")])
     return Point(
         target=target.name,

@@ -29,10 +29,8 @@ def ratio(
     return round(pa.throughput_rps / pb.throughput_rps, 3)
 
 
-def headline(
-    points: list[Point], concurrency: tuple[int, ...], batch_sizes: tuple[int, ...]
-) -> dict[str, float | None]:
-    """The ratios the project's targets are stated in."""
+def headline(points: list[Point], concurrency: tuple[int, ...], batch_sizes: tuple[int, ...]) -> dict[str, float]:
+    """The ratios the project's targets are stated in, of the targets that were run."""
     cmax, bmax = max(concurrency), max(batch_sizes)
     pairs = {  # name: (target, baseline), throughput at the largest concurrency and batch
         "onnx_fp32_vs_torch_tier": ("gateway-onnx-fp32", "gateway-torch"),
@@ -50,7 +48,8 @@ def headline(
         "gateway_inline_int8_vs_mlflow_serve": ("gateway-onnx-int8-inline", "mlflow-models-serve"),
         "model_tier_torch_bf16_vs_fp32": ("model-tier-torch-bf16", "model-tier-torch"),
     }
-    out = {f"{name}_c{cmax}_b{bmax}": ratio(points, a, b, cmax, bmax) for name, (a, b) in pairs.items()}
+    ratios = {f"{name}_c{cmax}_b{bmax}": ratio(points, a, b, cmax, bmax) for name, (a, b) in pairs.items()}
+    out: dict[str, float] = {k: v for k, v in ratios.items() if v is not None}  # only what was run
     p1 = {
         p.target: p.p50_ms
         for p in points
@@ -62,19 +61,15 @@ def headline(
     return out
 
 
-def markdown(points: list[Point], summaries: list[TargetSummary], heads: dict[str, float | None], command: str) -> str:
+def markdown(points: list[Point], summaries: list[TargetSummary], heads: dict[str, float], command: str) -> str:
+    head = ["## Headline ratios (throughput, same run, same requests)", "", "| ratio | value |", "|---|---|"]
     lines = [
         "# splitserve bench",
         "",
         f"Command: `{command}`  ",
         f"Machine: {platform.platform()}, {os.cpu_count()} CPUs ({describe_cpu()}), Python {platform.python_version()}",
         "",
-        "## Headline ratios (throughput, same run, same requests)",
-        "",
-        "| ratio | value |",
-        "|---|---|",
-        *(f"| {k} | {v} |" for k, v in heads.items()),
-        "",
+        *([*head, *(f"| {k} | {v} |" for k, v in heads.items()), ""] if heads else []),
         "## Throughput and latency",
         "",
         "| target | set | conc | batch | records/s | p50 ms | p95 ms | p99 ms | errors | CPU-s per record (by process) |",

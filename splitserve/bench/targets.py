@@ -53,7 +53,10 @@ class GatewayTarget(Target):
         argv = [sys.executable, "-m", "splitserve", "up", self.bundle_uri, "--backend", self.backend]
         argv += ["--device", self.device]
         argv += ["--inline-stages"] if self.inline_stages else []
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        # A session of its own: the terminal's Ctrl-C reaches the bench, which stops it in order.
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
+        )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line:
             raise RuntimeError(f"{self.name}: `splitserve up` exited before it was ready")
@@ -80,7 +83,10 @@ class GatewayTarget(Target):
         return groups
 
     def stop(self) -> None:
-        self.client.close()
+        if getattr(self, "client", None) is not None:
+            self.client.close()
+        if getattr(self, "proc", None) is None:
+            return
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(30)
@@ -119,7 +125,9 @@ class ModelTierTarget(Target):
         from splitserve.stages.preprocess import Preprocessor
 
         threads = str(self.threads)
-        self.replica = Replica("model", serve_command("serve-model", self.bundle_uri, "--backend", self.backend))
+        self.replica = Replica(
+            "model", serve_command("serve-model", self.bundle_uri, "--backend", self.backend), own_session=True
+        )
         self.replica.argv += ["--host", "127.0.0.1", "--intra-op-threads", threads, "--log-level", "warning"]
         self.replica.argv += ["--device", self.device, "--dtype", self.dtype]
         with socket.socket() as s:  # its metrics say how much of what it ran was padding
@@ -175,9 +183,11 @@ class ModelTierTarget(Target):
         return {"model": [self.replica.proc.pid], "client (bench)": [os.getpid()]}
 
     def stop(self) -> None:
-        self.channel.close()
-        self.replica.stop()
-        self.replica.wait(30)
+        if getattr(self, "channel", None) is not None:
+            self.channel.close()
+        if getattr(self, "replica", None) is not None:
+            self.replica.stop()
+            self.replica.wait(30)
 
 
 class PipelineTarget(Target):
@@ -272,6 +282,8 @@ class MlflowServeTarget(Target):
         }
 
     def stop(self) -> None:
+        if getattr(self, "proc", None) is None:
+            return
         os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(30)

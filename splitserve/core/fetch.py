@@ -19,10 +19,50 @@ from splitserve.core.cache import FINGERPRINT
 from splitserve.core.errors import BundleError
 
 
+def _stores() -> tuple[str, str]:
+    """(tracking URI, registry URI) as MLflow resolves them: the env vars, else its defaults."""
+    import mlflow
+
+    return mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+
+
+def store_of(uri: str) -> str:
+    """Where MLflow looks `uri` up, as messages name it: the registry for models:/, else the tracking store."""
+    tracking, registry = _stores()
+    if uri.startswith("models:/") and registry != tracking:
+        return f"the MLflow model registry {registry}"
+    return f"the MLflow tracking store {tracking}"
+
+
+def missing_store(uri: str) -> str | None:
+    """Why `uri` cannot be looked up without creating a store: a models:/ or runs:/ URI whose store is
+    a sqlite file that does not exist (opening it would leave an empty database behind)."""
+    if not uri.startswith(("models:/", "runs:/")):
+        return None
+    tracking, registry = _stores()
+    store = registry if uri.startswith("models:/") else tracking
+    if not store.startswith("sqlite:///"):
+        return None
+    path = Path(store.removeprefix("sqlite:///").split("?", 1)[0])
+    if path.exists():
+        return None
+    return (
+        f"there is no MLflow tracking store at sqlite:///{path.resolve()} (no such file): set MLFLOW_TRACKING_URI "
+        f"to the store {uri} was logged to"
+    )
+
+
 def fetch(uri: str, root: Path, parts: list[str]) -> Path:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    repo = get_artifact_repository(uri)
+    missing = missing_store(uri)
+    if missing:
+        raise BundleError(f"cannot read bundle {uri!r}: {missing}")
+    try:
+        repo = get_artifact_repository(uri)
+    except Exception as exc:  # a models:/ URI is resolved here: not in the registry
+        said = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BundleError(f"cannot read bundle {uri!r}: {said} (looked up in {store_of(uri)})") from None
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
         try:
@@ -52,7 +92,8 @@ def _not_a_bundle(repo: object, uri: str, exc: Exception) -> str:
     try:
         names = {Path(f.path).name for f in repo.list_artifacts("")}  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - the URI itself does not resolve
-        return f"cannot read bundle {uri!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        said = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"cannot read bundle {uri!r}: {said} (looked up in {store_of(uri)})"
     if "MLmodel" in names:
         return (
             f"{uri} is a logged model, not a serving bundle (it has no {ARTIFACT_DIR}/{CONFIG_FILE}): "

@@ -17,6 +17,7 @@ import numpy as np
 
 from splitserve.core.bundle import ServingConfig
 from splitserve.core.errors import InvalidInput
+from splitserve.core.records import check_ids
 
 # Defaults of the settings of the same names.
 MAX_REQUEST_CHARS = 1_000_000  # about half a second of tokenizing on one core
@@ -38,7 +39,8 @@ def request_chars(records: Any) -> int:
 
 
 def check_request_chars(records: Any, limit: int) -> int:
-    """The request's characters of text, refused past `limit`."""
+    """The request's characters of text, refused past `limit` (and every record id past MAX_ID_CHARS)."""
+    check_ids(records)
     chars = request_chars(records)
     if chars > limit:
         raise InvalidInput(

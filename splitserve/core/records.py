@@ -35,6 +35,8 @@ STRING_FIELDS = ("text", "text_pair", "question", "context")
 # The most records one request may carry, and the longest text, unless a tier's settings say otherwise.
 MAX_RECORDS = 1024
 MAX_TEXT_CHARS = 100_000
+# The longest record id: echoed in results, messages and traces, so bounded like a text (never a setting).
+MAX_ID_CHARS = 4096
 
 
 @dataclass
@@ -230,6 +232,17 @@ def check_request(records: list[Record], limits: Limits) -> None:
         raise InvalidInput("request has no records")
     if len(records) > limits.max_records:
         raise InvalidInput(f"request has {len(records)} records; the limit is {limits.max_records}")
+    check_ids(records)
+
+
+def check_ids(records: Any) -> None:
+    """No record id (protobuf records or `Record`s) past MAX_ID_CHARS."""
+    for index, record in enumerate(records):
+        if len(record.id) > MAX_ID_CHARS:
+            raise InvalidInput(
+                f"{record_label(index, record.id)}: field 'id' has {len(record.id)} characters; "
+                f"the limit is {MAX_ID_CHARS}"
+            )
 
 
 def check_records(records: list[Record], limits: Limits, required: tuple[str, ...], used: tuple[str, ...]) -> None:

@@ -66,25 +66,12 @@ def export_bundle(
     `splitserve.stages.template`), shipped in the bundle and run on sample records first.
     `max_length`: the longest input, for a model that declares none (see `onnx.max_length_of`).
     """
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from splitserve.steps import Steps
 
     defaults = dict(defaults or {})
     thresholds = quality_thresholds_for(quantize, quality_thresholds)
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not show_progress,
-    )
-    with progress, tempfile.TemporaryDirectory(prefix="splitserve-export-") as tmp:
-
-        def step(text: str) -> Any:
-            return progress.add_task(text, total=1)
-
-        def done(task_id: Any, text: str) -> None:
-            progress.update(task_id, completed=1, description=f"[green]✓[/] {text}")
+    with Steps(show_progress) as progress, tempfile.TemporaryDirectory(prefix="splitserve-export-") as tmp:
+        step, done = progress.step, progress.done
 
         t = step(f"Loading source model {source_uri}")
         source = read_source(source_uri)

@@ -48,10 +48,17 @@ def read_source(source_uri: str) -> SourceSettings:
     model that is not a transformers model."""
     import mlflow
 
+    from splitserve.core.fetch import missing_store, store_of
+
+    missing = missing_store(source_uri)  # looking it up would leave an empty store behind
+    if missing:
+        raise ExportError(f"cannot find the source model {source_uri!r}: {missing}")
     try:
         info = mlflow.models.get_model_info(source_uri)
     except Exception as exc:  # noqa: BLE001 - MLflow's many errors for a wrong URI
-        raise ExportError(f"cannot find the source model {source_uri!r}: {_first_line(exc)}") from None
+        raise ExportError(
+            f"cannot find the source model {source_uri!r}: {_first_line(exc)} (looked up in {store_of(source_uri)})"
+        ) from None
     if "transformers" not in info.flavors:
         if "serving.json" in (info.flavors.get("python_function", {}).get("artifacts") or {}):
             raise ExportError(
@@ -78,6 +85,12 @@ def read_source(source_uri: str) -> SourceSettings:
 def inference_defaults(source: SourceSettings, task: Task) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
     """(param defaults, where each came from, MLflow options) from the source's model_config and
     signature; ExportError naming any setting splitserve cannot honour."""
+    if source.llm_task == "llm/v1/embeddings":
+        raise ExportError(
+            "the source model was logged with MLflow's task='llm/v1/embeddings' (OpenAI-style embeddings input "
+            "and output schemas), which splitserve does not take; log it as a plain feature-extraction pipeline "
+            '(without `task="llm/v1/embeddings"`): the gateway then answers that schema itself at POST /v1/embeddings'
+        )
     if source.llm_task:
         raise ExportError(
             f"the source model was logged with MLflow's task={source.llm_task!r} (OpenAI-style chat/completions "

@@ -137,7 +137,13 @@ def to_yaml(docs: list[Obj]) -> str:
 def render(o: Options, kind: str, table: dict[str, Any] | None = None) -> dict[str, Any]:
     """The whole tree for `kind` ("k8s" or "kserve")."""
     table = table or capacity.load()
-    return tree({overlay: manifests(o, kind, device, table) for overlay, device in DEVICES.items()})
+    objects = {overlay: manifests(o, kind, device, table) for overlay, device in DEVICES.items()}
+    if not o.image:  # checked last: the other mistakes are named first
+        raise ValueError(
+            "--image is required: the container image every pod runs, built from deploy/Dockerfile and pushed where "
+            "the cluster pulls from (e.g. --image registry.example/splitserve:1); splitserve publishes none"
+        )
+    return tree(objects)
 
 
 def write(files: dict[str, Any], out: Path) -> list[Path]:

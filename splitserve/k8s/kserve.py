@@ -3,18 +3,30 @@ transformer is the gateway running the preprocess and postprocess stages itself 
 so KServe's canary rollouts, payload logger and autoscaling apply.
 
 The predictor is a custom container speaking the Open Inference Protocol over gRPC: its one port is
-named `h2c` (KServe and Knative route gRPC to such a port) and `PROTOCOL=v2` tells KServe its
+named `h2c` (KServe routes gRPC to such a port) and `PROTOCOL=v2` tells KServe its
 protocol (the CRD's `protocolVersion` field belongs to `predictor.model`, the ServingRuntime form,
 not to custom containers). The transformer calls it at its Service, `<name>-predictor`, port 80.
 KServe appends `--model_name`, `--predictor_host` and `--http_port` to a transformer's command line;
-`serve-gateway` accepts and ignores them. Raw deployment mode (plain Deployments), so KServe makes
+`serve-gateway` accepts and ignores them. The transformer's gRPC port comes first (its Service's port
+80), its REST door second (`--rest-port`, 8080; raw deployment mode exposes every further container
+port on the Service at its own number). Raw deployment mode (plain Deployments), so KServe makes
 an HPA or, with `--autoscaler keda`, a KEDA ScaledObject per component from `autoScaling`.
 """
 
 from __future__ import annotations
 
 from splitserve.k8s.autoscaling import kserve_scaling
-from splitserve.k8s.workloads import SCRAPE, Obj, Options, container, disruption_budget, metadata, serve_args
+from splitserve.k8s.workloads import (
+    POD_SECURITY,
+    SCRAPE,
+    SCRATCH,
+    Obj,
+    Options,
+    container,
+    disruption_budget,
+    metadata,
+    serve_args,
+)
 
 CONTAINER = "kserve-container"
 COMPONENTS = {"model": "predictor", "gateway": "transformer"}
@@ -33,7 +45,9 @@ def component(o: Options, tier: str, device: str, replicas: int, queue_rows: int
         **kserve_scaling(o, tier, pod_prefix, queue_rows),
         "annotations": SCRAPE,
         "terminationGracePeriodSeconds": 30,
+        "securityContext": POD_SECURITY,
         "containers": [box],
+        "volumes": SCRATCH,
     }
 
 

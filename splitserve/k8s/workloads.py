@@ -8,11 +8,19 @@ health checks and retries), per replica rather than per connection; the tiers cl
 after `--max-connection-age-s` so the gateway re-resolves and reaches pods added since. The
 gateway's Service is a normal ClusterIP one, the address clients call. Readiness and liveness are
 Kubernetes' native gRPC probes on each tier's `grpc.health.v1` service (NOT_SERVING until its bundle
-is loaded). Every tier gets the bundle URI and MLFLOW_TRACKING_URI, and serves Prometheus metrics.
+is loaded): a startup probe gives the bundle's download and load up to STARTUP_S, then liveness
+takes over; the gateway's readiness is its REST door's `/health/ready` when that is on (port
+REST_PORT, on its Service too). Every tier gets the bundle URI and MLFLOW_TRACKING_URI, and serves
+Prometheus metrics; `--env` reaches every pod and `--env-from-secret` every pod that fetches bundles.
+
+Every pod runs restricted (Kubernetes' "restricted" Pod Security Standard): a non-root user (the
+image's uid RUN_AS), no privilege escalation, every capability dropped, the runtime's seccomp profile
+and a read-only root filesystem, with emptyDir volumes for the bundle cache and /tmp.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +29,12 @@ from splitserve.k8s.capacity import POD_CPUS
 
 GRPC_PORT = 7000
 METRICS_PORT = 9090
+REST_PORT = 8080  # the gateway's REST and OpenAI-compatible door (KServe's transformer HTTP port too)
+RUN_AS = 10001  # deploy/Dockerfile's user
+CACHE_DIR = "/var/cache/splitserve"  # the bundle cache, an emptyDir
+STARTUP_S = 600  # the longest a pod may take to download and load its bundle before it is restarted
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 TIERS = ("preprocess", "model", "postprocess", "gateway")
 TLS_DIR = "/etc/splitserve/tls"
 MEMORY = {"preprocess": ("256Mi", "512Mi"), "model": ("1Gi", "4Gi"), "postprocess": ("256Mi", "512Mi")}
@@ -34,7 +48,7 @@ class Options:
 
     bundle_uri: str
     tracking_uri: str
-    image: str = "splitserve:latest"
+    image: str = ""  # required: splitserve publishes no image (deploy/Dockerfile builds it)
     gpu_image: str | None = None  # the model pods' image on the GPU overlay (default: `image`)
     name: str = "splitserve"
     namespace: str = "default"
@@ -51,11 +65,25 @@ class Options:
     bundles: tuple[str, ...] = ()
     watch_alias: bool = False
     watch_interval_s: float = 10.0
+    rest_port: int | None = REST_PORT  # the gateway's REST door (None: gRPC only)
+    env: tuple[str, ...] = ()  # KEY=VALUE, for every pod
+    env_from_secrets: tuple[str, ...] = ()  # Secrets whose keys become env vars of every pod that fetches bundles
 
     def __post_init__(self) -> None:
         check_bundle_flags(self.bundle_uri, self.bundles, self.watch_alias)  # what the pods would refuse
         if not self.watch_interval_s > 0:
             raise ValueError(f"--watch-interval-s must be above 0, not {self.watch_interval_s}")
+        for item in self.env:
+            key, sep, _ = item.partition("=")
+            if not sep or not ENV_NAME.fullmatch(key):
+                raise ValueError(f"--env takes KEY=VALUE (KEY a variable name), not {item!r}")
+        for name in self.env_from_secrets:
+            if not SECRET_NAME.fullmatch(name):
+                raise ValueError(
+                    f"--env-from-secret {name!r} is not a Secret's name (lower-case letters, digits, '-' and '.')"
+                )
+        if self.rest_port is not None and self.rest_port in (GRPC_PORT, METRICS_PORT):
+            raise ValueError(f"--rest-port {self.rest_port} is taken by the pods' gRPC or metrics port")
 
     def bundle_args(self) -> list[str]:
         """The flags every preprocess, model and postprocess replica takes besides its bundle URI."""
@@ -94,11 +122,13 @@ def serve_args(o: Options, tier: str, device: str, model_address: str = "", inli
         ]
     if tier != "gateway":
         return [f"serve-{tier}", o.bundle_uri, *o.bundle_args(), *common]
+    rest = ["--rest-port", str(o.rest_port)] if o.rest_port is not None else []
     if inline:
-        return ["serve-gateway", *common, "--model", model_address, "--inline-stages", o.bundle_uri]
+        return ["serve-gateway", *common, *rest, "--model", model_address, "--inline-stages", o.bundle_uri]
     return [
         "serve-gateway",
         *common,
+        *rest,
         "--preprocess",
         service_address(o, "preprocess"),
         "--model",
@@ -113,24 +143,64 @@ def service_address(o: Options, tier: str, port: int = GRPC_PORT, service: str =
 
 
 def container(o: Options, tier: str, device: str, args: list[str], name: str = "", port_name: str = "grpc") -> Obj:
-    probe: Obj = {"grpc": {"port": GRPC_PORT}, "periodSeconds": 5}
+    grpc_probe: Obj = {"grpc": {"port": GRPC_PORT}}
     ports: list[Obj] = [{"name": port_name, "containerPort": GRPC_PORT, "protocol": "TCP"}]
-    if port_name == "grpc":  # Knative (KServe) allows one port: metrics are scraped by annotation only
+    if port_name == "grpc":  # KServe's predictor keeps one port: metrics are scraped by annotation only
         ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
+    readiness: Obj = {**grpc_probe, "periodSeconds": 5}
+    if tier == "gateway" and o.rest_port is not None:
+        ports.append({"name": "http", "containerPort": o.rest_port, "protocol": "TCP"})
+        readiness = {"httpGet": {"path": "/health/ready", "port": "http"}, "periodSeconds": 5}
     image = o.gpu_image if (tier == "model" and device == "cuda" and o.gpu_image) else o.image
+    fetches = tier != "gateway" or "--inline-stages" in args  # it downloads bundles: it gets the credentials
     return {
         "name": name or tier,
         "image": image,
         "args": args,
         "ports": ports,
-        "env": [
-            {"name": "MLFLOW_TRACKING_URI", "value": o.tracking_uri},
-            {"name": "HF_HUB_OFFLINE", "value": "1"},
-        ],
-        "readinessProbe": probe,
-        "livenessProbe": {**probe, "initialDelaySeconds": 120, "failureThreshold": 3},
+        "env": env(o),
+        **(
+            {"envFrom": [{"secretRef": {"name": n}} for n in o.env_from_secrets]}
+            if fetches and o.env_from_secrets
+            else {}
+        ),
+        # The bundle's download and load may take minutes; liveness starts once the startup probe passed.
+        "startupProbe": {**grpc_probe, "periodSeconds": 5, "failureThreshold": STARTUP_S // 5},
+        "readinessProbe": readiness,
+        "livenessProbe": {**grpc_probe, "periodSeconds": 10, "failureThreshold": 3},
         "resources": resources(tier, device),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "bundle-cache", "mountPath": CACHE_DIR}],
     }
+
+
+def env(o: Options) -> list[Obj]:
+    """Every pod's environment: the tracking server, the bundle cache on its emptyDir, then `--env`
+    (which may replace any of them)."""
+    pairs = {
+        "MLFLOW_TRACKING_URI": o.tracking_uri,
+        "HF_HUB_OFFLINE": "1",
+        "SPLITSERVE_CACHE_DIR": CACHE_DIR,
+        "HF_HOME": "/tmp/huggingface",  # the root filesystem is read-only
+    }
+    pairs |= dict(item.split("=", 1) for item in o.env)
+    return [{"name": k, "value": v} for k, v in pairs.items()]
+
+
+# The pod's half of the restricted profile (the container's is in `container`) and its writable folders.
+POD_SECURITY: Obj = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS,
+    "runAsGroup": RUN_AS,
+    "fsGroup": RUN_AS,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+SCRATCH: list[Obj] = [{"name": "tmp", "emptyDir": {}}, {"name": "bundle-cache", "emptyDir": {}}]
 
 
 def labels(o: Options, tier: str) -> dict[str, str]:
@@ -150,7 +220,7 @@ SCRAPE = {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT
 def deployment(o: Options, tier: str, device: str, replicas: int) -> Obj:
     tier_labels = labels(o, tier)
     box = container(o, tier, device, serve_args(o, tier, device))
-    volumes = tier_tls(o, box, tier) if o.tier_tls_secret else []
+    volumes = SCRATCH + (tier_tls(o, box, tier) if o.tier_tls_secret else [])
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -163,8 +233,9 @@ def deployment(o: Options, tier: str, device: str, replicas: int) -> Obj:
                 # SIGTERM drains in-flight work for --grace-s (10 s) before the pod goes.
                 "spec": {
                     "terminationGracePeriodSeconds": 30,
+                    "securityContext": POD_SECURITY,
                     "containers": [box],
-                    **({"volumes": volumes} if volumes else {}),
+                    "volumes": volumes,
                 },
             },
         },
@@ -176,6 +247,8 @@ def service(o: Options, tier: str) -> Obj:
         "selector": labels(o, tier),
         "ports": [{"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "appProtocol": "grpc"}],
     }
+    if tier == "gateway" and o.rest_port is not None:  # REST and the OpenAI-compatible routes
+        spec["ports"].append({"name": "http", "port": o.rest_port, "targetPort": "http", "appProtocol": "http"})
     if tier != "gateway":
         spec["clusterIP"] = "None"  # headless: the gateway balances per pod
     return {
@@ -207,7 +280,7 @@ def tier_tls(o: Options, box: Obj, tier: str) -> list[Obj]:
     else:
         flags = ["--tls-cert", files["tls.crt"], "--tls-key", files["tls.key"], "--tls-client-ca", files["ca.crt"]]
     box["args"] = [*box["args"], *flags]
-    box["volumeMounts"] = [{"name": "tier-tls", "mountPath": TLS_DIR, "readOnly": True}]
+    box["volumeMounts"] = [*box["volumeMounts"], {"name": "tier-tls", "mountPath": TLS_DIR, "readOnly": True}]
     return [{"name": "tier-tls", "secret": {"secretName": o.tier_tls_secret}}]
 
 

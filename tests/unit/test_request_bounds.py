@@ -4,6 +4,7 @@ messages cut short, the size and token estimates, admission in units of work. Is
 from __future__ import annotations
 
 import math
+import re
 import time
 
 import numpy as np
@@ -76,8 +77,15 @@ def test_admission_refuses_what_cannot_make_its_deadline() -> None:
         time.sleep(0.05)  # taught: about 10 records in 0.05 s, 200 records/s
     assert gate.rate is not None and 50 < gate.rate < 250
     with gate.admit(100, 5.0):  # 100 in flight: ~0.5 s of work at 200/s
-        with pytest.raises(Overloaded, match="past this request's deadline"):
+        with pytest.raises(Overloaded) as info:
             gate.check(100, 0.2)
+        # Issue 24: the message says the rule (half the time left), not "past the deadline".
+        assert re.fullmatch(
+            r"gateway is busy: the 100 records ahead and this request's 100 would take about \d+\.\d\ds, and a "
+            r"request is admitted only if that is under half of the time left to its deadline \(0\.20s\); retry "
+            r"later or with a longer deadline",
+            str(info.value),
+        ), str(info.value)
         gate.check(100, 30.0)  # a patient request is admitted
         with pytest.raises(Overloaded, match="max_in_flight_records 1000"):
             gate.check(901, 30.0)
@@ -97,7 +105,7 @@ def test_admission_learns_a_slowdown_from_requests_in_flight() -> None:
         gate.check(units, 1.0)  # inside half of 1 s
         time.sleep(0.3)  # the tier slowed down: 10 records not done in 0.3 s
         assert gate.current_rate() == pytest.approx(learnt / 2)  # lowered, by half at most
-        with pytest.raises(Overloaded, match="past this request's deadline"):
+        with pytest.raises(Overloaded, match="under half of the time left to its deadline"):
             gate.check(units, 1.0)  # about 0.7 s now: past half of 1 s
     assert gate.current_rate() == gate.rate  # nothing in flight: the learnt rate alone
 

@@ -1,7 +1,7 @@
 """More tiny MLflow models under transformers 4.57: question-answering (BERT WordPiece, RoBERTa BPE),
 T5 translation (with its prefix) and BART summarization, with the 4.57 pipeline's answers and MLflow
 pyfunc's answers on the task tests' inputs: the oracle of the tasks transformers 5 removed."""
-import os, sys, json, shutil
+import copy, os, sys, json, shutil
 from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 TESTS = Path(__file__).resolve().parents[2]; sys.path[:0] = [str(TESTS), str(TESTS / "tasks")]
@@ -67,7 +67,12 @@ for key, arch, task in S2S:
         cls = transformers.BartForConditionalGeneration
     torch.manual_seed(1)
     model = cls(config).eval()
+    task_params = copy.deepcopy(config.task_specific_params)
     pipe = transformers.pipeline(task, model=model, tokenizer=tok)
+    # The pipeline pops its task's prefix out of task_specific_params: put it back, as `splitserve
+    # log` does, so that the logged model keeps it.
+    if task_params is not None:
+        pipe.model.config.task_specific_params = task_params
     path = out / key; shutil.rmtree(path, ignore_errors=True)
     mlflow.transformers.save_model(pipe, str(path), pip_requirements=["transformers==4.57.6", "torch==2.13.0"])
     pipe = transformers.pipeline(task, model=str(path / "model"), tokenizer=str(path / "components" / "tokenizer"))
