@@ -163,3 +163,33 @@ def rest_record(record: dict[str, Any]) -> dict[str, Any]:
     if isinstance(audio, bytes):
         return {**record, "audio": {"b64": base64.b64encode(audio).decode()}}
     return {**record, "audio": np.asarray(audio).tolist()}
+
+
+class Generator:
+    """The text2text-generation, summarization or translation pipeline transformers 5 removed,
+    for a model logged under 4.x (an MLflow model folder): what it did, on the transformers 5
+    runtime (the prefix, `generate` with the model's generation config updated by its
+    task_specific_params for `task`, the sequence decoded with special tokens skipped)."""
+
+    def __init__(self, logged: Path, task: str):
+        import copy
+
+        import transformers
+
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(logged / "components" / "tokenizer"))
+        self.model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(logged / "model")).eval()
+        self.config = copy.deepcopy(self.model.generation_config)
+        params = dict((getattr(self.model.config, "task_specific_params", None) or {}).get(task) or {})
+        self.prefix = params.pop("prefix", "")
+        self.config.update(**params)
+
+    def __call__(self, text: str, **kwargs: Any) -> dict[str, Any]:
+        """The text and the new token ids (the decoder's start token dropped) for one text."""
+        import torch
+
+        inputs = self.tokenizer(self.prefix + text, return_tensors="pt")
+        inputs.pop("token_type_ids", None)  # as the 4.x pipeline did
+        with torch.inference_mode():
+            ids = self.model.generate(**inputs, generation_config=self.config, **{"do_sample": False, **kwargs})[0]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return {"generated_text": text, "token_ids": [int(t) for t in ids[1:]]}

@@ -13,14 +13,13 @@ decoding and beam search."""
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-import transformers
+from oracle import Generator
 from stack import Stack
 
 from splitserve.client import Client
@@ -47,30 +46,6 @@ def s2s_bundles(tiny_bundles) -> dict[str, Any]:
     return {key: tiny_bundles[bundle] for key, bundle in CASES}
 
 
-class Generator:
-    """What the removed 4.x pipeline of `exported` did, on the transformers 5 runtime."""
-
-    def __init__(self, exported: Any):
-        logged = Path(exported.model_dir)
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(logged / "components" / "tokenizer"))
-        self.model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(logged / "model")).eval()
-        self.config = copy.deepcopy(self.model.generation_config)
-        params = dict((getattr(self.model.config, "task_specific_params", None) or {}).get(exported.task) or {})
-        self.prefix = params.pop("prefix", "")
-        self.config.update(**params)
-
-    def __call__(self, text: str, **kwargs: Any) -> dict[str, Any]:
-        """The text and the new token ids (the decoder's start token dropped) for one text."""
-        import torch
-
-        inputs = self.tokenizer(self.prefix + text, return_tensors="pt")
-        inputs.pop("token_type_ids", None)  # as the 4.x pipeline did
-        with torch.inference_mode():
-            ids = self.model.generate(**inputs, generation_config=self.config, **{"do_sample": False, **kwargs})[0]
-        text = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        return {"generated_text": text, "token_ids": [int(t) for t in ids[1:]]}
-
-
 PARAMS = [
     {"max_new_tokens": 12},
     {"max_new_tokens": 10, "num_beams": 3},
@@ -88,7 +63,7 @@ PARAMS = [
 @pytest.mark.parametrize("key", [c[0] for c in CASES])
 def test_matches_pipeline(s2s_bundles, key: str) -> None:
     bundle = s2s_bundles[key]
-    pipe = Generator(bundle)
+    pipe = Generator(Path(bundle.model_dir), bundle.task)
     local = InProcessPipeline(load_bundle(bundle.local_dir, ("tokenizer", "onnx")))
     on_torch = InProcessPipeline(load_bundle(bundle.local_dir, ("tokenizer", "onnx")), backend="torch")
     records = [{"id": f"t{i}", "text": t} for i, t in enumerate(TEXTS)]
