@@ -1,6 +1,6 @@
 """splitserve: serve MLflow-logged Transformers pipelines as split gRPC tiers.
 
-The package is light at import; heavy dependencies (torch, optimum, mlflow) are imported only
+The package is light at import; heavy dependencies (torch, onnxscript, mlflow) are imported only
 inside the commands that need them.
 """
 

@@ -57,16 +57,17 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_gateway(args: argparse.Namespace) -> int:
+    from splitserve.core.tokenizer import keep_torch_out
+
+    keep_torch_out()  # with --inline-stages it tokenizes, as the CPU tiers do; it never runs a model
     from gateway_svc.server import GatewayTier
     from gateway_svc.settings import GatewaySettings
 
     settings = settings_from_args(GatewaySettings, args)
     stages = None
-    if settings.inline_stages is not None:  # it tokenizes: keep torch out, as the CPU tiers do
-        from splitserve.core.tokenizer import keep_torch_out
+    if settings.inline_stages is not None:
         from splitserve.inline import inline_stages
 
-        keep_torch_out()
         stages = inline_stages(settings.inline_stages)
     return _run_tier(GatewayTier(settings, stages), settings)
 

@@ -7,8 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from splitserve import tasks
+from splitserve.core.errors import InvalidInput
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+# Pipelines transformers 5 removed: MLflow cannot log a model with these tasks any more (it builds
+# the pipeline), nor serve one logged under transformers 4.x; splitserve still exports and serves
+# those (their components load), so they are refused only here, where a new one would be logged.
+REMOVED_IN_TRANSFORMERS_5 = ("question-answering", "text2text-generation", "summarization", "translation")
 DEFAULT_TASK = tasks.feature_extraction.TASK.name  # the bundled model's
 
 
@@ -42,6 +47,13 @@ def log_pipeline(
     from splitserve.mlflow_env import registered_uri
 
     tasks.get(task)  # refuses a task splitserve does not serve
+    removed = "translation" if task.startswith("translation_") else task
+    if removed in REMOVED_IN_TRANSFORMERS_5 and int(transformers.__version__.split(".")[0]) >= 5:
+        raise InvalidInput(
+            f"transformers {transformers.__version__} has no {task!r} pipeline (removed in transformers 5), so MLflow "
+            "cannot log one; a model logged with this task under transformers 4.x still exports and serves: "
+            "`splitserve export` its MLflow URI"
+        )
     if model_dir is None:
         model_dir, name = bundled_minilm_dir(), name or DEFAULT_MODEL_NAME
     # Audio-classification models have a feature extractor and no tokenizer.
@@ -50,7 +62,7 @@ def log_pipeline(
     pipe = transformers.pipeline(task, model=str(model_dir), **tokenizer)  # type: ignore[call-overload]
     # The pipeline pops its task's `prefix` (T5's "translate English to French: ") out of the
     # model config's task_specific_params; put them back so the logged model keeps the prefix.
-    task_params = transformers.AutoConfig.from_pretrained(str(model_dir)).task_specific_params
+    task_params = getattr(transformers.AutoConfig.from_pretrained(str(model_dir)), "task_specific_params", None)
     if task_params is not None:
         pipe.model.config.task_specific_params = task_params
     with mlflow.start_run(run_name=f"log-{name or task}"):

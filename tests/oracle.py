@@ -1,12 +1,15 @@
 """What the task tests share: the inputs every task is checked on, the tolerances, and the one
-parity check against the oracle, `transformers.pipeline` on PyTorch, through the gateway (real
+parity check against the oracle, `transformers.pipeline` on PyTorch (for the tasks transformers 5
+removed, the answers its 4.57 pipeline recorded), through the gateway (real
 gRPC servers of every tier) and in process. Each task's test module brings its own oracle
 adapter: what the pipeline returns in splitserve's result shape, and how two results compare."""
 
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,11 +42,35 @@ def close(expected: float, got: float, tol: float = SCORE_TOL) -> bool:
 
 
 def pipeline_for(exported: Any) -> Any:
+    """`transformers.pipeline` of the exported model; for a task transformers 5 removed, the
+    answers its 4.57 pipeline gave (`Recorded`)."""
     import transformers
+    from conftest import LOGGED_UNDER_4
 
+    if Path(exported.model_dir).parent == LOGGED_UNDER_4:
+        return Recorded(Path(exported.model_dir).name)
     return transformers.pipeline(
         exported.task, model=str(exported.model_dir), tokenizer=str(exported.model_dir), device=-1
     )
+
+
+class Recorded:
+    """The transformers 4.57 pipeline of a model in tests/data/transformers-4.57, as its recorded
+    answers: called as the pipeline is, for the inputs and params the answers were recorded on
+    (the question-answering tests' RECORDS x PARAMS)."""
+
+    def __init__(self, model: str):
+        from conftest import LOGGED_UNDER_4
+
+        data = json.loads((LOGGED_UNDER_4 / "expected-4.57.json").read_text())
+        self.answers, self.inputs = data[model]["pipeline"], data["inputs"]
+
+    def __call__(self, question: str, context: str, **params: Any) -> Any:
+        records, params_list = self.inputs["qa_records"], self.inputs["qa_params"]
+        where = {"question": question, "context": context}
+        if where not in records or params not in params_list:
+            raise KeyError(f"no answer was recorded under transformers 4.57 for {where} with {params}")
+        return self.answers[params_list.index(params)][records.index(where)]
 
 
 def check_parity(
@@ -123,7 +150,7 @@ def check_invalid_argument(
             with pytest.raises(grpc.RpcError) as info:
                 client.predict(records, params=params)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
-            assert details in info.value.details()
+            assert details in info.value.details(), info.value.details()
             with pytest.raises(InvalidInput) as local_info:
                 local.predict(records, params=params)
             assert details in str(local_info.value)
@@ -136,3 +163,33 @@ def rest_record(record: dict[str, Any]) -> dict[str, Any]:
     if isinstance(audio, bytes):
         return {**record, "audio": {"b64": base64.b64encode(audio).decode()}}
     return {**record, "audio": np.asarray(audio).tolist()}
+
+
+class Generator:
+    """The text2text-generation, summarization or translation pipeline transformers 5 removed,
+    for a model logged under 4.x (an MLflow model folder): what it did, on the transformers 5
+    runtime (the prefix, `generate` with the model's generation config updated by its
+    task_specific_params for `task`, the sequence decoded with special tokens skipped)."""
+
+    def __init__(self, logged: Path, task: str):
+        import copy
+
+        import transformers
+
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(logged / "components" / "tokenizer"))
+        self.model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(logged / "model")).eval()
+        self.config = copy.deepcopy(self.model.generation_config)
+        params = dict((getattr(self.model.config, "task_specific_params", None) or {}).get(task) or {})
+        self.prefix = params.pop("prefix", "")
+        self.config.update(**params)
+
+    def __call__(self, text: str, **kwargs: Any) -> dict[str, Any]:
+        """The text and the new token ids (the decoder's start token dropped) for one text."""
+        import torch
+
+        inputs = self.tokenizer(self.prefix + text, return_tensors="pt")
+        inputs.pop("token_type_ids", None)  # as the 4.x pipeline did
+        with torch.inference_mode():
+            ids = self.model.generate(**inputs, generation_config=self.config, **{"do_sample": False, **kwargs})[0]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return {"generated_text": text, "token_ids": [int(t) for t in ids[1:]]}

@@ -185,7 +185,7 @@ def test_chat_completions(chat_lm) -> None:
         chat = api.chat.completions.create(model=model, messages=CHAT, max_tokens=8, temperature=0)
         message = chat.choices[0].message
         assert (message.role, message.content, chat.object) == ("assistant", expected["content"], "chat.completion")
-        rendered = pipe.tokenizer.apply_chat_template(CHAT, tokenize=True, add_generation_prompt=True)
+        rendered = pipe.tokenizer.apply_chat_template(CHAT, add_generation_prompt=True, return_dict=True)["input_ids"]
         assert chat.usage.prompt_tokens == len(rendered)
         chunks = list(api.chat.completions.create(model=model, messages=CHAT, max_tokens=8, temperature=0, stream=True))
         assert chunks[0].choices[0].delta.role == "assistant" and chunks[0].object == "chat.completion.chunk"

@@ -105,8 +105,8 @@ def roberta_bpe_tokenizer(root: Path):
     """Byte-level BPE wrapped as RobertaTokenizerFast (add_prefix_space + trim_offsets)."""
     vocab, merges = _train_byte_level_files(root / "bpe_raw")
     tok = transformers.RobertaTokenizerFast(
-        vocab_file=vocab,
-        merges_file=merges,
+        vocab=vocab,
+        merges=merges,
         add_prefix_space=True,
         trim_offsets=True,
         model_max_length=BPE_MAX_LEN,
@@ -203,8 +203,8 @@ def gpt2_bpe_tokenizer(root: Path):
     added around texts, `</s>` as eos, `<pad>` as pad."""
     vocab, merges = _train_byte_level_files(root / "bpe_raw")
     tok = transformers.GPT2TokenizerFast(
-        vocab_file=vocab,
-        merges_file=merges,
+        vocab=vocab,
+        merges=merges,
         unk_token="<unk>",
         bos_token="<s>",
         eos_token="</s>",

@@ -1,7 +1,7 @@
 """ONNX Runtime backend: runs the bundle's exported graph. Never imports torch.
 
 Generation bundles hold a decoder with past key values (decoder-only LMs), or an encoder and a
-merged decoder (encoder-decoders): `stepper` runs them for the decoding loop
+decoder (encoder-decoders): `stepper` runs them for the decoding loop
 (`model_svc.generation`); `infer` is for every other task.
 """
 
@@ -15,7 +15,6 @@ import numpy as np
 from model_svc import memory
 from model_svc.generation import DecoderSteps, EncoderDecoderSteps
 from splitserve.core.bundle import ServingConfig
-from splitserve.core.generation import GenerationInfo
 
 
 class OnnxBackend:
@@ -69,9 +68,10 @@ class OnnxBackend:
         if info and config.encoder_decoder:
             assert encoder_path is not None, "an encoder-decoder bundle names its encoder graph"
             encoder = ort.InferenceSession(str(encoder_path), options, providers=providers)
-            self.stepper = OnnxEncoderDecoder(encoder, self.session, info)
+            start = [int(t) for t in info.decoder_prompt_ids] or [int(info.decoder_start_token_id or 0)]
+            self.stepper = OnnxEncoderDecoder(encoder, self.session, start, (info.num_kv_heads, info.head_dim))
         elif info:
-            self.stepper = OnnxDecoder(self.session, info)
+            self.stepper = OnnxDecoder(self.session, (info.num_kv_heads, info.head_dim))
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {k: v for k, v in inputs.items() if k in self.graph_inputs}
@@ -81,16 +81,28 @@ class OnnxBackend:
         return dict(zip(self.config.model_outputs, outputs, strict=True))
 
 
-class OnnxDecoder(DecoderSteps):
-    """The exported decoder-only LM: `past_key_values.<i>.key/value` in, `present.<i>.key/value`
-    out (the first pass feeds empty ones)."""
+def _empty_pasts(session: Any, names: list[str], kv: tuple[int, int]) -> dict[str, np.ndarray]:
+    """An empty past (one row, no tokens) per past input, shaped as the graph declares it (where
+    it does not, `kv`: (heads, head dim), as serving.json says: Optimum's Whisper)."""
+    shapes = {i.name: i.shape for i in session.get_inputs()}
 
-    def __init__(self, session: Any, info: GenerationInfo):
+    def size(name: str, axis: int, default: int) -> int:
+        dim = shapes[name][axis]
+        return dim if isinstance(dim, int) else default
+
+    return {n: np.zeros((1, size(n, 1, kv[0]), 0, size(n, 3, kv[1])), dtype=np.float32) for n in names}
+
+
+class OnnxDecoder(DecoderSteps):
+    """The exported decoder-only LM (`splitserve.export.onnx.decoder`): `past_key_values.<i>.key/
+    value` in, `present.<i>.key/value` out (the first pass feeds empty ones)."""
+
+    def __init__(self, session: Any, kv: tuple[int, int] = (0, 0)):
         self.session = session
-        names = info.graph_inputs
+        names = [i.name for i in session.get_inputs()]
         self.past_names = [n for n in names if n.startswith("past_key_values.")]
         self.with_positions = "position_ids" in names
-        self.empty = np.zeros((1, info.num_kv_heads, 0, info.head_dim), dtype=np.float32)
+        self.empty = _empty_pasts(session, self.past_names, kv)
         self.outputs = ["logits", *(n.replace("past_key_values.", "present.", 1) for n in self.past_names)]
 
     def run(
@@ -104,7 +116,7 @@ class OnnxDecoder(DecoderSteps):
         return logits[:, -1], dict(zip(self.past_names, presents, strict=True))
 
     def empty_past(self, rows: int) -> Any:
-        return dict.fromkeys(self.past_names, np.repeat(self.empty, rows, axis=0))
+        return {name: np.repeat(empty, rows, axis=0) for name, empty in self.empty.items()}
 
     def repeat(self, past: Any, beams: int) -> Any:
         return {name: np.repeat(value, beams, axis=0) for name, value in past.items()}
@@ -114,52 +126,69 @@ class OnnxDecoder(DecoderSteps):
 
 
 class OnnxEncoderDecoder(EncoderDecoderSteps):
-    """Optimum's encoder-decoder export: the encoder graph runs once per prompt; the merged
-    decoder graph (`use_cache_branch` false on the first step, with empty past key values) takes
-    the encoder's hidden states and the past key values of its self-attention
-    (`past_key_values.<i>.decoder.*`, growing) and cross-attention (`.encoder.*`, computed on the
-    first step)."""
+    """The exported encoder-decoder (`splitserve.export.onnx.seq2seq`): the encoder graph runs once
+    per prompt and returns every decoder layer's cross-attention keys/values
+    (`present.<i>.encoder.*`); the decoder graph takes them (`past_key_values.<i>.encoder.*`) at
+    every step beside its self-attention past (`past_key_values.<i>.decoder.*`, empty at the first
+    step, growing). The encoder side of the state is those cross keys/values: beam search repeats
+    and reorders them with the rest.
 
-    def __init__(self, encoder: Any, decoder: Any, info: GenerationInfo):
+    Bundles exported with Optimum (a merged decoder with `use_cache_branch`, taking the encoder's
+    hidden states and computing the cross keys/values on its first step) still run: `legacy`."""
+
+    def __init__(self, encoder: Any, decoder: Any, start_ids: list[int], kv: tuple[int, int] = (0, 0)):
         self.encoder, self.decoder = encoder, decoder
-        self.start_id = int(info.decoder_start_token_id or 0)
-        self.start_ids = [int(t) for t in info.decoder_prompt_ids] or [self.start_id]
-        names = info.graph_inputs
+        self.start_ids, self.start_id = list(start_ids), int(start_ids[0])
+        names = [i.name for i in decoder.get_inputs()]
         self.with_mask = "encoder_attention_mask" in names  # Whisper's decoder takes none
-        self.past_names = [n for n in names if n.startswith("past_key_values.")]
-        self.heads, self.head_dim = info.num_kv_heads, info.head_dim
+        self.legacy = "use_cache_branch" in names
+        past = [n for n in names if n.startswith("past_key_values.")]
+        self.self_names = [n for n in past if ".decoder." in n]
+        self.cross_names = [n for n in past if ".encoder." in n]
+        # The past the decoder returns (legacy: the cross-attention's too, from its first step).
+        self.past_names = self.self_names + (self.cross_names if self.legacy else [])
+        self.empty = _empty_pasts(decoder, self.past_names, kv)
         self.outputs = ["logits", *(n.replace("past_key_values.", "present.", 1) for n in self.past_names)]
+        self.encoder_outputs = (
+            ["last_hidden_state"]
+            if self.legacy
+            else [n.replace("past_key_values.", "present.", 1) for n in self.cross_names]
+        )
+
+    def _encoded(self, feeds: dict[str, np.ndarray], beams: int) -> Any:
+        """The encoder side of the state, each row repeated `beams` times: the cross keys/values
+        by decoder input name (legacy: the hidden states)."""
+        values = [np.repeat(v, beams, axis=0) for v in self.encoder.run(self.encoder_outputs, feeds)]
+        return values[0] if self.legacy else dict(zip(self.cross_names, values, strict=True))
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray, beams: int) -> tuple[Any, Any]:
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
-        (hidden,) = self.encoder.run(["last_hidden_state"], feeds)
-        return np.repeat(hidden, beams, axis=0), np.repeat(attention_mask, beams, axis=0)
+        encoded = self._encoded({"input_ids": input_ids, "attention_mask": attention_mask}, beams)
+        return encoded, np.repeat(attention_mask, beams, axis=0)
 
     def encode_features(self, features: np.ndarray, beams: int) -> tuple[Any, Any]:
-        (hidden,) = self.encoder.run(["last_hidden_state"], {"input_features": features})
-        return np.repeat(hidden, beams, axis=0), None
+        return self._encoded({"input_features": features}, beams), None
 
     def run(self, tokens: np.ndarray, past: Any, hidden: Any, mask: Any) -> tuple[np.ndarray, Any]:
-        feeds: dict[str, np.ndarray] = {
-            "input_ids": tokens,
-            "encoder_hidden_states": hidden,
-            "use_cache_branch": np.asarray([past is not None]),
-        }
+        feeds: dict[str, np.ndarray] = {"input_ids": tokens}
         if self.with_mask:
             feeds["encoder_attention_mask"] = mask
-        if past is None:
-            empty = np.zeros((tokens.shape[0], self.heads, 0, self.head_dim), dtype=np.float32)
-            past = dict.fromkeys(self.past_names, empty)
+        first = past is None
+        if first:
+            past = {name: np.repeat(empty, tokens.shape[0], axis=0) for name, empty in self.empty.items()}
         feeds.update(past)
+        if self.legacy:
+            feeds.update(encoder_hidden_states=hidden, use_cache_branch=np.asarray([not first]))
+        else:
+            feeds.update(hidden)
         logits, *presents = self.decoder.run(self.outputs, feeds)
         updated = dict(zip(self.past_names, presents, strict=True))
-        if feeds["use_cache_branch"][0]:  # the cross-attention keys/values stay those of the first step
-            updated.update({n: v for n, v in past.items() if ".encoder." in n})
+        if self.legacy and not first:  # the cross-attention keys/values stay those of the first step
+            updated.update({n: past[n] for n in self.cross_names})
         return logits[:, -1], updated
 
     def take(self, past: Any, hidden: Any, mask: Any, index: np.ndarray) -> tuple[Any, Any, Any]:
         return (
             {name: value[index] for name, value in past.items()},
-            hidden[index],
+            hidden[index] if self.legacy else {name: value[index] for name, value in hidden.items()},
             None if mask is None else mask[index],
         )

@@ -6,6 +6,7 @@ Generation: the same decoding loops as the ONNX backend (`model_svc.generation`)
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,9 @@ class TorchBackend:
         if dtype != "logged":
             self.model = self.model.to(torch.bfloat16 if dtype == "bf16" else torch.float32)
         self.config = config
+        # transformers 5 names the forward's cache `cache` (`past_key_values` is deprecated); older
+        # or remote code: `past_key_values`.
+        self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.stepper: Any = None
         if config.generation is not None and config.generation.encoder_decoder:
             self.stepper = TorchEncoderDecoder(self, int(config.generation.decoder_start_token_id or 0))
@@ -47,6 +51,12 @@ class TorchBackend:
             wide = {k: v.astype(np.int64) if v.dtype == np.int8 else v for k, v in inputs.items()}
             out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in wide.items()})
         return {name: out[name].float().cpu().numpy() for name in self.config.model_outputs}
+
+    @staticmethod
+    def cache_of(output: Any) -> Any:
+        """The cache a forward returned (`cache`, or `past_key_values` before transformers 5)."""
+        cache = output.get("cache")
+        return cache if cache is not None else output.get("past_key_values")
 
     def tensor(self, array: np.ndarray) -> Any:
         return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
@@ -66,10 +76,10 @@ class TorchDecoder(DecoderSteps):
                 input_ids=self.b.tensor(input_ids),
                 attention_mask=self.b.tensor(attention_mask),
                 position_ids=self.b.tensor(position_ids),
-                past_key_values=past,
                 use_cache=True,
+                **{self.b.cache_arg: past},
             )
-        return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
+        return out.logits[:, -1].float().cpu().numpy(), self.b.cache_of(out)
 
     def empty_past(self, rows: int) -> Any:
         return None
@@ -106,10 +116,10 @@ class TorchEncoderDecoder(EncoderDecoderSteps):
                 encoder_outputs=(hidden,),
                 attention_mask=mask,
                 decoder_input_ids=self.b.tensor(tokens),
-                past_key_values=past,
                 use_cache=True,
+                **{self.b.cache_arg: past},
             )
-        return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
+        return out.logits[:, -1].float().cpu().numpy(), self.b.cache_of(out)
 
     def take(self, past: Any, hidden: Any, mask: Any, index: np.ndarray) -> tuple[Any, Any, Any]:
         rows = self.b.tensor(index.astype(np.int64))

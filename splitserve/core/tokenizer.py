@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 
 def keep_torch_out() -> None:
-    """Tell transformers not to import torch/tf/flax in this process.
+    """Run this process as the CPU tiers' image runs, without torch, wherever torch is installed.
 
-    Must run before `transformers` is first imported; the CPU tiers' entry points call it. It
-    is a process-wide switch, so the in-process (pyfunc) path does not call it.
+    transformers 5 imports torch whenever it is installed, at module level, in code the tiers
+    reach: reading a model config (AutoTokenizer does), Whisper's feature extractor, the CTC
+    tokenizer's output type (hundreds of MB and seconds at start-up). With `torch` set to None in
+    `sys.modules`, transformers finds no torch (`importlib.util.find_spec` says so) and an import
+    of it fails at once. Must run before transformers is first imported; the CPU tiers' entry
+    points call it. It is a process-wide switch, so the in-process (pyfunc) path does not call it.
     """
-    os.environ["USE_TORCH"] = "0"
-    os.environ["USE_TF"] = "0"
-    os.environ["USE_FLAX"] = "0"
+    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 

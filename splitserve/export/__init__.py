@@ -1,7 +1,7 @@
 """`splitserve export`: source MLflow transformers model -> ONNX -> parity check -> serving bundle.
 
-Heavy dependencies (torch, optimum, mlflow, onnxruntime) are imported inside `export_bundle`.
-The steps live in their own modules: `onnx` (Optimum's export), `parity` (against PyTorch),
+Heavy dependencies (torch, mlflow, onnxruntime) are imported inside `export_bundle`.
+The steps live in their own modules: `onnx` (the graphs, one module per family), `parity` (against PyTorch),
 `generation` (what generation needs), `quantize` (int8 and its quality gate), `signature`
 (params, code, requirements), `samples` (the texts every check runs on).
 """
@@ -111,9 +111,10 @@ def export_bundle(
         notes += [f"{loaded.adapter['peft_type']} adapter merged into its base"] if loaded.adapter else []
         done(t, f"Loaded {type(model).__name__} ({task.name})" + "".join(f"; {n}" for n in notes))
 
-        t = step("Exporting to ONNX with Optimum")
+        t = step("Exporting to ONNX")
         onnx_dir, tok_dir = artifacts / "onnx", artifacts / "tokenizer"
-        onnx_file = export_graphs(model, task, Path(tmp) / "optimum", onnx_dir)
+        family = task.export.parity if task.export.parity in ("decoder", "seq2seq") else "encoder"
+        onnx_file = export_graphs(model, family, onnx_dir, task.export.outputs)
         tokenizer.save_pretrained(str(tok_dir))
         done(t, "Exported ONNX graph")
 

@@ -5,9 +5,6 @@ tokens as its `generate` sets them for the model's generation_config."""
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +14,12 @@ import numpy as np
 from splitserve.core.bundle import ServingConfig, hash_tree
 from splitserve.core.errors import ExportError
 from splitserve.core.generation import OUTPUT, GenerationInfo, ModelDecoding
-from splitserve.export.generation import UNSUPPORTED_GENERATION_SETTINGS, _eos_ids, decoding_defaults
+from splitserve.export.generation import (
+    UNSUPPORTED_GENERATION_SETTINGS,
+    _eos_ids,
+    decoding_defaults,
+    pipeline_generation_config,
+)
 from splitserve.export.onnx import export_graphs, output_shapes
 from splitserve.export.parity import Parity, decoder_two_steps
 from splitserve.tasks.base import Task
@@ -65,14 +67,15 @@ def export_audio(
     artifacts = tmp / "artifacts"
     onnx_dir, tok_dir = artifacts / "onnx", artifacts / "tokenizer"
     ctc = task.export.parity == "audio-seq2seq" and type(model).__name__.endswith("ForCTC")
-    t = step("Exporting to ONNX with Optimum")
-    if ctc:  # one encoder graph with the CTC head: Optimum's automatic-speech-recognition, no past
+    t = step("Exporting to ONNX")
+    if ctc:  # one encoder graph with the CTC head, no past
         if getattr(model.config, "add_adapter", False):
             raise ExportError("CTC models with an adapter after the feature encoder are not supported yet")
-        facts = dataclasses.replace(task.export, optimum_task="automatic-speech-recognition", graphs=("model.onnx",))
-        onnx_file = export_graphs(model, types.SimpleNamespace(export=facts), tmp / "optimum", onnx_dir)  # type: ignore[arg-type]
+        onnx_file = export_graphs(model, "encoder", onnx_dir, ("logits",))
+    elif task.export.parity == "audio-seq2seq":
+        onnx_file = export_graphs(model, "seq2seq", onnx_dir)
     else:
-        onnx_file = export_graphs(model, task, tmp / "optimum", onnx_dir)
+        onnx_file = export_graphs(model, "encoder", onnx_dir, task.export.outputs)
     features.save_pretrained(str(tok_dir))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tok_dir))
@@ -173,10 +176,8 @@ def whisper_info(
     the suppressed tokens, eos, and the request params' defaults."""
     import onnxruntime as ort
     import torch
-    import transformers
 
-    pipe = transformers.pipeline(pipeline_task, model=model, tokenizer=tokenizer, feature_extractor=features)  # type: ignore[call-overload]
-    gc = copy.deepcopy(pipe.generation_config)
+    gc, _ = pipeline_generation_config(model, pipeline_task, tokenizer=tokenizer, feature_extractor=features)
     unsupported = {
         n: getattr(gc, n)
         for n, neutral in UNSUPPORTED_GENERATION_SETTINGS.items()
@@ -240,30 +241,34 @@ def check_whisper_parity(
     tolerance: float,
     info: GenerationInfo,
 ) -> dict[str, float]:
-    """The encoder's hidden states and the merged decoder's logits (the prompt's step, then one
-    step with its past) against PyTorch."""
+    """The encoder's hidden states and the decoder's logits (the prompt's step, then one step with
+    its past) against PyTorch; then the greedy tokens after the decoder's prompt for the samples in
+    one batch (the model tier's `OnnxEncoderDecoder`) against PyTorch's `generate(do_sample=False)`,
+    exactly."""
     import onnxruntime as ort
     import torch
 
+    from model_svc.backends.onnx import OnnxEncoderDecoder
+    from splitserve.export.onnx.decoder import cache_kwarg, cache_of
+    from splitserve.export.parity import cross_feeds, onnx_greedy, same_tokens, torch_greedy
     from splitserve.tasks.automatic_speech_recognition import log_mel
 
     encoder = ort.InferenceSession(str(onnx_dir / graphs[0]), providers=["CPUExecutionProvider"])
     decoder = ort.InferenceSession(str(onnx_dir / graphs[1]), providers=["CPUExecutionProvider"])
     prompt = np.asarray([info.decoder_prompt_ids], dtype=np.int64)
+    kwarg = cache_kwarg(model)
     parity = Parity(tolerance)
     for wave in waves[:3]:
         feats = log_mel(features, wave)[None]
-        (hidden,) = encoder.run(["last_hidden_state"], {"input_features": feats})
-        first, nxt, second = decoder_two_steps(
-            decoder, prompt, {"encoder_hidden_states": hidden}, (info.num_kv_heads, info.head_dim)
-        )
+        hidden, cross = cross_feeds(encoder, {"input_features": feats})
+        first, nxt, second = decoder_two_steps(decoder, prompt, cross)
         with torch.inference_mode():
             t_hidden = model.get_encoder()(input_features=torch.from_numpy(feats)).last_hidden_state
             t1 = model(encoder_outputs=(t_hidden,), decoder_input_ids=torch.from_numpy(prompt), use_cache=True)
             t2 = model(
                 encoder_outputs=(t_hidden,),
                 decoder_input_ids=torch.tensor([[nxt]]),
-                past_key_values=t1.past_key_values,
+                **{kwarg: cache_of(t1)},
                 use_cache=True,
             )
         for expected, actual, what in [
@@ -272,4 +277,8 @@ def check_whisper_parity(
             (t2.logits[0].float().numpy(), second[0], "ONNX decoder logits (with past)"),
         ]:
             parity.compare(expected, actual, what)
+    batch = [log_mel(features, wave) for wave in waves[:3]]
+    expected = torch_greedy(model, {"input_features": np.stack(batch)}, prompt[0])
+    stepper = OnnxEncoderDecoder(encoder, decoder, list(info.decoder_prompt_ids))
+    same_tokens(expected, onnx_greedy(stepper, batch), "ONNX greedy tokens")
     return parity.metrics()

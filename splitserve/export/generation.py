@@ -53,11 +53,9 @@ def generation_info(
     start token and the pipeline's `prefix`. (MLflow's model_config and signature defaults are the
     bundle's defaults: `splitserve.export.source`.)"""
     import onnxruntime as ort
-    import transformers
 
     encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-    pipe = transformers.pipeline(pipeline_task, model=model, tokenizer=tokenizer)  # type: ignore[call-overload]
-    prefix = getattr(pipe, "prefix", None) or None
+    gc, prefix = pipeline_generation_config(model, pipeline_task, tokenizer=tokenizer)
     if prefix and not encoder_decoder:
         raise ExportError("models with a config `prefix` are not supported for text-generation yet")
     if getattr(tokenizer, "_build_translation_inputs", None) is not None:
@@ -71,7 +69,6 @@ def generation_info(
     if not past or "logits" not in {o.name for o in session.get_outputs()}:
         raise ExportError(f"the exported decoder has no past key values inputs / logits: {sorted(graph_inputs)}")
     _, kv_heads, _, head_dim = graph_inputs[past[0]]
-    gc = pipe.generation_config
     unsupported = {
         name: getattr(gc, name)
         for name, neutral in UNSUPPORTED_GENERATION_SETTINGS.items()
@@ -118,6 +115,49 @@ def generation_info(
         prefix=prefix if encoder_decoder else None,
     )
     return generation
+
+
+def pipeline_generation_config(model: Any, pipeline_task: str, **components: Any) -> tuple[Any, str | None]:
+    """The generation config the task's pipeline runs `generate` with when a call sets nothing,
+    and its input `prefix`. transformers 5: the model's generation_config, with the pipeline's own
+    defaults (`_default_generation_config`: text-generation samples at temperature 0.7, ASR runs 5
+    beams) for what the model does not set. The tasks transformers 5 removed (text2text-generation,
+    summarization, translation) resolve as their 4.x pipelines did: the model's generation_config
+    updated by the config's `task_specific_params` for the task, which may also give the prefix.
+    transformers 4.x: the pipeline's `generation_config`."""
+    import copy
+
+    import transformers
+
+    removed = getattr(transformers.pipelines, "REMOVED_TASKS", {})
+    base = "translation" if pipeline_task.startswith("translation") else pipeline_task
+    if base in removed:
+        gc = copy.deepcopy(model.generation_config)
+        prefix = getattr(model.config, "prefix", None)
+        params = dict((getattr(model.config, "task_specific_params", None) or {}).get(pipeline_task) or {})
+        prefix = params.pop("prefix", prefix)
+        gc.update(**params)
+        tokenizer = components.get("tokenizer")
+        if gc.pad_token_id is None and tokenizer is not None and tokenizer.pad_token_id is not None:
+            gc.pad_token_id = tokenizer.pad_token_id
+        return _with_global_defaults(gc), prefix or None
+    pipe = transformers.pipeline(pipeline_task, model=model, **components)  # type: ignore[call-overload]
+    prefix = getattr(pipe, "prefix", None) or None
+    if getattr(pipe, "generation_config", None) is not None:  # transformers 4.x
+        return copy.deepcopy(pipe.generation_config), prefix
+    gc = copy.deepcopy(model.generation_config)
+    added = pipe._prepare_generate_kwargs({})  # the pipeline's defaults for what the model leaves unset
+    gc.update(**{k: v for k, v in added.items() if k != "generation_config"})
+    return _with_global_defaults(gc), prefix
+
+
+def _with_global_defaults(gc: Any) -> Any:
+    """transformers 5's generation settings left unset (None) take generate's global defaults
+    (top_k 50, temperature 1, ...) at the call, as here."""
+    defaults = getattr(type(gc), "_get_default_generation_params", None)
+    if defaults is not None:
+        gc.update(**defaults(), defaults_only=True)
+    return gc
 
 
 def decoding_defaults(gc: Any, max_new_tokens: int | None) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The exported graphs checked against PyTorch on the sample texts: an encoder's outputs, a
 decoder-only LM's logits (prefill and one step with past), an encoder-decoder's encoder states and
-decoder logits. Export fails past the tolerance; the numbers become MLflow metrics.
+decoder logits, and for generation the greedy tokens of a few steps, exactly. Export fails past the
+tolerance; the numbers become MLflow metrics.
 
 The tolerance is relative to each output's scale: an output passes when every value is within
 `tolerance * max(1, max|reference|)` of PyTorch's. fp32 kernels round differently on different
@@ -83,82 +84,152 @@ class Parity:
         }
 
 
+GREEDY_STEPS = 4  # tokens each sample prompt is decoded for, greedily, by ONNX Runtime and by PyTorch
+GREEDY_PROMPT_TOKENS = 64  # prompts are cut to this many tokens for the greedy check (8 rows in one batch)
+
+
 def check_generation_parity(
     model: Any, onnx_path: Path, tokenizer: Any, max_length: int, texts: list[str], tolerance: float
 ) -> dict[str, float]:
     """The decoder graph against PyTorch: the logits of every prompt position (prefill, empty past)
-    and of one more step fed the graph's own present key values; fail past `tolerance`."""
+    and of one more step fed the graph's own present key values, fail past `tolerance`; then the
+    greedy tokens of all prompts in one left-padded batch (the model tier's `OnnxDecoder`) against
+    PyTorch's `generate(do_sample=False)` on the same batch, exactly."""
     import onnxruntime as ort
     import torch
 
+    from model_svc.backends.onnx import OnnxDecoder
+    from splitserve.export.onnx.decoder import cache_kwarg, cache_of
+
+    model = unwrapped(model)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    inputs = {i.name: i for i in session.get_inputs()}
-    out_names = [o.name for o in session.get_outputs()]
-    past_names = [n for n in inputs if n.startswith("past_key_values.")]
+    stepper = OnnxDecoder(session)
+    outputs, kwarg = stepper.outputs, cache_kwarg(model)
     parity = Parity(tolerance)
     for text in texts:
         ids = np.asarray([tokenizer(text, truncation=True, max_length=max_length - 1)["input_ids"]], dtype=np.int64)
         n = ids.shape[1]
-        feeds: dict[str, np.ndarray] = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        if "position_ids" in inputs:
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), **stepper.empty_past(1)}
+        if stepper.with_positions:
             feeds["position_ids"] = np.arange(n, dtype=np.int64)[None]
-        for name in past_names:
-            _, heads, _, dim = inputs[name].shape
-            feeds[name] = np.zeros((1, int(heads), 0, int(dim)), dtype=np.float32)
+        first, *presents = session.run(outputs, feeds)
+        token = int(first[0, -1].argmax())
+        feeds = {
+            "input_ids": np.asarray([[token]], dtype=np.int64),
+            "attention_mask": np.ones((1, n + 1), dtype=np.int64),
+            **dict(zip(stepper.past_names, presents, strict=True)),
+        }
+        if stepper.with_positions:
+            feeds["position_ids"] = np.asarray([[n]], dtype=np.int64)
+        (second,) = session.run(["logits"], feeds)
         with torch.inference_mode():
-            kwargs = {"position_ids": torch.arange(n)[None]} if "position_ids" in inputs else {}
-            t_out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.ones(1, n, dtype=torch.long), **kwargs)
-            o_out = dict(zip(out_names, session.run(out_names, feeds), strict=True))
-            steps = [(t_out.logits[0].float().numpy(), o_out["logits"][0])]
-            nxt = int(o_out["logits"][0, -1].argmax())
-            feeds2: dict[str, np.ndarray] = {
-                "input_ids": np.asarray([[nxt]], dtype=np.int64),
-                "attention_mask": np.ones((1, n + 1), dtype=np.int64),
-            }
-            if "position_ids" in inputs:
-                feeds2["position_ids"] = np.asarray([[n]], dtype=np.int64)
-            for name in past_names:
-                feeds2[name] = o_out[name.replace("past_key_values.", "present.")]
-            kwargs = {"position_ids": torch.tensor([[n]])} if "position_ids" in inputs else {}
-            t2 = model(
-                input_ids=torch.tensor([[nxt]]),
-                attention_mask=torch.ones(1, n + 1, dtype=torch.long),
-                past_key_values=t_out.past_key_values,
-                **kwargs,
-            )
-            o2 = session.run(["logits"], feeds2)[0]
-            steps.append((t2.logits[0].float().numpy(), o2[0]))
-        for expected, actual in steps:
-            parity.compare(expected, actual, "ONNX decoder logits")
+            positions = {"position_ids": torch.arange(n)[None]} if stepper.with_positions else {}
+            t1 = model(input_ids=torch.from_numpy(ids), attention_mask=torch.ones(1, n, dtype=torch.long), **positions)
+            t_feeds = {k: torch.from_numpy(v) for k, v in feeds.items() if not k.startswith("past_key_values.")}
+            t2 = model(**t_feeds, **{kwarg: cache_of(t1)})
+        kept = first.shape[1]  # the graph's logits: the last position's, or every position's
+        parity.compare(t1.logits[0, -kept:].float().numpy(), first[0], "ONNX decoder logits (prompt)")
+        parity.compare(t2.logits[0].float().numpy(), second[0], "ONNX decoder logits (with past)")
+    limit = min(max_length - GREEDY_STEPS, GREEDY_PROMPT_TOKENS)
+    prompts = [np.asarray(tokenizer(t, truncation=True, max_length=limit)["input_ids"], dtype=np.int64) for t in texts]
+    ids, mask = _padded(prompts, left=True)
+    expected = torch_greedy(model, {"input_ids": ids, "attention_mask": mask}, None)
+    same_tokens(expected, onnx_greedy(stepper, prompts), "ONNX greedy tokens (left-padded batch)")
     return parity.metrics()
 
 
+def unwrapped(model: Any) -> Any:
+    """The transformers model that computes a PEFT model's outputs (its LoRA layers in place, not
+    merged): what generate and the cache API are called on."""
+    base = getattr(model, "get_base_model", None)
+    return base() if callable(base) else model
+
+
+def onnx_greedy(stepper: Any, prompts: list[np.ndarray], steps: int = GREEDY_STEPS) -> np.ndarray:
+    """`steps` greedy tokens per prompt, all prompts in one batch, as the model tier steps them."""
+    logits, state, _ = stepper.start_rows(prompts)
+    tokens = []
+    for i in range(steps):
+        tokens.append(logits.argmax(-1))
+        if i + 1 < steps:
+            logits, state = stepper.step(tokens[-1], state)
+    return np.stack(tokens, axis=1)
+
+
+def torch_greedy(model: Any, inputs: dict[str, np.ndarray], decoder_prompt: np.ndarray | None) -> np.ndarray:
+    """PyTorch's `generate(do_sample=False)` for GREEDY_STEPS tokens: plain argmax decoding (the
+    model's own generation_config, whose forced and suppressed tokens the check is not about, is
+    set aside meanwhile; no eos, so every row decodes every step)."""
+    import torch
+    import transformers
+
+    saved = model.generation_config
+    config = transformers.GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=GREEDY_STEPS,
+        pad_token_id=0,
+        decoder_start_token_id=saved.decoder_start_token_id,
+    )
+    kwargs = {k: torch.from_numpy(v) for k, v in inputs.items()}
+    if decoder_prompt is not None:
+        rows = len(next(iter(inputs.values())))
+        kwargs["decoder_input_ids"] = torch.from_numpy(np.repeat(decoder_prompt[None], rows, axis=0))
+    model.generation_config = config
+    try:
+        with torch.inference_mode():  # the base generate: Whisper's own adds its prompt and timestamps logic
+            out = transformers.GenerationMixin.generate(model, **kwargs, generation_config=config)
+    finally:
+        model.generation_config = saved
+    return out[:, -GREEDY_STEPS:].numpy()
+
+
+def same_tokens(expected: np.ndarray, actual: np.ndarray, what: str) -> None:
+    rows = [i for i in range(len(expected)) if list(expected[i]) != list(actual[i])]
+    if rows:
+        i = rows[0]
+        raise ExportError(
+            f"{what} differ from PyTorch's generate(do_sample=False) in {len(rows)} of {len(expected)} prompts "
+            f"(prompt {i}: {actual[i].tolist()} where PyTorch gives {expected[i].tolist()}); refusing to export"
+        )
+
+
+def _padded(prompts: list[np.ndarray], left: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids as one int64 batch (padded with 0, as the model tier pads) and its mask."""
+    width = max(len(p) for p in prompts)
+    ids, mask = np.zeros((len(prompts), width), dtype=np.int64), np.zeros((len(prompts), width), dtype=np.int64)
+    for i, p in enumerate(prompts):
+        where = slice(width - len(p), width) if left else slice(0, len(p))
+        ids[i, where], mask[i, where] = p, 1
+    return ids, mask
+
+
 def decoder_two_steps(
-    decoder: Any, first_ids: np.ndarray, fixed: dict[str, np.ndarray], kv: tuple[int, int] | None = None
+    decoder: Any, first_ids: np.ndarray, fixed: dict[str, np.ndarray]
 ) -> tuple[np.ndarray, int, np.ndarray]:
-    """Two steps of a merged decoder graph (one batch row): `first_ids` without a past, then the
-    first step's argmax token fed the past key values the graph returned. `fixed`: the inputs
-    both steps take (the encoder's states, its mask); `kv`: (heads, head dim) of the past, when the
-    graph's shapes do not say. Returns (the first step's logits, that token, the second's logits)."""
+    """Two steps of an encoder-decoder's decoder graph (one batch row): `first_ids` with an empty
+    self-attention past, then the first step's argmax token fed the past the graph returned.
+    `fixed`: the inputs both steps take (the encoder graph's cross-attention keys/values, the
+    encoder's mask). Returns (the first step's logits, that token, the second's logits)."""
     shapes = {i.name: i.shape for i in decoder.get_inputs()}
-    past_names = [n for n in shapes if n.startswith("past_key_values.")]
+    past_names = [n for n in shapes if n.startswith("past_key_values.") and n not in fixed]
     present = {n: n.replace("past_key_values.", "present.", 1) for n in past_names}
     outputs = ["logits", *present.values()]
-    heads, dim = kv or (int(shapes[past_names[0]][1]), int(shapes[past_names[0]][3]))
-    feeds = {
-        "input_ids": first_ids,
-        **fixed,
-        "use_cache_branch": np.asarray([False]),
-        **dict.fromkeys(past_names, np.zeros((1, heads, 0, dim), dtype=np.float32)),
-    }
+    empty = {n: np.zeros((1, int(shapes[n][1]), 0, int(shapes[n][3])), dtype=np.float32) for n in past_names}
+    feeds = {"input_ids": first_ids, **fixed, **empty}
     first = dict(zip(outputs, decoder.run(outputs, feeds), strict=True))
     token = int(first["logits"][0, -1].argmax())
-    feeds.update(
-        {n: first[present[n]] for n in past_names},
-        input_ids=np.asarray([[token]], dtype=np.int64),
-        use_cache_branch=np.asarray([True]),
-    )
+    feeds.update({n: first[present[n]] for n in past_names}, input_ids=np.asarray([[token]], dtype=np.int64))
     return first["logits"], token, decoder.run(["logits"], feeds)[0]
+
+
+def cross_feeds(encoder: Any, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The encoder graph's hidden states, and its cross-attention keys/values named as the decoder
+    graph takes them (`present.<i>.encoder.*` -> `past_key_values.<i>.encoder.*`)."""
+    names = [o.name for o in encoder.get_outputs()]
+    out = dict(zip(names, encoder.run(names, feeds), strict=True))
+    cross = {n.replace("present.", "past_key_values.", 1): v for n, v in out.items() if n.startswith("present.")}
+    return out["last_hidden_state"], cross
 
 
 def check_seq2seq_parity(
@@ -171,25 +242,28 @@ def check_seq2seq_parity(
     tolerance: float,
     start_id: int,
 ) -> dict[str, float]:
-    """The encoder and merged decoder graphs against PyTorch: the encoder's hidden states, the
-    decoder's logits on the first step (no past) and on one more step fed the graph's own past key
-    values; fail past `tolerance`."""
+    """The encoder and decoder graphs against PyTorch: the encoder's hidden states, the decoder's
+    logits on the first step (no past) and on one more step fed the graph's own past key values,
+    fail past `tolerance`; then the greedy tokens of all prompts in one (right-padded) batch (the
+    model tier's `OnnxEncoderDecoder`) against PyTorch's `generate(do_sample=False)`, exactly."""
     import onnxruntime as ort
     import torch
 
+    from model_svc.backends.onnx import OnnxEncoderDecoder
     from splitserve.export.onnx import encoder_states as encode
+    from splitserve.export.onnx.decoder import cache_kwarg, cache_of
 
+    model = unwrapped(model)
     encoder = ort.InferenceSession(str(onnx_dir / graphs[0]), providers=["CPUExecutionProvider"])
     decoder = ort.InferenceSession(str(onnx_dir / graphs[1]), providers=["CPUExecutionProvider"])
+    kwarg = cache_kwarg(model)
     parity = Parity(tolerance)
     for text in texts:
         ids = np.asarray([tokenizer(text, truncation=True, max_length=max_length)["input_ids"]], dtype=np.int64)
         mask = np.ones_like(ids)
-        (hidden,) = encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
+        hidden, cross = cross_feeds(encoder, {"input_ids": ids, "attention_mask": mask})
         first, nxt, second = decoder_two_steps(
-            decoder,
-            np.asarray([[start_id]], dtype=np.int64),
-            {"encoder_hidden_states": hidden, "encoder_attention_mask": mask},
+            decoder, np.asarray([[start_id]], dtype=np.int64), {**cross, "encoder_attention_mask": mask}
         )
         with torch.inference_mode():
             t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
@@ -199,7 +273,7 @@ def check_seq2seq_parity(
                 encoder_outputs=(t_hidden,),
                 attention_mask=t_mask,
                 decoder_input_ids=torch.tensor([[nxt]]),
-                past_key_values=t1.past_key_values,
+                **{kwarg: cache_of(t1)},
             )
         pairs = [
             (t_hidden[0].float().numpy(), hidden[0], "ONNX encoder hidden states"),
@@ -208,4 +282,10 @@ def check_seq2seq_parity(
         ]
         for expected, actual, what in pairs:
             parity.compare(expected, actual, what)
+    limit = min(max_length, GREEDY_PROMPT_TOKENS)
+    prompts = [np.asarray(tokenizer(t, truncation=True, max_length=limit)["input_ids"], dtype=np.int64) for t in texts]
+    ids, mask = _padded(prompts, left=False)
+    expected = torch_greedy(model, {"input_ids": ids, "attention_mask": mask}, np.asarray([start_id]))
+    stepper = OnnxEncoderDecoder(encoder, decoder, [start_id])
+    same_tokens(expected, onnx_greedy(stepper, prompts), "ONNX greedy tokens (padded batch)")
     return parity.metrics()

@@ -124,8 +124,8 @@ def inference_defaults(source: SourceSettings, task: Task) -> tuple[dict[str, An
 
 @dataclass
 class SourceModel:
-    """The source model as export uses it: `exported` goes to Optimum (a PEFT adapter merged into
-    its base), `reference` is what PyTorch parity is checked against (the model as MLflow loads
+    """The source model as export uses it: `exported` goes to the ONNX exporter (a PEFT adapter
+    merged into its base), `reference` is what PyTorch parity is checked against (the model as MLflow loads
     it, in fp32)."""
 
     exported: Any
@@ -168,7 +168,7 @@ def load_source_model(source_uri: str, source: SourceSettings) -> SourceModel:
             "lora_alpha": getattr(config, "lora_alpha", None),
             "target_modules": sorted(getattr(config, "target_modules", None) or []),
         }
-        exported = copy.deepcopy(reference).merge_and_unload().eval()  # Optimum exports plain transformers models
+        exported = copy.deepcopy(reference).merge_and_unload().eval()  # the exporter takes plain transformers models
     return SourceModel(exported, reference, components.get("tokenizer"), components["task"], dtype, adapter, components)
 
 

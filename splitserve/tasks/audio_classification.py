@@ -2,7 +2,7 @@
 audio -> the feature extractor's normalized waveform -> logits -> labels with scores, as
 transformers' pipeline computes them.
 
-The pipeline runs every record alone and unpadded; Optimum's graph takes no attention mask, so the
+The pipeline runs every record alone and unpadded; the exported graph takes no attention mask, so the
 rows travel right-padded with a mask (INT8) that tells the model tier their lengths, and the model
 tier runs each at its own length (`ServingConfig.exact_lengths`): padding would change a group-norm
 feature encoder's output.
@@ -74,7 +74,7 @@ class AudioClassification(Task):
     fields = ("audio", "sampling_rate")
     result_kind = "labels"
     example = [{"label": "speech", "score": 0.91}, {"label": "music", "score": 0.09}]
-    export = ExportFacts("audio-classification", ("logits",), parity="audio", labels=True)
+    export = ExportFacts(("logits",), parity="audio", labels=True)
 
     def encode(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
         rows = [normalized(stage, wave) for wave in waveforms(stage, records)]

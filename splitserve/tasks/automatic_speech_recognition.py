@@ -1,8 +1,8 @@
 """automatic-speech-recognition, two kinds of model, as the pipeline runs them:
 
 - Whisper-style speech encoder-decoders (the bundle has a `generation` section): each record's
-  audio -> Whisper's log-mel features (numpy) -> the decoding loop in the model tier (Optimum's
-  encoder + merged decoder, the decoder prompted with the model's start, language, task and
+  audio -> Whisper's log-mel features (numpy) -> the decoding loop in the model tier (the
+  encoder + decoder graphs, the decoder prompted with the model's start, language, task and
   no-timestamps tokens, its suppressed tokens never chosen) -> text. One window per record (30 s
   for Whisper): longer audio is refused (chunking and long-form transcription are not implemented).
 - CTC models (Wav2Vec2ForCTC): each record's normalized waveform, or with `chunk_length_s` its
@@ -82,10 +82,9 @@ class AutomaticSpeechRecognition(Task):
     decodes_tokens = True
     multi_row = True  # CTC: a record's chunks
     export = ExportFacts(
-        "automatic-speech-recognition-with-past",
         ("logits",),
         parity="audio-seq2seq",
-        graphs=("encoder_model.onnx", "decoder_model_merged.onnx"),
+        graphs=("encoder_model.onnx", "decoder_model.onnx"),
     )
 
     def resolve(self, config: ServingConfig, params: dict[str, Any] | None) -> dict[str, Any]:

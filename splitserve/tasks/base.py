@@ -158,13 +158,15 @@ def _check_rows(name: str, array: np.ndarray, n: int) -> np.ndarray:
 class ExportFacts:
     """How `splitserve export` treats a task."""
 
-    optimum_task: str  # Optimum's export task
     outputs: tuple[str, ...]  # the graph outputs the stages read; the first is the main one
-    parity: str = "encoder"  # the check against PyTorch: "encoder" (the outputs), "decoder" or "seq2seq"
+    # The graph family (`splitserve.export.onnx`) and the check against PyTorch: "encoder" (the
+    # outputs), "decoder" or "seq2seq" (logits, then greedy tokens), "audio" (an audio encoder),
+    # "audio-seq2seq" (Whisper; a CTC model is an audio encoder)
+    parity: str = "encoder"
     int8_gate: tuple[str, ...] = ()  # quality metrics an int8 export must keep; none: int8 is refused
     labels: bool = False  # the stages read the model config's id2label
-    # The graph files of Optimum's export the bundle keeps; the last is the one the model tier runs
-    # (encoder-decoders: the encoder, then the merged decoder).
+    # The graph files the bundle keeps; the last is the one the model tier runs (encoder-decoders:
+    # the encoder, then the decoder).
     graphs: tuple[str, ...] = ("model.onnx",)
 
 

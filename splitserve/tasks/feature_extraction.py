@@ -33,9 +33,7 @@ class FeatureExtraction(Task):
     fields = ("text", "token_ids")
     result_kind = "embedding"
     example = [0.25, -0.5, 0.125]  # pooled; [tokens, hidden] with pooling "none"
-    export = ExportFacts(
-        "feature-extraction", ("last_hidden_state",), int8_gate=("min_cosine", "mean_cosine", "top1_agreement")
-    )
+    export = ExportFacts(("last_hidden_state",), int8_gate=("min_cosine", "mean_cosine", "top1_agreement"))
 
     def check(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> None:
         super().check(stage, records, p)  # a text or token ids, not both

@@ -97,7 +97,7 @@ class FillMask(Task):
     result_kind = "filled_masks"
     example = [{"score": 0.41, "token": 3007, "token_str": "capital", "sequence": "paris is the capital of france."}]
     decodes_tokens = True
-    export = ExportFacts("fill-mask", ("logits",))
+    export = ExportFacts(("logits",))
 
     def encode(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
         tok = stage.tokenizer

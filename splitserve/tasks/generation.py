@@ -126,8 +126,8 @@ class Generation(Task):
 
 
 class TextGeneration(Generation):
-    """Decoder-only LMs, exported with Optimum's text-generation-with-past (one decoder graph with
-    past key values)."""
+    """Decoder-only LMs: one decoder graph with past key values, empty at the first step
+    (`splitserve.export.onnx.decoder`)."""
 
     name = "text-generation"
     # null: true, false with a prompt_template (as MLflow serves such a model)
@@ -135,7 +135,7 @@ class TextGeneration(Generation):
     required = ()  # `text`, or `messages` (a chat): `check`
     fields = ("text", "messages")
     stream_params = {"return_full_text": False}  # a stream's deltas are the new text only
-    export = ExportFacts("text-generation-with-past", ("logits",), parity="decoder")
+    export = ExportFacts(("logits",), parity="decoder")
 
     def check(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> None:
         check_records(records, stage.limits, (), self.fields)
@@ -193,15 +193,14 @@ class TextGeneration(Generation):
 
 
 class EncoderDecoderGeneration(Generation):
-    """Encoder-decoders (T5, BART), exported with Optimum's text2text-generation-with-past: the
-    encoder graph and the merged decoder graph (not the separate decoders with and without past,
-    so the decoder's weights are held once)."""
+    """Encoder-decoders (T5, BART): the encoder graph (its states and every decoder layer's
+    cross-attention keys/values) and one decoder graph for every step
+    (`splitserve.export.onnx.seq2seq`)."""
 
     export = ExportFacts(
-        "text2text-generation-with-past",
         ("logits",),
         parity="seq2seq",
-        graphs=("encoder_model.onnx", "decoder_model_merged.onnx"),
+        graphs=("encoder_model.onnx", "decoder_model.onnx"),
     )
 
     def decode(self, stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:

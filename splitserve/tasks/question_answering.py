@@ -162,7 +162,7 @@ class QuestionAnswering(Task):
     result_kind = "answers"
     example = [{"answer": "NASA", "score": 0.87, "start": 24, "end": 28}]
     multi_row = True
-    export = ExportFacts("question-answering", ("start_logits", "end_logits"))
+    export = ExportFacts(("start_logits", "end_logits"))
 
     def resolve(self, config: ServingConfig, params: dict[str, Any] | None) -> dict[str, Any]:
         """The window params' defaults, as the pipeline picks them."""

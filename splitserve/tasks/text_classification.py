@@ -55,7 +55,7 @@ class TextClassification(Task):
     fields = ("text", "text_pair")
     result_kind = "labels"
     example = [{"label": "POSITIVE", "score": 0.98}, {"label": "NEGATIVE", "score": 0.02}]
-    export = ExportFacts("text-classification", ("logits",), int8_gate=("label_agreement",), labels=True)
+    export = ExportFacts(("logits",), int8_gate=("label_agreement",), labels=True)
 
     def check(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> None:
         super().check(stage, records, p)

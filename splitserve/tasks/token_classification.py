@@ -57,7 +57,7 @@ class TokenClassification(Task):
     example = [{"entity_group": "PER", "score": 0.99, "word": "angela merkel", "start": 0, "end": 13}]
     decodes_tokens = True
     multi_row = True  # with `stride`, a long text is several windows
-    export = ExportFacts("token-classification", ("logits",), int8_gate=("label_agreement",), labels=True)
+    export = ExportFacts(("logits",), int8_gate=("label_agreement",), labels=True)
 
     def resolve(self, config: ServingConfig, params: dict[str, Any] | None) -> dict[str, Any]:
         resolved = super().resolve(config, params)

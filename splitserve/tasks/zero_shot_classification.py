@@ -92,7 +92,7 @@ class ZeroShotClassification(Task):
         "scores": [0.97, 0.03],
     }
     multi_row = True
-    export = ExportFacts("text-classification", ("logits",), labels=True)  # an NLI sequence classifier
+    export = ExportFacts(("logits",), labels=True)  # an NLI sequence classifier
 
     def check(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> None:
         super().check(stage, records, p)

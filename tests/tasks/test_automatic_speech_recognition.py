@@ -52,7 +52,7 @@ def expected(pipe: Any, item: dict[str, Any], params: dict[str, Any]) -> dict[st
     kwargs = {"do_sample": False, **params}
     text = pipe(samples, generate_kwargs=kwargs)["text"]
     features = pipe.feature_extractor(samples, sampling_rate=16000, return_tensors="pt").input_features
-    ids = pipe.model.generate(features, generation_config=pipe.generation_config, **kwargs)[0].tolist()
+    ids = pipe.model.generate(features, **pipe._prepare_generate_kwargs(kwargs))[0].tolist()
     return {"text": text, "token_ids": ids}
 
 

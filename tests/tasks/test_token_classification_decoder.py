@@ -339,7 +339,9 @@ def test_ignore_labels(combos, combo: str, ignore_labels: list[str]) -> None:
 @pytest.fixture(scope="module")
 def slow_combo(combos):
     model, _, _ = combos["wordpiece-bert"]
-    slow = transformers.BertTokenizer(vocab_file=os.path.join(MINILM_DIR, "vocab.txt"), do_lower_case=True)
+    from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy  # the Python one
+
+    slow = BertTokenizerLegacy(vocab_file=os.path.join(MINILM_DIR, "vocab.txt"), do_lower_case=True)
     assert not slow.is_fast
     return (
         model,

@@ -1,13 +1,13 @@
-"""The ONNX export itself (Optimum), and the model facts read off it."""
+"""The ONNX export, one module per graph family (`encoder`, `decoder`, `seq2seq`, each on
+`graph.export_module`: PyTorch's own exporter), and the model facts read off the model and its
+graphs."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 from splitserve.core.errors import ExportError
-from splitserve.tasks.base import Task
 
 # Model types whose position ids start after the padding index (RoBERTa family).
 PADDING_OFFSET_TYPES = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xlm-roberta-xl"}
@@ -40,43 +40,21 @@ def max_length_of(tokenizer: Any, model_config: Any, requested: int | None = Non
     return DEFAULT_MAX_LENGTH, f"the default ({DEFAULT_MAX_LENGTH}; the model declares none: set --max-length)"
 
 
-def export_graphs(model: Any, task: Task, raw_dir: Path, onnx_dir: Path) -> str:
-    """Export with Optimum into `raw_dir` and copy the graphs the bundle keeps (with their
-    external data) into `onnx_dir`; returns the file the model tier runs."""
-    try:
-        graphs = export_onnx(model, raw_dir, task.export.optimum_task, task.export.graphs)
-    except ExportError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Optimum's advice is for its own CLI: say what failed
-        detail = str(exc).strip().splitlines()
-        raise ExportError(
-            f"Optimum cannot export {type(model).__name__} ({model.config.model_type}) for "
-            f"{task.export.optimum_task}: {type(exc).__name__}: {detail[0] if detail else ''}"
-        ) from None
-    onnx_dir.mkdir(parents=True)
-    for f in raw_dir.iterdir():
-        if f.name.split(".onnx")[0] + ".onnx" in graphs and (
-            f.suffix == ".onnx" or ".onnx_data" in f.name or ".onnx.data" in f.name
-        ):
-            shutil.copy2(f, onnx_dir / f.name)
-    return graphs[-1]
+def export_graphs(model: Any, family: str, onnx_dir: Path, outputs: tuple[str, ...] = ()) -> str:
+    """Export `model` into `onnx_dir` with the module of its graph family: "encoder" (text and
+    audio encoders: `outputs` named), "decoder" (decoder-only LMs with a KV cache) or "seq2seq"
+    (encoder-decoders with a cache, Whisper included). Returns the file the model tier runs."""
+    if family == "decoder":
+        from splitserve.export.onnx.decoder import export_decoder
 
+        return export_decoder(model, onnx_dir)
+    if family == "seq2seq":
+        from splitserve.export.onnx.seq2seq import export_seq2seq
 
-def export_onnx(model: Any, out_dir: Path, optimum_task: str, wanted: tuple[str, ...]) -> tuple[str, ...]:
-    """Optimum's export; checks it wrote the graph files the bundle keeps (`wanted`)."""
-    import logging
-    import warnings
+        return export_seq2seq(model, onnx_dir)
+    from splitserve.export.onnx.encoder import export_encoder
 
-    from optimum.exporters.onnx import onnx_export_from_model
-
-    logging.getLogger("optimum").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        onnx_export_from_model(model, out_dir, task=optimum_task, do_validation=False)
-    missing = [f for f in wanted if not (out_dir / f).exists()]
-    if missing:
-        raise ExportError(f"Optimum wrote no {missing} (got {sorted(p.name for p in out_dir.iterdir())})")
-    return wanted
+    return export_encoder(model, onnx_dir, outputs)
 
 
 def graph_inputs(path: Path) -> list[str]:
