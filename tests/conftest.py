@@ -34,6 +34,15 @@ class Exported:
     local_dir: str  # the same bundle downloaded once, for tests that need not re-fetch it
 
 
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One graph cache for the session (`splitserve.export.onnx.cache`): a model exported again,
+    in this process or a CLI child, is copied instead of traced again; none kept between sessions."""
+    root = tmp_path_factory.mktemp("export-cache")
+    os.environ["SPLITSERVE_EXPORT_CACHE"] = str(root)
+    return root
+
+
 @pytest.fixture(scope="session")
 def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("mlflow")

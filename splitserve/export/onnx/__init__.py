@@ -43,18 +43,24 @@ def max_length_of(tokenizer: Any, model_config: Any, requested: int | None = Non
 def export_graphs(model: Any, family: str, onnx_dir: Path, outputs: tuple[str, ...] = ()) -> str:
     """Export `model` into `onnx_dir` with the module of its graph family: "encoder" (text and
     audio encoders: `outputs` named), "decoder" (decoder-only LMs with a KV cache) or "seq2seq"
-    (encoder-decoders with a cache, Whisper included). Returns the file the model tier runs."""
-    if family == "decoder":
-        from splitserve.export.onnx.decoder import export_decoder
+    (encoder-decoders with a cache, Whisper included); a model exported before is copied from the
+    graph cache (`cache`). Returns the file the model tier runs."""
+    from splitserve.export.onnx import cache
 
-        return export_decoder(model, onnx_dir)
-    if family == "seq2seq":
-        from splitserve.export.onnx.seq2seq import export_seq2seq
+    def export() -> str:
+        if family == "decoder":
+            from splitserve.export.onnx.decoder import export_decoder
 
-        return export_seq2seq(model, onnx_dir)
-    from splitserve.export.onnx.encoder import export_encoder
+            return export_decoder(model, onnx_dir)
+        if family == "seq2seq":
+            from splitserve.export.onnx.seq2seq import export_seq2seq
 
-    return export_encoder(model, onnx_dir, outputs)
+            return export_seq2seq(model, onnx_dir)
+        from splitserve.export.onnx.encoder import export_encoder
+
+        return export_encoder(model, onnx_dir, outputs)
+
+    return cache.exported(model, family, tuple(outputs), onnx_dir, export)
 
 
 def graph_inputs(path: Path) -> list[str]:
