@@ -232,8 +232,8 @@ def settings_page() -> str:
         "# Settings reference\n\n",
         "Every server reads one settings class. Each field is a command-line flag of its `splitserve serve-*` "
         "command (`max_records` is `--max-records`; a boolean also takes `--no-...`) and an environment variable "
-        "(the class's prefix + the field's name). Precedence: flag > environment > default. `splitserve up` passes "
-        "its own flags on to the processes it starts, which also inherit the environment.\n\n",
+        "(the class's prefix + the field's name). Precedence: flag > environment > default. The processes "
+        "`splitserve up` starts inherit its environment.\n\n",
         "| class | command | environment prefix | defined in |\n|---|---|---|---|\n",
     ]
     commands = _commands_of_settings()
@@ -265,14 +265,13 @@ def settings_page() -> str:
 
 
 def _commands_of_settings() -> dict[type, list[str]]:
-    """Which `splitserve` commands take each settings class's fields as flags (by their flags)."""
+    """Which `splitserve` commands take each settings class's fields as flags: those whose flags'
+    help names the class's environment variables."""
     parser = find_parser()
     out: dict[type, list[str]] = {}
     for cls in settings_classes():
-        fields = {"--" + n.replace("_", "-") for n in cls.model_fields}  # type: ignore[attr-defined]
         for sub, _ in _subcommands(parser):
-            flags = {f for a in sub._actions for f in a.option_strings}
-            if fields - {"--bundle-uri"} <= flags:
+            if any(f"[env {_prefix(cls)}" in (a.help or "") for a in sub._actions):
                 out.setdefault(cls, []).append(sub.prog)
     return out
 
@@ -353,27 +352,46 @@ def tasks_page() -> str:
 
 # ---------------------------------------------------------------- hand-written pages' references
 
-# `path/to/file.py:name` or `path/to/file.py:Class.method` in a hand-written page.
-REFERENCE_RE = re.compile(r"`((?:[\w.-]+/)*[\w-]+\.py):([A-Za-z_][\w.]*)`")
+# `path/to/file.py:name` or `path/to/file.py:Class.method` in a hand-written page, and dotted names
+# of the project's own packages (`splitserve.core.settings.ServerSettings`).
+FILE_REFERENCE = re.compile(r"`((?:[\w.-]+/)*[\w-]+\.py):([A-Za-z_][\w.]*)`")
+DOTTED_REFERENCE = re.compile(r"`((?:splitserve|protos|\w+_svc)(?:\.[A-Za-z_]\w*)+)")
 
 
 def stale_references() -> list[str]:
-    """Each `file.py:name` a hand-written page names that the file no longer defines."""
+    """Each file, function or dotted name of the project that a hand-written page names and the
+    code no longer has: the pages that explain the code move with it."""
     problems = []
     for page in sorted(DOCS.rglob("*.md")):
         if REFERENCE in page.parents:
             continue
-        for path, name in REFERENCE_RE.findall(page.read_text()):
+        text = page.read_text()
+        where = page.relative_to(REPO)
+        for path, name in FILE_REFERENCE.findall(text):
             source = REPO / path
             if not source.is_file():
-                problems.append(f"{page.relative_to(REPO)}: names {path}:{name}, but {path} is gone")
+                problems.append(f"{where}: names {path}:{name}, but {path} is gone")
             elif not _defines(source.read_text(), name):
-                problems.append(f"{page.relative_to(REPO)}: names {path}:{name}, which {path} no longer defines")
+                problems.append(f"{where}: names {path}:{name}, which {path} no longer defines")
+        for dotted in DOTTED_REFERENCE.findall(text):
+            if not _resolves(dotted):
+                problems.append(f"{where}: names {dotted}, which the code no longer has")
     return problems
 
 
+def _resolves(dotted: str) -> bool:
+    """Whether `a.b.c.Name` is a module of the repo, or a name a module of the repo defines."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        base = REPO.joinpath(*parts[:cut])
+        for source in (base.with_suffix(".py"), base / "__init__.py"):
+            if source.is_file():
+                return cut == len(parts) or _defines(source.read_text(), ".".join(parts[cut:]))
+    return False
+
+
 def _defines(source: str, dotted: str) -> bool:
-    """Whether `source` defines `dotted` (a function, class, method or module-level name)."""
+    """Whether `source` defines `dotted` (a function, class, method, assigned or imported name)."""
     import ast
 
     scope: list[ast.stmt] = ast.parse(source).body
@@ -382,14 +400,15 @@ def _defines(source: str, dotted: str) -> bool:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == part:
                 scope = node.body if isinstance(node, ast.ClassDef) else []
                 break
-            targets = (
-                node.targets
-                if isinstance(node, ast.Assign)
-                else [node.target]
-                if isinstance(node, ast.AnnAssign)
-                else []
-            )
-            if any(isinstance(t, ast.Name) and t.id == part for t in targets):
+            if isinstance(node, ast.Assign):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names = [node.target.id]
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [(a.asname or a.name).split(".")[0] for a in node.names]
+            else:
+                names = []
+            if part in names:
                 scope = []
                 break
         else:

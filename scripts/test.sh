@@ -10,4 +10,6 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 .venv/bin/ruff format --check .
 .venv/bin/mypy splitserve preprocess_svc postprocess_svc model_svc gateway_svc
 .venv/bin/lint-imports  # the layers: imports flow one way (pyproject.toml [tool.importlinter])
+# The docs site (mkdocs.yml) into site/ (ignored); not --quiet, which hides the warnings --strict fails on.
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
 exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 "$@"
