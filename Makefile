@@ -1,4 +1,4 @@
-.PHONY: demo test setup lint generate
+.PHONY: demo test setup lint generate docs
 
 demo:      ## the main job (README)
 	bash scripts/demo.sh
@@ -14,3 +14,6 @@ lint:
 
 generate:  ## regenerate the committed protobuf/gRPC code
 	.venv/bin/python -m protos.generate
+
+docs:      ## regenerate docs/reference/ (CLI, settings, tasks) and build the docs site into site/
+	.venv/bin/python scripts/docs.py && .venv/bin/mkdocs build --strict
