@@ -65,7 +65,34 @@ def find_parser() -> argparse.ArgumentParser:
         parser = func()
         if isinstance(parser, argparse.ArgumentParser):
             return parser
-    raise SystemExit("scripts/docs.py: no function of splitserve.cli builds an argparse.ArgumentParser")
+    parser = _parser_of_main(cli)
+    if parser is None:
+        raise SystemExit("scripts/docs.py: no function of splitserve.cli builds an argparse.ArgumentParser")
+    return parser
+
+
+class _Parsed(Exception):
+    pass
+
+
+def _parser_of_main(cli: Any) -> argparse.ArgumentParser | None:
+    """The parser `splitserve.cli.main` parses its arguments with, wherever it is built: caught
+    at `parse_args`, before any command runs."""
+    caught: list[argparse.ArgumentParser] = []
+    original = argparse.ArgumentParser.parse_args
+
+    def catch(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+        caught.append(self)
+        raise _Parsed
+
+    argparse.ArgumentParser.parse_args = catch  # type: ignore[assignment,method-assign]
+    try:
+        cli.main(["--help"])
+    except _Parsed:
+        pass
+    finally:
+        argparse.ArgumentParser.parse_args = original  # type: ignore[method-assign]
+    return caught[0] if caught else None
 
 
 def _params(func: Callable[..., Any]) -> list[inspect.Parameter]:

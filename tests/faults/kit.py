@@ -2,7 +2,7 @@
 of each tier), treated as a hostile user and a hostile machine would: replicas killed and stopped
 under load, 10x overload, a flood of maximal requests, tiers from another bundle, fuzzed requests.
 Every loop is bounded; the figures each test measures are printed at the end of the run (the
-README's "Failure behaviour" quotes the last run)."""
+docs/operations.md, "What the fault suite measured", quotes the last run)."""
 
 from __future__ import annotations
 
