@@ -459,6 +459,18 @@ def _defines(source: str, dotted: str) -> bool:
     return True
 
 
+def untold_tasks() -> list[str]:
+    """Each task of the registry whose params table no hand-written page includes (the tasks guide
+    includes each with `--8<-- "docs/reference/tasks.md:NAME"`)."""
+    pages = " ".join(p.read_text() for p in DOCS.rglob("*.md") if REFERENCE not in p.parents)
+    return [
+        f"docs/tasks.md: task {task.name} has no section; include its params table with "
+        f'--8<-- "docs/reference/tasks.md:{task.name}" and say what its defaults mean'
+        for task in importlib.import_module("splitserve.tasks").TASKS
+        if f'reference/tasks.md:{task.name}"' not in pages
+    ]
+
+
 # ---------------------------------------------------------------- main
 
 PAGES: dict[str, Callable[[], str]] = {"cli.md": cli_page, "settings.md": settings_page, "tasks.md": tasks_page}
@@ -493,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
             shown = "\n".join(list(diff)[2:12])
             problems.append(f"{path.relative_to(REPO)} is stale: run `{REGENERATE}`; it changes\n{shown}")
     problems += stale_references()
+    problems += untold_tasks()
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0
