@@ -2,11 +2,13 @@
 the settings reference from the pydantic settings classes, the tasks' params from the task registry.
 
     python scripts/docs.py           # write docs/reference/*.md
-    python scripts/docs.py --check   # exit 1 naming each stale page, and each hand-written page that
-                                     # names a file:function that no longer exists
+    python scripts/docs.py --check   # write nothing; exit 1 naming each stale generated page, each
+                                     # file:function or splitserve.dotted.name a hand-written page
+                                     # names that the code no longer has, and each task the tasks
+                                     # guide (docs/tasks.md) does not include
 
 It finds what it documents by walking, not by naming modules: the parser is what a function of
-`splitserve.cli` builds, the settings classes are the subclasses of `ServerSettings` (the tiers'
+`splitserve.cli` builds (else the one `splitserve.cli.main` parses with), the settings classes are the subclasses of `ServerSettings` (the tiers'
 `*_svc/settings.py` modules are imported first), the tasks are the registry's `TASKS`; so moving a
 command or a settings module changes the pages, not this script.
 """
