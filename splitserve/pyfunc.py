@@ -4,7 +4,9 @@ Input: a DataFrame (columns `id` and `content`/`text`, optionally `text_pair`; `
 `context`; `candidate_labels`; a templated bundle takes any other columns too), a list of strings
 or dicts, or one string. Output: a DataFrame with `id` and one result column (`labels`,
 `entities`, `embedding`, `filled_masks`, `answers`, `zero_shot` or `generated`), row for row, the
-same values the gateway returns; a templated bundle's rows, one DataFrame row per row.
+same values the gateway returns, except that text is stripped of surrounding whitespace where
+MLflow's transformers pyfunc strips it (generated text, transcriptions, answers, filled tokens;
+`Task.mlflow_strips`); a templated bundle's rows, one DataFrame row per row.
 Per-request params go in `params=` as with any MLflow model.
 """
 
@@ -33,4 +35,7 @@ class SplitServeModel(PythonModel):
         # that the params the caller did set win where two conflict (do_sample vs. num_beams).
         asked = {k: v for k, v in (params or {}).items() if k not in self.defaults or self.defaults[k] != v}
         results = self.pipeline.predict(model_input, asked or None)
+        if self.pipeline.post.template is None:  # text stripped as MLflow's own pyfunc answers it
+            task = self.pipeline.post.task
+            results = [{**r, task.result_kind: task.as_mlflow_serves(r[task.result_kind])} for r in results]
         return pd.DataFrame(results)

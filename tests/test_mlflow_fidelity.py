@@ -367,3 +367,62 @@ def test_everyday_export_mistakes_get_one_line(tiny_bundles, mlflow_store) -> No
         )
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_text_is_stripped_as_mlflow_strips(tiny_bundles, mlflow_store, tmp_path) -> None:
+    """MLflow's pyfunc strips the text it answers (`_sanitize_output`); the bundle's pyfunc (so
+    `mlflow models serve` of the bundle) answers the same, while the gateway's typed API keeps the
+    pipeline's exact text (what its token ids and streamed deltas add up to). Settings and
+    inputs are picked where the strip changes an answer, so the test fails without it."""
+    from zoo import save_tiny_lm
+
+    # text-generation: greedy lengths whose texts end in whitespace.
+    model_dir = save_tiny_lm("gpt2", tmp_path)
+    pipe = pipeline(model_dir, "text-generation")
+    prompts = PROMPTS + [text for text in TEXTS if len(text) < 60]  # within the tiny model's positions
+    raw: list[str] = []
+    for n in range(1, 13):
+        raw = [out[0]["generated_text"] for out in pipe(prompts, max_new_tokens=n, do_sample=False)]
+        if any(text != text.strip() for text in raw):
+            break
+    assert any(text != text.strip() for text in raw), "no greedy text ends in whitespace: pick other prompts"
+    params = {"max_new_tokens": n, "do_sample": False}
+    source = log(pipe, signature=mlflow.models.infer_signature(prompts, ["x"] * len(prompts), params=params))
+    expected = list(mlflow.pyfunc.load_model(source).predict(prompts))
+    assert expected == [text.strip() for text in raw]
+    bundle = export_bundle(source, name="lm-stripped", show_progress=False, max_new_tokens_limit=16)
+    got = answers(bundle, prompts)
+    assert [r["generated"][0]["generated_text"] for r in got["pyfunc"]] == expected
+    assert [r["generated"][0]["generated_text"] for r in got["gateway"]] == raw
+
+    # fill-mask (RoBERTa: a decoded token keeps its leading space): MLflow answers the best token.
+    exported = tiny_bundles[("fill-mask", "roberta")]
+    mask = transformers.AutoTokenizer.from_pretrained(str(exported.model_dir)).mask_token
+    texts = [f"{text.rsplit(' ', 1)[0]} {mask}." for text in TEXTS[:6]]
+    expected = list(mlflow.pyfunc.load_model(exported.source_uri).predict(texts))
+    got = answers(exported.bundle_uri, texts)
+    gateway_best = [r["filled_masks"][0]["token_str"] for r in got["gateway"]]
+    assert any(token != token.strip() for token in gateway_best), "no best token with a space: other texts"
+    assert [r["filled_masks"][0]["token_str"] for r in got["pyfunc"]] == expected
+    assert [token.strip() for token in gateway_best] == expected
+
+
+def test_conversational_is_refused_naming_what_to_log(tmp_path) -> None:
+    """A model logged with task 'conversational' (a pipeline transformers no longer has) is refused
+    at export before anything loads, naming the task to log instead; so is `splitserve log`."""
+    from zoo import save_tiny_lm
+
+    from splitserve import tasks
+    from splitserve.core.errors import InvalidInput
+
+    saved = tmp_path / "conversational"
+    mlflow.transformers.save_model(
+        pipeline(save_tiny_lm("gpt2", tmp_path), "text-generation"), str(saved), pip_requirements=source_requirements()
+    )
+    mlmodel = saved / "MLmodel"
+    assert "task: text-generation" in mlmodel.read_text()
+    mlmodel.write_text(mlmodel.read_text().replace("task: text-generation", "task: conversational"))
+    with pytest.raises(ExportError, match=r"'conversational' no longer exists in transformers.*'text-generation'"):
+        export_bundle(str(saved), show_progress=False)
+    with pytest.raises(InvalidInput, match=r"'conversational' no longer exists.*/v1/chat/completions"):
+        tasks.get("conversational")

@@ -75,6 +75,8 @@ def export_bundle(
 
         t = step(f"Loading source model {source_uri}")
         source = read_source(source_uri)
+        if source.task in tasks.GONE:
+            raise ExportError(tasks.GONE[source.task])
         loaded = load_source_model(source_uri, source)
         pipeline_task = loaded.task  # translation: "translation_en_to_fr" and the like
         task = tasks.lookup(pipeline_task)

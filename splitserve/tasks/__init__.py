@@ -39,6 +39,14 @@ NAMES = tuple(t.name for t in TASKS)
 _BY_KIND = {t.result_kind: t for t in reversed(TASKS)}  # a kind's first task maps it
 
 
+# Tasks that no longer exist in transformers, with what to log instead.
+GONE = {
+    "conversational": "task 'conversational' no longer exists in transformers (removed in 4.42); log the model as a "
+    "'text-generation' pipeline instead: its chat template renders records that carry `messages`, and the gateway "
+    "serves it at POST /v1/chat/completions",
+}
+
+
 def lookup(name: str) -> Task | None:
     """The task a pipeline/MLflow task name (or alias) means, or None."""
     return next((t for t in TASKS if t.accepts(name)), None)
@@ -46,6 +54,8 @@ def lookup(name: str) -> Task | None:
 
 def get(name: str) -> Task:
     task = lookup(name)
+    if name in GONE:
+        raise InvalidInput(GONE[name])
     if task is None:
         raise InvalidInput(f"task {name!r} is not supported; supported tasks: {list(NAMES)} (and translation_xx_to_yy)")
     return task

@@ -186,6 +186,10 @@ class Task:
     multi_row: ClassVar[bool] = False  # several model rows per record (`row_record` in the context)
     # Params a partial decode of a stream runs with (the deltas' text), over the request's.
     stream_params: ClassVar[dict[str, Any]] = {}
+    # Text fields MLflow's transformers pyfunc answers stripped of surrounding whitespace
+    # (`_sanitize_output`): the bundle's pyfunc does the same (`as_mlflow_serves`); the gateway
+    # answers the pipeline's exact text, which its token ids and streamed deltas add up to.
+    mlflow_strips: ClassVar[tuple[str, ...]] = ()
 
     def accepts(self, name: str) -> bool:
         return name == self.name or name in self.aliases
@@ -229,4 +233,15 @@ class Task:
 
     def plain(self, value: Any) -> Any:
         """A result's value as plain Python (what the in-process pipeline returns)."""
+        return value
+
+    def as_mlflow_serves(self, value: Any) -> Any:
+        """A plain result's value as MLflow's pyfunc answers it: the `mlflow_strips` fields of the
+        value (a dict, or a list of them) stripped."""
+        if not self.mlflow_strips:
+            return value
+        if isinstance(value, list):
+            return [self.as_mlflow_serves(v) for v in value]
+        if isinstance(value, dict):
+            return {k: v.strip() if k in self.mlflow_strips and isinstance(v, str) else v for k, v in value.items()}
         return value

@@ -95,6 +95,7 @@ class FillMask(Task):
         P.Param("targets", _targets, None, "string_list"),
     )
     result_kind = "filled_masks"
+    mlflow_strips = ("token_str",)
     example = [{"score": 0.41, "token": 3007, "token_str": "capital", "sequence": "paris is the capital of france."}]
     decodes_tokens = True
     export = ExportFacts(("logits",))

@@ -59,6 +59,7 @@ class Generation(Task):
 
     params = G.PARAMS
     result_kind = "generated"
+    mlflow_strips = ("generated_text",)
     example = [{"generated_text": "La maison est merveilleuse.", "token_ids": [2317, 4, 9]}]
     streams = True
     decodes_tokens = True

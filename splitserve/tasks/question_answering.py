@@ -160,6 +160,7 @@ class QuestionAnswering(Task):
     required = ("question", "context")
     fields = ("question", "context")
     result_kind = "answers"
+    mlflow_strips = ("answer",)
     example = [{"answer": "NASA", "score": 0.87, "start": 24, "end": 28}]
     multi_row = True
     export = ExportFacts(("start_logits", "end_logits"))
