@@ -84,6 +84,8 @@ def export_bundle(
             raise ExportError(f"task {pipeline_task!r} is not supported yet; supported: {sorted(tasks.NAMES)}")
         artifacts = Path(tmp) / "artifacts"
         mlflow_defaults, defaults_from, options = inference_defaults(source, task)
+        mlflow_defaults = {**loaded.defaults, **mlflow_defaults}  # the model's own stack below MLflow's settings
+        defaults_from = {**dict.fromkeys(loaded.defaults, loaded.defaults_origin), **defaults_from}
         template_name, loaded_template, template_defaults = None, None, {}
         if template is not None:
             template_name = stage_template(Path(template), artifacts / "template")
@@ -186,7 +188,7 @@ def export_bundle(
                 **({"template": hash_tree(artifacts / "template")} if template_name else {}),
             },
             generation=generation,
-            prompt_template=source.prompt_template,
+            prompt_template=source.prompt_template or loaded.prompt_template,
             defaults_from=defaults_from,
             onnx_file=onnx_file,
             template=template_name,

@@ -30,6 +30,7 @@ class SourceSettings:
     signature_defaults: dict[str, Any]
     prompt_template: str | None
     flavor: dict[str, Any] = field(default_factory=dict)
+    sentence_transformers: bool = False  # logged with MLflow's sentence_transformers flavor
 
     @property
     def reference_only(self) -> bool:
@@ -59,6 +60,15 @@ def read_source(source_uri: str) -> SourceSettings:
         raise ExportError(
             f"cannot find the source model {source_uri!r}: {_first_line(exc)} (looked up in {store_of(source_uri)})"
         ) from None
+    if "transformers" not in info.flavors and "sentence_transformers" in info.flavors:
+        return SourceSettings(
+            task="feature-extraction",
+            model_config={},
+            signature_defaults={},
+            prompt_template=None,
+            flavor=dict(info.flavors["sentence_transformers"]),
+            sentence_transformers=True,
+        )
     if "transformers" not in info.flavors:
         if "serving.json" in (info.flavors.get("python_function", {}).get("artifacts") or {}):
             raise ExportError(
@@ -135,6 +145,11 @@ class SourceModel:
     dtype: str  # the logged torch dtype ("float32", "bfloat16", ...)
     adapter: dict[str, Any] | None  # the PEFT adapter's identity, if any
     components: dict[str, Any]  # everything MLflow loaded (audio tasks: the feature extractor too)
+    # What the model's own structure sets (a sentence-transformers stack: pooling, normalize, its
+    # prompt), below every MLflow setting and `export --set`.
+    defaults: dict[str, Any] = field(default_factory=dict)
+    defaults_origin: str = ""
+    prompt_template: str | None = None
 
 
 def load_source_model(source_uri: str, source: SourceSettings) -> SourceModel:
@@ -142,6 +157,10 @@ def load_source_model(source_uri: str, source: SourceSettings) -> SourceModel:
 
     import mlflow
 
+    if source.sentence_transformers:
+        from splitserve.export.sentence_transformers import load_sentence_transformer
+
+        return load_sentence_transformer(source_uri)
     try:
         components = mlflow.transformers.load_model(source_uri, return_type="components")
     except Exception as exc:  # noqa: BLE001 - one clear line instead of MLflow's or the hub's traceback
