@@ -69,4 +69,3 @@ def load_sentence_transformer(source_uri: str) -> SourceModel:
         defaults_origin="sentence-transformers",
         prompt_template=f"{prompt}{{prompt}}" if prompt else None,
     )
-
