@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up, lint, and run the tests: `scripts/test.sh` runs every layer (the README's test command, and
-# CI's); `scripts/test.sh --fast` the fast layer only (tests/unit/: no MLflow, no export, no process;
+# CI's); `scripts/test.sh --fast` the fast layer only (tests/unit/: no MLflow, no export, no server;
 # about a minute). Other arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."

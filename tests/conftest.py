@@ -3,7 +3,7 @@ tiny random-weight models (two architectures per task, built on first use) and f
 all-MiniLM-L6-v2; the layers' markers, applied by folder.
 
 Layout (mirrors the source tree; helpers in `tests/support/`):
-- `unit/`     the core without MLflow, models or processes (seconds): the fast layer
+- `unit/`     the core without MLflow, models or servers (seconds): the fast layer
 - `tasks/`    `test_<task>.py`, each task against its oracles (with its own oracle adapter)
 - `tiers/`    the tiers' servers: errors, limits, batching, health, TLS, tracing, separate hosts
 - `gateway/`  the gateway's doors (REST, OpenAI), several bundles, rollouts, rebalancing, the client
@@ -27,7 +27,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 
 TESTS = Path(__file__).parent
-FAST_LAYERS = {"unit"}  # no MLflow, no model export, no process started: `scripts/test.sh --fast`
+FAST_LAYERS = {"unit"}  # no MLflow, no model export, no server started: `scripts/test.sh --fast`
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
