@@ -54,3 +54,11 @@ def test_off_and_bounded(model, tmp_path, monkeypatch) -> None:
     export_graphs(model, "encoder", tmp_path / "c", ("logits",))
     entries = [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]
     assert [p.name for p in entries] == [cache.key(model, "encoder", ("logits",))]
+
+
+def test_the_folder_a_model_was_read_from_is_not_part_of_the_key(model, tmp_path) -> None:
+    """The same model logged twice (each MLflow run its own folder), or saved again, is one entry."""
+    model.save_pretrained(str(tmp_path / "elsewhere"))
+    again = transformers.AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "elsewhere")).eval()
+    assert again.config._name_or_path != model.config._name_or_path
+    assert cache.key(again, "encoder", ("logits",)) == cache.key(model, "encoder", ("logits",))
