@@ -70,3 +70,13 @@ def minilm_bundle(mlflow_store: Path) -> Exported:
     from tests.support.zoo.tokenizer import MINILM_DIR
 
     return log_and_export("feature-extraction", "bert", Path(MINILM_DIR), name="all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(mlflow_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    """A tiny Whisper (`tests.support.zoo.speech`) logged and exported once for the session: the
+    speech-recognition task's tests and the audio tiers' share it."""
+    from tests.support.zoo.speech import save_tiny_whisper
+
+    model_dir = save_tiny_whisper(tmp_path_factory.mktemp("whisper"))
+    return log_and_export("automatic-speech-recognition", "whisper", model_dir, name="tiny-whisper")

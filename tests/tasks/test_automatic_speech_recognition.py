@@ -22,7 +22,6 @@ from splitserve.inprocess import InProcessPipeline
 from tests.support.oracle import rest_record
 from tests.support.stack import Stack
 from tests.support.zoo.audio import audio_file, decoded, synth_audio
-from tests.support.zoo.speech import save_tiny_whisper
 
 TASK = "automatic-speech-recognition"
 ITEMS: list[dict[str, Any]] = [
@@ -38,13 +37,8 @@ PARAMS: list[dict[str, Any]] = [
 
 
 @pytest.fixture(scope="module")
-def bundle(mlflow_store, tmp_path_factory) -> tuple[Path, str]:
-    from splitserve.export import export_bundle
-    from splitserve.source import log_pipeline
-
-    model_dir = save_tiny_whisper(tmp_path_factory.mktemp("whisper"))
-    uri = export_bundle(log_pipeline(model_dir, TASK, None), name="tiny-whisper", show_progress=False)
-    return model_dir, mlflow.artifacts.download_artifacts(uri)
+def bundle(tiny_whisper) -> tuple[Path, str]:
+    return tiny_whisper.model_dir, tiny_whisper.local_dir
 
 
 def expected(pipe: Any, item: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import grpc
-import mlflow
 import psutil
 import pytest
 
@@ -19,21 +18,13 @@ from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve.core import codec
 from splitserve.core.records import to_records
 from tests.support.zoo.audio import audio_file, synth_audio
-from tests.support.zoo.speech import save_tiny_whisper
 
 RSS_LIMIT_MB = 200
 
 
 @pytest.fixture(scope="module")
-def whisper_bundle(mlflow_store, tmp_path_factory) -> str:
-    from splitserve.export import export_bundle
-    from splitserve.source import log_pipeline
-
-    model_dir = save_tiny_whisper(tmp_path_factory.mktemp("whisper-tiers"))
-    uri = export_bundle(
-        log_pipeline(model_dir, "automatic-speech-recognition", None), name="tiny-whisper-tiers", show_progress=False
-    )
-    return mlflow.artifacts.download_artifacts(uri)
+def whisper_bundle(tiny_whisper) -> str:
+    return tiny_whisper.local_dir
 
 
 @pytest.mark.parametrize("tier", ["preprocess", "postprocess"])
