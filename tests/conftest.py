@@ -27,16 +27,22 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 
 TESTS = Path(__file__).parent
+# The layers in the order they run: the fast one first (a broken core fails in the first minute of the
+# full run too), the fault suite last (its session-long `splitserve up` lives only while it runs).
+LAYERS = ("unit", "tasks", "export", "tiers", "gateway", "cli", "faults")
 FAST_LAYERS = {"unit"}  # no MLflow, no model export, no server started: `scripts/test.sh --fast`
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Each test is marked with its layer (its folder: `unit`, `tasks`, `tiers`, `gateway`, `export`,
-    `cli`, `faults`) and with `fast` or `slow`: `pytest -m fast`, `pytest -m "gateway and not slow"`."""
+    `cli`, `faults`) and with `fast` or `slow` (`pytest -m fast`, `pytest -m "gateway and not slow"`),
+    and the layers run in LAYERS' order (a stable sort: each module's tests stay together)."""
+    rank = {layer: i for i, layer in enumerate(LAYERS)}
     for item in items:
         layer = item.path.relative_to(TESTS).parts[0]
         item.add_marker(layer)
         item.add_marker("fast" if layer in FAST_LAYERS else "slow")
+    items.sort(key=lambda item: rank.get(item.path.relative_to(TESTS).parts[0], len(rank)))
 
 
 @pytest.fixture(scope="session", autouse=True)
