@@ -35,7 +35,7 @@ FAST_LAYERS = {"unit"}  # no MLflow, no model export, no server started: `script
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Each test is marked with its layer (its folder: `unit`, `tasks`, `tiers`, `gateway`, `export`,
-    `cli`, `faults`) and with `fast` or `slow` (`pytest -m fast`, `pytest -m "gateway and not slow"`),
+    `cli`, `faults`) and with `fast` or `slow` (`pytest -m fast`, `pytest -m "tiers or gateway"`),
     and the layers run in LAYERS' order (a stable sort: each module's tests stay together)."""
     rank = {layer: i for i, layer in enumerate(LAYERS)}
     for item in items:
