@@ -1,10 +1,13 @@
-.PHONY: demo test setup lint generate docs
+.PHONY: demo test test-fast setup lint generate docs
 
 demo:      ## the main job (README)
 	bash scripts/demo.sh
 
 test:      ## the whole test suite (README)
 	bash scripts/test.sh
+
+test-fast: ## lint and the fast layer (tests/unit/), about a minute
+	bash scripts/test.sh --fast
 
 setup:
 	bash scripts/setup.sh

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from faults.kit import FIGURES, stack
+from tests.faults.kit import FIGURES, stack
 
 __all__ = ["stack"]
 

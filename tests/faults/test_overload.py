@@ -11,12 +11,12 @@ import time
 import grpc
 import numpy as np
 
-from faults.kit import PARAMS, TEXTS, figure, health_ms
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve.client import Client
 from splitserve.core import codec
 from splitserve.core.records import to_records
+from tests.faults.kit import PARAMS, TEXTS, figure, health_ms
 
 DEADLINE_S = 2.0
 RECORDS = 8

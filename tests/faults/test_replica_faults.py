@@ -11,8 +11,8 @@ import time
 import grpc
 import pytest
 
-from faults.kit import PARAMS, TEXTS, figure
 from splitserve.client import Client
+from tests.faults.kit import PARAMS, TEXTS, figure
 
 CLIENTS = 4
 CALLS = 80  # per fault, 4 records each

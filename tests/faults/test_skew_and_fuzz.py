@@ -17,7 +17,6 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from faults.kit import PARAMS, TEXTS, figure
 from protos import grpc_predict_v2_pb2 as oip
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
 from protos import splitserve_pb2 as pb
@@ -25,6 +24,7 @@ from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve.client import Client
 from splitserve.core import codec
 from splitserve.core.bundle import ServingConfig
+from tests.faults.kit import PARAMS, TEXTS, figure
 
 FUZZ = settings(
     max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck), print_blob=True

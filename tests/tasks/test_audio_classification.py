@@ -13,11 +13,12 @@ import mlflow
 import numpy as np
 import pytest
 import requests
-from oracle import check_invalid_argument, check_parity, check_pyfunc, close, rest_record
-from stack import Stack
-from zoo import audio_file, decoded, save_tiny_audio_classifier, synth_audio
 
 from splitserve.client import Client
+from tests.support.oracle import check_invalid_argument, check_parity, check_pyfunc, close, rest_record
+from tests.support.stack import Stack
+from tests.support.zoo.audio import audio_file, decoded, synth_audio
+from tests.support.zoo.speech import save_tiny_audio_classifier
 
 TASK = "audio-classification"
 PARAMS: list[dict[str, Any]] = [{}, {"top_k": None}, {"top_k": 2, "function_to_apply": "sigmoid"}]
@@ -68,7 +69,7 @@ def test_gateway_and_in_process_match_pipeline(bundle) -> None:
 
 
 def test_inline_gateway_and_pyfunc_match_pipeline(bundle) -> None:
-    from oracle import pipeline_for
+    from tests.support.oracle import pipeline_for
 
     pipe = pipeline_for(bundle)
     inline = {"inline_stages": bundle.local_dir, "preprocess": [], "postprocess": []}

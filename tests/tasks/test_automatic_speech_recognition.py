@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import requests
 import transformers
-from oracle import rest_record
-from stack import Stack
-from zoo import audio_file, decoded, save_tiny_whisper, synth_audio
 
 from splitserve import tasks
 from splitserve.client import Client
 from splitserve.core.bundle import load_bundle
 from splitserve.inprocess import InProcessPipeline
+from tests.support.oracle import rest_record
+from tests.support.stack import Stack
+from tests.support.zoo.audio import audio_file, decoded, synth_audio
 
 TASK = "automatic-speech-recognition"
 ITEMS: list[dict[str, Any]] = [
@@ -38,13 +38,8 @@ PARAMS: list[dict[str, Any]] = [
 
 
 @pytest.fixture(scope="module")
-def bundle(mlflow_store, tmp_path_factory) -> tuple[Path, str]:
-    from splitserve.export import export_bundle
-    from splitserve.source import log_pipeline
-
-    model_dir = save_tiny_whisper(tmp_path_factory.mktemp("whisper"))
-    uri = export_bundle(log_pipeline(model_dir, TASK, None), name="tiny-whisper", show_progress=False)
-    return model_dir, mlflow.artifacts.download_artifacts(uri)
+def bundle(tiny_whisper) -> tuple[Path, str]:
+    return tiny_whisper.model_dir, tiny_whisper.local_dir
 
 
 def expected(pipe: Any, item: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -138,10 +133,9 @@ CTC_PARAMS: list[dict[str, Any]] = [
 
 @pytest.fixture(scope="module")
 def ctc_bundle(mlflow_store, tmp_path_factory) -> tuple[Path, str]:
-    from zoo import save_tiny_ctc
-
     from splitserve.export import export_bundle
     from splitserve.source import log_pipeline
+    from tests.support.zoo.speech import save_tiny_ctc
 
     model_dir = save_tiny_ctc(tmp_path_factory.mktemp("ctc"))
     uri = export_bundle(log_pipeline(model_dir, TASK, None), name="tiny-ctc", show_progress=False)
@@ -217,7 +211,7 @@ def test_whisper_prompt_is_the_generation_configs(bundle) -> None:
     start, English, transcribe, no timestamps."""
     import json
 
-    from zoo import WHISPER_SPECIALS
+    from tests.support.zoo.speech import WHISPER_SPECIALS
 
     model_dir, local_dir = bundle
     tok = transformers.AutoTokenizer.from_pretrained(str(model_dir))

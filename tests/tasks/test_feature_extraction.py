@@ -10,11 +10,11 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ARCHS
-from oracle import TEXTS, assert_embedding, check_parity
-from stack import Stack
 
 from splitserve.client import Client
+from tests.support.bundles import ARCHS
+from tests.support.oracle import TEXTS, assert_embedding, check_parity
+from tests.support.stack import Stack
 
 TASK = "feature-extraction"
 PARAMS: list[dict[str, Any]] = [{}, {"pooling": "mean", "normalize": True}, {"pooling": "cls"}]
@@ -46,7 +46,8 @@ def test_minilm_matches_sentence_transformers(minilm_bundle) -> None:
     """The real all-MiniLM-L6-v2: mean-pooled, normalized vectors through the gateway match
     sentence-transformers' encode (cosine >= 0.9999)."""
     from sentence_transformers import SentenceTransformer
-    from zoo import MINILM_DIR
+
+    from tests.support.zoo.tokenizer import MINILM_DIR
 
     sentences = [
         "Abraham Lincoln cut down a cherry tree",

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import ARCHS
-from oracle import check_invalid_argument, check_parity, check_pyfunc, close, pipeline_for
+
+from tests.support.bundles import ARCHS
+from tests.support.oracle import check_invalid_argument, check_parity, check_pyfunc, close, pipeline_for
 
 TASK = "fill-mask"
 # "{mask}" is replaced by the tokenizer's mask token.

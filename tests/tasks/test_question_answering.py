@@ -9,15 +9,15 @@ import concurrent.futures
 from typing import Any
 
 import pytest
-from conftest import ARCHS
-from oracle import LONG_TEXT, check_invalid_argument, check_parity, check_pyfunc, close, pipeline_for
-from stack import Stack
 
 from splitserve.client import Client
 from splitserve.core.bundle import load_bundle
 from splitserve.core.records import to_records
 from splitserve.inprocess import InProcessPipeline
 from splitserve.tasks.base import ROW_RECORD
+from tests.support.bundles import ARCHS
+from tests.support.oracle import LONG_TEXT, check_invalid_argument, check_parity, check_pyfunc, close, pipeline_for
+from tests.support.stack import Stack
 
 TASK = "question-answering"
 RECORDS = [

@@ -19,13 +19,13 @@ from typing import Any
 
 import grpc
 import pytest
-from oracle import Generator
-from stack import Stack
 
 from splitserve import tasks
 from splitserve.client import Client
 from splitserve.core.bundle import load_bundle
 from splitserve.inprocess import InProcessPipeline
+from tests.support.oracle import Generator
+from tests.support.stack import Stack
 
 TEXTS = [
     "Angela Merkel works for the government in Berlin.",

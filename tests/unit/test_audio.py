@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from zoo import audio_file, synth_audio
 
 from splitserve.core import audio as A
 from splitserve.core import codec
 from splitserve.core.errors import InvalidInput
 from splitserve.core.records import Limits, check_records, to_records
+from tests.support.zoo.audio import audio_file, synth_audio
 
 
 def test_bytes_arrays_and_frames_become_audio_records() -> None:
@@ -65,9 +65,8 @@ def test_bundles_exported_before_audio_keep_their_fingerprint() -> None:
     import dataclasses
     import json
 
-    from unit_configs import config, generation_info
-
     from splitserve.core.bundle import ServingConfig
+    from tests.support.configs import config, generation_info
 
     bundle = config("text-generation", generation=generation_info())
     data = json.loads(bundle.to_json())

@@ -1,6 +1,6 @@
 """The model tier's steppers over the generation graphs' layouts (`model_svc.backends.onnx`), with
 fake ONNX Runtime sessions: what each step feeds, and how the past and the encoder's cross-attention
-keys/values follow beams. The real graphs: tests/test_onnx_generation_export.py."""
+keys/values follow beams. The real graphs: tests/export/test_onnx_generation_export.py."""
 
 from __future__ import annotations
 

@@ -8,12 +8,12 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from unit_configs import config, generation_info
 
 from splitserve import tasks
 from splitserve.core import generation as G
 from splitserve.core import params as P
 from splitserve.core.errors import InvalidInput
+from tests.support.configs import config, generation_info
 
 
 def test_every_task_has_rows_with_known_kinds_and_valid_defaults() -> None:

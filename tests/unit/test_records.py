@@ -4,12 +4,12 @@ the field. No MLflow, no models."""
 from __future__ import annotations
 
 import pytest
-from unit_configs import config
 
 from splitserve import tasks
 from splitserve.core.errors import InvalidInput
 from splitserve.core.records import Limits, Record, check_records, to_records
 from splitserve.tasks.base import Stage
+from tests.support.configs import config
 
 
 def test_strings_dicts_and_frames_become_records() -> None:

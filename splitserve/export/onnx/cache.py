@@ -5,7 +5,7 @@ GPT-2-small-sized one).
 
 The key is a hash of everything the graphs depend on: the graph family and outputs, this
 exporter's own source files, the torch, transformers, onnx and onnxscript versions, the model's
-class and config, and every parameter's and buffer's bytes. Entries live in
+class and config (less the folder it was read from), and every parameter's and buffer's bytes. Entries live in
 `$SPLITSERVE_EXPORT_CACHE` (`off`: no cache), else `$XDG_CACHE_HOME/splitserve/onnx` (else
 `~/.cache/...`), each written whole into a staging folder and renamed into place; past
 `$SPLITSERVE_EXPORT_CACHE_BYTES` (4 GB) the least recently used go.
@@ -49,7 +49,7 @@ def key(model: Any, family: str, outputs: tuple[str, ...]) -> str:
         "outputs": list(outputs),
         "versions": {name: version(name) for name in ("torch", "transformers", "onnx", "onnxscript")},
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "config": model.config.to_json_string(use_diff=False),
+        "config": _config(model),
     }
     digest.update(json.dumps(facts, sort_keys=True).encode())
     for source in sorted(Path(__file__).parent.glob("*.py")):  # the exporter's own code
@@ -60,6 +60,14 @@ def key(model: Any, family: str, outputs: tuple[str, ...]) -> str:
         if data.numel():
             digest.update(data.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:32]
+
+
+def _config(model: Any) -> str:
+    """The model's config as JSON, less where it was loaded from (`_name_or_path`): the same
+    model logged twice, or read from another folder, is the same graph."""
+    config = json.loads(model.config.to_json_string(use_diff=False))
+    config.pop("_name_or_path", None)
+    return json.dumps(config, sort_keys=True)
 
 
 def exported(model: Any, family: str, outputs: tuple[str, ...], onnx_dir: Path, export: Callable[[], str]) -> str:

@@ -1,13 +1,13 @@
 """Made these tiny MLflow transformers models under transformers 4.57.6 and mlflow 3.17 (kept as test
 data: models logged before transformers 5 must keep exporting and serving). Run with transformers
-4.57: `python make.py OUT` from the tests folder; OUT/expected-4.57.json holds that version's answers."""
+4.57: `python make.py OUT`; OUT/expected-4.57.json holds that version's answers."""
 import os, sys, json, shutil
 from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 import torch, transformers, mlflow
 from tokenizers import BertWordPieceTokenizer
-import zoo
+from tests.support import zoo
 out = Path(sys.argv[1]); shutil.rmtree(out, ignore_errors=True); out.mkdir(parents=True)
 work = Path("/tmp/t457/work"); shutil.rmtree(work, ignore_errors=True); work.mkdir()
 # WordPiece vocab trained on the zoo corpus

@@ -4,12 +4,12 @@ pyfunc's answers on the task tests' inputs: the oracle of the tasks transformers
 import copy, os, sys, json, shutil
 from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
-TESTS = Path(__file__).resolve().parents[2]; sys.path[:0] = [str(TESTS), str(TESTS / "tasks")]
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 import numpy as np, pandas as pd, torch, transformers, mlflow
 from tokenizers import BertWordPieceTokenizer
-import zoo
-from test_question_answering import RECORDS as QA_RECORDS, PARAMS as QA_PARAMS
-from test_text2text_generation import TEXTS as S2S_TEXTS, PARAMS as S2S_PARAMS
+from tests.support import zoo
+from tests.tasks.test_question_answering import RECORDS as QA_RECORDS, PARAMS as QA_PARAMS
+from tests.tasks.test_text2text_generation import TEXTS as S2S_TEXTS, PARAMS as S2S_PARAMS
 out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
 work = Path("/tmp/t457/work2"); shutil.rmtree(work, ignore_errors=True); work.mkdir()
 wp = BertWordPieceTokenizer(lowercase=False, strip_accents=False)
