@@ -122,6 +122,11 @@ def inference_defaults(source: SourceSettings, task: Task) -> tuple[dict[str, An
                 f"the source model's MLflow {origin} sets {sorted(refused)}, which splitserve cannot honour for task "
                 f"{task.name} (its params: {sorted(accepted)}); remove them, or log the model without them"
             )
+    if source.llm_task and options:  # MLflow's pyfunc fails on them too (it rewrites text, not token ids)
+        raise ExportError(
+            f"the source model's MLflow model_config sets {sorted(options)}, which MLflow's task={source.llm_task!r} "
+            "does not take; log the model without them"
+        )
     return defaults, sources, options
 
 
