@@ -231,3 +231,31 @@ def test_the_gateway_serves_the_same_bundle_on_openai_routes(llm: Sources) -> No
                     got.usage.model_dump(include={"prompt_tokens", "completion_tokens", "total_tokens"})
                     == want["usage"]
                 )
+
+
+def test_prompt_template_applies_as_in_mlflow(llm: Sources) -> None:
+    """A prompt_template logged with the llm/v1 source applies to the prompt (and to the rendered
+    chat) before generation, and usage counts the templated prompt, as in MLflow's pyfunc;
+    `splitserve inspect` names the llm task."""
+    from splitserve.describe import describe
+    from splitserve.export import export_bundle
+
+    pipe = transformers.pipeline("text-generation", model=str(llm.model_dir), device=-1)
+    for task, request in (
+        ("llm/v1/completions", {"prompt": PROMPTS[0], "max_tokens": 7}),
+        ("llm/v1/chat", {"messages": CHATS[1], "max_tokens": 7}),
+    ):
+        with mlflow.start_run():
+            info = mlflow.transformers.log_model(
+                pipe,
+                name="model",
+                task=task,
+                model_config=MODEL_CONFIG,
+                prompt_template="Q: {prompt}\nA:",
+                pip_requirements=source_requirements(),
+            )
+        bundle = export_bundle(info.model_uri, name="templated-" + task.replace("/", "-"), show_progress=False)
+        assert describe(bundle)["llm_task"] == task
+        want = mlflow.pyfunc.load_model(info.model_uri).predict(dict(request))
+        got = mlflow.pyfunc.load_model(bundle).predict(dict(request))
+        assert comparable(got) == comparable(want)
