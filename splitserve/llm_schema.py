@@ -23,9 +23,10 @@ answers the same, field for field, from the same stages as every other bundle:
   (`_get_token_usage`, `_get_completions_text`, `_get_finish_reason`): prompt tokens without special
   tokens, total tokens the whole generated sequence (prompt with its special tokens, new tokens with
   an end token), the text decoded from that sequence after the decoded prompt's length,
-  left-stripped. `finish_reason` is "length" when the completion tokens reach max_new_tokens: the
-  request's max_tokens, or else the bundle's (MLflow, without either, answers "stop" even for a reply
-  cut at the model's own limit).
+  left-stripped. `finish_reason` is "length" when those completion tokens (which count the special
+  tokens the tokenizer added to the prompt, as MLflow counts them) equal max_new_tokens: the request's
+  max_tokens, or else the bundle's (MLflow, without either, answers "stop" even for a reply cut at the
+  model's own limit).
 """
 
 from __future__ import annotations

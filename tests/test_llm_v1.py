@@ -259,3 +259,32 @@ def test_prompt_template_applies_as_in_mlflow(llm: Sources) -> None:
         want = mlflow.pyfunc.load_model(info.model_uri).predict(dict(request))
         got = mlflow.pyfunc.load_model(bundle).predict(dict(request))
         assert comparable(got) == comparable(want)
+
+
+def test_a_tokenizer_that_adds_bos_answers_as_mlflow(mlflow_store, tmp_path) -> None:
+    """A Llama whose tokenizer adds <s> to every text, with a chat template that writes <s> too: MLflow
+    tokenizes the rendered chat as text (two <s>), and counts the <s> the tokenizer adds as a
+    completion token; the bundle's pyfunc answers the same, completions and chat."""
+    from zoo import save_tiny_lm
+
+    from splitserve.export import export_bundle
+
+    model_dir = save_tiny_lm("llama", tmp_path)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir, add_bos_token=True)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(model_dir)
+    assert tokenizer("hello")["input_ids"][0] == tokenizer.bos_token_id
+    pipe = transformers.pipeline("text-generation", model=str(model_dir), tokenizer=str(model_dir), device=-1)
+    for task, request in (
+        ("llm/v1/completions", {"prompt": PROMPTS[1], "max_tokens": 9}),
+        ("llm/v1/chat", {"messages": CHATS[0], "max_tokens": 9}),
+    ):
+        with mlflow.start_run():
+            info = mlflow.transformers.log_model(
+                pipe, name="model", task=task, model_config=MODEL_CONFIG, pip_requirements=source_requirements()
+            )
+        bundle = export_bundle(info.model_uri, name="bos-" + task.replace("/", "-"), show_progress=False)
+        want = mlflow.pyfunc.load_model(info.model_uri).predict(dict(request))
+        got = mlflow.pyfunc.load_model(bundle).predict(dict(request))
+        assert comparable(got) == comparable(want)
+        assert got[0]["usage"]["completion_tokens"] == 9 + 1  # MLflow's count: the <s> the tokenizer added
