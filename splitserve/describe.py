@@ -36,6 +36,7 @@ def describe(uri: str) -> dict[str, Any]:
         "bundle": uri,
         "name": config.name,
         "task": config.task,
+        "llm_task": config.llm_task,  # MLflow's llm/v1 schemas in the pyfunc (splitserve.llm_schema)
         "fingerprint": config.fingerprint,
         "source_model_uri": config.source_model_uri,
         "template": config.template,
@@ -53,7 +54,17 @@ def show(facts: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
-    for key in ("bundle", "name", "task", "fingerprint", "source_model_uri", "template", "max_length", "quantization"):
+    for key in (
+        "bundle",
+        "name",
+        "task",
+        "llm_task",
+        "fingerprint",
+        "source_model_uri",
+        "template",
+        "max_length",
+        "quantization",
+    ):
         if facts[key] is not None:
             console.print(f"[bold]{key}[/]: {facts[key]}")
     if facts.get("quantization_excluded"):

@@ -8,6 +8,9 @@ same values the gateway returns, except that text is stripped of surrounding whi
 MLflow's transformers pyfunc strips it (generated text, transcriptions, answers, filled tokens;
 `Task.mlflow_strips`); a templated bundle's rows, one DataFrame row per row.
 Per-request params go in `params=` as with any MLflow model.
+
+A bundle of a source logged with MLflow's task="llm/v1/completions" or "llm/v1/chat" takes and
+answers MLflow's OpenAI-style schemas instead (`splitserve.llm_schema`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class SplitServeModel(PythonModel):
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         import pandas as pd
 
+        if self.pipeline.pre.stage.config.llm_task:  # MLflow's llm/v1 request and response schemas
+            return self._llm_predict(model_input, params)
         # MLflow fills in the signature's default for every param the caller left out; drop those so
         # that the params the caller did set win where two conflict (do_sample vs. num_beams).
         asked = {k: v for k, v in (params or {}).items() if k not in self.defaults or self.defaults[k] != v}
@@ -39,3 +44,14 @@ class SplitServeModel(PythonModel):
             task = self.pipeline.post.task
             results = [{**r, task.result_kind: task.as_mlflow_serves(r[task.result_kind])} for r in results]
         return pd.DataFrame(results)
+
+    def _llm_predict(self, model_input, params):  # type: ignore[no-untyped-def]
+        from mlflow.exceptions import MlflowException
+
+        from splitserve import llm_schema
+        from splitserve.core.errors import InvalidInput
+
+        try:
+            return llm_schema.predict(self.pipeline, model_input, params)
+        except InvalidInput as exc:  # a 400 from `mlflow models serve`, as MLflow's own refusals are
+            raise MlflowException.invalid_parameter_value(str(exc)) from None

@@ -82,6 +82,11 @@ class ServingConfig:
     # (None in bundles exported before they were recorded: only negative values are refused then).
     vocab_size: int | None = None
     type_vocab_size: int | None = None
+    # A text-generation source logged with MLflow's task="llm/v1/completions" or "llm/v1/chat": the
+    # bundle's pyfunc answers MLflow's OpenAI-style request and response schemas
+    # (`splitserve.llm_schema`), its `model` field naming `llm_model_name` (MLflow's source_model_name).
+    llm_task: str | None = None
+    llm_model_name: str | None = None
     format_version: int = FORMAT_VERSION
     fingerprint: str = ""
 
@@ -146,6 +151,8 @@ _LATER_FIELDS: dict[str, Any] = {
     "quantization_excluded": [],
     "int8_check": None,
     "quantization_weights": None,
+    "llm_task": None,
+    "llm_model_name": None,
 }
 _LATER_GENERATION_FIELDS: dict[str, Any] = {"decoder_prompt_ids": []}
 _LATER_DECODING_FIELDS: dict[str, Any] = {"suppress_tokens": [], "begin_suppress_tokens": []}

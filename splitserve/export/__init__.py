@@ -25,7 +25,7 @@ from splitserve.export.onnx import export_graphs, graph_inputs, max_length_of, o
 from splitserve.export.parity import check_generation_parity, check_parity, check_seq2seq_parity
 from splitserve.export.quantize import Quantized, quality_thresholds_for, quantize_within_gate
 from splitserve.export.samples import QUALITY_TEXTS, SAMPLE_TEXTS
-from splitserve.export.signature import bundle_requirements, code_paths, signature_for
+from splitserve.export.signature import bundle_requirements, code_paths, llm_signature, signature_for
 from splitserve.export.source import inference_defaults, load_source_model, read_source
 from splitserve.export.template import check_template, read_template, stage_template
 from splitserve.tasks.base import Task
@@ -86,6 +86,11 @@ def export_bundle(
         mlflow_defaults, defaults_from, options = inference_defaults(source, task)
         mlflow_defaults = {**loaded.defaults, **mlflow_defaults}  # the model's own stack below MLflow's settings
         defaults_from = {**dict.fromkeys(loaded.defaults, loaded.defaults_origin), **defaults_from}
+        if source.llm_task and template is not None:
+            raise ExportError(
+                f"a template cannot be given for a source logged with MLflow's task={source.llm_task!r}: its pyfunc "
+                "answers MLflow's fixed response schema; log the model as a plain text-generation pipeline to template it"
+            )
         template_name, loaded_template, template_defaults = None, None, {}
         if template is not None:
             template_name = stage_template(Path(template), artifacts / "template")
@@ -196,6 +201,8 @@ def export_bundle(
             type_vocab_size=getattr(model.config, "type_vocab_size", None)
             if "token_type_ids" in model_inputs
             else None,
+            llm_task=source.llm_task,
+            llm_model_name=str(source.flavor.get("source_model_name") or "") if source.llm_task else None,
         )
         config.fingerprint = config.compute_fingerprint()
         (artifacts / CONFIG_FILE).write_text(config.to_json())
@@ -280,7 +287,9 @@ def _log_bundle(task: Task, config: ServingConfig, artifacts: Path, register: st
                 **({"template": str(artifacts / "template")} if config.template else {}),
             },
             code_paths=code_paths(),
-            signature=signature_for(task, config, template_params(artifacts, config, task)),
+            signature=llm_signature(config.llm_task)
+            if config.llm_task
+            else signature_for(task, config, template_params(artifacts, config, task)),
             pip_requirements=bundle_requirements(),
             registered_model_name=register,
             tags={"splitserve.fingerprint": config.fingerprint, "splitserve.task": task.name},

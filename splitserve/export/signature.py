@@ -35,6 +35,15 @@ def signature_for(task: Task, config: ServingConfig, extra: tuple[Param, ...] = 
     return ModelSignature(inputs=None, params=ParamSchema(specs))
 
 
+def llm_signature(llm_task: str) -> Any:
+    """MLflow's own signature of an `llm/v1/completions` or `llm/v1/chat` model (its OpenAI-style
+    request and response schemas, no params), as `mlflow.transformers.log_model(task=...)` gives the
+    source: `mlflow models serve` of the bundle then takes MLflow's requests for it."""
+    from mlflow.transformers.llm_inference_utils import _SIGNATURE_FOR_LLM_INFERENCE_TASK
+
+    return _SIGNATURE_FOR_LLM_INFERENCE_TASK[llm_task]
+
+
 def code_paths() -> list[str]:
     """The packages the pyfunc needs, logged with the bundle so it loads where splitserve is not installed."""
     import model_svc

@@ -21,6 +21,9 @@ from splitserve.tasks.base import Task
 NEUTRAL = ("batch_size", "num_workers")
 # MLflow's own text-generation options (not pipeline params) that splitserve implements.
 MLFLOW_OPTIONS = ("collapse_whitespace",)
+# MLflow's inference tasks whose request and response schemas the bundle's pyfunc answers
+# (`splitserve.llm_schema`).
+LLM_TASKS = ("llm/v1/completions", "llm/v1/chat")
 
 
 @dataclass
@@ -101,10 +104,10 @@ def inference_defaults(source: SourceSettings, task: Task) -> tuple[dict[str, An
             "and output schemas), which splitserve does not take; log it as a plain feature-extraction pipeline "
             '(without `task="llm/v1/embeddings"`): the gateway then answers that schema itself at POST /v1/embeddings'
         )
-    if source.llm_task:
+    if source.llm_task and (source.llm_task not in LLM_TASKS or task.name != "text-generation"):
         raise ExportError(
-            f"the source model was logged with MLflow's task={source.llm_task!r} (OpenAI-style chat/completions "
-            "input and output schemas), which splitserve does not serve yet; log it as a plain "
+            f"the source model was logged with MLflow's task={source.llm_task!r} for a {task.name} pipeline; "
+            f"splitserve serves {list(LLM_TASKS)} for text-generation pipelines only; log it as a plain "
             f'{task.name} pipeline (without `task="llm/v1/..."`) to serve it'
         )
     accepted = {p.name: p for p in task.params}
@@ -129,6 +132,11 @@ def inference_defaults(source: SourceSettings, task: Task) -> tuple[dict[str, An
                 f"the source model's MLflow {origin} sets {sorted(refused)}, which splitserve cannot honour for task "
                 f"{task.name} (its params: {sorted(accepted)}); remove them, or log the model without them"
             )
+    if source.llm_task and options:  # MLflow's pyfunc fails on them too (it rewrites text, not token ids)
+        raise ExportError(
+            f"the source model's MLflow model_config sets {sorted(options)}, which MLflow's task={source.llm_task!r} "
+            "does not take; log the model without them"
+        )
     return defaults, sources, options
 
 

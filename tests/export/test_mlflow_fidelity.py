@@ -121,9 +121,15 @@ def test_settings_splitserve_cannot_honour_are_refused(tiny_bundles, mlflow_stor
         ExportError, match=r"model_config sets \['is_split_into_words'\], which splitserve cannot honour"
     ):
         export_bundle(source, show_progress=False)
+    # llm/v1/completions and llm/v1/chat sources export (tests/test_llm_v1.py), but not with a template
+    # (their pyfunc answers MLflow's fixed schema); llm/v1/embeddings is refused naming what to log.
     lm = log(pipeline(save_tiny_lm("gpt2", tmp_path), "text-generation"), task="llm/v1/completions")
-    with pytest.raises(ExportError, match=r"task='llm/v1/completions'.*does not serve yet"):
-        export_bundle(lm, show_progress=False)
+    with pytest.raises(ExportError, match=r"a template cannot be given for a source logged with MLflow's task="):
+        export_bundle(lm, show_progress=False, template=tmp_path / "rows.py")
+    embedder = log(pipeline(tiny_bundles[("feature-extraction", "bert")].model_dir, "feature-extraction"),
+                   task="llm/v1/embeddings")  # fmt: skip
+    with pytest.raises(ExportError, match=r"task='llm/v1/embeddings'.*which splitserve does not take"):
+        export_bundle(embedder, show_progress=False)
 
 
 def test_token_classification_stride_tags_the_whole_document(tiny_bundles) -> None:
