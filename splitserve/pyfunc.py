@@ -3,7 +3,7 @@
 Input: a DataFrame (columns `id` and `content`/`text`, optionally `text_pair`; `question` and
 `context`; `candidate_labels`; a templated bundle takes any other columns too), a list of strings
 or dicts, or one string. Output: a DataFrame with `id` and one result column (`labels`,
-`entities`, `embedding`, `filled_masks`, `answers`, `zero_shot` or `generated`), row for row, the
+`entities`, `embedding`, `filled_masks`, `answers`, `zero_shot`, `generated` or `transcription`), row for row, the
 same values the gateway returns; a templated bundle's rows, one DataFrame row per row.
 Per-request params go in `params=` as with any MLflow model.
 """

@@ -56,7 +56,7 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _log_and_export(task: str, arch: str, model_dir: Path, name: str, **export: Any) -> Exported:
-    from splitserve.source import log_pipeline
+    from splitserve.commands.log import log_pipeline
 
     return _export(task, arch, model_dir, log_pipeline(model_dir, task, None), name, **export)
 

@@ -25,8 +25,8 @@ RSS_LIMIT_MB = 200
 
 @pytest.fixture(scope="module")
 def whisper_bundle(mlflow_store, tmp_path_factory) -> str:
+    from splitserve.commands.log import log_pipeline
     from splitserve.export import export_bundle
-    from splitserve.source import log_pipeline
 
     model_dir = save_tiny_whisper(tmp_path_factory.mktemp("whisper-tiers"))
     uri = export_bundle(

@@ -95,7 +95,7 @@ def test_llm_embeddings_task_is_refused_in_its_own_words(mlflow_store: Path, tmp
     import transformers
     from zoo import save_tiny
 
-    from splitserve.source import source_requirements
+    from splitserve.commands.log import source_requirements
 
     model_dir = save_tiny("feature-extraction", "bert", tmp_path)
     pipe = transformers.pipeline("feature-extraction", model=str(model_dir), tokenizer=str(model_dir), device=-1)

@@ -24,11 +24,11 @@ from oracle import TEXTS, close
 from stack import Stack
 
 from splitserve.client import Client
+from splitserve.commands.log import source_requirements
 from splitserve.core.bundle import load_bundle
 from splitserve.core.errors import ExportError
 from splitserve.export import export_bundle
 from splitserve.inprocess import InProcessPipeline
-from splitserve.source import source_requirements
 
 PROMPTS = ["Angela Merkel works for", "They cut down a cherry tree near Paris, said"]
 

@@ -31,8 +31,8 @@ def chat_lm(mlflow_store, tmp_path_factory) -> Any:
     """A tiny GPT-2 whose tokenizer has a chat template."""
     from zoo import save_tiny_lm
 
+    from splitserve.commands.log import log_pipeline
     from splitserve.export import export_bundle
-    from splitserve.source import log_pipeline
 
     model_dir = save_tiny_lm("gpt2", tmp_path_factory.mktemp("chat-lm"))
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)

@@ -38,8 +38,8 @@ PARAMS: list[dict[str, Any]] = [
 
 @pytest.fixture(scope="module")
 def bundle(mlflow_store, tmp_path_factory) -> tuple[Path, str]:
+    from splitserve.commands.log import log_pipeline
     from splitserve.export import export_bundle
-    from splitserve.source import log_pipeline
 
     model_dir = save_tiny_whisper(tmp_path_factory.mktemp("whisper"))
     uri = export_bundle(log_pipeline(model_dir, TASK, None), name="tiny-whisper", show_progress=False)
@@ -138,8 +138,8 @@ CTC_PARAMS: list[dict[str, Any]] = [
 def ctc_bundle(mlflow_store, tmp_path_factory) -> tuple[Path, str]:
     from zoo import save_tiny_ctc
 
+    from splitserve.commands.log import log_pipeline
     from splitserve.export import export_bundle
-    from splitserve.source import log_pipeline
 
     model_dir = save_tiny_ctc(tmp_path_factory.mktemp("ctc"))
     uri = export_bundle(log_pipeline(model_dir, TASK, None), name="tiny-ctc", show_progress=False)
