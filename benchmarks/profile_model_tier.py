@@ -57,8 +57,8 @@ def main(argv: list[str]) -> int:
 
     bundle = args.bundle
     if bundle is None:
+        from splitserve.commands.log import DEFAULT_TASK, log_pipeline
         from splitserve.export import export_bundle
-        from splitserve.source import DEFAULT_TASK, log_pipeline
 
         source = log_pipeline(None, DEFAULT_TASK, None)
         bundle = export_bundle(source, quantize="int8" if args.int8 else None, show_progress=False)

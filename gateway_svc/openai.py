@@ -7,8 +7,8 @@
     POST /v1/chat/completions    the same, messages rendered with the tokenizer's chat template
 
 Each request becomes a gateway PredictRequest (one record per input, prompt or chat) run by the
-gRPC handlers themselves (`Predict`; completions always `PredictStream`, whose deltas are the new
-text), so tokens, limits and errors are the gateway's. OpenAI's fields map onto the bundle's params; a field left out leaves the bundle's
+request path every door calls (`gateway_svc.orchestrator.Gateway`: `predict`; completions always
+`predict_stream`, whose deltas are the new text), so tokens, limits and errors are the gateway's. OpenAI's fields map onto the bundle's params; a field left out leaves the bundle's
 default: `max_tokens` -> max_new_tokens, `temperature` (0: greedy, else sampling at it),
 `top_p`, `stop`, `seed`. What the bundle cannot honour (n > 1, logprobs, penalties, ...) is
 refused (400), naming the field. `params` (an extension, `extra_body={"params": {...}}` in the
@@ -26,11 +26,12 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway_svc.rest import checked_object
+from gateway_svc.orchestrator import Call
+from gateway_svc.rest import checked_object, http_call
 from protos import splitserve_pb2 as pb
 from splitserve.core import codec
 from splitserve.core.errors import InvalidInput
-from splitserve.core.http_server import HttpCall, event_stream, handled, json_response, read_json
+from splitserve.core.http_server import event_stream, handled, json_response, read_json
 from splitserve.tasks import result_from_pb
 
 # Fields accepted only at their neutral values (what the model tier does anyway); the first is
@@ -114,7 +115,7 @@ def _texts(value: Any, field: str, token_ids: bool = False) -> list[Any]:
     )
 
 
-def _usage(call: HttpCall, completion: int | None = None) -> dict[str, int]:
+def _usage(call: Call, completion: int | None = None) -> dict[str, int]:
     prompt = int(dict(call.trailing).get("splitserve-input-tokens", 0))
     usage = {"prompt_tokens": prompt, "total_tokens": prompt + (completion or 0)}
     return usage if completion is None else {**usage, "completion_tokens": completion}
@@ -132,15 +133,15 @@ def _generated(response: pb.PredictResponse) -> list[dict[str, Any]]:
     return [result_from_pb(r)["generated"][0] for r in response.results]
 
 
-def routes(tier: Any) -> list[Any]:
-    """The routes, bound to a `GatewayTier`."""
+def routes(gateway: Any) -> list[Any]:
+    """The routes, bound to a `Gateway` (`gateway_svc.orchestrator`)."""
     from starlette.routing import Route
 
-    async def served(call: HttpCall, model: str | None) -> pb.TierInfo:
-        return await tier.Info(pb.TierInfoRequest(model=model or ""), call)  # unknown: NOT_FOUND
+    async def served(call: Call, model: str | None) -> pb.TierInfo:
+        return await gateway.info(model or "", call)  # unknown: NOT_FOUND
 
     async def models(request: Any) -> Any:
-        info = await served(HttpCall(request), request.path_params.get("model"))
+        info = await served(http_call(request), request.path_params.get("model"))
         if "model" in request.path_params:
             return json_response({"id": info.model, "object": "model", "created": 0, "owned_by": "splitserve"})
         entries = [{"id": m, "object": "model", "created": 0, "owned_by": "splitserve"} for m in info.models]
@@ -148,7 +149,7 @@ def routes(tier: Any) -> list[Any]:
 
     async def embeddings(request: Any) -> Any:
         body = checked_object(await read_json(request), EMBEDDING_FIELDS, "/v1/embeddings")
-        call = HttpCall(request)
+        call = http_call(request)
         info = await served(call, body.get("model"))
         if body.get("dimensions") is not None:
             raise InvalidInput("field 'dimensions': the model's own size only")
@@ -156,7 +157,7 @@ def routes(tier: Any) -> list[Any]:
         if encoding not in ("float", "base64"):
             raise InvalidInput(f"field 'encoding_format' must be 'float' or 'base64', got {encoding!r}")
         texts = _texts(body.get("input"), "input", token_ids=True)
-        response = await tier.Predict(codec.predict_request(texts, _own_params(body), info.model), call)
+        response = await gateway.predict(codec.predict_request(texts, _own_params(body), info.model), call)
         data = []
         for i, result in enumerate(response.results):
             if result.WhichOneof("output") != "embedding":
@@ -178,7 +179,7 @@ def routes(tier: Any) -> list[Any]:
     async def completions(request: Any, chat: bool) -> Any:
         path = "/v1/chat/completions" if chat else "/v1/completions"
         body = checked_object(await read_json(request), CHAT_FIELDS if chat else COMPLETION_FIELDS, path)
-        call = HttpCall(request)
+        call = http_call(request)
         info = await served(call, body.get("model"))
         if not info.streams:
             raise InvalidInput(f"model {info.model!r} (task {info.task}) does not generate text")
@@ -191,7 +192,7 @@ def routes(tier: Any) -> list[Any]:
             records = _texts(body.get("prompt"), "prompt")
         # PredictStream either way: its deltas are the new text only, whatever the task (a
         # text-generation result has the prompt in front by default), as OpenAI's text is.
-        events = tier.PredictStream(codec.predict_request(records, params, info.model), call)
+        events = gateway.predict_stream(codec.predict_request(records, params, info.model), call)
         reply = Reply(chat, info.model, params)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -232,7 +233,7 @@ class Reply:
         content = {"role": "assistant", "content": text} if not chunk else ({"content": text} if text else {})
         return {"index": index, ("delta" if chunk else "message"): content, "logprobs": None, "finish_reason": finish}
 
-    async def whole(self, events: Any, call: HttpCall) -> dict[str, Any]:
+    async def whole(self, events: Any, call: Call) -> dict[str, Any]:
         texts: dict[int, str] = {}
         async for event in events:
             if event.WhichOneof("event") == "delta":
@@ -245,7 +246,7 @@ class Reply:
         ]
         return {**self._envelope(choices), "usage": _usage(call, sum(len(g["token_ids"]) for g in generated))}
 
-    async def stream(self, events: Any, call: HttpCall, include_usage: bool) -> AsyncIterator[Any]:
+    async def stream(self, events: Any, call: Call, include_usage: bool) -> AsyncIterator[Any]:
         """OpenAI's chunks: (chat: the assistant's role first) each delta of new text, a last
         chunk per choice with its finish_reason, the usage chunk if asked, then [DONE]."""
         try:

@@ -11,10 +11,11 @@
 Records, params and results are the gRPC API's, as `splitserve.client` shows them; JSON has no
 bytes, so an audio record's file travels as `"audio": {"b64": "<base64 of the file>"}` (or as
 samples: `"audio": [floats], "sampling_rate": 16000`). Never a path or a URL. Every route
-runs the gRPC handlers themselves (`GatewayTier.Predict`, `PredictStream`, `Info`) with an
-`HttpCall` standing in for the gRPC call: the same admission, tokens, deadlines, orchestration
-and errors (HTTP statuses from the one error table). Where the time went comes back as the gRPC
-trailing metadata's names (`splitserve-model-us`, ...), as response headers.
+calls the request path the gRPC door calls (`gateway_svc.orchestrator.Gateway`: `predict`,
+`predict_stream`, `info`), the HTTP headers as the call's metadata: the same admission, tokens,
+deadlines and errors (HTTP statuses from the one error table, `splitserve.core.status`). Where the
+time went comes back under the gRPC trailing metadata's names (`splitserve-model-us`, ...), as
+response headers.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ import binascii
 from collections.abc import AsyncIterator
 from typing import Any
 
+from gateway_svc.orchestrator import Call
 from protos import splitserve_pb2 as pb
 from splitserve.core import codec
 from splitserve.core.errors import InvalidInput
-from splitserve.core.http_server import HttpCall, event_stream, handled, json_response, read_json
+from splitserve.core.http_server import event_stream, handled, json_response, read_json
 from splitserve.tasks import answer_from_pb
 
 PREDICT_FIELDS = {"records", "params", "model", "stream"}
@@ -72,8 +74,14 @@ def json_records(records: Any) -> Any:
     return out
 
 
-def build_app(tier: Any) -> Any:
-    """The Starlette app of a `GatewayTier` (its gRPC handlers do the work)."""
+def http_call(request: Any) -> Call:
+    """An HTTP request as the request path sees it: its headers are the call's metadata
+    (`authorization`, `traceparent`); its deadline is the gateway's `timeout_s`."""
+    return Call(tuple(request.headers.items()))
+
+
+def build_app(gateway: Any) -> Any:
+    """The Starlette app over a `Gateway` (`gateway_svc.orchestrator`), which does the work."""
     from starlette.applications import Starlette
     from starlette.routing import Route
 
@@ -85,21 +93,21 @@ def build_app(tier: Any) -> Any:
             raise InvalidInput("/v1/predict: field 'records' is missing")
         records = json_records(body["records"])
         message = codec.predict_request(records, body.get("params"), str(body.get("model") or ""))
-        call = HttpCall(request)
+        call = http_call(request)
         if body.get("stream"):
-            return await event_stream(stream_events(tier, message, call), lambda c, m: error_json(c.name, m))
-        response = await tier.Predict(message, call)
+            return await event_stream(stream_events(gateway, message, call), lambda c, m: error_json(c.name, m))
+        response = await gateway.predict(message, call)
         return json_response(answer_json(response), headers=dict(call.trailing))
 
     async def info(request: Any) -> Any:
-        i = await tier.Info(pb.TierInfoRequest(), HttpCall(request))
+        i = await gateway.info("", http_call(request))
         return json_response({"model": i.model, "task": i.task, "fingerprint": i.fingerprint, "streams": i.streams})
 
     async def live(request: Any) -> Any:
         return json_response({"live": True})
 
     async def ready(request: Any) -> Any:
-        ready = tier.info is not None
+        ready = gateway.ready
         return json_response({"ready": ready}, 200 if ready else 503)
 
     routes = [
@@ -107,7 +115,7 @@ def build_app(tier: Any) -> Any:
         Route("/v1/info", handled(info), methods=["GET"]),
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
-        *openai.routes(tier),
+        *openai.routes(gateway),
     ]
     return Starlette(routes=routes)
 
@@ -116,8 +124,8 @@ def error_json(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
-async def stream_events(tier: Any, message: pb.PredictRequest, call: HttpCall) -> AsyncIterator[dict[str, Any]]:
-    async for event in tier.PredictStream(message, call):
+async def stream_events(gateway: Any, message: pb.PredictRequest, call: Call) -> AsyncIterator[dict[str, Any]]:
+    async for event in gateway.predict_stream(message, call):
         if event.WhichOneof("event") == "delta":
             yield delta_json(event.delta)
         else:

@@ -7,8 +7,9 @@ port (`--rest-port`), so `tritonclient.http` works as `tritonclient.grpc` does:
     POST /v2/models/{name}[/versions/{version}]/infer     JSON tensors, or the binary-tensor extension
     POST /v2/repository/index                             the model-repository extension's index
 
-Each request is turned into the gRPC message and run by the gRPC servicer itself (`ModelInfer`,
-...), batching and errors included; tensors as JSON `data` (row-major, flat or nested) or, with
+Each request is turned into the OIP message and run by the tier's own methods (`infer`, the
+transport-free one beside `ModelInfer`; the metadata and repository ones, which read no call
+context), batching and errors included; tensors as JSON `data` (row-major, flat or nested) or, with
 the binary extension, as raw little-endian bytes after the JSON header
 (`Inference-Header-Content-Length`, each tensor's `binary_data_size`). Outputs come back binary
 when the request asks (`binary_data` per output, or `binary_data_output`). Errors:
@@ -24,7 +25,7 @@ import numpy as np
 
 from protos import grpc_predict_v2_pb2 as oip
 from splitserve.core.errors import InvalidInput
-from splitserve.core.http_server import HttpCall, handled, json_response
+from splitserve.core.http_server import handled, json_response
 from splitserve.core.tensors import from_raw, numpy_dtype
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -154,12 +155,12 @@ def build_app(tier: Any) -> Any:
 
     async def model_ready(request: Any) -> Any:
         name, version = model(request)
-        ready = (await tier.ModelReady(oip.ModelReadyRequest(name=name, version=version), HttpCall(request))).ready
+        ready = (await tier.ModelReady(oip.ModelReadyRequest(name=name, version=version), None)).ready
         return json_response({"name": name, "ready": ready}, 200 if ready else 503)
 
     async def metadata(request: Any) -> Any:
         name, version = model(request)
-        meta = await tier.ModelMetadata(oip.ModelMetadataRequest(name=name, version=version), HttpCall(request))
+        meta = await tier.ModelMetadata(oip.ModelMetadataRequest(name=name, version=version), None)
         return json_response(
             {
                 "name": meta.name,
@@ -176,10 +177,10 @@ def build_app(tier: Any) -> Any:
         if request.headers.get("content-encoding") not in (None, "identity"):
             raise InvalidInput("compressed requests are not supported; send them uncompressed")
         message, binary = infer_request(await request.body(), int(length) if length else None, name, version)
-        return infer_response(await tier.ModelInfer(message, HttpCall(request)), binary)
+        return infer_response(await tier.infer(message, None), binary)
 
     async def index(request: Any) -> Any:
-        response = await tier.RepositoryIndex(oip.RepositoryIndexRequest(), HttpCall(request))
+        response = await tier.RepositoryIndex(oip.RepositoryIndexRequest(), None)
         models = []
         for m in response.models:
             models.append(
@@ -199,12 +200,12 @@ def build_app(tier: Any) -> Any:
         message = oip.RepositoryModelLoadRequest(model_name=request.path_params["name"])
         if isinstance(parameters.get("uri"), str):
             message.parameters["uri"].string_param = parameters["uri"]
-        await tier.RepositoryModelLoad(message, HttpCall(request))
+        await tier.RepositoryModelLoad(message, None)
         return json_response({})
 
     async def unload(request: Any) -> Any:
         message = oip.RepositoryModelUnloadRequest(model_name=request.path_params["name"])
-        await tier.RepositoryModelUnload(message, HttpCall(request))
+        await tier.RepositoryModelUnload(message, None)
         return json_response({})
 
     routes = [Route("/v2", handled(server_metadata, error_body), methods=["GET"])]

@@ -49,7 +49,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
     def __init__(self, settings: ModelSettings):
         super().__init__(settings)
         self.parts = ("onnx",) if settings.backend == "onnx" else ()  # torch loads the source model
-        # One inference at a time per replica: the runtime's own threads use the cores (every version's).
+        # One inference at a time per replica: ONNX Runtime's (or torch's) own threads use the cores (every version's).
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -67,7 +67,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         return Engine(backend)
 
     async def started(self, version: Loaded) -> dict[str, Any]:
-        bundle, engine = version.bundle, version.stage
+        bundle, engine = version.bundle, version.runtime
         s = self.settings
         engine.batcher = Batcher(
             engine.backend.infer,
@@ -87,10 +87,10 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         return {"backend": engine.backend.name}
 
     async def stopped(self, version: Loaded) -> None:
-        await version.stage.close()
+        await version.runtime.close()
 
     async def close(self) -> None:
-        await asyncio.gather(*(v.stage.close() for v in self.versions))
+        await asyncio.gather(*(v.runtime.close() for v in self.versions))
         self.executor.shutdown(wait=False)
         await super().close()
 
@@ -163,7 +163,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         return oip.ModelMetadataResponse(
             name=version.name,
             versions=[v.fingerprint for v in self.versions if v.name == version.name],  # the current one first
-            platform=version.stage.backend.platform,
+            platform=version.runtime.backend.platform,
             inputs=[
                 codec.tensor_metadata(n, config.input_types.get(n, "INT64"), config.input_shapes.get(n, [-1, -1]))
                 for n in config.model_inputs
@@ -195,16 +195,21 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
             yield version
 
     async def ModelInfer(self, request: oip.ModelInferRequest, context: Any) -> oip.ModelInferResponse:
+        return await self.infer(request, context.time_remaining())
+
+    async def infer(self, request: oip.ModelInferRequest, time_left_s: float | None) -> oip.ModelInferResponse:
+        """One inference, whatever door it came by (gRPC ModelInfer, REST `/infer`); `time_left_s`:
+        the caller's deadline, None for the tier's own timeout."""
         with self._using(request) as version:
             inputs = self._inputs(request, version)
             if version.bundle.config.generation is not None:
                 return await self._generate(request, inputs, version)
-            return await self._infer(request, inputs, version, context.time_remaining())
+            return await self._infer(request, inputs, version, time_left_s)
 
     async def _infer(
         self, request: oip.ModelInferRequest, inputs: dict[str, Any], version: Loaded, time_left_s: float | None
     ) -> oip.ModelInferResponse:
-        bundle, batcher = version.bundle, version.stage.batcher
+        bundle, batcher = version.bundle, version.runtime.batcher
         config = bundle.config
         parameters = codec.parameters_from_request(request)
         pooling.from_oip(parameters)  # checked before the work
@@ -249,7 +254,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         """Run the decoding loop in the inference thread; yield the streamed chunks (`stream`) and
         the final response. When the caller goes away (cancelled, deadline), the loop stops at its
         next token instead of running on for nobody."""
-        bundle, generations = version.bundle, version.stage.generations
+        bundle, generations = version.bundle, version.runtime.generations
         assert generations is not None and bundle.config.generation is not None
         params = GenerationParams.from_oip(codec.parameters_from_request(request), bundle.config.generation)
         prompts = generation.prompts_from(inputs, params, bundle.config)
@@ -314,7 +319,7 @@ class Engine:
         self.backend = backend
         self.batcher: Batcher | None = None
         self.generations: GenerationBatcher | None = None
-        self.streams = False  # what `Info` reads of a stage; the model tier answers ModelMetadata instead
+        self.streams = False  # what `Info` reads of a runtime; the model tier answers ModelMetadata instead
 
     async def close(self) -> None:
         if self.batcher is not None:

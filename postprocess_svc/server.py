@@ -41,12 +41,13 @@ class PostprocessTier(BundleTier, pb_grpc.PostprocessServicer):
     ) -> pb.PostprocessResponse:
         with self.using(request.fingerprint, "the preprocess tier's output", request.model) as version:
             small = (
-                version.stage.template is None and sum(len(t.raw) for t in request.model_outputs) <= SMALL_OUTPUT_BYTES
+                version.runtime.template is None
+                and sum(len(t.raw) for t in request.model_outputs) <= SMALL_OUTPUT_BYTES
             )
             return await self.offload(context, self._postprocess, request, version, small=small)  # CPU work
 
     def _postprocess(self, request: pb.PostprocessRequest, version: Loaded) -> pb.PostprocessResponse:
-        bundle, stage = version.bundle, version.stage
+        bundle, postprocessor = version.bundle, version.runtime
         records = codec.records_from_pb(request.records)
         task_records = codec.records_from_pb(request.task_records) if request.task_records else records
         params = codec.params_from_struct(request.params)
@@ -54,11 +55,13 @@ class PostprocessTier(BundleTier, pb_grpc.PostprocessServicer):
             codec.tensors_to_arrays(request.model_outputs),
             codec.tensors_to_arrays(request.context),
         )
-        results = stage.run(task_records, params, outputs, context_tensors, partial=request.partial)
-        if stage.template is not None and not request.partial:
-            rows = stage.rows(records, task_records, results, params)
+        results = postprocessor.run(task_records, params, outputs, context_tensors, partial=request.partial)
+        if postprocessor.template is not None and not request.partial:
+            rows = postprocessor.rows(records, task_records, results, params)
             return pb.PostprocessResponse(fingerprint=bundle.fingerprint, rows=codec.rows_to_pb(rows))
         return pb.PostprocessResponse(
             fingerprint=bundle.fingerprint,
-            results=[tasks.result_to_pb(stage.task, r.id, res) for r, res in zip(task_records, results, strict=True)],
+            results=[
+                tasks.result_to_pb(postprocessor.task, r.id, res) for r, res in zip(task_records, results, strict=True)
+            ],
         )

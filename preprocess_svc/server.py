@@ -45,14 +45,14 @@ class PreprocessTier(BundleTier, pb_grpc.PreprocessServicer):
         with self.using(request.fingerprint, "the gateway's pick", request.model) as version:
             small = (
                 chars + sum(len(r.token_ids) for r in request.records) <= SMALL_CHARS  # token ids: checked, padded
-                and version.stage.template is None
+                and version.runtime.template is None
                 and not any(r.WhichOneof("audio") for r in request.records)
             )
             return await self.offload(context, self._preprocess, request, version, small=small)  # CPU work
 
     def _preprocess(self, request: pb.PreprocessRequest, version: Loaded) -> pb.PreprocessResponse:
-        bundle, stage = version.bundle, version.stage
-        encoded = stage.run(codec.records_from_pb(request.records), codec.params_from_struct(request.params))
+        bundle, preprocessor = version.bundle, version.runtime
+        encoded = preprocessor.run(codec.records_from_pb(request.records), codec.params_from_struct(request.params))
         self._check_size(request, encoded, bundle)
         return pb.PreprocessResponse(
             model=version.name,

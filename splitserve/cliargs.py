@@ -1,5 +1,5 @@
-"""Command-line conventions shared by the `splitserve` subcommands: KEY=VALUE flags given once per
-value, replica counts, deprecated spellings kept for one release (with a note), and checks that
+"""Command-line conventions shared by the `splitserve` subcommands: flags generated from settings
+classes, KEY=VALUE flags given once per value, replica counts, the rollout flags, and checks that
 fail before anything starts."""
 
 from __future__ import annotations
@@ -7,41 +7,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import socket
-import sys
 import typing
 from typing import Any
 
 from pydantic import BaseModel
 
-# Flags that take KEY=VALUE, one per occurrence (`--param a=1 --param b=2`). The old spelling with
-# several values after one flag (`--param a=1 b=2`) swallowed the positional arguments that
-# followed; it still works for one release (`legacy_kv`), with a note.
-KV_FLAGS = ("--param", "--set", "--quality", "--replicas")
-_KEY_VALUE = re.compile(r"[A-Za-z_][\w.-]*=")
 TIERS = ("preprocess", "model", "postprocess")
-
-
-def legacy_kv(argv: list[str]) -> list[str]:
-    """`--param a=1 b=2 TEXT` -> `--param a=1 --param b=2 TEXT` (the deprecated spelling)."""
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        out.append(arg)
-        i += 1
-        if arg in KV_FLAGS and i < len(argv):
-            out.append(argv[i])  # its own value
-            i += 1
-            while i < len(argv) and _KEY_VALUE.match(argv[i]):
-                print(
-                    f"note: write {arg} before each KEY=VALUE ({argv[i]}); one {arg} for several is deprecated",
-                    file=sys.stderr,
-                )
-                out += [arg, argv[i]]
-                i += 1
-    return out
 
 
 def count(text: str) -> int:
@@ -51,15 +23,8 @@ def count(text: str) -> int:
     return int(text)
 
 
-def renamed(old: str, new: str, value: Any) -> Any:
-    """A deprecated flag's value, with a note saying what replaces it."""
-    if value is not None:
-        print(f"note: {old} is deprecated; use {new}", file=sys.stderr)
-    return value
-
-
-def replicas(given: dict[str, Any], legacy: dict[str, int | None]) -> dict[str, int]:
-    """`up`'s replica counts from --replicas TIER=N (`given`) and the deprecated --pre/--model/--post."""
+def replicas(given: dict[str, Any]) -> dict[str, int]:
+    """`up`'s replica counts from --replicas TIER=N (`given`)."""
     counts = dict.fromkeys(TIERS, 1)
     for tier, value in given.items():
         if tier not in counts:
@@ -68,11 +33,25 @@ def replicas(given: dict[str, Any], legacy: dict[str, int | None]) -> dict[str, 
             counts[tier] = count(str(value))
         except argparse.ArgumentTypeError as exc:
             raise SystemExit(f"error: --replicas {tier}: {exc}") from None
-    for flag, tier in (("pre", "preprocess"), ("model", "model"), ("post", "postprocess")):
-        value = renamed(f"--{flag} N", f"--replicas {tier}=N", legacy.get(flag))
-        if value is not None:
-            counts[tier] = value
     return counts
+
+
+def add_kv_flag(p: argparse.ArgumentParser, flag: str, metavar: str, help_text: str) -> None:
+    """A flag that takes KEY=VALUE, one per occurrence (`--param a=1 --param b=2`): read with `parse_kv`."""
+    p.add_argument(flag, action="append", metavar=metavar, help=help_text)
+
+
+def add_rollout_flags(p: argparse.ArgumentParser) -> None:
+    """`up`'s and `k8s`'s --watch-alias (every tier's own flag, passed to each replica)."""
+    p.add_argument(
+        "--watch-alias",
+        action="store_true",
+        help="Every tier follows the bundle URIs' registry aliases (models:/NAME@ALIAS): a moved alias is rolled out "
+        "with zero errors (new version loaded, switched to, old one unloaded once unused).",
+    )
+    p.add_argument(
+        "--watch-interval-s", type=float, default=10.0, help="With --watch-alias: seconds between registry polls."
+    )
 
 
 def check_port(host: str, port: int, flag: str = "--port") -> None:

@@ -8,9 +8,10 @@
             if "text" in event:
                 print(event["text"], end="", flush=True)
 
-Each result is a dict: {"id": ..., <kind>: ...}, the kind being "labels", "entities",
-"embedding", "filled_masks", "answers", "zero_shot" or "generated" (the generation tasks: a
-list of {"generated_text", "token_ids"}), with the field names (and shapes) of transformers' pipeline
+Each result is a dict: {"id": ..., <kind>: ...}, the kind being "labels" (audio-classification's
+too), "entities", "embedding", "filled_masks", "answers", "zero_shot", "generated" (the generation
+tasks: a list of {"generated_text", "token_ids"}) or "transcription" (automatic-speech-recognition),
+with the field names (and shapes) of transformers' pipeline
 outputs inside. A bundle exported with a template answers with the template's rows instead (dicts
 of JSON values, any number per record).
 

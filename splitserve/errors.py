@@ -129,7 +129,7 @@ class ServerError(SplitServeError):
 _INCIDENT = re.compile(r"\bincident ([0-9a-f]{6,32})\b")
 
 # The one table from status codes to the client's classes (the servers' is
-# `splitserve.core.grpc_server.STATUS_CODES`, from their error classes to status codes).
+# `splitserve.core.status.STATUS_CODES`, from their error classes to status codes).
 CLASSES: dict[grpc.StatusCode, type[SplitServeError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidInput,
     grpc.StatusCode.OUT_OF_RANGE: InvalidInput,

@@ -11,7 +11,7 @@ from preprocess_svc.server import PreprocessTier
 from preprocess_svc.settings import PreprocessSettings
 
 
-def inline_stages(bundle_uri: str) -> tuple[PreprocessTier, PostprocessTier]:
+def inline_servicers(bundle_uri: str) -> tuple[PreprocessTier, PostprocessTier]:
     """Not loaded yet (the gateway loads them). Their settings, from the SPLITSERVE_PRE_* /
     SPLITSERVE_POST_* environment, apply."""
     settings: Any = (PreprocessSettings, PostprocessSettings)  # pydantic-settings fill in the rest from env

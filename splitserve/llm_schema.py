@@ -196,7 +196,7 @@ def response(
 
 def predict(pipeline: Any, model_input: Any, params: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The bundle's pyfunc answer for an llm/v1 bundle: `pipeline` is its in-process pipeline."""
-    config: ServingConfig = pipeline.pre.stage.config
+    config: ServingConfig = pipeline.pre.assets.config
     assert config.llm_task is not None
     tokenizer = pipeline.pre.tokenizer
     inputs, fields = read_request(config.llm_task, model_input, params)

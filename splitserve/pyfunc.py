@@ -3,7 +3,8 @@
 Input: a DataFrame (columns `id` and `content`/`text`, optionally `text_pair`; `question` and
 `context`; `candidate_labels`; a templated bundle takes any other columns too), a list of strings
 or dicts, or one string. Output: a DataFrame with `id` and one result column (`labels`,
-`entities`, `embedding`, `filled_masks`, `answers`, `zero_shot` or `generated`), row for row, the
+`entities`, `embedding`, `filled_masks`, `answers`, `zero_shot`, `generated` or
+`transcription`), row for row, the
 same values the gateway returns, except that text is stripped of surrounding whitespace where
 MLflow's transformers pyfunc strips it (generated text, transcriptions, answers, filled tokens;
 `Task.mlflow_strips`); a templated bundle's rows, one DataFrame row per row.
@@ -34,7 +35,7 @@ class SplitServeModel(PythonModel):
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         import pandas as pd
 
-        if self.pipeline.pre.stage.config.llm_task:  # MLflow's llm/v1 request and response schemas
+        if self.pipeline.pre.assets.config.llm_task:  # MLflow's llm/v1 request and response schemas
             return self._llm_predict(model_input, params)
         # MLflow fills in the signature's default for every param the caller left out; drop those so
         # that the params the caller did set win where two conflict (do_sample vs. num_beams).

@@ -143,8 +143,8 @@ def run_bench(
 
 
 def _bundles(source_uri: str | None, names: tuple[str, ...], steps: Steps) -> tuple[str, str, str]:
+    from splitserve.commands.log import DEFAULT_TASK, log_pipeline
     from splitserve.export import export_bundle
-    from splitserve.source import DEFAULT_TASK, log_pipeline
 
     if source_uri is None:
         t = steps.step("Logging the bundled all-MiniLM-L6-v2 as the source model")

@@ -118,10 +118,10 @@ class ModelTierTarget(Target):
         import grpc
 
         from protos import grpc_predict_v2_pb2_grpc as oip_grpc
+        from splitserve.commands.up import READY_TIMEOUT_S, Replica, serve_command
         from splitserve.core.bundle import load_bundle
         from splitserve.core.records import Limits
         from splitserve.core.tokenizer import load_tokenizer
-        from splitserve.launcher import READY_TIMEOUT_S, Replica, serve_command
         from splitserve.stages.preprocess import Preprocessor
 
         threads = str(self.threads)
@@ -141,7 +141,7 @@ class ModelTierTarget(Target):
         if self.pooling == "auto":
             accepted = {p.name for p in tasks.get(bundle.config.task).params}
             self.pooling = "mean" if embedding_params(accepted) else "none"
-        self.stage = Preprocessor(bundle.config, load_tokenizer(bundle.tokenizer_dir), Limits(10**6, 10**9))
+        self.preprocessor = Preprocessor(bundle.config, load_tokenizer(bundle.tokenizer_dir), Limits(10**6, 10**9))
         self.channel = grpc.insecure_channel(address)
         self.stub = oip_grpc.GRPCInferenceServiceStub(self.channel)
         self.cache: dict[tuple[str, ...], Any] = {}
@@ -152,7 +152,7 @@ class ModelTierTarget(Target):
 
         key = tuple(records)
         if key not in self.cache:  # tokenize once: only the model tier's work is measured
-            encoded = self.stage.run(to_records(records), None)
+            encoded = self.preprocessor.run(to_records(records), None)
             request = oip.ModelInferRequest(model_name=self.bundle.config.name, model_version=self.bundle.fingerprint)
             if self.pooling != "none":
                 request.parameters["pooling"].string_param = self.pooling

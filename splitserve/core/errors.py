@@ -1,7 +1,8 @@
 """Typed errors, one class per condition.
 
-Stage logic raises these; servers map them to gRPC status codes in one place
-(`splitserve.core.grpc_server.ErrorInterceptor`). Messages are safe to show to clients; any other
+Stage logic raises these; one table maps them to gRPC and HTTP status codes
+(`splitserve.core.status.STATUS_CODES`), applied by the gRPC interceptor
+(`splitserve.core.interceptor.ErrorInterceptor`) and the REST doors alike. Messages are safe to show to clients; any other
 exception becomes INTERNAL with a generic message.
 """
 

@@ -1,5 +1,5 @@
-"""What every splitserve gRPC server shares: error mapping, health, reflection, metrics,
-start-up announcement and graceful shutdown.
+"""Starting a splitserve gRPC server: health, reflection, TLS, the REST door where a tier has one,
+the start-up announcement and graceful shutdown. Errors and metrics: `splitserve.core.interceptor`.
 
 A tier supplies a `Tier` (its servicer registration, its service names and an async `load`);
 `serve(tier, settings)` does the rest.
@@ -8,15 +8,10 @@ A tier supplies a `Tier` (its servicer registration, its service names and an as
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import inspect
 import json
 import logging
 import signal
 import sys
-import time
-import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,233 +20,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import Counter, Gauge, Histogram
 
 from splitserve.core import errors, tracing
+from splitserve.core.interceptor import ErrorInterceptor, install_log_filter
 from splitserve.core.settings import ServerSettings
 
 log = logging.getLogger("splitserve")
-
-# The one table from error classes to status codes: gRPC, and HTTP for the REST doors
-# (`http_status`: one HTTP status per gRPC code).
-STATUS_CODES: dict[type[errors.SplitServeError], tuple[grpc.StatusCode, int]] = {
-    errors.InvalidInput: (grpc.StatusCode.INVALID_ARGUMENT, 400),
-    errors.ModelNotFound: (grpc.StatusCode.NOT_FOUND, 404),
-    errors.ModelNotReady: (grpc.StatusCode.UNAVAILABLE, 503),
-    errors.Overloaded: (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
-    errors.DeadlineExceeded: (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
-    errors.Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, 401),
-    errors.BundleMismatch: (grpc.StatusCode.FAILED_PRECONDITION, 409),
-    errors.BundleError: (grpc.StatusCode.FAILED_PRECONDITION, 409),
-    errors.ExportError: (grpc.StatusCode.FAILED_PRECONDITION, 409),
-    errors.TemplateError: (grpc.StatusCode.INTERNAL, 500),
-}
-# gRPC codes no error class has (a downstream hop's transport failures), for `http_status`.
-_TRANSPORT_HTTP = {grpc.StatusCode.OK: 200, grpc.StatusCode.DEADLINE_EXCEEDED: 504, grpc.StatusCode.CANCELLED: 499}
-
-REQUESTS = Counter("splitserve_requests_total", "RPCs handled", ["tier", "method", "code"])
-LATENCY = Histogram(
-    "splitserve_request_seconds",
-    "RPC latency",
-    ["tier", "method"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-IN_FLIGHT = Gauge("splitserve_in_flight", "RPCs in progress", ["tier"])
-_NO_SPAN = contextlib.nullcontext()
-
-
-EXPIRY_LOG_S = 10.0
-
-
-class _Tally:
-    """Counts calls that ended early, normal under load: one INFO line per EXPIRY_LOG_S at most."""
-
-    def __init__(self) -> None:
-        self.count, self.logged = 0, 0.0
-
-    def add(self, what: str) -> None:
-        """Count one call; `what` says what happened to the latest."""
-        self.count += 1
-        now = time.monotonic()
-        if now - self.logged >= EXPIRY_LOG_S:
-            log.info("%d calls ended early (last: %s)", self.count, what)
-            self.count, self.logged = 0, now
-
-
-# The longest status message sent: gRPC carries it in a header, and headers past ~8 KiB break
-# the call (RESOURCE_EXHAUSTED "received metadata size exceeds ...") instead of reporting the error.
-MAX_DETAILS_CHARS = 1024
-
-
-def _cut(message: str) -> str:
-    return message if len(message) <= MAX_DETAILS_CHARS else message[: MAX_DETAILS_CHARS - 1] + "…"
-
-
-def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status a client sees for an exception raised by a handler (its message cut short)."""
-    if isinstance(exc, grpc.aio.AioRpcError):  # a downstream tier's answer, passed through
-        return exc.code(), _cut(exc.details() or exc.code().name)
-    for cls in type(exc).__mro__:
-        if cls in STATUS_CODES:
-            return STATUS_CODES[cls][0], _cut(str(exc))
-    if isinstance(exc, errors.SplitServeError):
-        return grpc.StatusCode.INTERNAL, _cut(str(exc))
-    incident = uuid.uuid4().hex[:12]
-    log.error("unexpected error (incident %s)", incident, exc_info=exc)
-    return grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the server log"
-
-
-def http_status(code: grpc.StatusCode) -> int:
-    """The HTTP status the REST doors answer for a gRPC status code (the table's HTTP column)."""
-    for grpc_code, http in STATUS_CODES.values():
-        if grpc_code == code:
-            return http
-    return _TRANSPORT_HTTP.get(code, 500)
-
-
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps exceptions to status codes and records per-method metrics, for unary RPCs and for
-    server-streaming and bidirectional ones (an error ends the stream with its status). Calls whose
-    deadline passed are normal under load: logged at INFO, at most once per EXPIRY_LOG_S, no traceback."""
-
-    def __init__(self, tier: str):
-        self.tier = tier
-        self._expiries = _Tally()
-
-    def _expired(self, method: str, code: grpc.StatusCode) -> None:
-        self._expiries.add(f"{self.tier} {method} ended {code.name} before its answer")
-
-    async def intercept_service(self, continuation: Callable[..., Awaitable[Any]], details: Any) -> Any:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        method = details.method.rsplit("/", 1)[-1]
-        # A span per RPC of the tier's own services (not health checks or reflection), when tracing is on.
-        traced = details.method.lstrip("/") if tracing.enabled() and not details.method.startswith("/grpc.") else None
-        codecs = {
-            "request_deserializer": _tolerant(handler.request_deserializer),
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            unary = handler.unary_unary
-
-            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                async with self._guard(method, context, traced):
-                    response = await unary(_parsed(request, details.method), context)
-                    if _call_over(context):  # answered after the deadline: sending would fail (and log ERROR)
-                        raise errors.DeadlineExceeded("the call ended before its answer")
-                    return response
-                raise AssertionError("unreachable")  # the guard re-raises or aborts
-
-            return grpc.unary_unary_rpc_method_handler(wrapped, **codecs)
-        stream = handler.unary_stream or handler.stream_stream
-        if not inspect.isasyncgenfunction(stream):  # e.g. health's Watch, which writes to its context
-            return handler
-
-        async def streamed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._guard(method, context, traced):
-                if handler.unary_stream is not None:
-                    request = _parsed(request, details.method)
-                else:
-                    request = _parsed_stream(request, details.method)
-                async for item in stream(request, context):
-                    yield item
-
-        factory = (
-            grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-        )
-        return factory(streamed, **codecs)
-
-    @contextlib.asynccontextmanager
-    async def _guard(self, method: str, context: grpc.aio.ServicerContext, traced: str | None = None) -> Any:
-        start = time.perf_counter()
-        IN_FLIGHT.labels(self.tier).inc()
-        code = grpc.StatusCode.OK
-        scope = tracing.server_span(traced, context.invocation_metadata(), self.tier) if traced else _NO_SPAN
-        with scope as span:
-            try:
-                yield
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:  # noqa: BLE001 - this is the mapping point
-                if context.code() not in (None, grpc.StatusCode.OK) and not isinstance(exc, errors.SplitServeError):
-                    code = context.code()
-                    raise  # the handler already aborted
-                code, message = status_of(exc)
-                if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
-                    self._expired(method, code)
-                if _call_over(context):  # the call is over (its deadline passed): nobody to tell, nothing to log
-                    raise asyncio.CancelledError from None
-                await context.abort(code, message)
-            finally:
-                tracing.end_rpc(span, code)
-                IN_FLIGHT.labels(self.tier).dec()
-                REQUESTS.labels(self.tier, method, code.name).inc()
-                LATENCY.labels(self.tier, method).observe(time.perf_counter() - start)
-
-
-def _call_over(context: grpc.aio.ServicerContext) -> bool:
-    """Whether the call has ended: its status was sent, or its deadline has passed (grpc.aio's
-    `done()` says only the former; core ends a call at its deadline without telling the handler)."""
-    left = context.time_remaining()
-    return context.done() or (left is not None and left <= 0)
-
-
-class _EndedSendFilter(logging.Filter):
-    """grpc.aio logs ERROR with a traceback ("ExecuteBatchError raised in core by servicer method")
-    when a handler's answer or status is sent on a call that core has already ended (its deadline
-    passed, its caller left or the connection went) before that end reached Python. `_call_over`
-    before sending leaves a race of microseconds; such calls are tallied as expiries are."""
-
-    PREFIX = "ExecuteBatchError raised in core by servicer method"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ended = _Tally()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if not message.startswith(self.PREFIX):
-            return True
-        method = message[len(self.PREFIX) :].strip(" []")
-        self.ended.add(f"{method} had ended before its answer was sent")
-        return False
-
-
-logging.getLogger("grpc._cython.cygrpc").addFilter(_EndedSendFilter())
-
-
-@dataclass
-class _Undecodable:
-    """Stands in for a request whose bytes do not parse, until the handler's guard refuses it
-    (a deserializer that raises makes gRPC answer UNKNOWN with the parser's own message)."""
-
-    error: Exception
-
-
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    if deserializer is None:
-        return None
-
-    def parse(data: bytes) -> Any:
-        try:
-            return deserializer(data)
-        except Exception as exc:  # noqa: BLE001 - refused as INVALID_ARGUMENT by the handler
-            return _Undecodable(exc)
-
-    return parse
-
-
-def _parsed(request: Any, method: str) -> Any:
-    if isinstance(request, _Undecodable):
-        raise errors.InvalidInput(f"the request to {method} is not a valid protobuf message (corrupt or not UTF-8)")
-    return request
-
-
-async def _parsed_stream(requests: Any, method: str) -> Any:
-    async for request in requests:
-        yield _parsed(request, method)
 
 
 class Tier(Protocol):
@@ -330,6 +104,7 @@ def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | Non
 
 async def start(tier: Tier, settings: ServerSettings) -> Running:
     """Start the tier's server (health NOT_SERVING, reflection on); loading is up to the caller."""
+    install_log_filter()
     server = grpc.aio.server(interceptors=[ErrorInterceptor(tier.name)], options=server_options(settings))
     tier.register(server)
     health = health_aio.HealthServicer()

@@ -2,7 +2,7 @@
 loop, beside its gRPC port, with the same TLS settings. A tier that has a REST API gives
 `rest_app()`; `splitserve.core.grpc_server.start` serves it when the settings name a `rest_port`.
 
-Errors answer with the HTTP status of the one error table (`grpc_server.STATUS_CODES`).
+Errors answer with the HTTP status of the one error table (`splitserve.core.status.STATUS_CODES`).
 Starlette and uvicorn are imported only when a REST port is served.
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 
 import grpc
 
-from splitserve.core.grpc_server import http_status, status_of
 from splitserve.core.settings import ServerSettings
+from splitserve.core.status import http_status, status_of
 
 
 def error_status(exc: BaseException) -> tuple[int, grpc.StatusCode, str]:
@@ -86,35 +86,6 @@ class RestServer:
         self.server.should_exit = True
         if self.task is not None:
             await self.task
-
-
-class HttpCall:
-    """What a servicer reads of its gRPC call, for an HTTP request, so that the REST doors run the
-    gRPC handlers themselves: the headers are the call's metadata (`authorization`,
-    `traceparent`), and the trailing metadata the handler sets comes back as response headers."""
-
-    def __init__(self, request: Any):
-        self.metadata = tuple(request.headers.items())
-        self.client = request.client
-        self.trailing: tuple[tuple[str, str], ...] = ()
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self.metadata
-
-    def time_remaining(self) -> float | None:
-        return None  # the server's own timeout applies
-
-    def set_trailing_metadata(self, metadata: Any) -> None:
-        self.trailing = tuple(metadata)
-
-    def peer(self) -> str:
-        return f"ipv4:{self.client.host}:{self.client.port}" if self.client else "unknown"
-
-    def code(self) -> grpc.StatusCode | None:
-        return None
-
-    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
-        raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
 def handled(handler: Any, error_body: Any = None) -> Any:

@@ -1,6 +1,6 @@
 """Settings shared by every server. Each tier subclasses `ServerSettings` in its own
 `settings.py` with its env prefix; CLI flags are generated from the same fields
-(`splitserve.cli.add_settings_flags`), so every knob has one home.
+(`splitserve.cliargs.add_settings_flags`), so every knob has one home.
 
 Precedence: CLI flag > `SPLITSERVE_<TIER>_<FIELD>` env var > default.
 """

@@ -1,9 +1,9 @@
 """What every tier that serves a bundle shares: loading its parts off the event loop, readiness,
 the versions it holds, and the `Info` it answers. A tier subclasses `BundleTier`, names the bundle
-parts it needs and builds its stage (`build`, run in a worker thread so health answers while it
-loads).
+parts it needs and builds its runtime (`build`: the tier's stage driver, or the model tier's
+engine; run in a worker thread so health answers while it loads).
 
-A tier holds a list of loaded versions (`Loaded`: a model name, a bundle and its stage), keyed by
+A tier holds a list of loaded versions (`Loaded`: a model name, a bundle and its runtime), keyed by
 name and fingerprint: one model per bundle it was given (BUNDLE_URI's is the default, `--bundle
 NAME=URI` adds more), each model's current version before its others. A request names the model
 (empty: the default) and the fingerprint it wants (empty: the current one); a fingerprint the tier
@@ -39,11 +39,12 @@ log = logging.getLogger("splitserve.tier")
 
 @dataclass
 class Loaded:
-    """One version of a bundle this tier holds: its stage, and what retiring it waits for."""
+    """One version of a bundle this tier holds: its runtime (what `build` made of it), and what
+    retiring it waits for."""
 
     name: str
     bundle: Bundle
-    stage: Any
+    runtime: Any
     in_flight: int = 0
     last_used: float = 0.0  # time.monotonic() of its last request's end (0: never used)
     facts: dict[str, Any] = field(default_factory=dict)
@@ -66,11 +67,11 @@ class BundleTier:
         self._watcher: asyncio.Task[None] | None = None
 
     def build(self, bundle: Bundle) -> Any:
-        """The tier's stage for a loaded bundle (runs in a worker thread); `Info` reads its `streams`."""
+        """The tier's runtime for a loaded bundle (runs in a worker thread); `Info` reads its `streams`."""
         raise NotImplementedError
 
     async def started(self, version: Loaded) -> dict[str, Any]:
-        """Runs on the event loop once a version's stage is built; returns more facts for the ready line."""
+        """Runs on the event loop once a version's runtime is built; returns more facts for the ready line."""
         return {}
 
     async def stopped(self, version: Loaded) -> None:
@@ -110,8 +111,8 @@ class BundleTier:
             version = held[0]
             self.versions.remove(version)
         else:
-            stage = await loop.run_in_executor(None, self.build, bundle)
-            version = Loaded(name, bundle, stage)
+            runtime = await loop.run_in_executor(None, self.build, bundle)
+            version = Loaded(name, bundle, runtime)
             version.facts = await self.started(version)
         previous = [v.fingerprint for v in self.versions if v.name == name][:1]
         self.versions.insert(0, version)
@@ -240,7 +241,7 @@ class BundleTier:
             model=current.name,
             task=current.bundle.config.task,
             fingerprint=current.fingerprint,
-            streams=current.stage.streams,
+            streams=current.runtime.streams,
             fingerprints=[v.fingerprint for v in self.versions if v.name == current.name],
             models=list(self.sources),
         )

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from splitserve.cliargs import parse_kv
+from splitserve.cliargs import add_rollout_flags, parse_kv
 
 
-def add_parsers(sub: Any, add_rollout_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parsers(sub: Any) -> None:
     for command, help_text in (
         ("k8s", "Kubernetes manifests for a bundle (kustomize): per tier a Deployment, Service, PDB, autoscaler."),
         ("kserve", "A KServe InferenceService for a bundle (kustomize): model tier predictor, gateway transformer."),

@@ -17,7 +17,7 @@ from splitserve.core.errors import InvalidInput
 from splitserve.core.records import Record
 from splitserve.stages.template import Template
 from splitserve.tasks import get
-from splitserve.tasks.base import ROW_RECORD, Batch, Stage
+from splitserve.tasks.base import ROW_RECORD, Assets, Batch
 
 
 class Postprocessor:
@@ -25,12 +25,12 @@ class Postprocessor:
         self.task = get(config.task)
         if self.task.decodes_tokens and tokenizer is None:
             raise ValueError(f"task {config.task} needs the bundle's tokenizer")
-        self.stage = Stage(config, tokenizer)
+        self.assets = Assets(config, tokenizer)
         self.template = template
 
     @property
     def tokenizer(self) -> Any:
-        return self.stage.tokenizer
+        return self.assets.tokenizer
 
     @property
     def streams(self) -> bool:
@@ -47,7 +47,7 @@ class Postprocessor:
         """The task's results for the records it encoded. `partial`: a stream's tokens so far,
         decoded for its deltas (with the task's `stream_params`)."""
         task_params = self.template.split(params)[0] if self.template else params
-        p = self.task.resolve(self.stage.config, task_params)
+        p = self.task.resolve(self.assets.config, task_params)
         if partial:
             p = {**p, **self.task.stream_params}
         rows = len(records)
@@ -55,7 +55,7 @@ class Postprocessor:
             if ROW_RECORD not in context:
                 raise InvalidInput(f"context tensor {ROW_RECORD!r} is missing; got {sorted(context)}")
             rows = int(np.asarray(context[ROW_RECORD]).shape[0])
-        return self.task.decode(self.stage, Batch(records, outputs, context, rows), p)
+        return self.task.decode(self.assets, Batch(records, outputs, context, rows), p)
 
     def rows(
         self,

@@ -14,7 +14,7 @@ from splitserve.core.bundle import ServingConfig
 from splitserve.core.records import Limits, Record, check_no_extra
 from splitserve.stages.template import Template
 from splitserve.tasks import get
-from splitserve.tasks.base import Encoded, Stage
+from splitserve.tasks.base import Assets, Encoded
 
 
 @dataclass
@@ -33,12 +33,12 @@ class Preprocessor:
         features: Any = None,
     ):
         self.task = get(config.task)
-        self.stage = Stage(config, tokenizer, limits or Limits(), features)
+        self.assets = Assets(config, tokenizer, limits or Limits(), features)
         self.template = template
 
     @property
     def tokenizer(self) -> Any:
-        return self.stage.tokenizer
+        return self.assets.tokenizer
 
     @property
     def streams(self) -> bool:
@@ -48,7 +48,7 @@ class Preprocessor:
     def resolve_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """The task's params, resolved (the template's own are left out)."""
         task_params = self.template.split(params)[0] if self.template else params
-        return self.task.resolve(self.stage.config, task_params)
+        return self.task.resolve(self.assets.config, task_params)
 
     def run(self, records: list[Record], params: dict[str, Any] | None = None) -> Prepared:
         task_records = None
@@ -60,7 +60,7 @@ class Preprocessor:
             records = self.template.preprocess(records, own)
             if self.template.preprocess_hook is not None:
                 task_records = records
-        resolved = self.task.resolve(self.stage.config, task_params)
-        self.task.check(self.stage, records, resolved)
-        encoded = self.task.encode(self.stage, records, resolved)
+        resolved = self.task.resolve(self.assets.config, task_params)
+        self.task.check(self.assets, records, resolved)
+        encoded = self.task.encode(self.assets, records, resolved)
         return Prepared(encoded.model_inputs, encoded.context, encoded.model_params, encoded.truncated, task_records)

@@ -19,18 +19,18 @@ from splitserve.core import audio as A
 from splitserve.core import params as P
 from splitserve.core.errors import InvalidInput, record_label
 from splitserve.core.records import Record
-from splitserve.tasks.base import Batch, Encoded, ExportFacts, Stage, Task
+from splitserve.tasks.base import Assets, Batch, Encoded, ExportFacts, Task
 from splitserve.tasks.text_classification import ranked_labels
 
 INPUT, MASK = "input_values", "attention_mask"
 
 
-def waveforms(stage: Stage, records: list[Record]) -> list[np.ndarray]:
+def waveforms(assets: Assets, records: list[Record]) -> list[np.ndarray]:
     """Every record's audio, decoded and resampled to the feature extractor's rate (mono float32),
     within the limits: the tier's max seconds per record and the model's window."""
-    config = stage.config
-    rate = int(config.sampling_rate or stage.features.sampling_rate)
-    limit = stage.limits.max_audio_seconds
+    config = assets.config
+    rate = int(config.sampling_rate or assets.features.sampling_rate)
+    limit = assets.limits.max_audio_seconds
     out = []
     for i, record in enumerate(records):
         where = record_label(i, record.id)
@@ -57,9 +57,9 @@ def padded_rows(rows: list[np.ndarray]) -> dict[str, np.ndarray]:
     return {INPUT: values, MASK: mask}
 
 
-def normalized(stage: Stage, wave: np.ndarray) -> np.ndarray:
+def normalized(assets: Assets, wave: np.ndarray) -> np.ndarray:
     """The feature extractor's input_values of one record, alone and unpadded (as the pipeline)."""
-    features = stage.features
+    features = assets.features
     out = features(wave, sampling_rate=features.sampling_rate, return_tensors="np")
     return np.asarray(out[INPUT][0], dtype=np.float32)
 
@@ -76,13 +76,13 @@ class AudioClassification(Task):
     example = [{"label": "speech", "score": 0.91}, {"label": "music", "score": 0.09}]
     export = ExportFacts(("logits",), parity="audio", labels=True)
 
-    def encode(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
-        rows = [normalized(stage, wave) for wave in waveforms(stage, records)]
+    def encode(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> Encoded:
+        rows = [normalized(assets, wave) for wave in waveforms(assets, records)]
         return Encoded(model_inputs=padded_rows(rows), context={})
 
-    def decode(self, stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
-        logits = batch.output(stage.config.model_outputs[0])
-        id2label = stage.config.id2label or {}
+    def decode(self, assets: Assets, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+        logits = batch.output(assets.config.model_outputs[0])
+        id2label = assets.config.id2label or {}
         top_k = p["top_k"] if p["top_k"] is not None and p["top_k"] < len(id2label) else None
         return [
             {"labels": ranked_labels(logits[i], id2label, p["function_to_apply"], top_k)}

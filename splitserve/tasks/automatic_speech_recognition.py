@@ -24,7 +24,7 @@ from splitserve.core.bundle import ServingConfig
 from splitserve.core.errors import InvalidInput
 from splitserve.core.records import Record
 from splitserve.tasks.audio_classification import normalized, padded_rows, waveforms
-from splitserve.tasks.base import ROW_RECORD, Batch, Encoded, ExportFacts, Stage, Task
+from splitserve.tasks.base import ROW_RECORD, Assets, Batch, Encoded, ExportFacts, Task
 
 FEATURES = "input_features"
 GENERATION = tuple(p for p in G.PARAMS if p.name != "stop")  # Whisper: the pipeline's generate_kwargs
@@ -127,23 +127,23 @@ class AutomaticSpeechRecognition(Task):
         resolved = self.resolve(config, {})
         return {name: resolved[name] for name in G.MODEL_DEFAULTS if name in resolved} | config.defaults
 
-    def encode(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
-        if stage.config.generation is None:
-            return ctc_encode(stage, records, p)
-        rows = [log_mel(stage.features, wave) for wave in waveforms(stage, records)]
-        decoding = G.GenerationParams.of({**p, "stop": []}, [], _info(stage.config))
+    def encode(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> Encoded:
+        if assets.config.generation is None:
+            return ctc_encode(assets, records, p)
+        rows = [log_mel(assets.features, wave) for wave in waveforms(assets, records)]
+        decoding = G.GenerationParams.of({**p, "stop": []}, [], _info(assets.config))
         context = {ROW_RECORD: np.arange(len(rows), dtype=np.int64)}
         return Encoded(model_inputs={FEATURES: np.stack(rows)}, context=context, model_params=decoding.to_oip())
 
-    def decode(self, stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+    def decode(self, assets: Assets, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
         """Whisper: the pipeline's decoding (`_decode_asr`) of each row's new tokens, special
         tokens skipped. CTC: see `ctc_decode`."""
-        if stage.config.generation is None:
-            return ctc_decode(stage, batch, p)
+        if assets.config.generation is None:
+            return ctc_decode(assets, batch, p)
         results = []
         for row in batch.output(G.OUTPUT):
             new = row[row >= 0].tolist()  # -1 pads the rows that stopped early
-            text, _ = stage.tokenizer._decode_asr(
+            text, _ = assets.tokenizer._decode_asr(
                 [{"tokens": np.asarray([new], dtype=np.int64)}],
                 return_timestamps=None,
                 return_language=None,
@@ -192,13 +192,13 @@ def chunks_of(wave: np.ndarray, chunk_len: int, left: int, right: int) -> list[t
     return out
 
 
-def ctc_encode(stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
+def ctc_encode(assets: Assets, records: list[Record], p: dict[str, Any]) -> Encoded:
     """One row per record, or per chunk with `chunk_length_s` (the pipeline's chunk_iter, lengths
     aligned to the model's samples per logit frame); each row normalized on its own."""
-    config, rate = stage.config, int(stage.config.sampling_rate or stage.features.sampling_rate)
+    config, rate = assets.config, int(assets.config.sampling_rate or assets.features.sampling_rate)
     align = int(np.prod([s for _, s in config.conv_layers])) or 1
     rows, strides, owners = [], [], []
-    for i, wave in enumerate(waveforms(stage, records)):
+    for i, wave in enumerate(waveforms(assets, records)):
         if p["chunk_length_s"]:
             stride_s = p["stride_length_s"] if p["stride_length_s"] is not None else p["chunk_length_s"] / 6
             chunk_len = int(round(p["chunk_length_s"] * rate / align) * align)
@@ -209,7 +209,7 @@ def ctc_encode(stage: Stage, records: list[Record], p: dict[str, Any]) -> Encode
         else:
             pieces = [(wave, (wave.shape[0], 0, 0))]
         for chunk, stride in pieces:
-            rows.append(normalized(stage, chunk))
+            rows.append(normalized(assets, chunk))
             strides.append(stride)
             owners.append(i)
     context = {
@@ -234,16 +234,16 @@ def frames_of(config: ServingConfig, samples: int) -> int:
     return int(samples)
 
 
-def ctc_decode(stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+def ctc_decode(assets: Assets, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
     """Each record: the argmax of every frame of its rows, the strides cut off, concatenated, as
     the CTC tokenizer decodes them (special tokens kept, as the pipeline keeps them)."""
-    logits = batch.output(stage.config.model_outputs[0])
+    logits = batch.output(assets.config.model_outputs[0])
     strides, samples = batch.ctx(CHUNK), batch.ctx(SAMPLES)
-    tokenizer, results = stage.tokenizer, []
+    tokenizer, results = assets.tokenizer, []
     for rows in batch.record_rows():
         ids: list[int] = []
         for r in rows:
-            tokens = logits[r, : frames_of(stage.config, int(samples[r]))].argmax(axis=-1)
+            tokens = logits[r, : frames_of(assets.config, int(samples[r]))].argmax(axis=-1)
             total, left, right = (int(x) for x in strides[r])
             ids += tokens[left : total - right].tolist()
         value: dict[str, Any] = {"text": tokenizer.decode(ids, skip_special_tokens=False), "token_ids": ids}
@@ -252,8 +252,8 @@ def ctc_decode(stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, 
             if p["return_timestamps"] == "word":
                 offsets = tokenizer._get_word_offsets(offsets, tokenizer.replace_word_delimiter_char)
             ratio, rate = (
-                int(np.prod([s for _, s in stage.config.conv_layers])),
-                int(stage.config.sampling_rate or 16000),
+                int(np.prod([s for _, s in assets.config.conv_layers])),
+                int(assets.config.sampling_rate or 16000),
             )
             value["chunks"] = [
                 {

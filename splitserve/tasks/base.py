@@ -1,7 +1,7 @@
 """What a task is: the one class every task module fills in.
 
 A task declares, in one place: its names (with MLflow's aliases), its params (`Param` rows), the
-record fields it reads, `encode` (records -> model inputs + context for the postprocess stage),
+record fields it reads, `encode` (records -> model inputs + context for the postprocess assets),
 `decode` (model outputs + context -> one result per record), its result kind with the protobuf
 mapping of that kind, and its export facts (`ExportFacts`). The stages and tiers look a task up
 in the registry (`splitserve.tasks`) and call it; nothing else names a task.
@@ -13,7 +13,7 @@ the task's edge to the wire.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -43,8 +43,10 @@ class Encoded:
 
 
 @dataclass(frozen=True)
-class Stage:
-    """What a task's `encode` and `decode` see of the bundle."""
+class Assets:
+    """What a task's `encode` and `decode` see of the bundle: its serving config, its tokenizer
+    (and feature extractor), and the tier's limits. (Not a stage: the stages are preprocess, model
+    and postprocess, whose drivers live in `splitserve.stages`.)"""
 
     config: ServingConfig
     tokenizer: Any
@@ -123,13 +125,13 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 
 def encode_texts(
-    stage: Stage, records: list[Record], p: dict[str, Any], pairs: bool = False, offsets: bool = False
+    assets: Assets, records: list[Record], p: dict[str, Any], pairs: bool = False, offsets: bool = False
 ) -> Encoded:
     """One row per record: its text (and `text_pair`, with `pairs`), padded to the request's longest
     and truncated as the params say; the context has the attention mask, and with `offsets` the
     ids, character offsets and special-tokens mask of every token."""
-    enc = stage.tokenizer(
-        [stage.prompted(r.text or "") for r in records],
+    enc = assets.tokenizer(
+        [assets.prompted(r.text or "") for r in records],
         [r.text_pair for r in records] if pairs else None,
         padding=True,  # dynamic padding: to the longest record of this request
         truncation=p["truncation"],
@@ -139,13 +141,13 @@ def encode_texts(
         return_special_tokens_mask=offsets,
     )
     if not p["truncation"]:
-        stage.check_lengths(enc, records)
+        assets.check_lengths(enc, records)
     context = {"attention_mask": enc["attention_mask"].astype(np.int64)}
     if offsets:
         context["input_ids"] = enc["input_ids"].astype(np.int64)
         context["offset_mapping"] = enc["offset_mapping"].astype(np.int64)
         context["special_tokens_mask"] = enc["special_tokens_mask"].astype(np.int64)
-    return Encoded(model_inputs=stage.model_inputs(enc), context=context, truncated=truncated_ids(enc, records))
+    return Encoded(model_inputs=assets.model_inputs(enc), context=context, truncated=truncated_ids(enc, records))
 
 
 def _check_rows(name: str, array: np.ndarray, n: int) -> np.ndarray:
@@ -154,15 +156,18 @@ def _check_rows(name: str, array: np.ndarray, n: int) -> np.ndarray:
     return array
 
 
+ParityFamily = Literal["encoder", "decoder", "seq2seq", "audio", "audio-seq2seq"]
+
+
 @dataclass(frozen=True)
 class ExportFacts:
     """How `splitserve export` treats a task."""
 
     outputs: tuple[str, ...]  # the graph outputs the stages read; the first is the main one
-    # The graph family (`splitserve.export.onnx`) and the check against PyTorch: "encoder" (the
-    # outputs), "decoder" or "seq2seq" (logits, then greedy tokens), "audio" (an audio encoder),
-    # "audio-seq2seq" (Whisper; a CTC model is an audio encoder)
-    parity: str = "encoder"
+    # The graph family (`splitserve.export.onnx`) and the check against PyTorch, one of five:
+    # "encoder" (the outputs), "decoder" or "seq2seq" (logits, then greedy tokens), "audio" (an
+    # audio encoder), "audio-seq2seq" (Whisper; a CTC model is an audio encoder)
+    parity: ParityFamily = "encoder"
     int8_gate: tuple[str, ...] = ()  # quality metrics an int8 export must keep; none: int8 is refused
     labels: bool = False  # the stages read the model config's id2label
     # The graph files the bundle keeps; the last is the one the model tier runs (encoder-decoders:
@@ -212,14 +217,14 @@ class Task:
         """The param defaults the bundle's MLflow signature shows (MLflow passes them to the pyfunc)."""
         return config.defaults
 
-    def check(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> None:
+    def check(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> None:
         """The request's records, before encoding (messages name the record and the field)."""
-        check_records(records, stage.limits, self.required, self.fields)
+        check_records(records, assets.limits, self.required, self.fields)
 
-    def encode(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
+    def encode(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> Encoded:
         raise NotImplementedError
 
-    def decode(self, stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+    def decode(self, assets: Assets, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
         """One result per record: {result_kind: value}."""
         raise NotImplementedError
 

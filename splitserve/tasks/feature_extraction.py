@@ -19,7 +19,7 @@ from splitserve.core import params as P
 from splitserve.core.errors import InvalidInput, record_label
 from splitserve.core.pooling import POOLED, pool
 from splitserve.core.records import Record
-from splitserve.tasks.base import TRUNCATION, Batch, Encoded, ExportFacts, Stage, Task, encode_texts, truncated_ids
+from splitserve.tasks.base import TRUNCATION, Assets, Batch, Encoded, ExportFacts, Task, encode_texts, truncated_ids
 
 
 class FeatureExtraction(Task):
@@ -35,10 +35,10 @@ class FeatureExtraction(Task):
     example = [0.25, -0.5, 0.125]  # pooled; [tokens, hidden] with pooling "none"
     export = ExportFacts(("last_hidden_state",), int8_gate=("min_cosine", "mean_cosine", "top1_agreement"))
 
-    def check(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> None:
-        super().check(stage, records, p)  # a text or token ids, not both
+    def check(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> None:
+        super().check(assets, records, p)  # a text or token ids, not both
         with_ids = [(i, r.token_ids) for i, r in enumerate(records) if r.token_ids is not None]
-        vocab = (stage.config.vocab_size or len(stage.tokenizer)) if with_ids else 0
+        vocab = (assets.config.vocab_size or len(assets.tokenizer)) if with_ids else 0
         for i, ids in with_ids:
             where = record_label(i, records[i].id)
             if len(ids) > p["max_length"]:
@@ -50,18 +50,18 @@ class FeatureExtraction(Task):
             if bad is not None:
                 raise InvalidInput(f"{where}: field 'token_ids' has id {bad}, outside the vocabulary [0, {vocab})")
 
-    def encode(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
+    def encode(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> Encoded:
         ids = any(r.token_ids is not None for r in records)
-        encoded = _encode_with_ids(stage, records, p) if ids else encode_texts(stage, records, p)
+        encoded = _encode_with_ids(assets, records, p) if ids else encode_texts(assets, records, p)
         if p["pooling"] != "none":  # the model tier pools: one vector per record travels, not every token's
             encoded.model_params = {"pooling": p["pooling"], "normalize": p["normalize"]}
         return encoded
 
-    def decode(self, stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+    def decode(self, assets: Assets, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
         if POOLED in batch.outputs:
             vectors = batch.output(POOLED)
             return [{"embedding": vectors[i].astype(np.float32)} for i in range(len(batch.records))]
-        hidden, mask = batch.output(stage.config.model_outputs[0]), batch.ctx("attention_mask")
+        hidden, mask = batch.output(assets.config.model_outputs[0]), batch.ctx("attention_mask")
         if p["pooling"] != "none":  # a model tier that returned token vectors (a direct OIP client's request)
             vectors = pool(hidden, mask, p["pooling"], p["normalize"])
             return [{"embedding": vectors[i]} for i in range(len(batch.records))]
@@ -81,17 +81,17 @@ class FeatureExtraction(Task):
         return np.asarray(value).tolist()
 
 
-def _encode_with_ids(stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
+def _encode_with_ids(assets: Assets, records: list[Record], p: dict[str, Any]) -> Encoded:
     """`encode_texts` for a request with token-id records: the texts tokenized alone, then every
     row padded together by the tokenizer (its pad id, its side)."""
-    tokenizer = stage.tokenizer
+    tokenizer = assets.tokenizer
     texts = [i for i, r in enumerate(records) if r.token_ids is None]
     ids = [r.token_ids or [] for r in records]
     types = [[0] * len(row) for row in ids]
     truncated: list[str] = []
     if texts:
         enc = tokenizer(
-            [stage.prompted(records[i].text or "") for i in texts],
+            [assets.prompted(records[i].text or "") for i in texts],
             truncation=p["truncation"],
             max_length=p["max_length"] if p["truncation"] else None,
         )
@@ -104,9 +104,9 @@ def _encode_with_ids(stage: Stage, records: list[Record], p: dict[str, Any]) -> 
         {"input_ids": ids, "token_type_ids": types}, padding=True, return_attention_mask=True, return_tensors="np"
     )
     if texts and not p["truncation"]:
-        stage.check_lengths({"attention_mask": padded["attention_mask"][texts]}, records, rows=texts)
+        assets.check_lengths({"attention_mask": padded["attention_mask"][texts]}, records, rows=texts)
     return Encoded(
-        model_inputs=stage.model_inputs(padded),
+        model_inputs=assets.model_inputs(padded),
         context={"attention_mask": padded["attention_mask"].astype(np.int64)},
         truncated=truncated,
     )

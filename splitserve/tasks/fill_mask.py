@@ -15,7 +15,7 @@ from protos import splitserve_pb2 as pb
 from splitserve.core import params as P
 from splitserve.core.errors import InvalidInput, record_label
 from splitserve.core.records import Record
-from splitserve.tasks.base import TRUNCATION, Batch, Encoded, ExportFacts, Stage, Task, softmax, truncated_ids
+from splitserve.tasks.base import TRUNCATION, Assets, Batch, Encoded, ExportFacts, Task, softmax, truncated_ids
 
 log = logging.getLogger("splitserve.fill_mask")
 
@@ -100,19 +100,19 @@ class FillMask(Task):
     decodes_tokens = True
     export = ExportFacts(("logits",))
 
-    def encode(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
-        tok = stage.tokenizer
+    def encode(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> Encoded:
+        tok = assets.tokenizer
         if tok.mask_token_id is None:
             raise RuntimeError("the bundle's tokenizer defines no mask token")
         enc = tok(
-            [stage.prompted(r.text or "") for r in records],
+            [assets.prompted(r.text or "") for r in records],
             padding=True,
             truncation=p["truncation"],
             max_length=p["max_length"] if p["truncation"] else None,
             return_tensors="np",
         )
         if not p["truncation"]:
-            stage.check_lengths(enc, records)
+            assets.check_lengths(enc, records)
         ids = enc["input_ids"].astype(np.int64)
         for i, record in enumerate(records):
             if not (ids[i] == tok.mask_token_id).any():
@@ -124,16 +124,16 @@ class FillMask(Task):
                     )
                 raise InvalidInput(f"{where}: field 'text' has no mask token {tok.mask_token!r}")
         context = {"input_ids": ids, "attention_mask": enc["attention_mask"].astype(np.int64)}
-        return Encoded(model_inputs=stage.model_inputs(enc), context=context, truncated=truncated_ids(enc, records))
+        return Encoded(model_inputs=assets.model_inputs(enc), context=context, truncated=truncated_ids(enc, records))
 
-    def decode(self, stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
-        logits = batch.output(stage.config.model_outputs[0])
+    def decode(self, assets: Assets, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+        logits = batch.output(assets.config.model_outputs[0])
         mask, ids = batch.ctx("attention_mask"), batch.ctx("input_ids")
-        targets = target_ids(stage.tokenizer, p["targets"]) if p["targets"] else None
+        targets = target_ids(assets.tokenizer, p["targets"]) if p["targets"] else None
         results = []
         for i in range(len(batch.records)):
             keep = mask[i].astype(bool)
-            fills = decode_masks(logits[i][: len(keep)][keep], ids[i][keep], stage.tokenizer, p["top_k"], targets)
+            fills = decode_masks(logits[i][: len(keep)][keep], ids[i][keep], assets.tokenizer, p["top_k"], targets)
             results.append({"filled_masks": fills})
         return results
 

@@ -17,7 +17,7 @@ from splitserve.core import params as P
 from splitserve.core.bundle import ServingConfig
 from splitserve.core.errors import InvalidInput, record_label
 from splitserve.core.records import Record, check_records
-from splitserve.tasks.base import Batch, Encoded, ExportFacts, Stage, Task
+from splitserve.tasks.base import Assets, Batch, Encoded, ExportFacts, Task
 
 
 def prompt_texts(config: ServingConfig, records: list[Record]) -> list[str]:
@@ -28,7 +28,7 @@ def prompt_texts(config: ServingConfig, records: list[Record]) -> list[str]:
     return [prefix + (template.format(prompt=r.text) if template else r.text or "") for r in records]
 
 
-def chat_prompt(stage: Stage, record: Record, index: int) -> str:
+def chat_prompt(assets: Assets, record: Record, index: int) -> str:
     """A chat rendered as the text-generation pipeline renders it: with the tokenizer's chat
     template and a generation prompt, or, when the chat ends with the assistant's message, that
     message continued."""
@@ -37,7 +37,7 @@ def chat_prompt(stage: Stage, record: Record, index: int) -> str:
     continues = record.messages[-1]["role"] == "assistant"
     try:
         return str(
-            stage.tokenizer.apply_chat_template(
+            assets.tokenizer.apply_chat_template(
                 record.messages,
                 tokenize=False,
                 add_generation_prompt=not continues,
@@ -73,13 +73,13 @@ class Generation(Task):
         names = [n for n in (*G.MODEL_DEFAULTS, "return_full_text") if n in resolved]
         return {name: resolved[name] for name in names} | config.defaults
 
-    def encode(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
+    def encode(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> Encoded:
         """Each prompt tokenized as the pipeline does (the tokenizer's own special tokens, no
         truncation), left-padded with 0 into one [rows, tokens] array; the generation params go to
         the model tier, stop strings as their token ids. A decoder-only LM's prompt and new tokens
         must fit in its positions; an encoder-decoder's prompt in its encoder's."""
-        config = stage.config
-        ids = self.prompt_ids(stage, records)
+        config = assets.config
+        ids = self.prompt_ids(assets, records)
         for i, row in enumerate(ids):
             where = record_label(i, records[i].id)
             field = "messages" if records[i].messages else "text"
@@ -101,14 +101,14 @@ class Generation(Task):
         for i, row in enumerate(ids):
             input_ids[i, width - len(row) :] = row
             mask[i, width - len(row) :] = 1
-        stops = [stage.tokenizer.encode(s, add_special_tokens=False) for s in p["stop"]]
+        stops = [assets.tokenizer.encode(s, add_special_tokens=False) for s in p["stop"]]
         decoding = G.GenerationParams.of(p, stops, _info(config))
         inputs = {"input_ids": input_ids, "attention_mask": mask}
         return Encoded(model_inputs=inputs, context=self.context(inputs), model_params=decoding.to_oip())
 
-    def prompt_ids(self, stage: Stage, records: list[Record]) -> list[list[int]]:
+    def prompt_ids(self, assets: Assets, records: list[Record]) -> list[list[int]]:
         """Each record's prompt, tokenized as the pipeline does (the tokenizer's own special tokens)."""
-        return list(stage.tokenizer(prompt_texts(stage.config, records))["input_ids"])
+        return list(assets.tokenizer(prompt_texts(assets.config, records))["input_ids"])
 
     def context(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """What the postprocess stage needs of the prompts' tokens."""
@@ -138,8 +138,8 @@ class TextGeneration(Generation):
     stream_params = {"return_full_text": False}  # a stream's deltas are the new text only
     export = ExportFacts(("logits",), parity="decoder")
 
-    def check(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> None:
-        check_records(records, stage.limits, (), self.fields)
+    def check(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> None:
+        check_records(records, assets.limits, (), self.fields)
         for i, r in enumerate(records):
             where = record_label(i, r.id)
             if r.text is not None and r.messages:
@@ -149,42 +149,42 @@ class TextGeneration(Generation):
             if r.text is not None and not r.text.strip():
                 raise InvalidInput(f"{where}: field 'text' is empty")
             chars = sum(len(m["content"]) for m in r.messages)
-            if chars > stage.limits.max_text_chars:
+            if chars > assets.limits.max_text_chars:
                 raise InvalidInput(
-                    f"{where}: field 'messages' has {chars} characters; the limit is {stage.limits.max_text_chars}"
+                    f"{where}: field 'messages' has {chars} characters; the limit is {assets.limits.max_text_chars}"
                 )
 
-    def prompt_ids(self, stage: Stage, records: list[Record]) -> list[list[int]]:
+    def prompt_ids(self, assets: Assets, records: list[Record]) -> list[list[int]]:
         """Texts as the pipeline tokenizes them; chats rendered with the tokenizer's chat template and
         tokenized without adding special tokens (the template has them), as the pipeline does."""
         texts = [i for i, r in enumerate(records) if not r.messages]
         ids: list[list[int]] = [[] for _ in records]
         if texts:
-            rows = stage.tokenizer(prompt_texts(stage.config, [records[i] for i in texts]))["input_ids"]
+            rows = assets.tokenizer(prompt_texts(assets.config, [records[i] for i in texts]))["input_ids"]
             for i, row in zip(texts, rows, strict=True):
                 ids[i] = list(row)
         for i, r in enumerate(records):
             if r.messages:
-                ids[i] = list(stage.tokenizer(chat_prompt(stage, r, i), add_special_tokens=False)["input_ids"])
+                ids[i] = list(assets.tokenizer(chat_prompt(assets, r, i), add_special_tokens=False)["input_ids"])
         return ids
 
     def context(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(inputs)  # to cut the prompt off the decoded text
 
-    def decode(self, stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+    def decode(self, assets: Assets, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
         """The pipeline decodes prompt + new tokens (special tokens skipped, tokenization spaces
         cleaned up), cuts off as many characters as the decoded prompt has, and puts the prompt's
         own text back in front for the full text."""
         generated, ids, mask = batch.output(G.OUTPUT), batch.ctx("input_ids"), batch.ctx("attention_mask")
-        info = _info(stage.config)
+        info = _info(assets.config)
         kwargs = {"skip_special_tokens": True, "clean_up_tokenization_spaces": True}
         results = []
-        for i, prompt in enumerate(prompt_texts(stage.config, batch.records)):
+        for i, prompt in enumerate(prompt_texts(assets.config, batch.records)):
             new = generated[i]
             new_ids = new[new >= 0].tolist()  # -1 pads the rows that stopped early
             prompt_ids = ids[i][mask[i].astype(bool)].tolist()
-            text = stage.tokenizer.decode(prompt_ids + new_ids, **kwargs)
-            new_text = text[len(stage.tokenizer.decode(prompt_ids, **kwargs)) :]
+            text = assets.tokenizer.decode(prompt_ids + new_ids, **kwargs)
+            new_text = text[len(assets.tokenizer.decode(prompt_ids, **kwargs)) :]
             # A chat's result is the assistant's new text (the pipeline's last message's content).
             text = prompt + new_text if p["return_full_text"] and not batch.records[i].messages else new_text
             if info.collapse_whitespace:  # MLflow's model_config option
@@ -204,15 +204,15 @@ class EncoderDecoderGeneration(Generation):
         graphs=("encoder_model.onnx", "decoder_model.onnx"),
     )
 
-    def decode(self, stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+    def decode(self, assets: Assets, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
         """The pipeline decodes the decoder's whole sequence (its start token included), special
         tokens skipped, tokenization spaces kept: its `generated_text` / `summary_text` /
         `translation_text`."""
-        start = _info(stage.config).decoder_start_token_id
+        start = _info(assets.config).decoder_start_token_id
         results = []
         for row in batch.output(G.OUTPUT):
             new = row[row >= 0].tolist()  # -1 pads the rows that stopped early
-            text = stage.tokenizer.decode([start, *new], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            text = assets.tokenizer.decode([start, *new], skip_special_tokens=True, clean_up_tokenization_spaces=False)
             results.append({"generated": [{"generated_text": text, "token_ids": new}]})
         return results
 

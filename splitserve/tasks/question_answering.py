@@ -20,7 +20,7 @@ from splitserve.core import params as P
 from splitserve.core.bundle import ServingConfig
 from splitserve.core.errors import InvalidInput, record_label
 from splitserve.core.records import Record
-from splitserve.tasks.base import ROW_RECORD, Batch, Encoded, ExportFacts, Stage, Task
+from splitserve.tasks.base import ROW_RECORD, Assets, Batch, Encoded, ExportFacts, Task
 
 
 @dataclass
@@ -179,11 +179,11 @@ class QuestionAnswering(Task):
             )
         return resolved
 
-    def encode(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
-        """Context for the postprocess stage, per row and token: `p_mask` (1: cannot be part of an
+    def encode(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> Encoded:
+        """Context for the postprocess assets, per row and token: `p_mask` (1: cannot be part of an
         answer), `offset_mapping` (characters of the token in the context) and `word_chars`
         (characters of the token's whole word, -1 where the pipeline falls back to the token's own)."""
-        tok = stage.tokenizer
+        tok = assets.tokenizer
         question_first = tok.padding_side == "right"
         firsts = [(r.question if question_first else r.context) or "" for r in records]
         seconds = [(r.context if question_first else r.question) or "" for r in records]
@@ -233,10 +233,10 @@ class QuestionAnswering(Task):
             "offset_mapping": enc["offset_mapping"].astype(np.int64),
             "word_chars": word_chars,
         }
-        return Encoded(model_inputs=stage.model_inputs(enc), context=context)
+        return Encoded(model_inputs=assets.model_inputs(enc), context=context)
 
-    def decode(self, stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
-        start_name, end_name = stage.config.model_outputs[:2]
+    def decode(self, assets: Assets, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+        start_name, end_name = assets.config.model_outputs[:2]
         start, end = batch.output(start_name), batch.output(end_name)
         mask, p_mask = batch.ctx("attention_mask"), batch.ctx("p_mask")
         offsets, word_chars = batch.ctx("offset_mapping"), batch.ctx("word_chars")

@@ -11,7 +11,7 @@ from protos import splitserve_pb2 as pb
 from splitserve.core import params as P
 from splitserve.core.errors import InvalidInput, record_label
 from splitserve.core.records import Record
-from splitserve.tasks.base import TRUNCATION, Batch, Encoded, ExportFacts, Stage, Task, encode_texts, softmax
+from splitserve.tasks.base import TRUNCATION, Assets, Batch, Encoded, ExportFacts, Task, encode_texts, softmax
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -57,21 +57,21 @@ class TextClassification(Task):
     example = [{"label": "POSITIVE", "score": 0.98}, {"label": "NEGATIVE", "score": 0.02}]
     export = ExportFacts(("logits",), int8_gate=("label_agreement",), labels=True)
 
-    def check(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> None:
-        super().check(stage, records, p)
+    def check(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> None:
+        super().check(assets, records, p)
         for i, record in enumerate(records):
             if (record.text_pair is None) != (records[0].text_pair is None):
                 raise InvalidInput(f"{record_label(i, record.id)}: either every record has 'text_pair' or none does")
 
-    def encode(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
-        return encode_texts(stage, records, p, pairs=records[0].text_pair is not None)
+    def encode(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> Encoded:
+        return encode_texts(assets, records, p, pairs=records[0].text_pair is not None)
 
-    def decode(self, stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
-        logits = batch.output(stage.config.model_outputs[0])
+    def decode(self, assets: Assets, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+        logits = batch.output(assets.config.model_outputs[0])
         function = p["function_to_apply"]
         if function == "default":
-            function = default_function(stage.config.problem_type, logits.shape[-1])
-        id2label = stage.config.id2label or {}
+            function = default_function(assets.config.problem_type, logits.shape[-1])
+        id2label = assets.config.id2label or {}
         return [{"labels": ranked_labels(logits[i], id2label, function, p["top_k"])} for i in range(len(batch.records))]
 
     def to_pb(self, value: Any) -> pb.Labels:

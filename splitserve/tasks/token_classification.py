@@ -13,7 +13,7 @@ from splitserve.core import params as P
 from splitserve.core.bundle import ServingConfig
 from splitserve.core.errors import InvalidInput
 from splitserve.core.records import Record
-from splitserve.tasks.base import ROW_RECORD, TRUNCATION, Batch, Encoded, ExportFacts, Stage, Task, encode_texts
+from splitserve.tasks.base import ROW_RECORD, TRUNCATION, Assets, Batch, Encoded, ExportFacts, Task, encode_texts
 from splitserve.tasks.entities import AGGREGATION_STRATEGIES, decode_entities
 
 __all__ = ["AGGREGATION_STRATEGIES", "TASK", "decode_entities", "overlapping"]
@@ -72,12 +72,12 @@ class TokenClassification(Task):
                 )
         return resolved
 
-    def encode(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
+    def encode(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> Encoded:
         if p["stride"] is None:
-            encoded = encode_texts(stage, records, p, offsets=True)
+            encoded = encode_texts(assets, records, p, offsets=True)
             encoded.context[ROW_RECORD] = np.arange(len(records), dtype=np.int64)
             return encoded
-        enc = stage.tokenizer(
+        enc = assets.tokenizer(
             [r.text for r in records],
             padding=True,
             truncation=True,
@@ -95,10 +95,10 @@ class TokenClassification(Task):
             "offset_mapping": enc["offset_mapping"].astype(np.int64),
             "special_tokens_mask": enc["special_tokens_mask"].astype(np.int64),
         }
-        return Encoded(model_inputs=stage.model_inputs(enc), context=context)
+        return Encoded(model_inputs=assets.model_inputs(enc), context=context)
 
-    def decode(self, stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
-        logits, mask = batch.output(stage.config.model_outputs[0]), batch.ctx("attention_mask")
+    def decode(self, assets: Assets, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+        logits, mask = batch.output(assets.config.model_outputs[0]), batch.ctx("attention_mask")
         ids, offsets, special = batch.ctx("input_ids"), batch.ctx("offset_mapping"), batch.ctx("special_tokens_mask")
         results = []
         for record, rows in zip(batch.records, batch.record_rows(), strict=True):
@@ -111,8 +111,8 @@ class TokenClassification(Task):
                     offsets[row][keep],
                     special[row][keep],
                     record.text or "",
-                    stage.tokenizer,
-                    stage.config.id2label or {},
+                    assets.tokenizer,
+                    assets.config.id2label or {},
                     aggregation_strategy=p["aggregation_strategy"],
                     ignore_labels=p["ignore_labels"],
                 )

@@ -11,7 +11,7 @@ from protos import splitserve_pb2 as pb
 from splitserve.core import params as P
 from splitserve.core.errors import InvalidInput, record_label
 from splitserve.core.records import Record
-from splitserve.tasks.base import ROW_RECORD, TRUNCATION, Batch, Encoded, ExportFacts, Stage, Task, truncated_ids
+from splitserve.tasks.base import ROW_RECORD, TRUNCATION, Assets, Batch, Encoded, ExportFacts, Task, truncated_ids
 
 
 def _labels(name: str, value: Any) -> list[str] | None:
@@ -94,11 +94,11 @@ class ZeroShotClassification(Task):
     multi_row = True
     export = ExportFacts(("logits",), labels=True)  # an NLI sequence classifier
 
-    def check(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> None:
-        super().check(stage, records, p)
+    def check(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> None:
+        super().check(assets, records, p)
         labels_of(records, p["candidate_labels"])
 
-    def encode(self, stage: Stage, records: list[Record], p: dict[str, Any]) -> Encoded:
+    def encode(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> Encoded:
         """The text truncated (only_first) so that the hypothesis is kept."""
         premises, hypotheses, rows, row_labels = [], [], [], []
         for i, (record, mine) in enumerate(zip(records, labels_of(records, p["candidate_labels"]), strict=True)):
@@ -110,13 +110,13 @@ class ZeroShotClassification(Task):
         truncation = "only_first" if p["truncation"] else False
         max_length = p["max_length"] if p["truncation"] else None
         try:
-            enc = stage.tokenizer(
+            enc = assets.tokenizer(
                 premises, hypotheses, padding=True, truncation=truncation, max_length=max_length, return_tensors="np"
             )
         except Exception:  # noqa: BLE001 - the tokenizers library raises a bare Exception; find the record
             for premise, hypothesis, i, label in zip(premises, hypotheses, rows, row_labels, strict=True):
                 try:
-                    stage.tokenizer(premise, hypothesis, truncation=truncation, max_length=max_length)
+                    assets.tokenizer(premise, hypothesis, truncation=truncation, max_length=max_length)
                 except Exception:  # noqa: BLE001
                     short = label if len(label) <= 40 else label[:40] + "…"
                     raise InvalidInput(
@@ -125,18 +125,18 @@ class ZeroShotClassification(Task):
                     ) from None
             raise
         if not p["truncation"]:
-            stage.check_lengths(enc, records, rows)
+            assets.check_lengths(enc, records, rows)
         context = {
             ROW_RECORD: np.asarray(rows, dtype=np.int64),
             "attention_mask": enc["attention_mask"].astype(np.int64),
         }
         return Encoded(
-            model_inputs=stage.model_inputs(enc), context=context, truncated=truncated_ids(enc, records, rows)
+            model_inputs=assets.model_inputs(enc), context=context, truncated=truncated_ids(enc, records, rows)
         )
 
-    def decode(self, stage: Stage, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
-        logits = batch.output(stage.config.model_outputs[0])
-        entailment = entailment_id(stage.config.id2label or {})
+    def decode(self, assets: Assets, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
+        logits = batch.output(assets.config.model_outputs[0])
+        entailment = entailment_id(assets.config.id2label or {})
         results = []
         for i, (record, rows) in enumerate(zip(batch.records, batch.record_rows(), strict=True)):
             labels = record.candidate_labels or p["candidate_labels"] or []

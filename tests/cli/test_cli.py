@@ -42,7 +42,6 @@ def test_up_refuses_what_it_can_check_before_starting(tiny_bundles) -> None:
         t = time.perf_counter()
         one_error_line(run("up", exported.bundle_uri, "--port", str(port)), f"cannot listen on port {port}")
         port_s = time.perf_counter() - t
-    one_error_line(run("up", exported.bundle_uri, "--pre", "0"), "expected a whole number of at least 1")
     one_error_line(run("up", exported.bundle_uri, "--replicas", "model=0"), "expected a whole number of at least 1")
     one_error_line(
         run("up", exported.bundle_uri, "--replicas", "gpu=2"), "the tiers are preprocess, model, postprocess"
@@ -68,12 +67,7 @@ def test_kv_flags_leave_positional_arguments_alone(served) -> None:
     out = run("predict", "--target", served["gateway"], "--param", "top_k=2", "first text", "second text")
     assert out.returncode == 0, out.stderr
     assert [r["id"] for r in json.loads(out.stdout)] == ["0", "1"]
-    old = run("predict", "--target", served["gateway"], "--param", "top_k=2", "function_to_apply=softmax", "a text")
-    assert old.returncode == 0, old.stderr  # the old spelling, for one release
-    assert "is deprecated" in old.stderr and len(json.loads(old.stdout)) == 1
-    renamed = run("predict", "--target", served["gateway"], "--model", "nope", "a text")
-    assert "--model is deprecated; use --model-name" in renamed.stderr
-    one_error_line(renamed, "NOT_FOUND")
+    one_error_line(run("predict", "--target", served["gateway"], "--model-name", "nope", "a text"), "NOT_FOUND")
 
 
 def test_help_shows_the_env_vars() -> None:

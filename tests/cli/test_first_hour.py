@@ -94,7 +94,7 @@ def test_llm_embeddings_task_is_refused_in_its_own_words(mlflow_store: Path, tmp
     import mlflow
     import transformers
 
-    from splitserve.source import source_requirements
+    from splitserve.commands.log import source_requirements
     from tests.support.zoo.encoders import save_tiny
 
     model_dir = save_tiny("feature-extraction", "bert", tmp_path)

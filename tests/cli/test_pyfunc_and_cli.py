@@ -26,7 +26,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_log_and_export_print_uris(mlflow_store, tiny_bundles) -> None:
     model_dir = tiny_bundles[("text-classification", "roberta")].model_dir
-    logged = run_cli("log", "--model-dir", str(model_dir), "--task", "text-classification", "--name", "cli-src")
+    logged = run_cli("log", "--model-dir", str(model_dir), "--task", "text-classification", "--register", "cli-src")
     source = logged.stdout.strip().splitlines()[-1]
     assert source.startswith("models:/cli-src/")
     exported = run_cli("export", source, "--register", "cli-bundle", "--no-progress")

@@ -22,8 +22,8 @@ import pandas as pd
 import pytest
 import transformers
 
+from splitserve.commands.log import source_requirements
 from splitserve.core.bundle import load_bundle
-from splitserve.source import source_requirements
 from tests.support.stack import Stack
 
 CHAT_TEMPLATE = (
@@ -236,7 +236,7 @@ def test_prompt_template_applies_as_in_mlflow(llm: Sources) -> None:
     """A prompt_template logged with the llm/v1 source applies to the prompt (and to the rendered
     chat) before generation, and usage counts the templated prompt, as in MLflow's pyfunc;
     `splitserve inspect` names the llm task."""
-    from splitserve.describe import describe
+    from splitserve.commands.inspect import describe
     from splitserve.export import export_bundle
 
     pipe = transformers.pipeline("text-generation", model=str(llm.model_dir), device=-1)

@@ -22,11 +22,11 @@ import pytest
 import transformers
 
 from splitserve.client import Client
+from splitserve.commands.log import source_requirements
 from splitserve.core.bundle import load_bundle
 from splitserve.core.errors import ExportError
 from splitserve.export import export_bundle
 from splitserve.inprocess import InProcessPipeline
-from splitserve.source import source_requirements
 from tests.support.oracle import TEXTS, close
 from tests.support.stack import Stack
 

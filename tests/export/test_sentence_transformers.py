@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from splitserve.client import Client
+from splitserve.commands.log import source_requirements
 from splitserve.core.bundle import load_bundle
 from splitserve.core.errors import ExportError
 from splitserve.export import export_bundle
-from splitserve.source import source_requirements
 from tests.support.cli import one_error_line, run
 from tests.support.oracle import TEXTS
 from tests.support.stack import Stack

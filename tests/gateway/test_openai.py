@@ -29,8 +29,8 @@ LIMIT = 24
 @pytest.fixture(scope="module")
 def chat_lm(mlflow_store, tmp_path_factory) -> Any:
     """A tiny GPT-2 whose tokenizer has a chat template."""
+    from splitserve.commands.log import log_pipeline
     from splitserve.export import export_bundle
-    from splitserve.source import log_pipeline
     from tests.support.zoo.generators import save_tiny_lm
 
     model_dir = save_tiny_lm("gpt2", tmp_path_factory.mktemp("chat-lm"))

@@ -17,7 +17,7 @@ import requests
 from splitserve import tasks
 from splitserve.client import Client
 from splitserve.core import errors
-from splitserve.core.grpc_server import STATUS_CODES, http_status
+from splitserve.core.status import STATUS_CODES, http_status
 from tests.support.stack import Stack
 
 TEXTS = ["Angela Merkel met Emmanuel Macron in Berlin", "Élodie vit à Zürich 🗼", "Elon Musk owns Tesla"]
@@ -190,7 +190,7 @@ def test_tls_and_tokens(tiny_bundles, tmp_path) -> None:
 
 
 def test_a_client_that_goes_away_cancels_the_stream() -> None:
-    """The gRPC handler's stream behind the server-sent events is closed when the HTTP client
+    """The request path's stream behind the server-sent events is closed when the HTTP client
     disconnects (so the gateway cancels the model tier's generation)."""
     import asyncio
     import threading
@@ -202,10 +202,10 @@ def test_a_client_that_goes_away_cancels_the_stream() -> None:
 
     closed, sent = threading.Event(), []
 
-    class EndlessTier:
-        info = True
+    class EndlessGateway:
+        ready = True
 
-        async def PredictStream(self, request, context):
+        async def predict_stream(self, request, call):
             try:
                 while True:
                     sent.append(len(sent))
@@ -217,7 +217,7 @@ def test_a_client_that_goes_away_cancels_the_stream() -> None:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    server = RestServer(build_app(EndlessTier()), ServerSettings(), 0)
+    server = RestServer(build_app(EndlessGateway()), ServerSettings(), 0)
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
     try:
         url = f"http://127.0.0.1:{server.port}/v1/predict"

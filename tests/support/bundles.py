@@ -22,7 +22,7 @@ class Exported:
 
 
 def log_and_export(task: str, arch: str, model_dir: Path, name: str, **export: Any) -> Exported:
-    from splitserve.source import log_pipeline
+    from splitserve.commands.log import log_pipeline
 
     return export_logged(task, arch, model_dir, log_pipeline(model_dir, task, None), name, **export)
 

@@ -19,7 +19,7 @@ from postprocess_svc.settings import PostprocessSettings
 from preprocess_svc.server import PreprocessTier
 from preprocess_svc.settings import PreprocessSettings
 from splitserve.core.grpc_server import Running, start
-from splitserve.inline import inline_stages
+from splitserve.inline import inline_servicers
 
 
 class Stack:
@@ -66,8 +66,8 @@ class Stack:
             "postprocess": [self.addresses["postprocess"]],
         }
         gw = GatewaySettings(**{**tiers, **self.gateway_overrides})
-        stages = inline_stages(gw.inline_stages) if gw.inline_stages is not None else None
-        self.gateway_tier = GatewayTier(gw, stages)
+        servicers = inline_servicers(gw.inline_stages) if gw.inline_stages is not None else None
+        self.gateway_tier = GatewayTier(gw, servicers)
         self.addresses["gateway"] = await self._start(self.gateway_tier, gw)
 
     async def _stop_all(self) -> None:

@@ -46,8 +46,8 @@ class Exported:
 
 @pytest.fixture(scope="module")
 def bundle(mlflow_store, tmp_path_factory) -> Exported:
+    from splitserve.commands.log import log_pipeline
     from splitserve.export import export_bundle
-    from splitserve.source import log_pipeline
 
     model_dir = save_tiny_audio_classifier(tmp_path_factory.mktemp("audio-cls"))
     uri = export_bundle(log_pipeline(model_dir, TASK, None), name="tiny-audio-classification", show_progress=False)

@@ -133,8 +133,8 @@ CTC_PARAMS: list[dict[str, Any]] = [
 
 @pytest.fixture(scope="module")
 def ctc_bundle(mlflow_store, tmp_path_factory) -> tuple[Path, str]:
+    from splitserve.commands.log import log_pipeline
     from splitserve.export import export_bundle
-    from splitserve.source import log_pipeline
     from tests.support.zoo.speech import save_tiny_ctc
 
     model_dir = save_tiny_ctc(tmp_path_factory.mktemp("ctc"))

@@ -40,8 +40,8 @@ class GenBundle:
 
 
 def _export(model_dir: Path, name: str, template: str | None = None) -> GenBundle:
+    from splitserve.commands.log import log_pipeline
     from splitserve.export import export_bundle
-    from splitserve.source import log_pipeline
 
     source = log_pipeline(model_dir, "text-generation", None, prompt_template=template)
     uri = export_bundle(source, name=name, show_progress=False, max_new_tokens_limit=LIMIT)
@@ -289,9 +289,9 @@ def test_pyfunc_and_torch_tier_match_the_gateway(gen_bundles) -> None:
 
 
 def test_export_refuses_generation_settings_it_does_not_implement(mlflow_store, tmp_path) -> None:
+    from splitserve.commands.log import log_pipeline
     from splitserve.core.errors import ExportError
     from splitserve.export import export_bundle
-    from splitserve.source import log_pipeline
     from tests.support.zoo.generators import save_tiny_lm
 
     model_dir = save_tiny_lm("gpt2", tmp_path)
@@ -394,8 +394,8 @@ def test_mlflow_model_config_sets_defaults(mlflow_store, gen_bundles) -> None:
     own pyfunc of the source model answers."""
     import mlflow.pyfunc
 
+    from splitserve.commands.log import log_pipeline
     from splitserve.export import export_bundle
-    from splitserve.source import log_pipeline
 
     model_config = {"max_new_tokens": 6, "do_sample": False, "collapse_whitespace": True}
     source = log_pipeline(gen_bundles["gpt2"].model_dir, "text-generation", None, model_config=model_config)

@@ -70,8 +70,8 @@ def test_components_dict_logged_by_user_code(tiny_bundles, mlflow_store) -> None
     as a pipeline."""
     import transformers
 
+    from splitserve.commands.log import source_requirements
     from splitserve.export import export_bundle
-    from splitserve.source import source_requirements
 
     model_dir = tiny_bundles[(TASK, "bert")].model_dir
     components = {

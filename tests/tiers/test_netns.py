@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from splitserve.launcher import Replica
+from splitserve.commands.up import Replica
 
 SUBNET = "10.213.77"
 HOSTS = {"pre": 1, "model-a": 2, "post": 3, "gateway": 4, "model-b": 5, "client": 6}

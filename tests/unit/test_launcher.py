@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
-from splitserve.launcher import BACKOFF_S, STABLE_S, Replica
+from splitserve.commands.up import BACKOFF_S, STABLE_S, Replica
 
 
 def test_restarts_back_off_while_a_replica_dies_young() -> None:

@@ -8,7 +8,7 @@ import pytest
 from splitserve import tasks
 from splitserve.core.errors import InvalidInput
 from splitserve.core.records import Limits, Record, check_records, to_records
-from splitserve.tasks.base import Stage
+from splitserve.tasks.base import Assets
 from tests.support.configs import config
 
 
@@ -67,9 +67,9 @@ def test_bad_records_are_named(inputs, message: str) -> None:
 )
 def test_every_task_checks_its_records(task: str, records, message: str) -> None:
     t = tasks.get(task)
-    stage = Stage(config(task), tokenizer=None, limits=Limits(max_records=2, max_text_chars=10))
+    assets = Assets(config(task), tokenizer=None, limits=Limits(max_records=2, max_text_chars=10))
     with pytest.raises(InvalidInput) as info:
-        t.check(stage, to_records(records), t.resolve(stage.config, {}))
+        t.check(assets, to_records(records), t.resolve(assets.config, {}))
     assert message in str(info.value)
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from splitserve.core import codec, limits
 from splitserve.core.admission import Admission
 from splitserve.core.errors import InvalidInput, Overloaded, record_label, shown
-from splitserve.core.grpc_server import MAX_DETAILS_CHARS, status_of
+from splitserve.core.status import MAX_DETAILS_CHARS, status_of
 from splitserve.core.tensors import check_shape, from_raw
 
 

@@ -17,7 +17,7 @@ from splitserve.core.tier import BundleTier, Loaded
 
 def _version(name: str, fingerprint: str) -> Loaded:
     bundle = SimpleNamespace(fingerprint=fingerprint, root=Path(f"/nowhere/{fingerprint}"))
-    return Loaded(name, bundle, stage=None)  # type: ignore[arg-type]
+    return Loaded(name, bundle, runtime=None)  # type: ignore[arg-type]
 
 
 def _tier(retire_after_s: float = 0.0) -> BundleTier:

@@ -75,3 +75,26 @@ def show(facts: dict[str, Any]) -> None:
     for p in facts["params"]:
         table.add_row(p["name"], json.dumps(p["default"]), p["from"], p["type"])
     console.print(table)
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="What a bundle serves, and each request param's default and its origin.",
+        description=__doc__,
+    )
+    p.add_argument("bundle_uri", help="Serving bundle URI.")
+    p.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    p.set_defaults(func=run)
+
+
+def run(args: Any) -> int:
+    from splitserve.mlflow_env import ensure_tracking_uri
+
+    ensure_tracking_uri()
+    facts = describe(args.bundle_uri)
+    if args.json:
+        print(json.dumps(facts, ensure_ascii=False))
+    else:
+        show(facts)
+    return 0

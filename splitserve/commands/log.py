@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -76,3 +77,28 @@ def log_pipeline(
             **({"model_config": model_config} if model_config else {}),
         )
     return registered_uri(info, name)
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("log", help="Log a transformers pipeline to MLflow (default: the bundled all-MiniLM-L6-v2).")
+    p.add_argument(
+        "--model-dir", help="A saved Hugging Face model+tokenizer folder (default: bundled all-MiniLM-L6-v2)."
+    )
+    p.add_argument("--task", help="Pipeline task (default: the bundled model's, feature-extraction).")
+    p.add_argument("--register", metavar="NAME", help="Register the logged model under this name.")
+    p.add_argument("--prompt-template", help="Generation tasks: MLflow prompt template with one {prompt}.")
+    p.add_argument(
+        "--model-config",
+        help='MLflow model_config as JSON: inference defaults, e.g. \'{"max_new_tokens": 64, "collapse_whitespace": true}\'.',
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: Any) -> int:
+    from splitserve.mlflow_env import ensure_tracking_uri
+
+    ensure_tracking_uri()
+    model_config = json.loads(args.model_config) if args.model_config else None
+    model_dir = Path(args.model_dir) if args.model_dir else None
+    print(log_pipeline(model_dir, args.task or DEFAULT_TASK, args.register, args.prompt_template, model_config))
+    return 0

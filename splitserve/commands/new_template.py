@@ -4,6 +4,7 @@ splitserve.stages.template for the contract)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 SKELETON = '''"""{name}: a splitserve template (your own logic around the bundle's task).
 
@@ -57,3 +58,19 @@ def write(name: str, directory: Path = Path(".")) -> Path:
         raise FileExistsError(f"{path} exists; not overwriting it")
     path.write_text(SKELETON.format(name=name))
     return path
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("new-template", help="Write a commented template skeleton NAME.py to fill in.")
+    p.add_argument("name", help="Module name (the file is NAME.py).")
+    p.add_argument("--dir", default=".", help="Folder to write it in (default: here).")
+    p.set_defaults(func=run)
+
+
+def run(args: Any) -> int:
+    try:
+        path = write(args.name, Path(args.dir))
+    except (ValueError, FileExistsError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(path)
+    return 0

@@ -29,10 +29,10 @@ def main(workdir: Path) -> int:
     from rich.table import Table
 
     from splitserve.client import Client
+    from splitserve.commands.log import DEFAULT_TASK, log_pipeline
+    from splitserve.commands.up import up
     from splitserve.export import export_bundle
-    from splitserve.launcher import up
     from splitserve.mlflow_env import ensure_tracking_uri
-    from splitserve.source import DEFAULT_TASK, log_pipeline
 
     workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(workdir)
@@ -69,3 +69,13 @@ def main(workdir: Path) -> int:
         return 0
 
     return up(bundle, on_ready=query)
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("demo", help="The main job: log MiniLM, export it, serve every tier, query, print a ranking.")
+    p.add_argument("--workdir", default=".", help="Where the MLflow store goes (default: here).")
+    p.set_defaults(func=run)
+
+
+def run(args: Any) -> int:
+    return main(workdir=Path(args.workdir))

@@ -257,3 +257,100 @@ def up(
             signal.signal(s, handler)
         if tls_dir is not None:
             tls_dir.cleanup()
+
+
+def add_parser(sub: Any) -> None:
+    from splitserve.cliargs import add_kv_flag, add_rollout_flags
+
+    p = sub.add_parser("up", help="Run every tier and the gateway locally; prints their addresses as JSON.")
+    p.add_argument(
+        "bundle_uri",
+        nargs="+",
+        help="Serving bundle URI; more URIs are served beside it, each under its bundle's name (requests choose by model).",
+    )
+    add_kv_flag(
+        p,
+        "--replicas",
+        "TIER=N",
+        "Replicas of a tier, e.g. --replicas model=2 (preprocess, postprocess: 1; model: one per core, up to 4, "
+        "one intra-op thread each).",
+    )
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="Model-tier backend.")
+    p.add_argument("--host", default="127.0.0.1", help="Address every process binds.")
+    p.add_argument("--port", type=int, default=0, help="Gateway port (0: a free one).")
+    p.add_argument("--rest-port", type=int, default=0, help="Gateway's REST/OpenAI port (0: a free one).")
+    p.add_argument("--no-rest", action="store_true", help="Serve the gateway over gRPC only.")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
+    p.add_argument("--auth-token-file", help="Gateway: accept only calls bearing one of this file's tokens.")
+    p.add_argument(
+        "--tier-mtls",
+        action="store_true",
+        help="Mutual TLS between the gateway and the tiers (certificates made for this run): the tiers accept only the gateway.",
+    )
+    p.add_argument(
+        "--inline-stages",
+        action="store_true",
+        help="Run the preprocess and postprocess stages inside the gateway (no tiers for them; lower latency).",
+    )
+    add_rollout_flags(p)
+    p.add_argument(
+        "--intra-op-threads",
+        type=int,
+        help="Threads per model replica (default: this machine's CPUs divided among the model replicas).",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: Any) -> int:
+    from splitserve.cliargs import check_port, parse_kv, replicas
+    from splitserve.core.bundle import PARTS, load_bundle
+    from splitserve.core.cache import cache_root
+    from splitserve.mlflow_env import ensure_tracking_uri
+
+    ensure_tracking_uri()
+    given = parse_kv(args.replicas)
+    given.setdefault("model", default_model_replicas())
+    counts = replicas(given)
+    # What can be checked is checked before anything starts: the address, the bundle (its
+    # serving.json, fetched into the cache the tiers then share), the token file.
+    check_port(args.host, args.port)
+    if args.rest_port and not args.no_rest:
+        check_port(args.host, args.rest_port, "--rest-port")
+    if args.auth_token_file and not Path(args.auth_token_file).is_file():
+        raise SystemExit(f"error: --auth-token-file {args.auth_token_file}: no such file")
+    # Fetched once into the host's bundle cache, held while `up` runs; every replica (and every
+    # restart) then loads that verified folder: no fetch per start, one bundle whatever an alias
+    # does. Every part any tier reads (the template too), since the tiers are handed the folder.
+    first, *more = args.bundle_uri
+    bundle = load_bundle(first, PARTS)
+    if (args.watch_alias or more) and args.inline_stages:
+        raise SystemExit(
+            "error: --watch-alias and several bundles need the preprocess and postprocess tiers: drop --inline-stages"
+        )
+    tier_args = ["--watch-alias", "--watch-interval-s", str(args.watch_interval_s)] if args.watch_alias else []
+    if more:  # served beside the first, each under its own name (requests choose by `model`)
+        specs = []
+        for uri in more:
+            other = load_bundle(uri, PARTS)
+            specs.append(
+                f"{other.config.name}={other.root if other.root.parent == cache_root() and not args.watch_alias else uri}"
+            )
+        tier_args += ["--bundle", *specs]
+    model_args = ["--intra-op-threads", str(args.intra_op_threads)] if args.intra_op_threads is not None else []
+    model_args += ["--device", args.device]
+    return up(
+        # With --watch-alias every replica follows the alias itself.
+        str(bundle.root) if bundle.root.parent == cache_root() and not args.watch_alias else first,
+        counts["preprocess"],
+        counts["model"],
+        counts["postprocess"],
+        args.backend,
+        args.host,
+        args.port,
+        model_args,
+        inline_stages=args.inline_stages,
+        gateway_args=["--auth-token-file", args.auth_token_file] if args.auth_token_file else None,
+        rest_port=None if args.no_rest else args.rest_port,
+        tier_mtls=args.tier_mtls,
+        tier_args=tier_args,
+    )
