@@ -151,13 +151,14 @@ def routes(gateway: Any) -> list[Any]:
         body = checked_object(await read_json(request), EMBEDDING_FIELDS, "/v1/embeddings")
         call = http_call(request)
         info = await served(call, body.get("model"))
-        if body.get("dimensions") is not None:
-            raise InvalidInput("field 'dimensions': the model's own size only")
         encoding = body.get("encoding_format") or "float"
         if encoding not in ("float", "base64"):
             raise InvalidInput(f"field 'encoding_format' must be 'float' or 'base64', got {encoding!r}")
         texts = _texts(body.get("input"), "input", token_ids=True)
-        response = await gateway.predict(codec.predict_request(texts, _own_params(body), info.model), call)
+        params = _own_params(body)
+        if body.get("dimensions") is not None:  # the task's Matryoshka param (checked there)
+            params = {**params, "dimensions": body["dimensions"]}
+        response = await gateway.predict(codec.predict_request(texts, params, info.model), call)
         data = []
         for i, result in enumerate(response.results):
             if result.WhichOneof("output") != "embedding":

@@ -28,6 +28,8 @@ class FeatureExtraction(Task):
         *TRUNCATION,
         P.Param("pooling", P.choice("none", "mean", "cls"), "none", "string"),
         P.Param("normalize", P.boolean, False, "boolean"),
+        # Matryoshka: the pooled vector's first N dimensions (renormalized when `normalize`).
+        P.Param("dimensions", P.optional_positive_int, None, "long"),
     )
     # `text`, unless the record carries the model's `token_ids` instead (`check`).
     fields = ("text", "token_ids")
@@ -37,6 +39,12 @@ class FeatureExtraction(Task):
 
     def check(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> None:
         super().check(assets, records, p)  # a text or token ids, not both
+        if p["dimensions"] is not None:
+            width = (assets.config.output_shapes.get(assets.config.model_outputs[0]) or [0])[-1]
+            if p["pooling"] == "none":
+                raise InvalidInput("param 'dimensions' needs one vector per text: set pooling 'mean' or 'cls'")
+            if width > 0 and p["dimensions"] > width:
+                raise InvalidInput(f"param 'dimensions' is {p['dimensions']}; this model's embeddings have {width}")
         with_ids = [(i, r.token_ids) for i, r in enumerate(records) if r.token_ids is not None]
         vocab = (assets.config.vocab_size or len(assets.tokenizer)) if with_ids else 0
         for i, ids in with_ids:
@@ -59,11 +67,11 @@ class FeatureExtraction(Task):
 
     def decode(self, assets: Assets, batch: Batch, p: dict[str, Any]) -> list[dict[str, Any]]:
         if POOLED in batch.outputs:
-            vectors = batch.output(POOLED)
+            vectors = _first_dimensions(batch.output(POOLED), p)
             return [{"embedding": vectors[i].astype(np.float32)} for i in range(len(batch.records))]
         hidden, mask = batch.output(assets.config.model_outputs[0]), batch.ctx("attention_mask")
         if p["pooling"] != "none":  # a model tier that returned token vectors (a direct OIP client's request)
-            vectors = pool(hidden, mask, p["pooling"], p["normalize"])
+            vectors = _first_dimensions(pool(hidden, mask, p["pooling"], p["normalize"]), p)
             return [{"embedding": vectors[i]} for i in range(len(batch.records))]
         tokens = [hidden[i][mask[i].astype(bool)].astype(np.float32) for i in range(len(batch.records))]
         if p["normalize"]:
@@ -79,6 +87,17 @@ class FeatureExtraction(Task):
 
     def plain(self, value: Any) -> Any:
         return np.asarray(value).tolist()
+
+
+def _first_dimensions(vectors: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+    """The pooled vectors cut to their first `dimensions` (Matryoshka), renormalized when `normalize`
+    (the direction of a normalized vector's first N values is that of the raw vector's)."""
+    if p["dimensions"] is None:
+        return vectors
+    cut = vectors[:, : p["dimensions"]].astype(np.float32)
+    if p["normalize"]:
+        cut = cut / np.maximum(np.linalg.norm(cut, axis=-1, keepdims=True), 1e-12)
+    return cut
 
 
 def _encode_with_ids(assets: Assets, records: list[Record], p: dict[str, Any]) -> Encoded:

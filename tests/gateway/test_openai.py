@@ -15,6 +15,7 @@ import pytest
 import transformers
 
 from splitserve.client import Client
+from splitserve.errors import InvalidInput
 from tests.support.stack import Stack
 
 CHAT_TEMPLATE = (
@@ -107,6 +108,16 @@ def test_embeddings_pooling_from_the_bundle(tiny_bundles) -> None:
         vector = np.asarray(response.data[0].embedding)
         assert list(vector) == c.predict(["Florida has nice beaches"])[0]["embedding"]
         assert abs(np.linalg.norm(vector) - 1) < 1e-5
+
+        # `dimensions` (Matryoshka): the first N values, renormalized; the same as the gRPC param.
+        cut = sdk(stack).embeddings.create(model=c.info()["model"], input=["Florida has nice beaches"], dimensions=8)
+        got = np.asarray(cut.data[0].embedding)
+        np.testing.assert_allclose(got, vector[:8] / np.linalg.norm(vector[:8]), atol=1e-6)
+        assert list(got) == c.predict(["Florida has nice beaches"], params={"dimensions": 8})[0]["embedding"]
+        with pytest.raises(openai.BadRequestError, match=rf"'dimensions' is {len(vector) + 1}; .* have {len(vector)}"):
+            sdk(stack).embeddings.create(model=c.info()["model"], input=["x"], dimensions=len(vector) + 1)
+        with pytest.raises(InvalidInput, match="'dimensions' needs one vector per text"):
+            c.predict(["x"], params={"pooling": "none", "dimensions": 4})
 
 
 def _grpc_text(client: Client, records: list[Any], params: dict[str, Any]) -> tuple[str, list[int]]:
