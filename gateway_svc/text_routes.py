@@ -11,7 +11,8 @@ other servers send (each also over gRPC: `Rerank`, `Score`, `Tokenize`, `Decode`
     POST /decode                  TEI: {ids, skip_special_tokens} -> [text]
 
 Rerank answers best first; score in the pairs' order. `truncated` says a text of the pair was cut
-to the model's max length. `model` (TEI's routes too) picks one of several bundles; `params` (an
+to the model's max length. Errors come in the shape of the route's server: OpenAI's (`/v1`, `/v2`,
+`/score`, as vLLM answers) or TEI's (`{"error", "error_type"}`). `model` (TEI's routes too) picks one of several bundles; `params` (an
 extension) passes the bundle's own request params (`pooling`, ...). The scoring is
 `gateway_svc.rerank`'s; errors name the field (400), with the HTTP status of the one table.
 """
@@ -44,6 +45,15 @@ TEI_RERANK_FIELDS = {
 SCORE_FIELDS = {"model", "text_1", "text_2", "params"}
 TOKENIZE_FIELDS = {"model", "inputs", "add_special_tokens"}
 DECODE_FIELDS = {"model", "ids", "skip_special_tokens"}
+
+
+# TEI's error types, by gRPC status code (others: "backend").
+_TEI_ERRORS = {"INVALID_ARGUMENT": "validation", "RESOURCE_EXHAUSTED": "overloaded", "UNAVAILABLE": "unhealthy"}
+
+
+def tei_error(code: Any, message: str) -> dict[str, Any]:
+    """TEI's error shape, for its routes (`/rerank`, `/tokenize`, `/decode`)."""
+    return {"error": message, "error_type": _TEI_ERRORS.get(code.name, "backend")}
 
 
 def _strings(value: Any, field: str, documents: bool = False) -> list[str]:
@@ -213,8 +223,8 @@ def routes(gateway: Any) -> list[Any]:
     return [
         Route("/v1/rerank", handled(cohere_rerank, error_body), methods=["POST"]),
         Route("/v2/rerank", handled(cohere_rerank, error_body), methods=["POST"]),
-        Route("/rerank", handled(tei_rerank), methods=["POST"]),
+        Route("/rerank", handled(tei_rerank, tei_error), methods=["POST"]),
         Route("/score", handled(vllm_score, error_body), methods=["POST"]),
-        Route("/tokenize", handled(tokenize), methods=["POST"]),
-        Route("/decode", handled(decode), methods=["POST"]),
+        Route("/tokenize", handled(tokenize, tei_error), methods=["POST"]),
+        Route("/decode", handled(decode, tei_error), methods=["POST"]),
     ]

@@ -15,6 +15,10 @@ with the field names (and shapes) of transformers' pipeline
 outputs inside. A bundle exported with a template answers with the template's rows instead (dicts
 of JSON values, any number per record).
 
+`rerank(query, documents)` and `score(text_1, text_2)` score pairs of texts (a cross-encoder bundle
+as `CrossEncoder.predict` does, an embedding bundle by cosine): [{"index", "score", "truncated"}];
+`tokenize(texts)` and `decode(ids)` use the bundle's tokenizer.
+
 Every error is one of `splitserve.errors` (`InvalidInput`, `NotFound`, `Overloaded`,
 `DeadlineExceeded`, `Unauthenticated`, `BundleMismatch`, `Unavailable`, `ServerError`; base
 `SplitServeError`), with the gRPC code and the server's message; each is also a `grpc.RpcError`.
