@@ -5,7 +5,7 @@ other servers send (each also over gRPC: `Rerank`, `Score`, `Tokenize`, `Decode`
         -> {id, model, results: [{index, relevance_score, truncated[, document: {text}]}], usage}
     POST /rerank                  TEI: {query, texts, raw_scores, return_text, truncate}
         -> [{index, score, truncated[, text]}]
-    POST /score                   vLLM: {model, text_1, text_2}
+    POST /score, /v1/score        vLLM: {model, text_1, text_2}
         -> {id, object: "list", created, model, data: [{index, object: "score", score, truncated}], usage}
     POST /tokenize                TEI: {inputs, add_special_tokens} -> [[{id, text, special, start, stop}]]
     POST /decode                  TEI: {ids, skip_special_tokens} -> [text]
@@ -225,6 +225,7 @@ def routes(gateway: Any) -> list[Any]:
         Route("/v2/rerank", handled(cohere_rerank, error_body), methods=["POST"]),
         Route("/rerank", handled(tei_rerank, tei_error), methods=["POST"]),
         Route("/score", handled(vllm_score, error_body), methods=["POST"]),
+        Route("/v1/score", handled(vllm_score, error_body), methods=["POST"]),
         Route("/tokenize", handled(tokenize, tei_error), methods=["POST"]),
         Route("/decode", handled(decode, tei_error), methods=["POST"]),
     ]

@@ -111,7 +111,7 @@ def test_cross_encoder_scores_as_crossencoder_predict(stack, cross_encoder) -> N
     scored = post(stack, "/score", {"text_1": QUERY, "text_2": DOCUMENTS})
     assert [d["index"] for d in scored["data"]] == [0, 1, 2, 3] and scored["object"] == "list"
     np.testing.assert_allclose([d["score"] for d in scored["data"]], want, atol=TOL)
-    pairwise = post(stack, "/score", {"text_1": [DOCUMENTS[1], QUERY], "text_2": [QUERY, DOCUMENTS[1]]})["data"]
+    pairwise = post(stack, "/v1/score", {"text_1": [DOCUMENTS[1], QUERY], "text_2": [QUERY, DOCUMENTS[1]]})["data"]
     np.testing.assert_allclose([d["score"] for d in pairwise], ce.predict([(DOCUMENTS[1], QUERY), pairs[1]]), atol=TOL)
 
     with Client(stack.gateway) as client:  # gRPC: the same numbers
