@@ -114,6 +114,20 @@ class Gateway:
             async for event in self._predict_stream(request, call):
                 yield event
 
+    async def tokenize(self, request: pb.TokenizeRequest, call: Call) -> pb.TokenizeResponse:
+        """The bundle's tokenizer on texts: the preprocess tier holds it."""
+        return await self._tokenizer_call(self.pre.Tokenize, request, call)
+
+    async def decode(self, request: pb.DecodeRequest, call: Call) -> pb.DecodeResponse:
+        return await self._tokenizer_call(self.pre.Decode, request, call)
+
+    async def _tokenizer_call(self, method: Any, request: Any, call: Call) -> Any:
+        self._authorize(call)
+        if not self.ready:
+            raise ModelNotReady("gateway is still connecting to its tiers")
+        request.fingerprint = await self.versions.pinned(request.model)
+        return await self._call(method, request, self._hop(call))
+
     async def _predict_once(self, request: pb.PredictRequest, call: Call) -> pb.PredictResponse:
         """One request across the tiers."""
         start = time.perf_counter()

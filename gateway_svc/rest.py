@@ -6,7 +6,8 @@
         {"record", "id", "text", "token_ids"}, ..., then the whole answer as above
     GET  /v1/info      -> {"model", "task", "fingerprint", "streams"}
     GET  /health/live, /health/ready     (open without a token, as gRPC health is)
-    and the OpenAI-compatible routes (`gateway_svc.openai`).
+    and the OpenAI-compatible routes (`gateway_svc.openai`), rerank, score, tokenize and decode
+    (`gateway_svc.text_routes`).
 
 Records, params and results are the gRPC API's, as `splitserve.client` shows them; JSON has no
 bytes, so an audio record's file travels as `"audio": {"b64": "<base64 of the file>"}` (or as
@@ -85,7 +86,7 @@ def build_app(gateway: Any) -> Any:
     from starlette.applications import Starlette
     from starlette.routing import Route
 
-    from gateway_svc import openai
+    from gateway_svc import openai, text_routes
 
     async def predict(request: Any) -> Any:
         body = checked_object(await read_json(request), PREDICT_FIELDS, "/v1/predict")
@@ -116,6 +117,7 @@ def build_app(gateway: Any) -> Any:
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
         *openai.routes(gateway),
+        *text_routes.routes(gateway),
     ]
     return Starlette(routes=routes)
 

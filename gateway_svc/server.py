@@ -1,7 +1,9 @@
 """Gateway gRPC server: `splitserve.v1.Gateway`, the one API clients call.
 
 A thin door: each RPC becomes a transport-free `Call` and goes to the request path
-(`gateway_svc.orchestrator.Gateway`): Predict = Preprocess -> ModelInfer (OIP) -> Postprocess.
+(`gateway_svc.orchestrator.Gateway`): Predict = Preprocess -> ModelInfer (OIP) -> Postprocess;
+Rerank and Score run pairs through Predict (`gateway_svc.rerank`); Tokenize and Decode go to the
+preprocess tier, which holds the tokenizer.
 Where each request's time went is sent back as trailing metadata (`gateway_svc.timing`). With
 `inline_stages`, the preprocess and postprocess stages run in this process (`gateway_svc.inline`).
 """
@@ -20,6 +22,7 @@ from gateway_svc.inline import InlineStub
 from gateway_svc.orchestrator import Call, Gateway
 from gateway_svc.pool import channel_credentials, connection_options
 from gateway_svc.pool import open_channel as open_tier_channel
+from gateway_svc.rerank import rerank, score
 from gateway_svc.settings import GatewaySettings
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
 from protos import splitserve_pb2 as pb
@@ -105,6 +108,24 @@ class GatewayTier(pb_grpc.GatewayServicer):
             if event.WhichOneof("event") == "final":
                 context.set_trailing_metadata(call.trailing)
             yield event
+
+    async def Rerank(self, request: pb.RerankRequest, context: grpc.aio.ServicerContext) -> pb.Scores:
+        call = _call(context)
+        response = await rerank(self.gateway, request, call)
+        context.set_trailing_metadata(call.trailing)
+        return response
+
+    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.Scores:
+        call = _call(context)
+        response = await score(self.gateway, request, call)
+        context.set_trailing_metadata(call.trailing)
+        return response
+
+    async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
+        return await self.gateway.tokenize(request, _call(context))
+
+    async def Decode(self, request: pb.DecodeRequest, context: grpc.aio.ServicerContext) -> pb.DecodeResponse:
+        return await self.gateway.decode(request, _call(context))
 
     async def close(self) -> None:
         if self._refresher is not None:

@@ -9,10 +9,12 @@ from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 from splitserve.core import codec
 from splitserve.core.bundle import Bundle
+from splitserve.core.errors import InvalidInput
 from splitserve.core.limits import check_message, check_request_chars, check_request_tokens, model_output_bytes
 from splitserve.core.records import Limits
 from splitserve.core.tier import BundleTier, Loaded
 from splitserve.core.tokenizer import load_features, load_tokenizer
+from splitserve.stages import tokens
 from splitserve.stages.preprocess import Preprocessor
 from splitserve.stages.template import load_template
 from splitserve.tasks.base import Encoded
@@ -63,6 +65,38 @@ class PreprocessTier(BundleTier, pb_grpc.PreprocessServicer):
             task_records=codec.records_to_pb(encoded.task_records) if encoded.task_records is not None else [],
             truncated=encoded.truncated,
         )
+
+    async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
+        """The bundle's tokenizer on texts (TEI's /tokenize), within the request limits."""
+        s = self.settings
+        if len(request.inputs) > s.max_records:
+            raise InvalidInput(f"request has {len(request.inputs)} inputs; the limit is {s.max_records}")
+        chars = sum(len(t) for t in request.inputs)
+        if chars > s.max_request_chars:
+            raise InvalidInput(f"request has {chars} characters; the limit is {s.max_request_chars}")
+        add = request.add_special_tokens if request.HasField("add_special_tokens") else True
+        with self.using(request.fingerprint, "the gateway's pick", request.model) as version:
+            tokenizer = version.runtime.tokenizer
+            lists = await self.offload(context, tokens.tokenize, tokenizer, list(request.inputs), add)
+            return pb.TokenizeResponse(
+                model=version.name,
+                fingerprint=version.fingerprint,
+                inputs=[pb.TokenList(tokens=[pb.Token(**t) for t in one]) for one in lists],
+            )
+
+    async def Decode(self, request: pb.DecodeRequest, context: grpc.aio.ServicerContext) -> pb.DecodeResponse:
+        """Token ids back to text with the bundle's tokenizer (TEI's /decode)."""
+        s = self.settings
+        if len(request.ids) > s.max_records:
+            raise InvalidInput(f"request has {len(request.ids)} id lists; the limit is {s.max_records}")
+        count = sum(len(row.ids) for row in request.ids)
+        if count > s.max_request_tokens:
+            raise InvalidInput(f"request has {count} token ids; the limit is {s.max_request_tokens}")
+        skip = request.skip_special_tokens if request.HasField("skip_special_tokens") else True
+        with self.using(request.fingerprint, "the gateway's pick", request.model) as version:
+            ids = [list(row.ids) for row in request.ids]
+            texts = await self.offload(context, tokens.decode, version.runtime.tokenizer, ids, skip)
+            return pb.DecodeResponse(model=version.name, fingerprint=version.fingerprint, texts=texts)
 
     def _check_size(self, request: pb.PreprocessRequest, encoded: Encoded, bundle: Bundle) -> None:
         """Refuse, before the model runs, a request whose tokens are over budget or whose later

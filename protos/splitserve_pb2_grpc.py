@@ -44,6 +44,16 @@ class PreprocessStub:
                 request_serializer=splitserve__pb2.TierInfoRequest.SerializeToString,
                 response_deserializer=splitserve__pb2.TierInfo.FromString,
                 _registered_method=True)
+        self.Tokenize = channel.unary_unary(
+                '/splitserve.v1.Preprocess/Tokenize',
+                request_serializer=splitserve__pb2.TokenizeRequest.SerializeToString,
+                response_deserializer=splitserve__pb2.TokenizeResponse.FromString,
+                _registered_method=True)
+        self.Decode = channel.unary_unary(
+                '/splitserve.v1.Preprocess/Decode',
+                request_serializer=splitserve__pb2.DecodeRequest.SerializeToString,
+                response_deserializer=splitserve__pb2.DecodeResponse.FromString,
+                _registered_method=True)
 
 
 class PreprocessServicer:
@@ -61,6 +71,18 @@ class PreprocessServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Tokenize(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Decode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PreprocessServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +95,16 @@ def add_PreprocessServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=splitserve__pb2.TierInfoRequest.FromString,
                     response_serializer=splitserve__pb2.TierInfo.SerializeToString,
+            ),
+            'Tokenize': grpc.unary_unary_rpc_method_handler(
+                    servicer.Tokenize,
+                    request_deserializer=splitserve__pb2.TokenizeRequest.FromString,
+                    response_serializer=splitserve__pb2.TokenizeResponse.SerializeToString,
+            ),
+            'Decode': grpc.unary_unary_rpc_method_handler(
+                    servicer.Decode,
+                    request_deserializer=splitserve__pb2.DecodeRequest.FromString,
+                    response_serializer=splitserve__pb2.DecodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +161,60 @@ class Preprocess:
             '/splitserve.v1.Preprocess/Info',
             splitserve__pb2.TierInfoRequest.SerializeToString,
             splitserve__pb2.TierInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Tokenize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/splitserve.v1.Preprocess/Tokenize',
+            splitserve__pb2.TokenizeRequest.SerializeToString,
+            splitserve__pb2.TokenizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Decode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/splitserve.v1.Preprocess/Decode',
+            splitserve__pb2.DecodeRequest.SerializeToString,
+            splitserve__pb2.DecodeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -279,6 +365,26 @@ class GatewayStub:
                 request_serializer=splitserve__pb2.TierInfoRequest.SerializeToString,
                 response_deserializer=splitserve__pb2.TierInfo.FromString,
                 _registered_method=True)
+        self.Rerank = channel.unary_unary(
+                '/splitserve.v1.Gateway/Rerank',
+                request_serializer=splitserve__pb2.RerankRequest.SerializeToString,
+                response_deserializer=splitserve__pb2.Scores.FromString,
+                _registered_method=True)
+        self.Score = channel.unary_unary(
+                '/splitserve.v1.Gateway/Score',
+                request_serializer=splitserve__pb2.ScoreRequest.SerializeToString,
+                response_deserializer=splitserve__pb2.Scores.FromString,
+                _registered_method=True)
+        self.Tokenize = channel.unary_unary(
+                '/splitserve.v1.Gateway/Tokenize',
+                request_serializer=splitserve__pb2.TokenizeRequest.SerializeToString,
+                response_deserializer=splitserve__pb2.TokenizeResponse.FromString,
+                _registered_method=True)
+        self.Decode = channel.unary_unary(
+                '/splitserve.v1.Gateway/Decode',
+                request_serializer=splitserve__pb2.DecodeRequest.SerializeToString,
+                response_deserializer=splitserve__pb2.DecodeResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -304,6 +410,32 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rerank(self, request, context):
+        """Rerank documents against a query, and score pairs of texts (see RerankRequest).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Score(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Tokenize(self, request, context):
+        """The bundle's tokenizer: texts to tokens, token ids to texts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Decode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -321,6 +453,26 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=splitserve__pb2.TierInfoRequest.FromString,
                     response_serializer=splitserve__pb2.TierInfo.SerializeToString,
+            ),
+            'Rerank': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerank,
+                    request_deserializer=splitserve__pb2.RerankRequest.FromString,
+                    response_serializer=splitserve__pb2.Scores.SerializeToString,
+            ),
+            'Score': grpc.unary_unary_rpc_method_handler(
+                    servicer.Score,
+                    request_deserializer=splitserve__pb2.ScoreRequest.FromString,
+                    response_serializer=splitserve__pb2.Scores.SerializeToString,
+            ),
+            'Tokenize': grpc.unary_unary_rpc_method_handler(
+                    servicer.Tokenize,
+                    request_deserializer=splitserve__pb2.TokenizeRequest.FromString,
+                    response_serializer=splitserve__pb2.TokenizeResponse.SerializeToString,
+            ),
+            'Decode': grpc.unary_unary_rpc_method_handler(
+                    servicer.Decode,
+                    request_deserializer=splitserve__pb2.DecodeRequest.FromString,
+                    response_serializer=splitserve__pb2.DecodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -404,6 +556,114 @@ class Gateway:
             '/splitserve.v1.Gateway/Info',
             splitserve__pb2.TierInfoRequest.SerializeToString,
             splitserve__pb2.TierInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rerank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/splitserve.v1.Gateway/Rerank',
+            splitserve__pb2.RerankRequest.SerializeToString,
+            splitserve__pb2.Scores.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Score(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/splitserve.v1.Gateway/Score',
+            splitserve__pb2.ScoreRequest.SerializeToString,
+            splitserve__pb2.Scores.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Tokenize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/splitserve.v1.Gateway/Tokenize',
+            splitserve__pb2.TokenizeRequest.SerializeToString,
+            splitserve__pb2.TokenizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Decode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/splitserve.v1.Gateway/Decode',
+            splitserve__pb2.DecodeRequest.SerializeToString,
+            splitserve__pb2.DecodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -15,6 +15,10 @@ with the field names (and shapes) of transformers' pipeline
 outputs inside. A bundle exported with a template answers with the template's rows instead (dicts
 of JSON values, any number per record).
 
+`rerank(query, documents)` and `score(text_1, text_2)` score pairs of texts (a cross-encoder bundle
+as `CrossEncoder.predict` does, an embedding bundle by cosine): [{"index", "score", "truncated"}];
+`tokenize(texts)` and `decode(ids)` use the bundle's tokenizer.
+
 Every error is one of `splitserve.errors` (`InvalidInput`, `NotFound`, `Overloaded`,
 `DeadlineExceeded`, `Unauthenticated`, `BundleMismatch`, `Unavailable`, `ServerError`; base
 `SplitServeError`), with the gRPC code and the server's message; each is also a `grpc.RpcError`.
@@ -132,6 +136,78 @@ class Client:
             finally:
                 call.cancel()
 
+    def rerank(
+        self,
+        query: str,
+        documents: list[str],
+        top_n: int | None = None,
+        return_documents: bool = False,
+        raw_scores: bool = False,
+        params: dict[str, Any] | None = None,
+        model: str = "",
+    ) -> list[dict[str, Any]]:
+        """The documents scored against the query, best first: [{"index", "score", "truncated"[,
+        "document"]}] (a cross-encoder's score as CrossEncoder.predict gives it, `raw_scores`: its
+        logit; an embedding model's: the cosine)."""
+        request = pb.RerankRequest(
+            model=model,
+            query=query,
+            documents=documents,
+            top_n=top_n,
+            return_documents=return_documents,
+            raw_scores=raw_scores,
+            params=codec.params_to_struct(params),
+        )
+        return _scored(
+            self._retried(lambda timeout: self.stub.Rerank(request, timeout=timeout, metadata=self.metadata))
+        )
+
+    def score(
+        self,
+        text_1: str | list[str],
+        text_2: str | list[str],
+        raw_scores: bool = False,
+        params: dict[str, Any] | None = None,
+        model: str = "",
+    ) -> list[dict[str, Any]]:
+        """Pairs scored in order (one text_1 with each text_2, or text_1[i] with text_2[i])."""
+        request = pb.ScoreRequest(
+            model=model,
+            text_1=[text_1] if isinstance(text_1, str) else text_1,
+            text_2=[text_2] if isinstance(text_2, str) else text_2,
+            raw_scores=raw_scores,
+            params=codec.params_to_struct(params),
+        )
+        return _scored(self._retried(lambda timeout: self.stub.Score(request, timeout=timeout, metadata=self.metadata)))
+
+    def tokenize(
+        self, texts: list[str], add_special_tokens: bool = True, model: str = ""
+    ) -> list[list[dict[str, Any]]]:
+        """Each text's tokens: [{"id", "text", "special", "start", "stop"}] (offsets in characters; None
+        for a special token)."""
+        request = pb.TokenizeRequest(model=model, inputs=texts, add_special_tokens=add_special_tokens)
+        response = self._retried(lambda timeout: self.stub.Tokenize(request, timeout=timeout, metadata=self.metadata))
+        return [
+            [
+                {
+                    "id": t.id,
+                    "text": t.text,
+                    "special": t.special,
+                    "start": t.start if t.HasField("start") else None,
+                    "stop": t.stop if t.HasField("stop") else None,
+                }
+                for t in one.tokens
+            ]
+            for one in response.inputs
+        ]
+
+    def decode(self, ids: list[list[int]], skip_special_tokens: bool = True, model: str = "") -> list[str]:
+        request = pb.DecodeRequest(
+            model=model, ids=[pb.TokenIds(ids=row) for row in ids], skip_special_tokens=skip_special_tokens
+        )
+        response = self._retried(lambda timeout: self.stub.Decode(request, timeout=timeout, metadata=self.metadata))
+        return list(response.texts)
+
     def info(self) -> dict[str, str]:
         info = self._retried(
             lambda timeout: self.stub.Info(pb.TierInfoRequest(), timeout=timeout, metadata=self.metadata)
@@ -187,6 +263,16 @@ def _request(records: Any, params: dict[str, Any] | None, model: str) -> pb.Pred
         return codec.predict_request(records, params, model, local_files=True)
     except SplitServeError as exc:  # the client's own checks, as the family's errors
         raise errors.from_local(exc) from None
+
+
+def _scored(scores: pb.Scores) -> list[dict[str, Any]]:
+    out = []
+    for r in scores.results:
+        result: dict[str, Any] = {"index": r.index, "score": r.score, "truncated": r.truncated}
+        if r.HasField("document"):
+            result["document"] = r.document
+        out.append(result)
+    return out
 
 
 def _timings(metadata: Any) -> dict[str, int]:

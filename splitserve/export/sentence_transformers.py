@@ -11,16 +11,35 @@ task computes exactly, and refuses the others naming the module or setting:
 - `default_prompt_name`: its prompt prefixes every text (the bundle's prompt template).
 
 What `SentenceTransformer.encode` (and MLflow's pyfunc of the source) answers is then what the
-bundle answers: one vector per text. Dense layers, other poolings and `truncate_dim` are refused.
+bundle answers: one vector per text. Dense layers, other poolings and `truncate_dim` are refused,
+and so is a CrossEncoder (MLflow loads it back without its classifier: `refuse_cross_encoder`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from splitserve.core.errors import ExportError
 from splitserve.export.source import SourceModel
 
 FLAVOR = "sentence_transformers"
 ALLOWED = ("Transformer", "Pooling", "Normalize")
+
+
+def refuse_cross_encoder(flavor: dict[str, Any]) -> None:
+    """A CrossEncoder logged with this flavor: MLflow saves it, but loads it back as a
+    SentenceTransformer without its classifier head (its pyfunc answers the encoder's mean-pooled
+    embeddings, not the pairs' scores); refused, naming the way that serves it."""
+    model_type = str(flavor.get("pipeline_model_type") or "")
+    if model_type.endswith("ForSequenceClassification"):
+        raise ExportError(
+            f"the source model is a CrossEncoder ({model_type}) logged with MLflow's sentence_transformers flavor, "
+            "which loads it back as a SentenceTransformer without its classifier (MLflow's pyfunc answers "
+            "embeddings, not the pairs' scores); log it as a transformers text-classification pipeline instead "
+            "(mlflow.transformers.log_model({'model': ce.model, 'tokenizer': ce.tokenizer}, "
+            "task='text-classification'), or `splitserve log --task text-classification`): the gateway's rerank "
+            "and score routes then answer as CrossEncoder.predict does"
+        )
 
 
 def load_sentence_transformer(source_uri: str) -> SourceModel:

@@ -64,6 +64,9 @@ def read_source(source_uri: str) -> SourceSettings:
             f"cannot find the source model {source_uri!r}: {_first_line(exc)} (looked up in {store_of(source_uri)})"
         ) from None
     if "transformers" not in info.flavors and "sentence_transformers" in info.flavors:
+        from splitserve.export.sentence_transformers import refuse_cross_encoder
+
+        refuse_cross_encoder(info.flavors["sentence_transformers"])
         return SourceSettings(
             task="feature-extraction",
             model_config={},

@@ -195,6 +195,10 @@ class Task:
     # (`_sanitize_output`): the bundle's pyfunc does the same (`as_mlflow_serves`); the gateway
     # answers the pipeline's exact text, which its token ids and streamed deltas add up to.
     mlflow_strips: ClassVar[tuple[str, ...]] = ()
+    # How rerank and score (`gateway_svc.rerank`) score a pair of texts with this task: "cross-encoder"
+    # (one record of text + text_pair, its one label's score) or "cosine" (of each text's pooled
+    # embedding); None: they refuse the bundle.
+    pair_scoring: ClassVar[Literal["cross-encoder", "cosine"] | None] = None
 
     def accepts(self, name: str) -> bool:
         return name == self.name or name in self.aliases

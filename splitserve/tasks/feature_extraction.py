@@ -36,6 +36,7 @@ class FeatureExtraction(Task):
     result_kind = "embedding"
     example = [0.25, -0.5, 0.125]  # pooled; [tokens, hidden] with pooling "none"
     export = ExportFacts(("last_hidden_state",), int8_gate=("min_cosine", "mean_cosine", "top1_agreement"))
+    pair_scoring = "cosine"
 
     def check(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> None:
         super().check(assets, records, p)  # a text or token ids, not both

@@ -56,6 +56,7 @@ class TextClassification(Task):
     result_kind = "labels"
     example = [{"label": "POSITIVE", "score": 0.98}, {"label": "NEGATIVE", "score": 0.02}]
     export = ExportFacts(("logits",), int8_gate=("label_agreement",), labels=True)
+    pair_scoring = "cross-encoder"  # a one-label model over (query, document) pairs: a CrossEncoder
 
     def check(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> None:
         super().check(assets, records, p)

@@ -101,3 +101,17 @@ def test_stacks_it_cannot_compute_are_refused(mlflow_store, tmp_path: Path) -> N
     maxed = SentenceTransformer(modules=[transformer, models.Pooling(width, pooling_mode="max")], device="cpu")
     with pytest.raises(ExportError, match=r"pools with 'max'; splitserve pools with mean or cls"):
         export_bundle(log(maxed), show_progress=False)
+
+
+def test_a_cross_encoder_is_refused(mlflow_store, tmp_path: Path) -> None:
+    """MLflow's flavor saves a CrossEncoder but loads it back as a SentenceTransformer without its
+    classifier (its pyfunc answers the encoder's embeddings, not the pairs' scores): export refuses
+    it, naming the way that serves it (a text-classification pipeline: tests/gateway/test_rerank.py)."""
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+
+    ce = CrossEncoder(str(save_tiny("cross-encoder", "bert", tmp_path)), device="cpu")
+    source = log(ce)
+    loaded = mlflow.sentence_transformers.load_model(source)
+    assert type(loaded) is SentenceTransformer and [type(m).__name__ for m in loaded] == ["Transformer", "Pooling"]
+    with pytest.raises(ExportError, match=r"is a CrossEncoder \(BertForSequenceClassification\) logged with MLflow"):
+        export_bundle(source, show_progress=False)

@@ -16,6 +16,8 @@ TASK_LABELS = {
     "token-classification": ["B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "O"],
     # An NLI head: the zero-shot pipeline reads the entailment id from label2id.
     "zero-shot-classification": ["contradiction", "neutral", "entailment"],
+    # A cross-encoder (sentence-transformers' CrossEncoder): one relevance logit per (query, document).
+    "cross-encoder": ["LABEL_0"],
 }
 
 _HEADS = {
@@ -25,12 +27,14 @@ _HEADS = {
     "fill-mask": "AutoModelForMaskedLM",
     "question-answering": "AutoModelForQuestionAnswering",
     "zero-shot-classification": "AutoModelForSequenceClassification",
+    "cross-encoder": "AutoModelForSequenceClassification",
 }
 
 
 def tiny_model(task: str, arch: str, tok, seed: int = 1):
-    """A 2-layer, 32-wide BERT or RoBERTa for `task`, with a large init std (every task but
-    feature-extraction) so the top label, token or span is not a near-tie."""
+    """A 2-layer, 32-wide BERT or RoBERTa for `task` ("cross-encoder": text-classification with one
+    label), with a large init std (every task but feature-extraction and the cross-encoder, whose
+    scores should spread) so the top label, token or span is not a near-tie."""
     import torch
 
     labels = TASK_LABELS.get(task)
@@ -49,7 +53,7 @@ def tiny_model(task: str, arch: str, tok, seed: int = 1):
         intermediate_size=37,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
-        initializer_range=0.2 if task == "feature-extraction" else 0.5,
+        initializer_range=0.2 if task in ("feature-extraction", "cross-encoder") else 0.5,
         pad_token_id=tok.pad_token_id,
         **extra,
     )
