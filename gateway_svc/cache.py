@@ -106,7 +106,9 @@ class ResponseCache:
         truncated = {i for i, value in enumerate(found) if value is not None and value[:1] == TRUNCATED}
         response_model = model
         if len(missed) == len(ids):
-            return self._keep(request.records, ids, await run(request, call), call, request)
+            response = self._keep(request.records, ids, await run(request, call), call, request)
+            call.trailing = (*call.trailing, ("splitserve-cache-hits", "0"))
+            return response
         if missed:
             sub = pb.PredictRequest(model=request.model, params=request.params)
             sub.records.extend(_with_id(request.records[i], ids[i]) for i in missed)
