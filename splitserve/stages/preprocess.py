@@ -81,4 +81,7 @@ class Preprocessor:
         bundle (its rows are not one answer per record, and its code may do anything)."""
         if self.template is not None or not self.task.deterministic(resolved):
             return ""
-        return json.dumps(resolved, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+        try:
+            return json.dumps(resolved, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+        except (TypeError, ValueError):  # params JSON cannot say one way (keys of mixed types): not cached
+            return ""
