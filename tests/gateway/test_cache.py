@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+import pytest
 import requests
 from prometheus_client import REGISTRY
 
@@ -136,6 +137,17 @@ def test_cache_per_record_every_door_eviction_and_rollout(tiny_bundles) -> None:
         assert np.allclose([np.linalg.norm(r["embedding"]) for r in answer_from_pb(normalized)], 1.0, atol=1e-5)
         assert gw.predict(TEXTS[:2], {"pooling": "mean", "normalize": True}) == (normalized, 2)
 
+        # A bad record among cached ones: refused naming it as the caller numbered it (the sub-request
+        # of the misses is sent again whole), and the server keeps serving.
+        with pytest.raises(grpc.RpcError) as refused:
+            gw.predict([TEXTS[0], TEXTS[1], ""])
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details().startswith("record 2 (id='2'): field 'text'"), refused.value.details()
+        assert gw.predict(TEXTS[:2]) == (
+            pb.PredictResponse(model=first.model, fingerprint=first.fingerprint, results=first.results[:2]),
+            2,
+        )
+
         # A rollout: every tier holds the new version, the gateway switches to it: no old entry answers.
         tiers = {r.tier.name: r.tier for r in stack.running}
         for name in ("preprocess", "model", "postprocess"):
@@ -189,3 +201,12 @@ def test_sampled_generation_is_never_cached(tiny_bundles) -> None:
         assert (delta["hits"], delta["misses"]) == (2, 2 + 2 + 2)
         # Only what each sampled spelling resolves to is kept (to "never cached"), no answer of theirs.
         assert cache.nbytes - held == 2 * entry_size(b"")
+
+
+def test_inline_stages_use_the_cache_too(tiny_bundles) -> None:
+    bundle = tiny_bundles[("text-classification", "bert")].local_dir
+    inline = {"inline_stages": bundle, "preprocess": [], "postprocess": [], "cache_bytes": BOUND}
+    with Stack(bundle, gateway=inline) as stack, grpc.insecure_channel(stack.gateway) as channel:
+        gw = Gateway(channel)
+        first, _ = gw.predict(TEXTS[:3], {"top_k": None})
+        assert gw.predict(TEXTS[:3], {"top_k": None}) == (first, 3)
