@@ -10,6 +10,7 @@ One request's path, whatever door it comes by:
         -> errors: splitserve.core.status (one table: gRPC and HTTP status codes)
 
 Beside it: versions.py (which bundle version requests are pinned to, refreshed from the tiers),
+cache.py (the response cache of deterministic answers, per record: `cache_bytes`),
 auth.py (tokens), inline.py (the pre/post tiers' servicers run in this process), messages.py (the
 messages between hops), timing.py (where the time went), stream.py (streamed text deltas), pool.py
 (channels to the tiers' replicas: balancing, retries, TLS), settings.py.

@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 
 from gateway_svc.auth import Tokens
+from gateway_svc.cache import ResponseCache
 from gateway_svc.messages import (
     answer,
     check_model_version,
@@ -51,11 +52,13 @@ class Call:
     """One incoming request as the gateway sees it, whatever door it came by: its metadata (gRPC
     metadata or HTTP headers: `authorization`, `traceparent`), its deadline (`time.monotonic()`;
     None: the gateway's `timeout_s`), and, once answered, where the time went (`trailing`: the
-    gRPC door sends it as trailing metadata, the REST door as response headers)."""
+    gRPC door sends it as trailing metadata, the REST door as response headers) and what its
+    params resolve to for the response cache (`cache_params`: `gateway_svc.cache`)."""
 
     metadata: tuple[tuple[str, str], ...] = ()
     deadline: float | None = None
     trailing: tuple[tuple[str, str], ...] = ()
+    cache_params: str = ""
 
     def time_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -85,6 +88,7 @@ class Gateway:
         self.versions = Versions(settings)
         self.in_flight = 0
         self.admission = Admission(settings.max_in_flight_records, "records", "gateway", "max_in_flight_records")
+        self.cache = ResponseCache(settings.cache_bytes) if settings.cache_bytes else None
 
     def connect(self, pre: Any, model: Any, post: Any, tokens: Tokens | None) -> None:
         """`pre`, `model`, `post`: the tiers' stubs; `tokens`: the accepted tokens (`auth_token_file`)."""
@@ -102,7 +106,11 @@ class Gateway:
 
     async def predict(self, request: pb.PredictRequest, call: Call) -> pb.PredictResponse:
         async with self._admitted(request, call):
-            return await self._predict(request, call)
+            if self.cache is None:
+                return await self._predict(request, call)
+            fingerprint = await self.versions.pinned(request.model)  # the cache's entries of this version only
+            model = self.versions.model_info(request.model).model
+            return await self.cache.predict(request, call, model, fingerprint, self._predict)
 
     async def predict_stream(self, request: pb.PredictRequest, call: Call) -> AsyncIterator[pb.PredictStreamResponse]:
         """A task that streams: each record's new text as deltas, then the final answer; any other
@@ -142,6 +150,7 @@ class Gateway:
         t3 = time.perf_counter()
         stages = {"preprocess": t1 - t0, "model": t2 - t1, "postprocess": t3 - t2}
         call.trailing = timing_metadata(stages, time.perf_counter() - start, infer)
+        call.cache_params = pre.cache_params
         return answer(pre, post)
 
     async def _predict_stream(self, request: pb.PredictRequest, call: Call) -> AsyncIterator[pb.PredictStreamResponse]:

@@ -40,6 +40,13 @@ class GatewaySettings(ServerSettings):
         MAX_REQUEST_CHARS, ge=1, description="Most characters of text one request may carry (all its records)."
     )
     timeout_s: float = Field(30.0, description="Deadline for a request whose client sets none.")
+    cache_bytes: int = Field(
+        0,
+        ge=0,
+        description="Keep deterministic answers, per record, in a response cache of at most this many bytes "
+        "(least recently used out first; keyed by bundle fingerprint, record and effective params; never "
+        "sampled generation). 0: no cache.",
+    )
     tier_refresh_s: float = Field(
         1.0,
         gt=0,

@@ -64,6 +64,7 @@ class PreprocessTier(BundleTier, pb_grpc.PreprocessServicer):
             model_parameters=codec.model_params_to_pb(encoded.model_params),
             task_records=codec.records_to_pb(encoded.task_records) if encoded.task_records is not None else [],
             truncated=encoded.truncated,
+            cache_params=encoded.cache_params,
         )
 
     async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:

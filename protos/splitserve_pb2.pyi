@@ -266,7 +266,7 @@ class ModelParameter(_message.Message):
     def __init__(self, bool_value: _Optional[bool] = ..., int64_value: _Optional[int] = ..., double_value: _Optional[float] = ..., string_value: _Optional[str] = ...) -> None: ...
 
 class PreprocessResponse(_message.Message):
-    __slots__ = ("model", "fingerprint", "model_inputs", "context", "model_parameters", "task_records", "truncated")
+    __slots__ = ("model", "fingerprint", "model_inputs", "context", "model_parameters", "task_records", "truncated", "cache_params")
     class ModelParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -281,6 +281,7 @@ class PreprocessResponse(_message.Message):
     MODEL_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     TASK_RECORDS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    CACHE_PARAMS_FIELD_NUMBER: _ClassVar[int]
     model: str
     fingerprint: str
     model_inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
@@ -288,7 +289,8 @@ class PreprocessResponse(_message.Message):
     model_parameters: _containers.MessageMap[str, ModelParameter]
     task_records: _containers.RepeatedCompositeFieldContainer[Record]
     truncated: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., model_inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., context: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., model_parameters: _Optional[_Mapping[str, ModelParameter]] = ..., task_records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., truncated: _Optional[_Iterable[str]] = ...) -> None: ...
+    cache_params: str
+    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., model_inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., context: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., model_parameters: _Optional[_Mapping[str, ModelParameter]] = ..., task_records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., truncated: _Optional[_Iterable[str]] = ..., cache_params: _Optional[str] = ...) -> None: ...
 
 class PostprocessRequest(_message.Message):
     __slots__ = ("model", "fingerprint", "records", "params", "model_outputs", "context", "partial", "task_records")

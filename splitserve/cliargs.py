@@ -11,7 +11,7 @@ import socket
 import typing
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 TIERS = ("preprocess", "model", "postprocess")
 
@@ -91,8 +91,19 @@ def add_settings_flags(
 
 
 def settings_from_args(settings_cls: type[BaseModel], args: argparse.Namespace) -> Any:
+    """The settings from the flags (and env); a value they refuse is one line naming its flag."""
     given = {k: v for k, v in vars(args).items() if k in settings_cls.model_fields and v is not None}
-    return settings_cls(**given)
+    try:
+        return settings_cls(**given)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error["loc"]:
+                name = str(error["loc"][0])
+                message = f"--{name.replace('_', '-')} {error.get('input')!s}: {message[:1].lower()}{message[1:]}"
+            problems.append(message)
+        raise SystemExit(f"error: {'; '.join(problems)}") from None
 
 
 def parse_kv(items: list[str] | None) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from splitserve.bench.load import Point, TargetSummary, peak_rss_mb, repeat_poin
 from splitserve.bench.report import headline, markdown, plots, roofline_markdown
 from splitserve.bench.roofline import flops_per_token, precision_of, roofs
 from splitserve.bench.targets import (
+    CachedGatewayTarget,
     GatewayTarget,
     MlflowServeTarget,
     ModelTierTarget,
@@ -170,6 +171,9 @@ def _targets(names: tuple[str, ...], source_uri: str, fp32: str, int8: str, devi
             GatewayTarget("gateway-torch", fp32, "torch", device=device),
             GatewayTarget("gateway-onnx-fp32-inline", fp32, "onnx", inline_stages=True, device=device),
             GatewayTarget("gateway-onnx-int8-inline", int8, "onnx", inline_stages=True, device=device),
+            CachedGatewayTarget("gateway-cache-0", fp32, 0, device=device),
+            CachedGatewayTarget("gateway-cache-50", fp32, 5, device=device),
+            CachedGatewayTarget("gateway-cache-90", fp32, 9, device=device),
             ModelTierTarget("model-tier-onnx-fp32", fp32, "onnx", device=device),
             ModelTierTarget("model-tier-onnx-int8", int8, "onnx", device=device),
             ModelTierTarget("model-tier-torch", fp32, "torch", device=device, dtype="fp32"),

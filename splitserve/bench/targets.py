@@ -4,6 +4,7 @@ PyTorch, inline stages), one model-tier replica alone over OIP, in-process
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -43,9 +44,17 @@ class Target:
 class GatewayTarget(Target):
     """All tiers via `splitserve up`, called through the gateway with the gRPC client."""
 
-    def __init__(self, name: str, bundle_uri: str, backend: str, inline_stages: bool = False, device: str = "cpu"):
+    def __init__(
+        self,
+        name: str,
+        bundle_uri: str,
+        backend: str,
+        inline_stages: bool = False,
+        device: str = "cpu",
+        cache_bytes: int = 0,
+    ):
         self.name, self.bundle_uri, self.backend, self.inline_stages = name, bundle_uri, backend, inline_stages
-        self.device = device
+        self.device, self.cache_bytes = device, cache_bytes
 
     def start(self) -> None:
         from splitserve.client import Client
@@ -53,6 +62,7 @@ class GatewayTarget(Target):
         argv = [sys.executable, "-m", "splitserve", "up", self.bundle_uri, "--backend", self.backend]
         argv += ["--device", self.device]
         argv += ["--inline-stages"] if self.inline_stages else []
+        argv += ["--cache-bytes", str(self.cache_bytes)] if self.cache_bytes else []
         # A session of its own: the terminal's Ctrl-C reaches the bench, which stops it in order.
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
@@ -92,6 +102,37 @@ class GatewayTarget(Target):
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+class CachedGatewayTarget(GatewayTarget):
+    """The gateway with its response cache on, sent a known share of repeated records: of every ten
+    records, `repeated_tenths` are drawn from a few hot texts (cached once the target starts), the
+    others are new (the request set's text made unique by a number: a miss), so the share of hits
+    is what the name says whatever the request set's own repeats."""
+
+    HOT = 64  # distinct repeated texts
+    CACHE_BYTES = 256 * 2**20
+
+    def __init__(self, name: str, bundle_uri: str, repeated_tenths: int, device: str = "cpu"):
+        super().__init__(name, bundle_uri, "onnx", device=device, cache_bytes=self.CACHE_BYTES)
+        self.repeated_tenths = repeated_tenths
+        self.counter = itertools.count()  # next() on it is atomic under the GIL: one number per record
+
+    def start(self) -> None:
+        from splitserve.bench.corpus import docstring_corpus
+
+        super().start()
+        self.hot = docstring_corpus()[: self.HOT]
+        for i in range(0, self.HOT, 16):  # cached before the first point: a repeat is a hit from the start
+            super().call(self.hot[i : i + 16])
+
+    def call(self, records: list[str]) -> None:
+        batch = []
+        for text in records:
+            n = next(self.counter)
+            repeated = n % 10 < self.repeated_tenths
+            batch.append(self.hot[n % self.HOT] if repeated else f"{text} ({n})")
+        super().call(batch)
 
 
 class ModelTierTarget(Target):

@@ -283,6 +283,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
     p.add_argument("--auth-token-file", help="Gateway: accept only calls bearing one of this file's tokens.")
     p.add_argument(
+        "--cache-bytes",
+        type=int,
+        default=0,
+        help="Gateway: keep deterministic answers, per record, in a response cache of at most this many bytes "
+        "(0: none; see serve-gateway --cache-bytes).",
+    )
+    p.add_argument(
         "--tier-mtls",
         action="store_true",
         help="Mutual TLS between the gateway and the tiers (certificates made for this run): the tiers accept only the gateway.",
@@ -316,6 +323,8 @@ def run(args: Any) -> int:
     check_port(args.host, args.port)
     if args.rest_port and not args.no_rest:
         check_port(args.host, args.rest_port, "--rest-port")
+    if args.cache_bytes < 0:
+        raise SystemExit(f"error: --cache-bytes {args.cache_bytes}: expected 0 (no cache) or a number of bytes")
     if args.auth_token_file and not Path(args.auth_token_file).is_file():
         raise SystemExit(f"error: --auth-token-file {args.auth_token_file}: no such file")
     # Fetched once into the host's bundle cache, held while `up` runs; every replica (and every
@@ -349,7 +358,10 @@ def run(args: Any) -> int:
         args.port,
         model_args,
         inline_stages=args.inline_stages,
-        gateway_args=["--auth-token-file", args.auth_token_file] if args.auth_token_file else None,
+        gateway_args=[
+            *(["--auth-token-file", args.auth_token_file] if args.auth_token_file else []),
+            *(["--cache-bytes", str(args.cache_bytes)] if args.cache_bytes else []),
+        ],
         rest_port=None if args.no_rest else args.rest_port,
         tier_mtls=args.tier_mtls,
         tier_args=tier_args,

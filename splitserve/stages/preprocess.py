@@ -7,6 +7,7 @@ torch.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ from splitserve.tasks.base import Assets, Encoded
 class Prepared(Encoded):
     # The records the task encoded, when a template's preprocess made them (else None: the caller's).
     task_records: list[Record] | None = None
+    # The effective params as canonical JSON when the answer is deterministic (see `cache_params`).
+    cache_params: str = ""
 
 
 class Preprocessor:
@@ -63,4 +66,22 @@ class Preprocessor:
         resolved = self.task.resolve(self.assets.config, task_params)
         self.task.check(self.assets, records, resolved)
         encoded = self.task.encode(self.assets, records, resolved)
-        return Prepared(encoded.model_inputs, encoded.context, encoded.model_params, encoded.truncated, task_records)
+        return Prepared(
+            encoded.model_inputs,
+            encoded.context,
+            encoded.model_params,
+            encoded.truncated,
+            task_records,
+            self.cache_params(resolved),
+        )
+
+    def cache_params(self, resolved: dict[str, Any]) -> str:
+        """The resolved params as canonical JSON, what the gateway's response cache keys a record's
+        answer on; empty when the answer must not be cached: sampled generation, and a templated
+        bundle (its rows are not one answer per record, and its code may do anything)."""
+        if self.template is not None or not self.task.deterministic(resolved):
+            return ""
+        try:
+            return json.dumps(resolved, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+        except (TypeError, ValueError):  # params JSON cannot say one way (keys of mixed types): not cached
+            return ""

@@ -221,6 +221,11 @@ class Task:
         """The param defaults the bundle's MLflow signature shows (MLflow passes them to the pyfunc)."""
         return config.defaults
 
+    def deterministic(self, p: dict[str, Any]) -> bool:
+        """The answer is a function of the records and these resolved params alone (the gateway's
+        response cache may keep it); a task whose params can make it random says when."""
+        return True
+
     def check(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> None:
         """The request's records, before encoding (messages name the record and the field)."""
         check_records(records, assets.limits, self.required, self.fields)

@@ -67,6 +67,10 @@ class Generation(Task):
     def resolve(self, config: ServingConfig, params: dict[str, Any] | None) -> dict[str, Any]:
         return G.resolve(_info(config), self.params, params, config.defaults, self.name, config.prompt_template)
 
+    def deterministic(self, p: dict[str, Any]) -> bool:
+        """Greedy and beam search are; sampling is not (with or without a seed)."""
+        return not p["do_sample"]
+
     def signature_defaults(self, config: ServingConfig) -> dict[str, Any]:
         """The generation params as a request without any resolves them."""
         resolved = self.resolve(config, {})

@@ -54,7 +54,8 @@ def test_bench_refuses_an_unknown_target_in_one_line(tmp_path: Path) -> None:
     out = run("bench", "--targets", "gateway-onnx-fp32", "bogus", "--out", str(tmp_path / "b"), cwd=tmp_path)
     assert one_error_line(out) == (
         "error: --targets: no target bogus; the targets are gateway-onnx-fp32, gateway-onnx-int8, gateway-torch, "
-        "gateway-onnx-fp32-inline, gateway-onnx-int8-inline, model-tier-onnx-fp32, model-tier-onnx-int8, "
+        "gateway-onnx-fp32-inline, gateway-onnx-int8-inline, gateway-cache-0, gateway-cache-50, gateway-cache-90, "
+        "model-tier-onnx-fp32, model-tier-onnx-int8, "
         "model-tier-torch, model-tier-torch-bf16, pipeline-in-process, pyfunc-in-process, pyfunc-in-process-int8, "
         "mlflow-models-serve"
     )
