@@ -44,6 +44,7 @@ __all__ = [
     "BundleMismatch",
     "DeadlineExceeded",
     "InvalidInput",
+    "RETRIABLE",
     "NotFound",
     "Overloaded",
     "ServerError",
@@ -144,6 +145,18 @@ CLASSES: dict[grpc.StatusCode, type[SplitServeError]] = {
     grpc.StatusCode.UNKNOWN: ServerError,
     grpc.StatusCode.DATA_LOSS: ServerError,
 }
+
+# The codes of a refusal for a passing reason: the same call may be answered later (overload, a
+# restart, a rollout under way, a deadline missed under load). `splitserve predict --input` retries them.
+RETRIABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ABORTED,
+    }
+)
 
 
 def from_rpc_error(exc: grpc.RpcError) -> SplitServeError:
