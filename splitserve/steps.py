@@ -139,7 +139,7 @@ class Progress:
     def say(self, text: str) -> None:
         """A line of its own (plain text): above the bar, or as is."""
         if self.bar is not None:
-            self.bar.console.print(escape(text), soft_wrap=True)
+            self.bar.console.print(escape(text), soft_wrap=True, highlight=False)
         else:
             print(text, file=sys.stderr, flush=True)
 

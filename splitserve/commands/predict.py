@@ -13,7 +13,13 @@ from typing import Any
 def add_parser(sub: Any) -> None:
     from splitserve.cliargs import add_kv_flag, count
 
-    p = sub.add_parser("predict", help="Send texts, or a file of records, to a gateway; prints results as JSON.")
+    p = sub.add_parser(
+        "predict",
+        help="Send texts, or a file of records, to a gateway; prints results as JSON.",
+        description="Send texts (TEXT ...) to a gateway and print the results as JSON; or score a file of records "
+        "(--input FILE --output FILE): one answer per record, in input order, failed records written with their "
+        "error, a summary line at the end, --resume after an interrupt.",
+    )
     p.add_argument("--target", required=True, help="Gateway address host:port.")
     p.add_argument("text", nargs="*", help="Texts, one record each; a JSON object is a whole record.")
     add_kv_flag(
