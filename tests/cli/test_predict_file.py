@@ -139,16 +139,18 @@ def _lines_once(target: Path, at_least: int, proc: subprocess.Popen[str]) -> int
     raise AssertionError(f"no {at_least} answers in time: {proc.poll()} {proc.stderr.read() if proc.stderr else ''}")
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
 def test_resume_after_sigterm_and_sigkill(gateway, tmp_path, fmt) -> None:
     """SIGTERM: the run stops saying how to go on; SIGKILL: no word, and a torn last line. Each
-    time --resume skips what is written and appends the rest: exactly one answer per record, in order."""
-    n = 4_000
+    time --resume skips what is written and appends the rest: exactly one answer per record, in order.
+    (A Parquet output grows as JSON lines in OUT.partial, which becomes the Parquet file at the end.)"""
+    n = 3_000
     source = write_jsonl(tmp_path / "in.jsonl", [{"id": f"k{i}", "text": f"text number {i}"} for i in range(n)])
     target, flags = tmp_path / f"out.{fmt}", ("--batch-size", "4", "--concurrency", "2")
+    growing = tmp_path / "out.parquet.partial" if fmt == "parquet" else target
 
     proc = _started(gateway, source, target, *flags)
-    _lines_once(target, 50, proc)
+    _lines_once(growing, 50, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
@@ -156,12 +158,12 @@ def test_resume_after_sigterm_and_sigkill(gateway, tmp_path, fmt) -> None:
     assert "records are in" in err and "run again with --resume" in err
 
     proc = _started(gateway, source, target, *flags, "--resume")
-    before = _lines_once(target, _rows(target, fmt) + 100, proc)
+    written = _lines_once(growing, growing.read_bytes().count(b"\n") + 100, proc)
     proc.kill()
     proc.wait(30)
-    with target.open("ab") as f:
-        f.write(b'{"id": "k9' if fmt == "jsonl" else b'k99,"{""lab')  # a write cut short by the kill
-    assert before < n
+    with growing.open("ab") as f:
+        f.write(b'k99,"{""lab' if fmt == "csv" else b'{"id": "k9')  # a write cut short by the kill
+    assert written < n
 
     one_error_line(run("predict", "--target", gateway, "--input", str(source), "--output", str(target)), "--resume")
     out, summary = score(gateway, source, target, *flags, "--resume")
@@ -169,20 +171,21 @@ def test_resume_after_sigterm_and_sigkill(gateway, tmp_path, fmt) -> None:
     ids = _ids(target, fmt)
     assert ids == [f"k{i}" for i in range(n)]
     assert "were there before" in out.stderr
+    assert not (tmp_path / "out.parquet.partial").exists()
 
-    again, summary = score(gateway, source, target, "--resume")  # all done: nothing to add
+    _, summary = score(gateway, source, target, "--resume")  # all done: nothing to add
     assert summary["out"] == n and _ids(target, fmt) == ids
 
 
 def _ids(target: Path, fmt: str) -> list[str]:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return [str(i) for i in pq.read_table(target, columns=["id"]).column("id").to_pylist()]
     if fmt == "jsonl":
         return [a["id"] for a in read_jsonl(target)]
     with target.open(newline="") as f:
         return [r["id"] for r in csv.DictReader(f)]
-
-
-def _rows(target: Path, fmt: str) -> int:
-    return target.read_bytes().count(b"\n") - (fmt == "csv")
 
 
 def test_mistakes_give_one_line(tmp_path) -> None:
