@@ -2,12 +2,13 @@
 through a gateway, `--concurrency` requests of `--batch-size` records in flight, the answers written
 in input order (`splitserve.recordfiles`), one per record.
 
-A request refused for a passing reason (`RETRIABLE`: the gateway overloaded, restarting, a rollout
-under way, a deadline missed) is tried again with backoff, `--retries` times. A request refused for
-what a record holds (`RECORD_FAULTS`) is split in halves until the record is alone: it is written
-with its error, the others with their results. Anything else (a wrong model name or token, the
-retries used up) stops the run with one line; what was written stays a valid prefix, and
-`--resume` continues it, as after Ctrl-C, SIGTERM or a kill."""
+A request refused for a passing reason (`errors.RETRIABLE`: the gateway overloaded, restarting, a
+rollout under way, a deadline missed) is tried again with backoff, `--retries` times. A request
+refused for what one of its records holds (`RECORD_FAULTS`, the message naming the record: "record 3
+(id='a7'): ...") is split around that record, halving the rest, until the record is alone: it is
+written with its error, the others with their results. Anything else (a wrong param, model name or
+token, a server error, the retries used up) stops the run with one line; what was written stays a
+valid prefix, and `--resume` continues it, as after Ctrl-C, SIGTERM or a kill."""
 
 from __future__ import annotations
 
@@ -29,16 +30,10 @@ import grpc
 from splitserve import errors
 from splitserve.recordfiles import Answer, Item, Output, count, file_format, read
 
-# Refused for what one of its records holds: split the request to find the record, written with its error.
-RECORD_FAULTS = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.INTERNAL,  # a record the server failed on: its incident id is written with it
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.DATA_LOSS,
-    }
-)
+# Refused for what one of its records holds, when the message names the record ("record 3 (id='a7'): ..."; a
+# param's or the request's own fault names none): the record is written with its error.
+RECORD_FAULTS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE})
+NAMED_RECORD = re.compile(r"^record (\d+)\b")
 RETRY_BACKOFF_S = (0.5, 10.0)  # the first pause after a retriable refusal, and the longest (doubling, with jitter)
 WINDOW_PER_WORKER = 2  # batches read ahead per request in flight, so no worker waits for the writer
 
@@ -151,8 +146,9 @@ class Scorer:
         progress.advance(len(answers), failed=sum(a.code is not None for a in answers))
 
     def answers(self, batch: list[Item]) -> list[Answer]:
-        """The batch's answers, in its order: a request refused for a record's sake is split in two
-        until that record is alone and answered with its error."""
+        """The batch's answers, in its order: a request refused for a record's sake is split into the
+        records before it, the record alone, and the rest in halves (where more bad records may be),
+        until the record is alone and answered with its error."""
         readable = [item for item in batch if item.fields is not None]
         if len(readable) < len(batch):  # lines of the file that are no record: their error, the rest as one
             found = iter(self.answers(readable) if readable else [])
@@ -162,8 +158,11 @@ class Scorer:
         except errors.SplitServeError as exc:
             if len(batch) == 1:
                 return [_failed(batch[0], exc)]
-            half = len(batch) // 2
-            return self.answers(batch[:half]) + self.answers(batch[half:])
+            named = NAMED_RECORD.match(exc.message)
+            k = int(named.group(1)) if named and int(named.group(1)) < len(batch) else len(batch) // 2
+            rest = batch[k + 1 :]
+            parts = [batch[:k], batch[k : k + 1], rest[: len(rest) // 2], rest[len(rest) // 2 :]]
+            return [answer for part in parts if part for answer in self.answers(part)]
         if len(results) != len(batch):
             raise Stopped(
                 f"error: the gateway answered {len(results)} rows for {len(batch)} records (a template's rows?); "
@@ -173,7 +172,7 @@ class Scorer:
 
     def _predict(self, batch: list[Item]) -> list[dict[str, Any]]:
         """The batch's results; a retriable refusal tried again with backoff. Raises the error of a
-        record fault (for the caller to split on); Stopped for anything else."""
+        record fault that names its record (for the caller to split on); Stopped for anything else."""
         for tries in range(self.retries + 1):
             if self.stopping.is_set():
                 raise Stopped("stopped")
@@ -181,7 +180,7 @@ class Scorer:
                 return list(self.client.predict([item.fields for item in batch], self.params, self.model))
             except errors.SplitServeError as exc:
                 code = exc.code()
-                if code in RECORD_FAULTS:
+                if code in RECORD_FAULTS and NAMED_RECORD.match(exc.message):
                     raise
                 if code not in errors.RETRIABLE or tries == self.retries:
                     after = f" after {tries + 1} tries" if code in errors.RETRIABLE else ""
@@ -209,12 +208,9 @@ def _result(future: Future[list[Answer]]) -> list[Answer]:
             continue
 
 
-_FIRST_RECORD = re.compile(r"^record 0\b")
-
-
 def _failed(item: Item, exc: errors.SplitServeError) -> Answer:
     """A record's own error, its message naming it by its place in the input ("record 0" of its request)."""
-    message = _FIRST_RECORD.sub(f"record {item.index}", exc.message)
+    message = NAMED_RECORD.sub(f"record {item.index}", exc.message)
     return Answer(item.id, code=exc.code().name, message=message)
 
 

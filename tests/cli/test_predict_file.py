@@ -114,6 +114,20 @@ def test_formats_give_the_same_answers(gateway, tmp_path) -> None:
     assert not (tmp_path / "out.parquet.partial").exists()
 
 
+def test_a_request_wrong_for_every_record_stops_at_once(gateway, tmp_path) -> None:
+    """A wrong param or model name is no record's fault: one line, not every record written with it."""
+    source = write_jsonl(tmp_path / "in.jsonl", [f"text {i}" for i in range(2_000)])
+    for i, (flags, expected) in enumerate(
+        [(["--param", "top_k=-3"], "error: INVALID_ARGUMENT: param 'top_k'"), (["--model-name", "nope"], "NOT_FOUND")]
+    ):
+        target = tmp_path / f"out{i}.jsonl"
+        out = run("predict", "--target", gateway, "--input", str(source), "--output", str(target), *flags)
+        assert out.returncode == 1
+        line = one_error_line(out, expected, f"0 of 2000 records are in {target}")
+        assert line.endswith("run again with --resume to score the rest")
+        assert target.read_text() == ""
+
+
 def test_an_overloaded_gateway_is_retried(gateway, tmp_path) -> None:
     """Requests past the gateway's max_in_flight_records are refused RESOURCE_EXHAUSTED: tried again
     with backoff, every record answered."""
