@@ -75,7 +75,11 @@ def count(path: Path, fmt: str) -> int:
     """How many records `path` holds (for the progress bar's total)."""
     if fmt == "parquet":
         return int(_pyarrow("--input").ParquetFile(path).metadata.num_rows)
-    return sum(1 for _ in read(path, fmt))
+    if fmt == "csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            return max(sum(1 for row in csv.reader(f) if row) - 1, 0)  # less the header (blank rows are none)
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.strip())
 
 
 def read(path: Path, fmt: str) -> Iterator[Item]:

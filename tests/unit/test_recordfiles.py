@@ -63,3 +63,14 @@ def test_an_existing_output_needs_resume_and_must_be_an_output(tmp_path: Path) -
     other.write_text("name,score\nx,1\n")
     with pytest.raises(SystemExit, match="not an output of splitserve predict"):
         Output(other, "csv", resume=True)
+
+
+def test_counts_are_the_records_read(tmp_path: Path) -> None:
+    from splitserve.recordfiles import count
+
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"text": "a"}\n\n  \nnot json\n"b"')
+    csv_file = tmp_path / "in.csv"
+    csv_file.write_text('text\n"a\nb"\n\nc\n')
+    for path, fmt in ((jsonl, "jsonl"), (csv_file, "csv")):
+        assert count(path, fmt) == len(list(read(path, fmt))) == {"jsonl": 3, "csv": 2}[fmt]
