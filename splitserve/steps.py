@@ -1,7 +1,8 @@
 """How a long command shows what it does (export's steps, bench's points), on stderr: on a terminal,
 a live line with a spinner for the step under way and each finished step printed whole above it;
 when stderr is a file or a pipe (a CI log, `2> export.log`), plain lines only: one when a step
-starts, one when it is done, never cut short, no spinner frames and no control codes."""
+starts, one when it is done, never cut short, no spinner frames and no control codes. `Progress`
+does the same for a count toward a total (`predict --input`'s records): a bar, or a line now and then."""
 
 from __future__ import annotations
 
