@@ -72,14 +72,12 @@ def run(args: Any, params: dict[str, Any]) -> int:
                 output.close()
                 why = exc.args[0] if isinstance(exc, Stopped) else "interrupted"
                 progress.say(
-                    f"{why}: {progress.done} of {total} records are in {target}; "
+                    f"{why}: {progress.done} of {total} records are in {output.journal}; "
                     "run again with --resume to score the rest"
                 )
                 if isinstance(exc, Stopped):
                     return 1
                 raise
-            finally:
-                output.close()
     output.finish()
     seconds = time.monotonic() - started
     summary = {
