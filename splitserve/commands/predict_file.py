@@ -161,10 +161,10 @@ class Scorer:
             rest = batch[k + 1 :]
             parts = [batch[:k], batch[k : k + 1], rest[: len(rest) // 2], rest[len(rest) // 2 :]]
             return [answer for part in parts if part for answer in self.answers(part)]
-        if len(results) != len(batch):
+        if len(results) != len(batch) or any(str(r.get("id")) != i.id for r, i in zip(results, batch, strict=False)):
             raise Stopped(
-                f"error: the gateway answered {len(results)} rows for {len(batch)} records (a template's rows?); "
-                "scoring a file needs one answer per record"
+                f"error: the gateway answered {len(results)} rows for {len(batch)} records, not one per record with "
+                "its id (a template's rows?); scoring a file needs one answer per record"
             )
         return [Answer(item.id, result=result) for item, result in zip(batch, results, strict=True)]
 
