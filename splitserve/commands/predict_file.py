@@ -6,9 +6,10 @@ A request refused for a passing reason (`errors.RETRIABLE`: the gateway overload
 rollout under way, a deadline missed) is tried again with backoff, `--retries` times. A request
 refused for what one of its records holds (`RECORD_FAULTS`, the message naming the record: "record 3
 (id='a7'): ...") is split around that record, halving the rest, until the record is alone: it is
-written with its error, the others with their results. Anything else (a wrong param, model name or
-token, a server error, the retries used up) stops the run with one line; what was written stays a
-valid prefix, and `--resume` continues it, as after Ctrl-C, SIGTERM or a kill."""
+written with its error, the others with their results (a request too large is halved likewise).
+Anything else (a wrong param, model name or token, a server error, the retries used up) stops the
+run with one line; what was written stays a valid prefix, and `--resume` continues it, as after
+Ctrl-C, SIGTERM or a kill."""
 
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ import grpc
 from splitserve import errors
 from splitserve.recordfiles import Answer, Item, Output, count, file_format, read
 
-# Refused for what one of its records holds, when the message names the record ("record 3 (id='a7'): ..."; a
-# param's or the request's own fault names none): the record is written with its error.
+# Refused for what one of its records holds, the message naming the record ("record 3 (id='a7'): ..."): the
+# request is split until the record is alone, written with its error. One that names none (too many records or
+# characters in one request, a wrong param) is split in halves; a record alone refused so stops the run.
 RECORD_FAULTS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE})
 NAMED_RECORD = re.compile(r"^record (\d+)\b")
 RETRY_BACKOFF_S = (0.5, 10.0)  # the first pause after a retriable refusal, and the longest (doubling, with jitter)
@@ -154,12 +156,17 @@ class Scorer:
         try:
             results = self._predict(batch)
         except errors.SplitServeError as exc:
-            if len(batch) == 1:
-                return [_failed(batch[0], exc)]
             named = NAMED_RECORD.match(exc.message)
-            k = int(named.group(1)) if named and int(named.group(1)) < len(batch) else len(batch) // 2
-            rest = batch[k + 1 :]
-            parts = [batch[:k], batch[k : k + 1], rest[: len(rest) // 2], rest[len(rest) // 2 :]]
+            if len(batch) == 1:
+                if named is None:  # the request's own fault (a param), whatever its records
+                    raise Stopped(f"error: {exc.code().name}: {exc.message}") from None
+                return [_failed(batch[0], exc)]
+            k = int(named.group(1)) if named else len(batch)
+            if k >= len(batch):  # none named (the request too large?): halves
+                parts = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+            else:
+                rest = batch[k + 1 :]
+                parts = [batch[:k], batch[k : k + 1], rest[: len(rest) // 2], rest[len(rest) // 2 :]]
             return [answer for part in parts if part for answer in self.answers(part)]
         if len(results) != len(batch) or any(str(r.get("id")) != i.id for r, i in zip(results, batch, strict=False)):
             raise Stopped(
@@ -170,7 +177,7 @@ class Scorer:
 
     def _predict(self, batch: list[Item]) -> list[dict[str, Any]]:
         """The batch's results; a retriable refusal tried again with backoff. Raises the error of a
-        record fault that names its record (for the caller to split on); Stopped for anything else."""
+        record fault (for the caller to split on); Stopped for anything else."""
         for tries in range(self.retries + 1):
             if self.stopping.is_set():
                 raise Stopped("stopped")
@@ -178,7 +185,7 @@ class Scorer:
                 return list(self.client.predict([item.fields for item in batch], self.params, self.model))
             except errors.SplitServeError as exc:
                 code = exc.code()
-                if code in RECORD_FAULTS and NAMED_RECORD.match(exc.message):
+                if code in RECORD_FAULTS:
                     raise
                 if code not in errors.RETRIABLE or tries == self.retries:
                     after = f" after {tries + 1} tries" if code in errors.RETRIABLE else ""

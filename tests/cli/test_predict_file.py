@@ -115,9 +115,14 @@ def test_formats_give_the_same_answers(gateway, tmp_path) -> None:
     assert not (tmp_path / "out.parquet.partial").exists()
 
 
-def test_a_request_wrong_for_every_record_stops_at_once(gateway, tmp_path) -> None:
-    """A wrong param or model name is no record's fault: one line, not every record written with it."""
+def test_requests_refused_as_a_whole(gateway, tmp_path) -> None:
+    """A batch past the gateway's max_records is halved until it is taken; a wrong param or model
+    name is no record's fault: the run stops with one line, no record written with it."""
     source = write_jsonl(tmp_path / "in.jsonl", [f"text {i}" for i in range(2_000)])
+    _, summary = score(gateway, source, tmp_path / "big.jsonl", "--batch-size", "1500", "--concurrency", "1")
+    assert summary["out"] == 2_000 and [a["id"] for a in read_jsonl(tmp_path / "big.jsonl")] == [
+        str(i) for i in range(2_000)
+    ]
     for i, (flags, expected) in enumerate(
         [(["--param", "top_k=-3"], "error: INVALID_ARGUMENT: param 'top_k'"), (["--model-name", "nope"], "NOT_FOUND")]
     ):
