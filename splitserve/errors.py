@@ -29,7 +29,8 @@ each carrying the gRPC status code and the server's message.
 Every class is also a `grpc.RpcError` with `.code()` and `.details()`, so code written against the
 raw gRPC errors keeps working, and a subclass of the server-side class of the same condition in
 `splitserve.core.errors` (`except splitserve.core.errors.InvalidInput` still catches the client's
-own checks). Status codes map to classes in one place: `from_rpc_error`.
+own checks). Status codes map to classes in one place: `from_rpc_error`. `RETRIABLE`: the codes
+of a refusal for a passing reason, worth trying again later.
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ __all__ = [
     "BundleMismatch",
     "DeadlineExceeded",
     "InvalidInput",
-    "RETRIABLE",
     "NotFound",
     "Overloaded",
+    "RETRIABLE",
     "ServerError",
     "SplitServeError",
     "Unauthenticated",
