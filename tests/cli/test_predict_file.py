@@ -210,8 +210,8 @@ def _ids(target: Path, fmt: str) -> list[str]:
 
 def test_mistakes_give_one_line(tmp_path) -> None:
     """Each refused before any record is sent (the last: no gateway there), in a fresh process for
-    the everyday ones and in this one for the rest."""
-    from splitserve.cli import main
+    the everyday ones and in this one for the rest (the parsed command run as `main` runs it)."""
+    from splitserve.cli import build_parser
 
     source = write_jsonl(tmp_path / "in.jsonl", ["a text"])
     (tmp_path / "in.txt").write_text("a text\n")
@@ -232,4 +232,5 @@ def test_mistakes_give_one_line(tmp_path) -> None:
         ([], "score a file with --input FILE and --output FILE together"),
     ]:
         with pytest.raises(SystemExit, match=re.escape(expected)):
-            main(["predict", "--target", "127.0.0.1:1", "--input", str(source), *args])
+            parsed = build_parser().parse_args(["predict", "--target", "127.0.0.1:1", "--input", str(source), *args])
+            parsed.func(parsed)
