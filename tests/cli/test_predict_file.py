@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from splitserve.client import Client
 from tests.support.cli import SPLITSERVE, one_error_line, run
 from tests.support.stack import Stack
 
@@ -94,6 +95,10 @@ def test_formats_give_the_same_answers(gateway, tmp_path) -> None:
     assert answers[4]["error"]["code"] == "INVALID_ARGUMENT"
     assert answers[4]["error"]["message"].startswith("record 4: line 5 is not valid JSON")
     assert "labels" in answers[5]
+    with Client(gateway) as client:  # the file's answers are the client's (the gateway's own checked elsewhere)
+        direct = client.predict([texts[0], texts[2], texts[3], "a bare string is a text"])
+    for got, expected in zip([answers[0], *answers[2:4], answers[5]], direct, strict=True):
+        assert_same_labels(got["labels"], expected["labels"])
 
     with (tmp_path / "in.csv").open("w", newline="") as f:  # `content` for text; no id column
         csv.writer(f).writerows([["content"], *[[t] for t in texts]])
