@@ -239,3 +239,22 @@ def test_mistakes_give_one_line(tmp_path) -> None:
         with pytest.raises(SystemExit, match=re.escape(expected)):
             parsed = build_parser().parse_args(["predict", "--target", "127.0.0.1:1", "--input", str(source), *args])
             parsed.func(parsed)
+
+
+def test_a_templated_bundle_answers_with_its_rows(tiny_bundles, tmp_path) -> None:
+    """A template that answers one row per record with its id (templates/rules_classification): the
+    file's other columns reach it, its rows are the answers."""
+    import mlflow
+
+    from splitserve.export import export_bundle
+
+    source = tiny_bundles[("text-classification", "bert")].source_uri
+    template = Path(__file__).resolve().parents[2] / "templates" / "rules_classification"
+    local = mlflow.artifacts.download_artifacts(export_bundle(source, template=template, show_progress=False))
+    with (tmp_path / "in.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([["id", "text", "customer"], ["t1", "I love it", "42"], ["t2", "Meh.", "7"]])
+    with Stack(local) as stack:
+        score(stack.gateway, tmp_path / "in.csv", tmp_path / "out.jsonl", "--param", "threshold=0")
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert [(r["id"], r["customer"]) for r in rows] == [("t1", "42"), ("t2", "7")]
+    assert all(r["label"] in ("happy", "unhappy", "meh") for r in rows)
