@@ -27,6 +27,7 @@ FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "pa
 CSV_COLUMNS = ["id", "result", "error"]
 # CSV cells are strings: the list-valued record fields are read as JSON, the sampling rate as a number.
 CSV_JSON_FIELDS = ("messages", "token_ids", "candidate_labels")
+CSV_PAST_HEADER = "cells_past_the_header"  # a row's cells past its header's columns (refused as a field)
 FSYNC_EVERY_S = 1.0  # written chunks reach the disk at least this often (and at the end)
 
 
@@ -72,14 +73,18 @@ def _pyarrow(flag: str) -> Any:
 
 
 def count(path: Path, fmt: str) -> int:
-    """How many records `path` holds (for the progress bar's total)."""
-    if fmt == "parquet":
-        return int(_pyarrow("--input").ParquetFile(path).metadata.num_rows)
-    if fmt == "csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            return max(sum(1 for row in csv.reader(f) if row) - 1, 0)  # less the header (blank rows are none)
-    with path.open("rb") as f:
-        return sum(1 for line in f if line.strip())
+    """How many records `path` holds (for the progress bar's total); one line if it cannot be read
+    as its extension says (a CSV file read whole here, so that `read` meets no such surprise)."""
+    try:
+        if fmt == "parquet":
+            return int(_pyarrow("--input").ParquetFile(path).metadata.num_rows)
+        if fmt == "csv":
+            with path.open(newline="", encoding="utf-8") as f:
+                return max(sum(1 for row in csv.reader(f) if row) - 1, 0)  # less the header (blank rows are none)
+        with path.open("rb") as f:
+            return sum(1 for line in f if line.strip())
+    except Exception as exc:  # OSError, UnicodeDecodeError, csv.Error, pyarrow's ArrowInvalid
+        raise SystemExit(f"error: --input {path}: cannot be read as {fmt} ({exc})") from None
 
 
 def read(path: Path, fmt: str) -> Iterator[Item]:
@@ -88,7 +93,7 @@ def read(path: Path, fmt: str) -> Iterator[Item]:
         yield from _read_jsonl(path)
     elif fmt == "csv":
         with path.open(newline="", encoding="utf-8") as f:
-            for index, row in enumerate(csv.DictReader(f)):
+            for index, row in enumerate(csv.DictReader(f, restkey=CSV_PAST_HEADER)):
                 yield _item(index, {k: _csv_cell(k, v) for k, v in row.items() if v not in ("", None)})
     else:
         index = 0
@@ -99,8 +104,8 @@ def read(path: Path, fmt: str) -> Iterator[Item]:
 
 
 def _read_jsonl(path: Path) -> Iterator[Item]:
-    """Each non-blank line a record: a JSON object of fields, or a JSON string (a text)."""
-    with path.open(encoding="utf-8") as f:
+    """Each non-blank line a record: a JSON object of fields, or a JSON string (a text), in UTF-8."""
+    with path.open("rb") as f:
         index = 0
         for line_no, line in enumerate(f, 1):
             if not line.strip():

@@ -74,3 +74,24 @@ def test_counts_are_the_records_read(tmp_path: Path) -> None:
     csv_file.write_text('text\n"a\nb"\n\nc\n')
     for path, fmt in ((jsonl, "jsonl"), (csv_file, "csv")):
         assert count(path, fmt) == len(list(read(path, fmt))) == {"jsonl": 3, "csv": 2}[fmt]
+
+
+def test_files_that_are_not_what_they_say(tmp_path: Path) -> None:
+    """Not UTF-8 on one JSON line: that record's error; a CSV or Parquet file that cannot be read: one line."""
+    from splitserve.recordfiles import count
+
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_bytes(b'{"text": "caf\xe9"}\n{"text": "ok"}\n')
+    items = list(read(jsonl, "jsonl"))
+    assert items[0].fields is None and "line 1 is not valid JSON" in str(items[0].error)
+    assert items[1].fields == {"id": "1", "text": "ok"}
+    latin = tmp_path / "in.csv"
+    latin.write_bytes(b"text\ncaf\xe9\n")
+    with pytest.raises(SystemExit, match=r"in.csv: cannot be read as csv \('utf-8' codec"):
+        count(latin, "csv")
+    (tmp_path / "in.parquet").write_text("text\n")
+    with pytest.raises(SystemExit, match="in.parquet: cannot be read as parquet"):
+        count(tmp_path / "in.parquet", "parquet")
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("text\na,b\n")
+    assert [i.fields for i in read(ragged, "csv")] == [{"id": "0", "text": "a", "cells_past_the_header": ["b"]}]
