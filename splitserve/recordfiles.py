@@ -221,8 +221,11 @@ class Output:
                 f.truncate(len(whole))
 
     def _journal_from_parquet(self) -> None:
-        table = _pyarrow("--output").read_table(self.path, columns=CSV_COLUMNS)
-        lines = [jsonl_line(_answer_of_row(row)) for row in table.to_pylist()]
+        try:
+            rows = _pyarrow("--output").read_table(self.path, columns=CSV_COLUMNS).to_pylist()
+        except Exception as exc:  # pyarrow's ArrowInvalid: not a Parquet file, or not with these columns
+            raise SystemExit(f"error: --resume: {self.path} is not an output of splitserve predict ({exc})") from None
+        lines = [jsonl_line(_answer_of_row(row)) for row in rows]
         self.journal.write_bytes(b"".join(lines))
 
 

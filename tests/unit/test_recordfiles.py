@@ -63,6 +63,9 @@ def test_an_existing_output_needs_resume_and_must_be_an_output(tmp_path: Path) -
     other.write_text("name,score\nx,1\n")
     with pytest.raises(SystemExit, match="not an output of splitserve predict"):
         Output(other, "csv", resume=True)
+    (tmp_path / "other.parquet").write_text("name\n")
+    with pytest.raises(SystemExit, match="other.parquet is not an output of splitserve predict"):
+        Output(tmp_path / "other.parquet", "parquet", resume=True)
 
 
 def test_counts_are_the_records_read(tmp_path: Path) -> None:
