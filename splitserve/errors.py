@@ -29,7 +29,8 @@ each carrying the gRPC status code and the server's message.
 Every class is also a `grpc.RpcError` with `.code()` and `.details()`, so code written against the
 raw gRPC errors keeps working, and a subclass of the server-side class of the same condition in
 `splitserve.core.errors` (`except splitserve.core.errors.InvalidInput` still catches the client's
-own checks). Status codes map to classes in one place: `from_rpc_error`.
+own checks). Status codes map to classes in one place: `from_rpc_error`. `RETRIABLE`: the codes
+of a refusal for a passing reason, worth trying again later.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "Overloaded",
+    "RETRIABLE",
     "ServerError",
     "SplitServeError",
     "Unauthenticated",
@@ -144,6 +146,18 @@ CLASSES: dict[grpc.StatusCode, type[SplitServeError]] = {
     grpc.StatusCode.UNKNOWN: ServerError,
     grpc.StatusCode.DATA_LOSS: ServerError,
 }
+
+# The codes of a refusal for a passing reason: the same call may be answered later (overload, a
+# restart, a rollout under way, a deadline missed under load). `splitserve predict --input` retries them.
+RETRIABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ABORTED,
+    }
+)
 
 
 def from_rpc_error(exc: grpc.RpcError) -> SplitServeError:

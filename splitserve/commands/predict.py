@@ -1,5 +1,6 @@
 """`splitserve predict --target HOST:PORT TEXT...`: send records to a gateway; prints the results
-as JSON (with --stream, the new text on stderr as it is generated)."""
+as JSON (with --stream, the new text on stderr as it is generated). With `--input FILE --output
+FILE`, a file of records is scored instead (`splitserve.commands.predict_file`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,17 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    from splitserve.cliargs import add_kv_flag
+    from splitserve.cliargs import add_kv_flag, count
 
-    p = sub.add_parser("predict", help="Send texts to a gateway; prints results as JSON.")
+    p = sub.add_parser(
+        "predict",
+        help="Send texts, or a file of records, to a gateway; prints results as JSON.",
+        description="Send texts (TEXT ...) to a gateway and print the results as JSON; or score a file of records "
+        "(--input FILE --output FILE): one answer per record, in input order, failed records written with their "
+        "error, a summary line at the end, --resume after an interrupt.",
+    )
     p.add_argument("--target", required=True, help="Gateway address host:port.")
-    p.add_argument("text", nargs="+", help="Texts, one record each; a JSON object is a whole record.")
+    p.add_argument("text", nargs="*", help="Texts, one record each; a JSON object is a whole record.")
     add_kv_flag(
         p,
         "--param",
@@ -32,6 +39,32 @@ def add_parser(sub: Any) -> None:
         help="Bearer token for a gateway that requires one (default: $SPLITSERVE_TOKEN).",
     )
     p.add_argument("--tls-ca", help="PEM CA file: call the gateway over TLS and check its certificate.")
+    f = p.add_argument_group("scoring a file (instead of TEXT)")
+    f.add_argument(
+        "--input",
+        metavar="FILE",
+        help="Records to score: .jsonl, .csv or .parquet; a column is a record field (text, text_pair, ...), "
+        "an 'id' column the record's id.",
+    )
+    f.add_argument(
+        "--output",
+        metavar="FILE",
+        help="Where the answers go, one per record in input order: .jsonl, .csv or .parquet (needed with --input).",
+    )
+    f.add_argument("--batch-size", type=count, default=64, help="Records per request.")
+    f.add_argument("--concurrency", type=count, default=4, help="Requests in flight at once.")
+    f.add_argument(
+        "--retries",
+        type=int,
+        default=6,
+        help="Tries again, with backoff, a request refused for a passing reason (overloaded, unavailable, "
+        "deadline exceeded) before the run stops.",
+    )
+    f.add_argument(
+        "--resume",
+        action="store_true",
+        help="Continue an --output an interrupted run left: its records are skipped, the rest appended.",
+    )
     p.set_defaults(func=run)
 
 
@@ -39,8 +72,18 @@ def run(args: Any) -> int:
     from splitserve.cliargs import parse_kv
     from splitserve.client import Client
 
-    records = [record(i, t) for i, t in enumerate(args.text)]
     params = parse_kv(args.param)
+    if args.input is not None or args.output is not None:
+        if args.text or args.stream or args.input is None or args.output is None:
+            raise SystemExit(
+                "error: score a file with --input FILE and --output FILE together, without TEXT or --stream"
+            )
+        from splitserve.commands import predict_file
+
+        return predict_file.run(args, params)
+    if not args.text:
+        raise SystemExit("error: give the TEXT to predict, or --input FILE --output FILE")
+    records = [record(i, t) for i, t in enumerate(args.text)]
     with Client(args.target, timeout_s=args.timeout, token=args.token, tls_ca=args.tls_ca) as client:
         if not args.stream:
             results = client.predict(records, params=params, model=args.model_name)
