@@ -26,7 +26,7 @@ from gateway_svc.rest import build_app
 from gateway_svc.settings import GatewaySettings
 from protos import splitserve_pb2 as pb
 from splitserve.core.status import status_of
-from splitserve.ray_serve.handles import HandleStub, Refusal
+from splitserve.ray_serve.handles import HandleStub, Refusal, Wire
 
 TIERS = ("preprocess", "model", "postprocess")
 # The tiers' RPCs the gateway calls (a tier replica answers no other).
@@ -60,30 +60,30 @@ def tier_servicer(tier: str, bundle_uri: str, settings: dict[str, Any]) -> Any:
 class TierReplica:
     """One replica of a tier: the tier's servicer, loaded from the bundle, called through a handle."""
 
-    async def __init__(self, tier: str, bundle_uri: str, settings: dict[str, Any]):
+    async def __init__(self, tier: str, bundle_uri: str, settings: dict[str, Any]):  # type: ignore[misc]
         self.servicer = tier_servicer(tier, bundle_uri, settings)
         await self.servicer.load()
 
-    async def call(self, method: str, request: Any, timeout: float | None) -> Any:
+    async def call(self, method: str, request: Wire, timeout: float | None) -> Wire | Refusal:
         """The tier's answer to one RPC, or its error status (`Refusal`)."""
         if method not in RPCS:
             return Refusal("UNIMPLEMENTED", f"{self.servicer.name} answers no {method!r} here")
         try:
-            return await getattr(self.servicer, method)(request, InlineContext(timeout))
+            return Wire.of(await getattr(self.servicer, method)(request.message(), InlineContext(timeout)))
         except Exception as exc:  # noqa: BLE001 - mapped by the one table, as the gRPC interceptor does
             code, details = status_of(exc)
             return Refusal(code.name, details)
 
-    async def stream(self, method: str, requests: list[Any], timeout: float | None) -> AsyncIterator[Any]:
+    async def stream(self, method: str, requests: list[Wire], timeout: float | None) -> AsyncIterator[Wire | Refusal]:
         """The model tier's streamed answer, message by message; an error ends it (`Refusal`)."""
 
         async def each() -> AsyncIterator[Any]:
             for request in requests:
-                yield request
+                yield request.message()
 
         try:
             async for message in self.servicer.ModelStreamInfer(each(), InlineContext(timeout)):
-                yield message
+                yield Wire.of(message)
         except Exception as exc:  # noqa: BLE001 - as in `call`
             code, details = status_of(exc)
             yield Refusal(code.name, details)
@@ -99,7 +99,7 @@ class GatewayIngress:
     """The gateway: REST/OpenAI routes (HTTP proxy) and `splitserve.v1.Gateway` (gRPC proxy), both
     calling the one request path over the tiers' handles."""
 
-    async def __init__(self, preprocess: Any, model: Any, postprocess: Any, settings: dict[str, Any]):
+    async def __init__(self, preprocess: Any, model: Any, postprocess: Any, settings: dict[str, Any]):  # type: ignore[misc]
         s = GatewaySettings(
             **{**settings, "preprocess": SERVE_ROUTED, "model": SERVE_ROUTED, "postprocess": SERVE_ROUTED}
         )

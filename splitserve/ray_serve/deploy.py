@@ -27,12 +27,14 @@ def deploy(config: dict[str, Any], address: str, timeout_s: float) -> None:
             proxy_location=schema.proxy_location,
             grpc_options=gRPCOptions(**schema.grpc_options.model_dump()),
         )
+        submitted = time.time()
         client.deploy_apps(schema, _blocking=False)
         names = [app.name for app in schema.applications]
         deadline = time.monotonic() + timeout_s
         while True:
             apps = serve.status().applications
-            states = {name: apps[name] for name in names if name in apps}
+            # this deploy's states (an application deployed before keeps its old state for a moment)
+            states = {n: apps[n] for n in names if n in apps and apps[n].last_deployed_time_s >= submitted - 1}
             failed = {n: a.message for n, a in states.items() if a.status == "DEPLOY_FAILED"}
             if failed:
                 raise BundleError(f"Ray Serve could not deploy {failed}")

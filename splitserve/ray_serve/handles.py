@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.message import Message
 
 # How long to wait before sending a call again after its replica died (Serve notices the death
 # and routes around it within about this).
@@ -34,6 +36,24 @@ class Refusal:
 
     def error(self) -> grpc.aio.AioRpcError:
         return rpc_error(grpc.StatusCode[self.code], self.details)
+
+
+@dataclass(frozen=True)
+class Wire:
+    """A protobuf message between deployments: its type's full name and its bytes, as on the gRPC wire
+    (Ray's pickling cannot carry the upb message objects themselves)."""
+
+    type_name: str
+    data: bytes
+
+    @classmethod
+    def of(cls, message: Message) -> Wire:
+        return cls(message.DESCRIPTOR.full_name, message.SerializeToString())
+
+    def message(self) -> Any:
+        """The message (its module, `protos.*_pb2`, imported by both ends)."""
+        descriptor = descriptor_pool.Default().FindMessageTypeByName(self.type_name)
+        return message_factory.GetMessageClass(descriptor).FromString(self.data)
 
 
 def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
@@ -65,7 +85,7 @@ class HandleStub:
             deadline = time.monotonic() + (timeout if timeout is not None else 30.0)
             while True:
                 try:
-                    answer = await self.calls.remote(method, request, deadline - time.monotonic())
+                    answer = await self.calls.remote(method, Wire.of(request), deadline - time.monotonic())
                     break
                 except Exception as exc:
                     if not replica_lost(exc):
@@ -75,7 +95,7 @@ class HandleStub:
                     await asyncio.sleep(RESEND_AFTER_S)
             if isinstance(answer, Refusal):
                 raise answer.error()
-            return answer
+            return answer.message()
 
         return call
 
@@ -94,7 +114,7 @@ class _Stream:
     """An async iterator over a tier replica's streamed messages, cancellable like a gRPC call."""
 
     def __init__(self, stub: HandleStub, requests: list[Any], timeout: float | None):
-        self.response = stub.streams.remote("ModelStreamInfer", requests, timeout)
+        self.response = stub.streams.remote("ModelStreamInfer", [Wire.of(r) for r in requests], timeout)
         self.stub = stub
 
     def __aiter__(self) -> AsyncIterator[Any]:
@@ -105,7 +125,7 @@ class _Stream:
             async for answer in self.response:
                 if isinstance(answer, Refusal):
                     raise answer.error()
-                yield answer
+                yield answer.message()
         except Exception as exc:
             if replica_lost(exc):
                 raise self.stub._unavailable("ModelStreamInfer", exc) from exc
