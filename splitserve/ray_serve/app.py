@@ -27,6 +27,7 @@ from gateway_svc.settings import GatewaySettings
 from protos import splitserve_pb2 as pb
 from splitserve.core.status import status_of
 from splitserve.ray_serve.handles import HandleStub, Refusal, Wire
+from splitserve.ray_serve.proxy import aliased
 
 TIERS = ("preprocess", "model", "postprocess")
 # The tiers' RPCs the gateway calls (a tier replica answers no other).
@@ -34,6 +35,7 @@ RPCS = {"Info", "Preprocess", "Postprocess", "ModelInfer", "ModelMetadata", "Mod
 # What the gateway's settings name as each tier's replicas: Serve routes the calls (one "address"
 # per tier, so the gateway asks each tier's version once per refresh).
 SERVE_ROUTED = ["ray-serve"]
+aliased()  # the gRPC proxy's requests unpickle here
 
 
 def tier_servicer(tier: str, bundle_uri: str, settings: dict[str, Any]) -> Any:
@@ -128,7 +130,7 @@ class GatewayIngress:
         except Exception as exc:  # noqa: BLE001 - as in Info
             return _refused(grpc_context, exc, pb.PredictResponse())
         if grpc_context is not None:
-            grpc_context.set_trailing_metadata(call.trailing)
+            grpc_context.set_trailing_metadata(list(call.trailing))
         return response
 
     async def PredictStream(

@@ -18,7 +18,7 @@ from splitserve.k8s import capacity
 
 TIERS = ("preprocess", "model", "postprocess", "gateway")
 APP_IMPORT_PATH = "splitserve.ray_serve.app:build"
-GRPC_SERVICER = "protos.splitserve_pb2_grpc.add_GatewayServicer_to_server"
+GRPC_SERVICER = "splitserve.ray_serve.proxy.add_gateway_servicer"
 RAY_VERSION = "2.60.0"
 # Ongoing requests per replica that Serve's autoscaler aims at: the model tier batches the requests
 # it holds at once (its dynamic batcher), so it is given more than the CPU tiers.
