@@ -26,6 +26,7 @@ from gateway_svc.rest import build_app
 from gateway_svc.settings import GatewaySettings
 from protos import splitserve_pb2 as pb
 from splitserve.core.status import status_of
+from splitserve.core.tokenizer import keep_torch_out
 from splitserve.ray_serve.handles import HandleStub, Refusal, Wire
 from splitserve.ray_serve.proxy import aliased
 
@@ -39,7 +40,10 @@ aliased()  # the gRPC proxy's requests unpickle here
 
 
 def tier_servicer(tier: str, bundle_uri: str, settings: dict[str, Any]) -> Any:
-    """The tier's own servicer (not loaded yet); `settings` over its SPLITSERVE_<TIER>_* env."""
+    """The tier's own servicer (not loaded yet); `settings` over its SPLITSERVE_<TIER>_* env. A CPU
+    tier's replica runs without torch, as its `serve-*` process does (hundreds of MB less)."""
+    if tier != "model":
+        keep_torch_out()
     if tier == "preprocess":
         from preprocess_svc.server import PreprocessTier
         from preprocess_svc.settings import PreprocessSettings
@@ -102,6 +106,7 @@ class GatewayIngress:
     calling the one request path over the tiers' handles."""
 
     async def __init__(self, preprocess: Any, model: Any, postprocess: Any, settings: dict[str, Any]):  # type: ignore[misc]
+        keep_torch_out()
         s = GatewaySettings(
             **{**settings, "preprocess": SERVE_ROUTED, "model": SERVE_ROUTED, "postprocess": SERVE_ROUTED}
         )

@@ -1,0 +1,196 @@
+"""`splitserve ray --address` on a Ray cluster of two hosts, for real: a head and a worker, each in
+a network namespace of its own (tests/support/netns.py), and the client on a third. The
+application is deployed from the config `splitserve ray` writes (two bundles: feature-extraction
+and text-classification, one gateway); its answers equal those of the tiers `splitserve up` runs
+(`tests.support.stack`, the same servers in this process); the model deployment has replicas on
+both hosts, scales up under a bounded load and back down after it; under that load one model
+replica is killed (kill -9), then every process of the worker host: 0 wrong answers, every failure
+a retriable status. The figures are printed (requests, lost, wrong, time to recover). Every Ray
+process is killed and the namespaces removed at the end. Needs root and a kernel that allows
+network namespaces: skipped with the reason otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from splitserve.client import Client
+from tests.support.netns import Hosts, skip_reason
+from tests.support.stack import Stack
+
+TAG = f"sr{os.getpid() % 10000}"
+HOSTS = {"head": 1, "worker": 2, "client": 3}
+LOAD_S = 45.0
+CONCURRENCY = 6
+TEXTS = ["Paris is lovely in spring", "the river was cold", "a train to nowhere"]
+RETRIABLE = {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}
+
+
+def ray_start(hosts: Hosts, host: str, *args: str) -> None:
+    ray = str(Path(sys.executable).with_name("ray"))
+    argv = hosts.exec(host, ray, "start", f"--node-ip-address={hosts.address(host)}", "--num-cpus=2", *args)
+    argv += ["--object-store-memory=80000000", "--disable-usage-stats"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=ray_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def ray_env() -> dict[str, str]:
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
+
+
+def replicas(hosts: Hosts, deployment: str) -> dict[str, list[int]]:
+    """Each Ray host's replicas of `deployment`, by process (Ray titles them `ray::ServeReplica:APP:NAME`)."""
+    title = f"ray::ServeReplica:splitserve:{deployment}"
+    out: dict[str, list[int]] = {}
+    for host in ("head", "worker"):
+        out[host] = []
+        for pid in hosts.pids(host):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+            except OSError:
+                continue
+            if cmdline.strip() == title:
+                out[host].append(pid)
+    return out
+
+
+def wait_for(what: str, check, timeout: float) -> float:
+    """Seconds until `check()` holds (fails after `timeout`)."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < timeout, f"{what}: not within {timeout:.0f} s"
+        time.sleep(0.5)
+    return time.monotonic() - start
+
+
+def answers(target: str) -> dict[str, list[dict]]:
+    with Client(target, timeout_s=60) as client:
+        return {
+            "embeddings": client.predict(TEXTS, params={"pooling": "mean", "normalize": True}),
+            "labels": client.predict(TEXTS, params={"top_k": 2}, model="tc"),
+        }
+
+
+def assert_same(got: dict[str, list[dict]], expected: dict[str, list[dict]]) -> None:
+    for a, b in zip(got["embeddings"], expected["embeddings"], strict=True):
+        assert (
+            a["id"] == b["id"] and max(abs(x - y) for x, y in zip(a["embedding"], b["embedding"], strict=True)) < 1e-5
+        )
+    for a, b in zip(got["labels"], expected["labels"], strict=True):
+        assert [x["label"] for x in a["labels"]] == [x["label"] for x in b["labels"]], (a, b)
+        assert all(abs(x["score"] - y["score"]) < 1e-5 for x, y in zip(a["labels"], b["labels"], strict=True))
+
+
+def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bundles, tmp_path: Path) -> None:
+    reason = skip_reason(TAG)
+    if reason:
+        pytest.skip(reason)
+    fe = str(tiny_bundles[("feature-extraction", "bert")].local_dir)
+    tc = str(tiny_bundles[("text-classification", "bert")].local_dir)
+    more = {"bundle": [f"tc={tc}"]}
+    with Stack(fe, pre=more, model=more, post=more) as stack:
+        expected = answers(stack.gateway)  # what `up`'s tiers answer
+    try:
+        hosts = Hosts(TAG, "10.213.79", HOSTS).__enter__()
+    except RuntimeError as exc:
+        pytest.skip(f"the kernel refused part of the network: {exc}")
+    temp_dir = f"/tmp/{TAG}-ray"  # short: Ray's socket paths must fit in 107 characters
+    load = None
+    try:
+        head = hosts.address("head")
+        ray_start(hosts, "head", "--head", "--port=6379", "--include-dashboard=false", f"--temp-dir={temp_dir}")
+        ray_start(hosts, "worker", f"--address={head}:6379")
+        # The application, deployed from the config `splitserve ray` writes, by the client host.
+        tiers = ("preprocess", "model", "postprocess")
+        deploy = [sys.executable, "-m", "splitserve", "ray", fe, "--out", str(tmp_path / "app")]
+        deploy += ["--address", f"{head}:6379", "--replicas", "model=2:3", "--target-ongoing", "model=1"]
+        deploy += [f"--cpus={t}=0.25" for t in (*tiers, "gateway")]
+        deploy += [f"--setting={t}.bundle={json.dumps(more['bundle'])}" for t in tiers]
+        deploy += ["--setting=model.intra_op_threads=1", "--upscale-delay-s=1", "--downscale-delay-s=4"]
+        started = time.monotonic()
+        done = subprocess.run(hosts.exec("client", *deploy), capture_output=True, text=True, timeout=300, env=ray_env())
+        assert done.returncode == 0, done.stderr[-3000:]
+        deployed_s = time.monotonic() - started
+        config = (tmp_path / "app" / "serve.yaml").read_text()
+        assert "splitserve.ray_serve.app:build" in config
+
+        target = f"{head}:9000"  # Serve's gRPC proxy on the head
+        assert_same(answers_on(hosts, target), expected)
+        placed = replicas(hosts, "model")
+        assert placed["head"] and placed["worker"], f"model replicas not on both hosts: {placed}"
+
+        script = str(Path(__file__).parents[1] / "support" / "ray_load.py")
+        load = subprocess.Popen(
+            hosts.exec("client", sys.executable, script, target, str(LOAD_S), str(CONCURRENCY)),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert load.stdout is not None
+        assert json.loads(load.stdout.readline()) == {"phase": "warm"}
+        loaded = time.monotonic()
+        scaled_up_s = wait_for(
+            "model scaled up to 3", lambda: sum(map(len, replicas(hosts, "model").values())) == 3, 30
+        )
+        time.sleep(2)
+        [victim, *_] = replicas(hosts, "model")["head"] or replicas(hosts, "model")["worker"]
+        replica_killed = time.time()
+        os.kill(victim, 9)
+        time.sleep(8)
+        host_killed = time.time()
+        killed = hosts.kill_all("worker")
+        back_s = wait_for(
+            "model replicas re-placed on the head", lambda: len(replicas(hosts, "model")["head"]) >= 2, 60
+        )
+        line = load.stdout.readline()
+        assert load.wait(90) == 0, "the load client failed"
+        report = json.loads(line)
+        scaled_down_s = wait_for(
+            "model scaled down to 2", lambda: sum(map(len, replicas(hosts, "model").values())) == 2, 60
+        )
+
+        failed_at = report.pop("failed_at")
+        after_replica = [t - replica_killed for t in failed_at if replica_killed <= t < host_killed]
+        after_host = [t - host_killed for t in failed_at if t >= host_killed]
+        figures = {
+            **report,
+            "deployed_s": round(deployed_s, 1),
+            "scaled_up_s": round(scaled_up_s, 1),
+            "replica_kill_failures": len(after_replica),
+            "host_kill_processes": killed,
+            "host_kill_failures": len(after_host),
+            "host_kill_last_failure_s": round(max(after_host, default=0.0), 1),
+            "model_replicas_back_s": round(back_s, 1),
+            "scaled_down_after_load_s": round(scaled_down_s, 1),
+            "load_s": round(time.monotonic() - loaded, 1),
+        }
+        print(f"\nray cluster (head + worker namespaces, {CONCURRENCY} clients, {LOAD_S:.0f} s): {figures}")
+        assert report["requests"] > 50
+        assert report["wrong"] == 0, figures
+        assert set(report["codes"]) <= RETRIABLE, figures
+        assert_same(answers_on(hosts, target), expected)  # after losing a host, still the same answers
+    finally:
+        if load is not None and load.poll() is None:
+            load.kill()
+        hosts.__exit__()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def answers_on(hosts: Hosts, target: str) -> dict[str, list[dict]]:
+    """`answers(target)` from the client host (its own namespace)."""
+    code = f"import json; from tests.cli.test_ray_cluster import answers; print(json.dumps(answers({target!r})))"
+    done = subprocess.run(
+        hosts.exec("client", sys.executable, "-c", code),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
