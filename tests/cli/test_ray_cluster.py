@@ -110,7 +110,7 @@ def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bu
         # The application, deployed from the config `splitserve ray` writes, by the client host.
         tiers = ("preprocess", "model", "postprocess")
         deploy = [sys.executable, "-m", "splitserve", "ray", fe, "--out", str(tmp_path / "app")]
-        deploy += ["--address", f"{head}:6379", "--replicas", "model=2:3", "--target-ongoing", "model=1"]
+        deploy += ["--address", f"{head}:6379", "--replicas", "model=2:3", "--target-ongoing", "model=0.25"]
         deploy += [f"--cpus={t}=0.25" for t in (*tiers, "gateway")]
         deploy += [f"--setting={t}.bundle={json.dumps(more['bundle'])}" for t in tiers]
         deploy += ["--setting=model.intra_op_threads=1", "--upscale-delay-s=1", "--downscale-delay-s=4"]
