@@ -54,7 +54,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--grpc-port", type=int, default=9000, help="Serve's gRPC port (splitserve.v1.Gateway).")
     p.add_argument("--name", default="splitserve", help="The application's (and the RayService's) name.")
     p.add_argument("--namespace", default="default", help="The RayService's Kubernetes namespace.")
-    p.add_argument("--image", default="splitserve:latest", help="The RayService's container image (deploy/Dockerfile).")
+    p.add_argument(
+        "--image",
+        help="The RayService's container image (built from deploy/Dockerfile with the ray extra, pushed where the "
+        "cluster pulls from); without it only serve.yaml is written.",
+    )
     p.add_argument("--out", help="Folder for serve.yaml and rayservice.yaml (default: NAME-ray).")
     p.add_argument(
         "--address", help="Deploy to this running Ray cluster (its GCS address, HOST:6379; needs the ray extra)."
@@ -110,7 +114,7 @@ def options_from_args(args: argparse.Namespace) -> Any:
         grpc_port=args.grpc_port,
         upscale_delay_s=args.upscale_delay_s,
         downscale_delay_s=args.downscale_delay_s,
-        image=args.image,
+        image=args.image or "",
         namespace=args.namespace,
     )
 

@@ -11,6 +11,7 @@ network namespaces: skipped with the reason otherwise."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -27,8 +28,10 @@ from tests.support.stack import Stack
 
 TAG = f"sr{os.getpid() % 10000}"
 HOSTS = {"head": 1, "worker": 2, "client": 3}
-LOAD_S = 45.0
+SCALE_LOAD_S = 25.0
+LOSS_LOAD_S = 25.0
 CONCURRENCY = 6
+MEMORY_BOUND_MB = 3000  # every Ray process of both hosts (proportional set size), at the most replicas
 TEXTS = ["Paris is lovely in spring", "the river was cold", "a train to nowhere"]
 RETRIABLE = {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}
 
@@ -59,6 +62,46 @@ def replicas(hosts: Hosts, deployment: str) -> dict[str, list[int]]:
             if cmdline.strip() == title:
                 out[host].append(pid)
     return out
+
+
+def model_replicas(hosts: Hosts) -> int:
+    return sum(map(len, replicas(hosts, "model").values()))
+
+
+def ray_memory_mb(hosts: Hosts) -> int:
+    """The memory every process of the Ray hosts uses (proportional set size: shared pages split)."""
+    total = 0
+    for host in ("head", "worker"):
+        for pid in hosts.pids(host):
+            try:
+                lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+            except OSError:
+                continue
+            total += sum(int(line.split()[1]) for line in lines if line.startswith("Pss:"))
+    return total // 1024
+
+
+class Load:
+    report: dict = {}
+
+
+@contextlib.contextmanager
+def loaded(hosts: Hosts, target: str, seconds: float):
+    """tests/support/ray_load.py on the client host for `seconds`, started and warm; its report after."""
+    script = str(Path(__file__).parents[1] / "support" / "ray_load.py")
+    argv = hosts.exec("client", sys.executable, script, target, str(seconds), str(CONCURRENCY))
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    load = Load()
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline()) == {"phase": "warm"}
+        yield load
+        line = proc.stdout.readline()
+        assert proc.wait(90) == 0, "the load client failed"
+        load.report = json.loads(line)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def wait_for(what: str, check, timeout: float) -> float:
@@ -102,7 +145,6 @@ def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bu
     except RuntimeError as exc:
         pytest.skip(f"the kernel refused part of the network: {exc}")
     temp_dir = f"/tmp/{TAG}-ray"  # short: Ray's socket paths must fit in 107 characters
-    load = None
     try:
         head = hosts.address("head")
         ray_start(hosts, "head", "--head", "--port=6379", "--include-dashboard=false", f"--temp-dir={temp_dir}")
@@ -126,58 +168,55 @@ def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bu
         placed = replicas(hosts, "model")
         assert placed["head"] and placed["worker"], f"model replicas not on both hosts: {placed}"
 
-        script = str(Path(__file__).parents[1] / "support" / "ray_load.py")
-        load = subprocess.Popen(
-            hosts.exec("client", sys.executable, script, target, str(LOAD_S), str(CONCURRENCY)),
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert load.stdout is not None
-        assert json.loads(load.stdout.readline()) == {"phase": "warm"}
-        loaded = time.monotonic()
-        scaled_up_s = wait_for(
-            "model scaled up to 3", lambda: sum(map(len, replicas(hosts, "model").values())) == 3, 30
-        )
-        time.sleep(2)
-        [victim, *_] = replicas(hosts, "model")["head"] or replicas(hosts, "model")["worker"]
-        replica_killed = time.time()
-        os.kill(victim, 9)
-        time.sleep(8)
-        host_killed = time.time()
-        killed = hosts.kill_all("worker")
-        back_s = wait_for(
-            "model replicas re-placed on the head", lambda: len(replicas(hosts, "model")["head"]) >= 2, 60
-        )
-        line = load.stdout.readline()
-        assert load.wait(90) == 0, "the load client failed"
-        report = json.loads(line)
-        scaled_down_s = wait_for(
-            "model scaled down to 2", lambda: sum(map(len, replicas(hosts, "model").values())) == 2, 60
-        )
+        # Scaling: under load the model deployment goes from 2 replicas to 3; after it, back to 2.
+        with loaded(hosts, target, SCALE_LOAD_S) as load:
+            scaled_up_s = wait_for("model scaled up to 3", lambda: model_replicas(hosts) == 3, SCALE_LOAD_S)
+            memory_mb = ray_memory_mb(hosts)
+        assert load.report["wrong"] == 0 and not load.report["codes"], load.report
+        scaled_down_s = wait_for("model scaled down to 2", lambda: model_replicas(hosts) == 2, 60)
 
+        # Losses under load: kill -9 one model replica, then every process of the worker host.
+        with loaded(hosts, target, LOSS_LOAD_S) as load:
+            time.sleep(3)
+            [victim, *_] = replicas(hosts, "model")["worker"] or replicas(hosts, "model")["head"]
+            before = model_replicas(hosts)
+            replica_killed = time.time()
+            os.kill(victim, 9)
+            replica_back_s = wait_for(
+                "the killed replica replaced",
+                lambda: model_replicas(hosts) >= before and victim not in sum(replicas(hosts, "model").values(), []),
+                60,
+            )
+            time.sleep(max(0.0, 8 - (time.time() - replica_killed)))
+            host_killed = time.time()
+            killed = hosts.kill_all("worker")
+            host_back_s = wait_for(
+                "model replicas re-placed on the head", lambda: len(replicas(hosts, "model")["head"]) >= 2, 60
+            )
+        report = dict(load.report)
         failed_at = report.pop("failed_at")
         after_replica = [t - replica_killed for t in failed_at if replica_killed <= t < host_killed]
         after_host = [t - host_killed for t in failed_at if t >= host_killed]
         figures = {
             **report,
             "deployed_s": round(deployed_s, 1),
+            "memory_mb": memory_mb,
             "scaled_up_s": round(scaled_up_s, 1),
+            "scaled_down_s": round(scaled_down_s, 1),
             "replica_kill_failures": len(after_replica),
+            "replica_back_s": round(replica_back_s, 1),
             "host_kill_processes": killed,
             "host_kill_failures": len(after_host),
             "host_kill_last_failure_s": round(max(after_host, default=0.0), 1),
-            "model_replicas_back_s": round(back_s, 1),
-            "scaled_down_after_load_s": round(scaled_down_s, 1),
-            "load_s": round(time.monotonic() - loaded, 1),
+            "host_back_s": round(host_back_s, 1),
         }
-        print(f"\nray cluster (head + worker namespaces, {CONCURRENCY} clients, {LOAD_S:.0f} s): {figures}")
+        print(f"\nray cluster (head + worker namespaces, {CONCURRENCY} clients, {LOSS_LOAD_S:.0f} s): {figures}")
         assert report["requests"] > 50
+        assert memory_mb < MEMORY_BOUND_MB, figures
         assert report["wrong"] == 0, figures
         assert set(report["codes"]) <= RETRIABLE, figures
         assert_same(answers_on(hosts, target), expected)  # after losing a host, still the same answers
     finally:
-        if load is not None and load.poll() is None:
-            load.kill()
         hosts.__exit__()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
