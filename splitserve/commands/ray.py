@@ -130,10 +130,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"{args.name}-ray")
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve.yaml").write_text(yaml.safe_dump(serve, sort_keys=False))
-    (out / "rayservice.yaml").write_text(yaml.safe_dump(config.ray_service(options, serve), sort_keys=False))
-    print(
-        f"{out}: serve deploy {out}/serve.yaml (a running Ray cluster), kubectl apply -f {out}/rayservice.yaml (KubeRay)"
-    )
+    line = f"{out}: serve deploy {out}/serve.yaml (a running Ray cluster)"
+    if args.image:
+        (out / "rayservice.yaml").write_text(yaml.safe_dump(config.ray_service(options, serve), sort_keys=False))
+        line += f", kubectl apply -f {out}/rayservice.yaml (KubeRay)"
+    print(line)
     if args.address:
         from splitserve.ray_serve.deploy import deploy
 
