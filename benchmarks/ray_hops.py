@@ -25,6 +25,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 HOPS = ("preprocess", "model", "postprocess")
 BODY = json.dumps({"records": [{"text": "a short sentence about rivers"}], "params": {"pooling": "mean"}}).encode()
 
@@ -79,13 +81,12 @@ def main() -> None:
         assert up.stdout is not None
         addresses = json.loads(up.stdout.readline())
         head = ["--head", "--node-ip-address=127.0.0.1", "--port=26391", "--num-cpus=2", "--include-dashboard=false"]
-        # --block: the head's processes stay in this session of ours, all stopped together at the end
+        # --block: `ray start` stays up, the parent of the head's processes, all stopped together at the end
         cluster = subprocess.Popen(
             [ray, "start", *head, f"--temp-dir={temp}", "--disable-usage-stats", "--block"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,
-            start_new_session=True,
         )
         wait_for_port(26391)
         deploy = [*splitserve, "ray", args.bundle_uri, "--out", f"{temp}/app", "--address", "127.0.0.1:26391"]
@@ -99,8 +100,9 @@ def main() -> None:
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(60)
-        if cluster is not None:
-            os.killpg(cluster.pid, signal.SIGKILL)
+        if cluster is not None:  # the head's processes: `ray start`'s descendants (workers in sessions of their own)
+            for process in [*psutil.Process(cluster.pid).children(recursive=True), psutil.Process(cluster.pid)]:
+                process.kill()
     added = {k: round(results["ray"][k] - results["up"][k], 2) for k in results["up"]}
     results["added_by_ray"] = added
     print(f"p50 ms over {args.requests} sequential requests (one record): {json.dumps(results)}")
