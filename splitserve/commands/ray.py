@@ -49,6 +49,12 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--upscale-delay-s", type=float, default=3.0, help="Serve's upscale_delay_s of every deployment.")
     p.add_argument("--downscale-delay-s", type=float, default=30.0, help="Serve's downscale_delay_s.")
+    p.add_argument(
+        "--look-back-s",
+        type=float,
+        default=30.0,
+        help="Serve's look_back_period_s: the window ongoing requests are averaged over before a decision.",
+    )
     p.add_argument("--http-host", default="0.0.0.0", help="Host Serve's HTTP proxies listen on.")
     p.add_argument("--http-port", type=int, default=8000, help="Serve's HTTP port (REST and OpenAI routes).")
     p.add_argument("--grpc-port", type=int, default=9000, help="Serve's gRPC port (splitserve.v1.Gateway).")
@@ -114,6 +120,7 @@ def options_from_args(args: argparse.Namespace) -> Any:
         grpc_port=args.grpc_port,
         upscale_delay_s=args.upscale_delay_s,
         downscale_delay_s=args.downscale_delay_s,
+        look_back_s=args.look_back_s,
         image=args.image or "",
         namespace=args.namespace,
     )

@@ -27,15 +27,13 @@ from gateway_svc.settings import GatewaySettings
 from protos import splitserve_pb2 as pb
 from splitserve.core.status import status_of
 from splitserve.core.tokenizer import keep_torch_out
+from splitserve.ray_serve.config import SERVE_ROUTED, check_settings
 from splitserve.ray_serve.handles import HandleStub, Refusal, Wire
 from splitserve.ray_serve.proxy import aliased
 
 TIERS = ("preprocess", "model", "postprocess")
 # The tiers' RPCs the gateway calls (a tier replica answers no other).
 RPCS = {"Info", "Preprocess", "Postprocess", "ModelInfer", "ModelMetadata", "ModelStreamInfer"}
-# What the gateway's settings name as each tier's replicas: Serve routes the calls (one "address"
-# per tier, so the gateway asks each tier's version once per refresh).
-SERVE_ROUTED = ["ray-serve"]
 aliased()  # the gRPC proxy's requests unpickle here
 
 
@@ -102,14 +100,12 @@ class TierReplica:
 @serve.deployment
 @serve.ingress()
 class GatewayIngress:
-    """The gateway: REST/OpenAI routes (HTTP proxy) and `splitserve.v1.Gateway` (gRPC proxy), both
+    """The gateway: REST/OpenAI routes (HTTP proxy) and the gateway's gRPC API (gRPC proxy), both
     calling the one request path over the tiers' handles."""
 
     async def __init__(self, preprocess: Any, model: Any, postprocess: Any, settings: dict[str, Any]):  # type: ignore[misc]
         keep_torch_out()
-        s = GatewaySettings(
-            **{**settings, "preprocess": SERVE_ROUTED, "model": SERVE_ROUTED, "postprocess": SERVE_ROUTED}
-        )
+        s = GatewaySettings(**{**settings, **{t: SERVE_ROUTED for t in TIERS}})
         self.gateway = Gateway(s)
         tokens = Tokens(s.auth_token_file) if s.auth_token_file else None
         pre, mid, post = (HandleStub(h, t) for h, t in zip((preprocess, model, postprocess), TIERS, strict=True))
@@ -162,9 +158,9 @@ def _call(grpc_context: Any) -> Call:
 
 def _refused(grpc_context: Any, exc: BaseException, empty: Any) -> Any:
     """Answer with the error's status (the one table), as the gRPC gateway's interceptor does."""
-    code, details = status_of(exc)
     if grpc_context is None:
         raise exc
+    code, details = status_of(exc)
     grpc_context.set_code(code)
     grpc_context.set_details(details)
     return empty
@@ -174,9 +170,7 @@ def build(args: dict[str, Any]) -> Any:
     """The application (Serve's application builder): `args` as `splitserve ray` writes them:
     `bundle_uri`, and `settings`: per tier (and `gateway`), settings over the SPLITSERVE_* env."""
     settings = args.get("settings") or {}
-    unknown = sorted(set(settings) - {*TIERS, "gateway"})
-    if unknown:
-        raise ValueError(f"settings for unknown tiers {unknown}; known: {[*TIERS, 'gateway']}")
+    check_settings(args["bundle_uri"], settings)  # a wrong one fails the deploy, not each replica
     replica: Any = TierReplica  # a serve.Deployment (the decorator's type is lost on mypy)
     ingress: Any = GatewayIngress
     tiers = [replica.options(name=t).bind(t, args["bundle_uri"], settings.get(t, {})) for t in TIERS]

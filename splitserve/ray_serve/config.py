@@ -23,6 +23,9 @@ RAY_VERSION = "2.60.0"
 # Ongoing requests per replica that Serve's autoscaler aims at: the model tier batches the requests
 # it holds at once (its dynamic batcher), so it is given more than the CPU tiers.
 TARGET_ONGOING = {"preprocess": 2.0, "model": 4.0, "postprocess": 2.0, "gateway": 8.0}
+# What the gateway's settings name as each tier's replicas: Serve routes the calls (one "address"
+# per tier, so the gateway asks each tier's version once per refresh).
+SERVE_ROUTED = ["ray-serve"]
 # CPUs Ray reserves for one replica (the Kubernetes pods' sizes, `capacity.POD_CPUS`).
 NUM_CPUS = dict(capacity.POD_CPUS)
 
@@ -50,6 +53,7 @@ class RayOptions:
     grpc_port: int = 9000
     upscale_delay_s: float = 3.0
     downscale_delay_s: float = 30.0
+    look_back_s: float = 30.0  # the window Serve averages ongoing requests over
     image: str = ""
     namespace: str = "default"
 
@@ -83,6 +87,7 @@ def deployment(name: str, s: Scaling, options: RayOptions) -> dict[str, Any]:
             "target_ongoing_requests": s.target_ongoing_requests,
             "upscale_delay_s": options.upscale_delay_s,
             "downscale_delay_s": options.downscale_delay_s,
+            "look_back_period_s": options.look_back_s,
         },
         "ray_actor_options": actor,
         "health_check_period_s": 2,
@@ -182,8 +187,8 @@ def check_settings(bundle_uri: str, settings: dict[str, dict[str, Any]]) -> None
     unknown = sorted(set(settings) - set(TIERS))
     if unknown:
         raise ValueError(f"settings for unknown deployments {unknown}; the deployments are {', '.join(TIERS)}")
-    routed = ["ray-serve"]
-    GatewaySettings(**{**settings.get("gateway", {}), "preprocess": routed, "model": routed, "postprocess": routed})
+    routed = {t: SERVE_ROUTED for t in ("preprocess", "model", "postprocess")}
+    GatewaySettings(**{**settings.get("gateway", {}), **routed})
     for tier, cls in (
         ("preprocess", PreprocessSettings),
         ("model", ModelSettings),

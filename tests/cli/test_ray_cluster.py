@@ -1,7 +1,8 @@
 """`splitserve ray --address` on a Ray cluster of two hosts, for real: a head and a worker, each in
 a network namespace of its own (tests/support/netns.py), and the client on a third. The
-application is deployed from the config `splitserve ray` writes (two bundles: feature-extraction
-and text-classification, one gateway); its answers equal those of the tiers `splitserve up` runs
+application is deployed from the config `splitserve ray` writes (three bundles behind one gateway:
+feature-extraction, text-classification, and text-generation, streamed); its answers equal those of
+the tiers `splitserve up` runs
 (`tests.support.stack`, the same servers in this process); the model deployment has replicas on
 both hosts, scales up under a bounded load and back down after it; under that load one model
 replica is killed (kill -9), then every process of the worker host: 0 wrong answers, every failure
@@ -28,7 +29,7 @@ from tests.support.stack import Stack
 
 TAG = f"sr{os.getpid() % 10000}"
 HOSTS = {"head": 1, "worker": 2, "client": 3}
-SCALE_LOAD_S = 25.0
+SCALE_LOAD_S = 30.0
 LOSS_LOAD_S = 25.0
 CONCURRENCY = 6
 MEMORY_BOUND_MB = 3000  # every Ray process of both hosts (proportional set size), at the most replicas
@@ -45,7 +46,10 @@ def ray_start(hosts: Hosts, host: str, *args: str) -> None:
 
 
 def ray_env() -> dict[str, str]:
-    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
+    # Replicas and handles report their ongoing requests to Serve's autoscaler every second (10 s by
+    # default), so the scaling below is seen within seconds.
+    push = {f"RAY_SERVE_{who}_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1" for who in ("REPLICA", "HANDLE")}
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", **push}
 
 
 def replicas(hosts: Hosts, deployment: str) -> dict[str, list[int]]:
@@ -114,10 +118,13 @@ def wait_for(what: str, check, timeout: float) -> float:
 
 
 def answers(target: str) -> dict[str, list[dict]]:
+    greedy = {"max_new_tokens": 6, "do_sample": False}
     with Client(target, timeout_s=60) as client:
+        streamed = list(client.stream(TEXTS[:1], params=greedy, model="gen"))
         return {
             "embeddings": client.predict(TEXTS, params={"pooling": "mean", "normalize": True}),
             "labels": client.predict(TEXTS, params={"top_k": 2}, model="tc"),
+            "streamed": ["".join(e["text"] for e in streamed[:-1]), streamed[-1]["results"]],
         }
 
 
@@ -129,6 +136,7 @@ def assert_same(got: dict[str, list[dict]], expected: dict[str, list[dict]]) -> 
     for a, b in zip(got["labels"], expected["labels"], strict=True):
         assert [x["label"] for x in a["labels"]] == [x["label"] for x in b["labels"]], (a, b)
         assert all(abs(x["score"] - y["score"]) < 1e-5 for x, y in zip(a["labels"], b["labels"], strict=True))
+    assert got["streamed"] == expected["streamed"]  # text deltas, then the final answer (greedy: exact)
 
 
 def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bundles, tmp_path: Path) -> None:
@@ -137,7 +145,8 @@ def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bu
         pytest.skip(reason)
     fe = str(tiny_bundles[("feature-extraction", "bert")].local_dir)
     tc = str(tiny_bundles[("text-classification", "bert")].local_dir)
-    more = {"bundle": [f"tc={tc}"]}
+    gen = str(tiny_bundles[("text-generation", "gpt2")].local_dir)
+    more = {"bundle": [f"tc={tc}", f"gen={gen}"]}
     with Stack(fe, pre=more, model=more, post=more) as stack:
         expected = answers(stack.gateway)  # what `up`'s tiers answer
     try:
@@ -152,10 +161,11 @@ def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bu
         # The application, deployed from the config `splitserve ray` writes, by the client host.
         tiers = ("preprocess", "model", "postprocess")
         deploy = [sys.executable, "-m", "splitserve", "ray", fe, "--out", str(tmp_path / "app")]
-        deploy += ["--address", f"{head}:6379", "--replicas", "model=2:3", "--target-ongoing", "model=0.25"]
+        deploy += ["--address", f"{head}:6379", "--replicas", "model=2:3", "--target-ongoing", "model=0.2"]
         deploy += [f"--cpus={t}=0.25" for t in (*tiers, "gateway")]
         deploy += [f"--setting={t}.bundle={json.dumps(more['bundle'])}" for t in tiers]
         deploy += ["--setting=model.intra_op_threads=1", "--upscale-delay-s=1", "--downscale-delay-s=4"]
+        deploy += ["--look-back-s=3"]
         started = time.monotonic()
         done = subprocess.run(hosts.exec("client", *deploy), capture_output=True, text=True, timeout=300, env=ray_env())
         assert done.returncode == 0, done.stderr[-3000:]
