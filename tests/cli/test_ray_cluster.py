@@ -29,7 +29,7 @@ from tests.support.stack import Stack
 
 TAG = f"sr{os.getpid() % 10000}"
 HOSTS = {"head": 1, "worker": 2, "client": 3}
-SCALE_LOAD_S = 30.0
+SCALE_LOAD_S = 40.0
 LOSS_LOAD_S = 25.0
 CONCURRENCY = 6
 MEMORY_BOUND_MB = 3000  # every Ray process of both hosts (proportional set size), at the most replicas
@@ -204,9 +204,13 @@ def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bu
                 "model replicas re-placed on the head", lambda: len(replicas(hosts, "model")["head"]) >= 2, 60
             )
         report = dict(load.report)
-        failed_at = report.pop("failed_at")
-        after_replica = [t - replica_killed for t in failed_at if replica_killed <= t < host_killed]
-        after_host = [t - host_killed for t in failed_at if t >= host_killed]
+        failures = report.pop("failures")
+        after_replica = [t - replica_killed for t, _, _ in failures if replica_killed <= t < host_killed]
+        after_host = [t - host_killed for t, _, _ in failures if t >= host_killed]
+        # Serve's gRPC proxy answers INTERNAL for a request in flight on an ingress (gateway) replica
+        # that died with its host (it maps the replica's RayActorError so): counted apart, and only
+        # then. Every other failure must be retriable.
+        ingress_lost = [f for f in failures if f[1] == "INTERNAL" and f[0] >= host_killed and "actor" in f[2].lower()]
         figures = {
             **report,
             "deployed_s": round(deployed_s, 1),
@@ -217,6 +221,7 @@ def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bu
             "replica_back_s": round(replica_back_s, 1),
             "host_kill_processes": killed,
             "host_kill_failures": len(after_host),
+            "host_kill_ingress_lost": len(ingress_lost),
             "host_kill_last_failure_s": round(max(after_host, default=0.0), 1),
             "host_back_s": round(host_back_s, 1),
         }
@@ -224,7 +229,7 @@ def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bu
         assert report["requests"] > 50
         assert memory_mb < MEMORY_BOUND_MB, figures
         assert report["wrong"] == 0, figures
-        assert set(report["codes"]) <= RETRIABLE, figures
+        assert all(f[1] in RETRIABLE for f in failures if f not in ingress_lost), failures
         assert_same(answers_on(hosts, target), expected)  # after losing a host, still the same answers
     finally:
         hosts.__exit__()

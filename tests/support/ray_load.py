@@ -5,7 +5,7 @@ Every text once first (the answers to hold the others to), then `{"phase": "warm
 closed-loop requests (gRPC, through Serve's proxy) of two records each for SECONDS, each answer
 checked against the warm-up's (ids in order, vectors within 1e-4); then one JSON line: requests,
 lost (failed with any status), wrong (answered, but not as in the warm-up), the failures' codes,
-their times (time.time()) and the slowest request."""
+each failure (its time.time(), code and details) and the slowest request."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def main(target: str, seconds: float, concurrency: int) -> None:
     lock = threading.Lock()
     counts = {"requests": 0, "lost": 0, "wrong": 0}
     codes: dict[str, int] = {}
-    failed_at: list[float] = []
+    failures: list[tuple[float, str, str]] = []
     slowest = [0.0]
     end = time.monotonic() + seconds
 
@@ -51,6 +51,7 @@ def main(target: str, seconds: float, concurrency: int) -> None:
                 except Exception as exc:  # noqa: BLE001 - every failure counts as lost
                     outcome = "lost"
                     code = exc.code().name if isinstance(exc, grpc.RpcError) else type(exc).__name__
+                    details = (exc.details() if isinstance(exc, grpc.RpcError) else str(exc)) or ""
                 with lock:
                     counts["requests"] += 1
                     slowest[0] = max(slowest[0], time.monotonic() - start)
@@ -58,14 +59,14 @@ def main(target: str, seconds: float, concurrency: int) -> None:
                         counts[outcome] += 1
                     if outcome == "lost":
                         codes[code] = codes.get(code, 0) + 1
-                        failed_at.append(time.time())
+                        failures.append((time.time(), code, details[:200]))
 
     threads = [threading.Thread(target=work, args=(w,)) for w in range(concurrency)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    report = {**counts, "codes": codes, "failed_at": failed_at, "slowest_s": round(slowest[0], 3)}
+    report = {**counts, "codes": codes, "failures": failures, "slowest_s": round(slowest[0], 3)}
     print(json.dumps(report), flush=True)
 
 
