@@ -5,8 +5,8 @@ feature-extraction, text-classification, and text-generation, streamed); its ans
 the tiers `splitserve up` runs
 (`tests.support.stack`, the same servers in this process); the model deployment has replicas on
 both hosts, scales up under a bounded load and back down after it; under that load one model
-replica is killed (kill -9), then every process of the worker host: 0 wrong answers, every failure
-a retriable status. The figures are printed (requests, lost, wrong, time to recover). Every Ray
+replica is killed (kill -9), then the gateway replica, then every process of the worker host: 0
+wrong answers, every failure a retriable status. The figures are printed (requests, lost, wrong, time to recover). Every Ray
 process is killed and the namespaces removed at the end. Needs root and a kernel that allows
 network namespaces: skipped with the reason otherwise."""
 
@@ -30,7 +30,7 @@ from tests.support.stack import Stack
 TAG = f"sr{os.getpid() % 10000}"
 HOSTS = {"head": 1, "worker": 2, "client": 3}
 SCALE_LOAD_S = 40.0
-LOSS_LOAD_S = 25.0
+LOSS_LOAD_S = 40.0
 CONCURRENCY = 6
 MEMORY_BOUND_MB = 3000  # every Ray process of both hosts (proportional set size), at the most replicas
 TEXTS = ["Paris is lovely in spring", "the river was cold", "a train to nowhere"]
@@ -198,7 +198,13 @@ def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bu
                 lambda: model_replicas(hosts) >= before and victim not in sum(replicas(hosts, "model").values(), []),
                 60,
             )
-            time.sleep(max(0.0, 8 - (time.time() - replica_killed)))
+            # The gateway (ingress) replica: the calls it held are answered UNAVAILABLE and retried.
+            [gateway] = sum(replicas(hosts, "gateway").values(), [])
+            gateway_killed = time.time()
+            os.kill(gateway, 9)
+            gateway_back_s = wait_for(
+                "the gateway replaced", lambda: sum(replicas(hosts, "gateway").values(), []) not in ([], [gateway]), 60
+            )
             host_killed = time.time()
             killed = hosts.kill_all("worker")
             host_back_s = wait_for(
@@ -206,7 +212,8 @@ def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bu
             )
         report = dict(load.report)
         failures = report.pop("failures")
-        after_replica = [t - replica_killed for t, _, _ in failures if replica_killed <= t < host_killed]
+        after_replica = [t - replica_killed for t, _, _ in failures if replica_killed <= t < gateway_killed]
+        after_gateway = [t - gateway_killed for t, _, _ in failures if gateway_killed <= t < host_killed]
         after_host = [t - host_killed for t, _, _ in failures if t >= host_killed]
         figures = {
             **report,
@@ -216,6 +223,8 @@ def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bu
             "scaled_down_s": round(scaled_down_s, 1),
             "replica_kill_failures": len(after_replica),
             "replica_back_s": round(replica_back_s, 1),
+            "gateway_kill_failures": len(after_gateway),
+            "gateway_back_s": round(gateway_back_s, 1),
             "host_kill_processes": killed,
             "host_kill_failures": len(after_host),
             "host_kill_last_failure_s": round(max(after_host, default=0.0), 1),
