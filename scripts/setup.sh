@@ -12,6 +12,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -
   echo "Installing splitserve and its dependencies into .venv (a few minutes the first time)..." >&2
   .venv/bin/python -m pip install -q --upgrade pip
   # torch==2.13.0 is the CPU build; a looser spec would pull a multi-GB CUDA build.
-  .venv/bin/python -m pip install -q -c requirements.lock -e ".[export,dev]"
+  .venv/bin/python -m pip install -q -c requirements.lock -e ".[export,dev,ray]"
   touch "$stamp"
 fi

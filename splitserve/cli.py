@@ -12,7 +12,7 @@ import threading
 from splitserve import __version__
 from splitserve.bench import command as bench
 from splitserve.cliargs import settings_from_args
-from splitserve.commands import demo, export, inspect, log, new_template, predict, serve, up
+from splitserve.commands import demo, export, inspect, log, new_template, predict, ray, serve, up
 from splitserve.k8s import command as k8s
 
 __all__ = ["build_parser", "main", "settings_from_args"]
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parsers(sub)
     up.add_parser(sub)
     k8s.add_parsers(sub)
+    ray.add_parser(sub)
     predict.add_parser(sub)
     demo.add_parser(sub)
     return parser
