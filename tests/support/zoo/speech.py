@@ -12,7 +12,7 @@ from tests.support.zoo.save import save_folder, seeded
 from tests.support.zoo.tokenizer import _corpus, reloaded
 
 AUDIO_LABELS = ["speech", "music", "noise"]
-TIMESTAMP_SCALE = 0.7
+TIMESTAMP_SCALE = 0.65
 WHISPER_SPECIALS = [
     "<|startoftranscript|>",
     "<|en|>",
