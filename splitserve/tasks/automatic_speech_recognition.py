@@ -31,12 +31,14 @@ from splitserve.core.errors import InvalidInput, record_label
 from splitserve.core.records import Record
 from splitserve.tasks.audio_classification import normalized, padded_rows, waveforms
 from splitserve.tasks.base import ROW_RECORD, Assets, Batch, Encoded, ExportFacts, Task
+from splitserve.tasks.whisper import check_one_pass, decoder_prompt, time_precision
 
 FEATURES = "input_features"
 GENERATION = tuple(p for p in G.PARAMS if p.name != "stop")  # Whisper: the pipeline's generate_kwargs
 
 
 def _seconds(name: str, value: Any) -> float | None:
+    """Seconds: a number ≥ 0, or null."""
     return None if value is None else _non_negative(name, value)
 
 
@@ -48,6 +50,7 @@ def _non_negative(name: str, value: Any) -> float:
 
 
 def _timestamps(name: str, value: Any) -> bool | str | None:
+    """true (Whisper: segment timestamps), "char" or "word" (CTC models), or false/null."""
     if value is None or value is False or value == "false":
         return None
     if value is True or value == "true":
@@ -65,6 +68,16 @@ def _optional_string(name: str, value: Any) -> str | None:
     raise InvalidInput(f"param {name!r}: expected a string, got {value!r}")
 
 
+def _language(name: str, value: Any) -> str | None:
+    """Whisper's decoder language: "fr", "french" or "<|fr|>" (multilingual models), or null."""
+    return _optional_string(name, value)
+
+
+def _speech_task(name: str, value: Any) -> str | None:
+    """Whisper's decoder task: "transcribe" or "translate" (multilingual models), or null."""
+    return _optional_string(name, value)
+
+
 CTC_PARAMS = (
     P.Param("chunk_length_s", _seconds, None, "double"),  # null or 0: the whole record at once
     P.Param("stride_length_s", _seconds, None, "double"),  # null: chunk_length_s / 6, on both sides
@@ -73,8 +86,8 @@ CTC_PARAMS = (
 # Whisper: the language ("fr", "french" or "<|fr|>") and task ("transcribe", "translate") of its
 # decoder prompt; null: the model's generation_config's.
 PROMPT_PARAMS = (
-    P.Param("language", _optional_string, None, "string"),
-    P.Param("task", _optional_string, None, "string"),
+    P.Param("language", _language, None, "string"),
+    P.Param("task", _speech_task, None, "string"),
 )
 WHISPER_PARAMS = (*GENERATION, *PROMPT_PARAMS, *CTC_PARAMS)
 PARAMS = WHISPER_PARAMS
@@ -196,7 +209,7 @@ class AutomaticSpeechRecognition(Task):
             outputs, ids = [], []
             for r in rows:
                 new = generated[r][generated[r] >= 0].tolist()  # -1 pads the rows that stopped early
-                _check_one_pass(_info(assets.config), new, record_label(index, batch.records[index].id))
+                check_one_pass(_info(assets.config), new, record_label(index, batch.records[index].id))
                 ids += new
                 output: dict[str, Any] = {"tokens": np.asarray([new], dtype=np.int64)}
                 if p["chunk_length_s"]:
@@ -206,7 +219,7 @@ class AutomaticSpeechRecognition(Task):
                 outputs,
                 return_timestamps=p["return_timestamps"],
                 return_language=None,
-                time_precision=_time_precision(assets),
+                time_precision=time_precision(assets),
             )
             value: dict[str, Any] = {"text": text, "token_ids": ids}
             if p["return_timestamps"]:
@@ -246,70 +259,6 @@ def _part(params: dict[str, Any], spec: tuple[P.Param, ...]) -> dict[str, Any]:
 
 def _or_nan(value: float | None) -> float:
     return math.nan if value is None else value
-
-
-def decoder_prompt(info: G.GenerationInfo, asked: dict[str, Any], timestamps: bool) -> list[int]:
-    """Whisper's decoder prompt for a request (its generate's `_retrieve_init_tokens`): the start
-    token, then a multilingual model's language and task tokens (the request's, else the model's),
-    then <|notimestamps|> unless timestamps are asked for."""
-    prompt = list(info.decoder_prompt_ids)
-    no_timestamps = info.model_settings.no_timestamps_token_id
-    if prompt and prompt[-1] == no_timestamps:
-        prompt = prompt[:-1]
-    if asked["language"] is not None or asked["task"] is not None:
-        if not info.languages or len(prompt) != 3:
-            raise InvalidInput("params 'language' and 'task' are not used by an English-only model")
-        if asked["language"] is not None:
-            prompt[1] = _language_id(info, asked["language"])
-        if asked["task"] is not None:
-            if asked["task"] not in info.tasks:
-                raise InvalidInput(f"param 'task': expected one of {sorted(info.tasks)}, got {asked['task']!r}")
-            prompt[2] = info.tasks[asked["task"]]
-    if timestamps and no_timestamps is None:
-        raise InvalidInput("param 'return_timestamps': this model has no timestamp tokens")
-    return prompt if timestamps or no_timestamps is None else [*prompt, no_timestamps]
-
-
-def _language_id(info: G.GenerationInfo, language: str) -> int:
-    """A language as Whisper's generate takes it: "<|fr|>", "french" or "fr"."""
-    from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
-
-    name = language.lower()
-    token = name if name in info.languages else None
-    if token is None and name in TO_LANGUAGE_CODE:
-        token = f"<|{TO_LANGUAGE_CODE[name]}|>"
-    elif token is None and name in TO_LANGUAGE_CODE.values():
-        token = f"<|{name}|>"
-    if token not in info.languages:
-        codes = sorted(t.strip("<|>") for t in info.languages)
-        raise InvalidInput(f"param 'language': {language!r} is not one of this model's languages {codes}")
-    return info.languages[token]
-
-
-def _check_one_pass(info: G.GenerationInfo, tokens: list[int], where: str) -> None:
-    """Refuse a row on which Whisper's generate would decode again (its `_retrieve_segment`): new
-    tokens (eos dropped) with two timestamps in a row that do not end on a single timestamp make it
-    drop the unfinished segment and decode the window again from the last timestamp, which
-    splitserve's loop does not do."""
-    no_timestamps = info.model_settings.no_timestamps_token_id
-    if no_timestamps is None:
-        return
-    if tokens and tokens[-1] in info.eos_token_ids:
-        tokens = tokens[:-1]
-    stamps = [t > no_timestamps for t in tokens]
-    pairs = [i for i in range(len(stamps) - 1) if stamps[i] and stamps[i + 1]]
-    if pairs and stamps[-2:] != [False, True]:
-        raise InvalidInput(
-            f"{where}: the model's tokens end a segment inside the window and go on; Whisper's generate would drop "
-            "what follows and decode the window again from that timestamp, which is not implemented (try more "
-            "max_new_tokens)"
-        )
-
-
-def _time_precision(assets: Assets) -> float:
-    """Seconds per timestamp step: the window over the encoder's positions (half its mel frames)."""
-    features = assets.features
-    return float(features.chunk_length) / (int(features.nb_max_frames) // 2) if features is not None else 0.02
 
 
 def _pieces(

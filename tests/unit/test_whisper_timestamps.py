@@ -10,7 +10,7 @@ import pytest
 from model_svc.generation.processors import process
 from splitserve.core.errors import InvalidInput
 from splitserve.core.generation import GenerationInfo, GenerationParams, ModelDecoding
-from splitserve.tasks.automatic_speech_recognition import _check_one_pass
+from splitserve.tasks.whisper import check_one_pass
 
 VOCAB, NO_TIMESTAMPS, EOS, PROMPT = 70, 40, 39, [36, 37, 38]
 FIRST = NO_TIMESTAMPS + 1  # <|0.00|>
@@ -79,6 +79,6 @@ def test_rows_generate_would_decode_twice_are_refused() -> None:
         [5, 6],
         [FIRST, 5, FIRST + 2],
     ):
-        _check_one_pass(info, served, "record 0")
+        check_one_pass(info, served, "record 0")
     with pytest.raises(InvalidInput, match="record 1: the model's tokens end a segment inside the window"):
-        _check_one_pass(info, [FIRST, 5, FIRST + 3, FIRST + 3, 6, 7], "record 1")
+        check_one_pass(info, [FIRST, 5, FIRST + 3, FIRST + 3, 6, 7], "record 1")
