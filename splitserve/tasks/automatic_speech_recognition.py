@@ -163,14 +163,12 @@ class AutomaticSpeechRecognition(Task):
             )
         resolved = {**G.resolve(info, GENERATION, _part(own, GENERATION), _part(defaults, GENERATION), self.name, None)}
         prompt = P.resolve(PROMPT_PARAMS, _part(own, PROMPT_PARAMS), _part(defaults, PROMPT_PARAMS), self.name)
-        resolved.update(
-            speech, **prompt, decoder_prompt=decoder_prompt(info, prompt, bool(speech["return_timestamps"]))
-        )
-        if len(resolved["decoder_prompt"]) + resolved["max_new_tokens"] > config.max_length:
+        resolved.update(speech, **prompt)
+        decoder = decoder_prompt(info, resolved)  # checks language and task
+        if len(decoder) + resolved["max_new_tokens"] > config.max_length:
             raise InvalidInput(
-                f"param 'max_new_tokens': {resolved['max_new_tokens']} new tokens after the "
-                f"{len(resolved['decoder_prompt'])} tokens of the decoder's prompt exceed the model's "
-                f"{config.max_length} decoder positions"
+                f"param 'max_new_tokens': {resolved['max_new_tokens']} new tokens after the {len(decoder)} tokens "
+                f"of the decoder's prompt exceed the model's {config.max_length} decoder positions"
             )
         return resolved
 
@@ -190,9 +188,9 @@ class AutomaticSpeechRecognition(Task):
                 rows.append(log_mel(assets.features, chunk))
                 strides.append(stride)
                 owners.append(i)
-        decoding = G.GenerationParams.of(
-            {**p, "stop": [], "timestamps": bool(p["return_timestamps"])}, [], _info(assets.config)
-        )
+        info = _info(assets.config)
+        whisper = {"stop": [], "timestamps": bool(p["return_timestamps"]), "decoder_prompt": decoder_prompt(info, p)}
+        decoding = G.GenerationParams.of({**p, **whisper}, [], info)
         context = {ROW_RECORD: np.asarray(owners, dtype=np.int64), CHUNK: np.asarray(strides, dtype=np.int64)}
         return Encoded(model_inputs={FEATURES: np.stack(rows)}, context=context, model_params=decoding.to_oip())
 

@@ -11,17 +11,21 @@ from splitserve.core.errors import InvalidInput
 from splitserve.tasks.base import Assets
 
 
-def decoder_prompt(info: G.GenerationInfo, asked: dict[str, Any], timestamps: bool) -> list[int]:
+def decoder_prompt(info: G.GenerationInfo, asked: dict[str, Any]) -> list[int]:
     """Whisper's decoder prompt for a request (its generate's `_retrieve_init_tokens`): the start
     token, then a multilingual model's language and task tokens (the request's, else the model's),
-    then <|notimestamps|> unless timestamps are asked for."""
+    then <|notimestamps|> unless timestamps are asked for (`asked`: the resolved params)."""
+    timestamps = bool(asked["return_timestamps"])
     prompt = list(info.decoder_prompt_ids)
     no_timestamps = info.model_settings.no_timestamps_token_id
     if prompt and prompt[-1] == no_timestamps:
         prompt = prompt[:-1]
     if asked["language"] is not None or asked["task"] is not None:
         if not info.languages or len(prompt) != 3:
-            raise InvalidInput("params 'language' and 'task' are not used by an English-only model")
+            raise InvalidInput(
+                "params 'language' and 'task' are not used by this bundle's model (English-only, or exported by an "
+                "earlier splitserve: export it again)"
+            )
         if asked["language"] is not None:
             prompt[1] = _language_id(info, asked["language"])
         if asked["task"] is not None:
