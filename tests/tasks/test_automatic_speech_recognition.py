@@ -2,7 +2,9 @@
 English transcription, no timestamps, suppressed tokens) against its oracle, the pipeline on
 PyTorch: the same token ids (Whisper's own `generate`) and text, greedy and beam search, through
 the gateway (three tiers), in process, on the torch backend, the inline gateway and the pyfunc;
-longer audio than the model's 30 s window and bad audio are INVALID_ARGUMENT."""
+longer audio than the model's 30 s window in chunks, with segment timestamps and the language/task
+params, against the pipeline's own steps (its token ids too) and MLflow's pyfunc; longer audio
+without chunks and bad audio are INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
