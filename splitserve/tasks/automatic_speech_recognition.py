@@ -181,13 +181,20 @@ class AutomaticSpeechRecognition(Task):
     def encode(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> Encoded:
         if assets.config.generation is None:
             return ctc_encode(assets, records, p)
-        rows, strides, owners = [], [], []
         hint = "pass chunk_length_s to transcribe longer audio in chunks"
-        for i, wave in enumerate(waveforms(assets, records, None if p["chunk_length_s"] else hint)):
-            for chunk, stride in _pieces(wave, p, int(assets.features.sampling_rate), 1):
-                rows.append(log_mel(assets.features, chunk))
-                strides.append(stride)
-                owners.append(i)
+        waves = waveforms(assets, records, None if p["chunk_length_s"] else hint)
+        rate = int(assets.features.sampling_rate)
+        pieces = [(i, piece) for i, wave in enumerate(waves) for piece in _pieces(wave, p, rate, 1)]
+        # Every row is a whole window of features, however short its chunk: bounded before computing them.
+        window, limit = float(assets.features.chunk_length), 2 * assets.limits.max_audio_seconds
+        if len(pieces) * window > limit:
+            raise InvalidInput(
+                f"params 'chunk_length_s' and 'stride_length_s' cut this request's audio into {len(pieces)} chunks of "
+                f"{window:g} s windows; the limit is {limit:g} s of windows (twice the max audio seconds)"
+            )
+        rows = [log_mel(assets.features, chunk) for _, (chunk, _) in pieces]
+        strides = [stride for _, (_, stride) in pieces]
+        owners = [i for i, _ in pieces]
         info = _info(assets.config)
         whisper = {"stop": [], "timestamps": bool(p["return_timestamps"]), "decoder_prompt": decoder_prompt(info, p)}
         decoding = G.GenerationParams.of({**p, **whisper}, [], info)

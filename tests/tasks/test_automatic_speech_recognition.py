@@ -319,6 +319,10 @@ def test_whisper_long_form_matches_pipeline(tiny_whisper) -> None:
                 client.predict(records[:1], params=params)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
             assert "record 0 (id='l0')" in err.value.details() and message in err.value.details()
+        with pytest.raises(grpc.RpcError) as err:  # every row is a 30 s window: bounded before computing them
+            client.predict(records[:1], params={"chunk_length_s": 2, "stride_length_s": 0.9})
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "into 251 chunks of 30 s windows; the limit is 1200 s of windows" in err.value.details()
     # MLflow's pyfunc of the source (the pipeline with these params: Whisper's text with timestamps,
     # stripped) and the bundle's (its signature types return_timestamps as a string).
     params = {**LONG_PARAMS[1], "chunk_length_s": 20.0, "stride_length_s": 4.0}
