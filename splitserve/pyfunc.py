@@ -42,8 +42,8 @@ class SplitServeModel(PythonModel):
         asked = {k: v for k, v in (params or {}).items() if k not in self.defaults or self.defaults[k] != v}
         results = self.pipeline.predict(model_input, asked or None)
         if self.pipeline.post.template is None:  # text stripped as MLflow's own pyfunc answers it
-            task = self.pipeline.post.task
-            results = [{**r, task.result_kind: task.as_mlflow_serves(r[task.result_kind])} for r in results]
+            task, config = self.pipeline.post.task, self.pipeline.post.assets.config
+            results = [{**r, task.result_kind: task.as_mlflow_serves(r[task.result_kind], config)} for r in results]
         return pd.DataFrame(results)
 
     def _llm_predict(self, model_input, params):  # type: ignore[no-untyped-def]

@@ -40,14 +40,14 @@ class Job:
 
 
 def run_jobs(stepper: Stepper, jobs: list[Job]) -> list[list[list[int]] | Abandoned]:
-    """Every job's new tokens per prompt: the greedy and sampled jobs' prompts as one batch (each
-    row with its job's params, sampling from a generator seeded by (`seed`, row)); beam-search
+    """Every job's new tokens per prompt: the greedy and sampled jobs' prompts as one batch per
+    decoder prompt (each row with its job's params, sampling from a generator seeded by (`seed`, row)); beam-search
     jobs one prompt at a time, its beams being the batch."""
     results: list[list[list[int]] | Abandoned] = [[] for _ in jobs]
-    owners: list[tuple[int, int]] = []  # batch row -> (job, row in the job)
+    groups: dict[tuple[int, ...], list[tuple[int, int]]] = {}  # decoder prompt -> batch rows: (job, row in the job)
     for j, job in enumerate(jobs):
         if job.params.num_beams == 1:
-            owners += [(j, r) for r in range(len(job.prompts))]
+            groups.setdefault(job.params.decoder_prompt, []).extend((j, r) for r in range(len(job.prompts)))
     gone: dict[int, Abandoned] = {}
 
     def emit(job_index: int, row: int, tokens: list[int]) -> bool:
@@ -62,14 +62,18 @@ def run_jobs(stepper: Stepper, jobs: list[Job]) -> list[list[list[int]] | Abando
             return False
         return True
 
-    if owners:
+    for owners in groups.values():  # rows with one decoder prompt run as one batch
         prompts = [jobs[j].prompts[r] for j, r in owners]
         params = [jobs[j].params for j, _ in owners]
         rngs = [
             np.random.default_rng(None if p.seed is None else [p.seed, r])
             for p, (_, r) in zip(params, owners, strict=True)
         ]
-        rows = generate_rows(stepper, prompts, params, rngs, lambda i, token: emit(*owners[i], [token]))
+
+        def emit_row(i: int, token: int, owners: list[tuple[int, int]] = owners) -> bool:
+            return emit(*owners[i], [token])
+
+        rows = generate_rows(stepper, prompts, params, rngs, emit_row)
         for (j, _), tokens in zip(owners, rows, strict=True):
             cast(list, results[j]).append(tokens)
     for j, job in enumerate(jobs):
@@ -108,10 +112,10 @@ def prompts_from(inputs: dict[str, np.ndarray], p: GenerationParams, config: Any
     """A request's prompts: its rows of `input_features` (a speech encoder's, which must leave room
     for the decoder's prompt and max_new_tokens in its positions), else its token prompts."""
     if "input_features" in inputs:
-        info = config.generation
-        if len(info.decoder_prompt_ids) + p.max_new_tokens > config.max_length:
+        prompt = len(p.decoder_prompt or config.generation.decoder_prompt_ids)
+        if prompt + p.max_new_tokens > config.max_length:
             raise InvalidInput(
-                f"max_new_tokens={p.max_new_tokens} after the decoder's prompt of {len(info.decoder_prompt_ids)} "
+                f"max_new_tokens={p.max_new_tokens} after the decoder's prompt of {prompt} "
                 f"tokens exceeds the model's {config.max_length} decoder positions"
             )
         return list(inputs["input_features"])

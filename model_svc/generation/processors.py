@@ -1,5 +1,5 @@
 """transformers' logits processors and warpers, on numpy, in transformers' order: (Whisper's
-suppressed tokens, at the first new token and always), repetition penalty, no-repeat n-grams, min length and min new tokens (eos banned), forced bos (the first
+suppressed tokens, at the first new token and always, and its timestamp rules), repetition penalty, no-repeat n-grams, min length and min new tokens (eos banned), forced bos (the first
 decoder token), forced eos (the last one); when sampling, temperature, top-k, top-p; then the
 choice of one token (argmax, or one draw from the softmax with the row's generator)."""
 
@@ -21,6 +21,39 @@ def _banned_ngram_tokens(seen: Sequence[int], n: int) -> list[int]:
     return [seen[i + n - 1] for i in range(len(seen) - n + 1) if tuple(seen[i : i + n - 1]) == prefix]
 
 
+def _timestamp_rules(scores: np.ndarray, seen: Sequence[int], begin: int, p: GenerationParams) -> None:
+    """transformers' WhisperTimeStampLogitsProcessor, in place: timestamps come in pairs (except
+    before eos) and never decrease, the first new token is a timestamp (at most the
+    `max_initial_timestamp_index`th), and a timestamp is forced when the timestamps' total
+    probability beats every text token's."""
+    assert p.no_timestamps_token_id is not None
+    first = p.no_timestamps_token_id + 1  # the first timestamp token, <|0.00|>
+    eos = p.eos_ids[0] if p.eos_ids else 0
+    scores[p.no_timestamps_token_id] = -np.inf
+    new = list(seen[begin:])
+    last_was = len(new) >= 1 and new[-1] >= first
+    penultimate_was = len(new) < 2 or new[-2] >= first
+    if last_was:
+        if penultimate_was:
+            scores[first:] = -np.inf
+        else:
+            scores[:eos] = -np.inf
+    stamps = [t for t in new if t >= first]
+    lowest = first
+    if stamps:
+        lowest = stamps[-1] if last_was and not penultimate_was else stamps[-1] + 1
+    scores[first:lowest] = -np.inf
+    if len(seen) == begin:
+        scores[:first] = -np.inf
+        if p.max_initial_timestamp_index is not None:
+            scores[first + p.max_initial_timestamp_index + 1 :] = -np.inf
+    shifted = scores.astype(np.float32) - scores.max()
+    logprobs = shifted - np.log(np.exp(shifted).sum())
+    stamp_mass = np.logaddexp.reduce(logprobs[first:]) if logprobs.size > first else -np.inf
+    if stamp_mass > logprobs[:first].max():
+        scores[:first] = -np.inf
+
+
 def process(scores: np.ndarray, seen: Sequence[int], decoder_prompt_len: int, p: GenerationParams) -> np.ndarray:
     """One hypothesis' next-token scores after transformers' processors and, when sampling, its
     warpers (temperature, top-k, top-p; removed tokens at -inf). `seen`: the ids the decoder has
@@ -32,6 +65,8 @@ def process(scores: np.ndarray, seen: Sequence[int], decoder_prompt_len: int, p:
         scores[list(p.begin_suppress_tokens)] = -np.inf
     if p.suppress_tokens:
         scores[list(p.suppress_tokens)] = -np.inf
+    if p.timestamps:
+        _timestamp_rules(scores, seen, decoder_prompt_len, p)
     if p.repetition_penalty != 1.0 and cur_len:
         ids = np.unique(np.asarray(seen, dtype=np.int64))
         picked = scores[ids]

@@ -28,8 +28,9 @@ def generate_rows(
 ) -> list[list[int]]:
     """The new tokens of every prompt, greedy or sampled with its own params and generator, the
     prompts run together as one batch; a row that stops leaves the batch, and so does one whose
-    `emit(row, token)` returns False (nobody wants it any more)."""
-    logits, state, seen = stepper.start_rows(prompts)
+    `emit(row, token)` returns False (nobody wants it any more). The rows share one decoder prompt
+    (the first row's params say which)."""
+    logits, state, seen = stepper.start_rows(prompts, params[0].decoder_prompt)
     decoder_prompt_len = [len(s) for s in seen]
     new: list[list[int]] = [[] for _ in prompts]
     active = list(range(len(prompts)))  # the batch's rows, by prompt index
@@ -67,7 +68,7 @@ def beam_search(stepper: Stepper, prompt: np.ndarray, p: GenerationParams) -> li
     """transformers' `_beam_search` for one prompt (batch size 1); returns the best hypothesis'
     new tokens."""
     beams = p.num_beams
-    logits, state, first = stepper.start(prompt, beams)
+    logits, state, first = stepper.start(prompt, beams, p.decoder_prompt)
     prompt_len = len(first)
     vocab = logits.shape[-1]
     max_len = prompt_len + p.max_new_tokens

@@ -12,14 +12,20 @@ import numpy as np
 
 class Stepper(Protocol):
     """One model: `start_rows` runs several prompts as one batch, `start` one prompt for `beams`
-    hypotheses; `step` appends one token per row; `reorder` keeps (and orders) some rows."""
+    hypotheses; `step` appends one token per row; `reorder` keeps (and orders) some rows.
+    `decoder_prompt`: an encoder-decoder's decoder prompt for these rows (a Whisper request's
+    language, task and timestamps); empty: the model's own."""
 
-    def start_rows(self, prompts: list[np.ndarray]) -> tuple[np.ndarray, Any, list[list[int]]]:
+    def start_rows(
+        self, prompts: list[np.ndarray], decoder_prompt: tuple[int, ...] = ()
+    ) -> tuple[np.ndarray, Any, list[list[int]]]:
         """Run the prompts (int64 [n_i] each) together, padded; return the next-token logits
         [rows, vocab], the state, and each row's ids as `start` returns them."""
         ...
 
-    def start(self, prompt: np.ndarray, beams: int) -> tuple[np.ndarray, Any, list[int]]:
+    def start(
+        self, prompt: np.ndarray, beams: int, decoder_prompt: tuple[int, ...] = ()
+    ) -> tuple[np.ndarray, Any, list[int]]:
         """Run the prompt (int64 [n]) for `beams` identical hypotheses; return the next-token logits
         [beams, vocab], the state (past key values), and the ids the decoder has so far: the prompt
         for a decoder-only LM, [decoder_start_token_id] for an encoder-decoder."""
@@ -56,13 +62,17 @@ class DecoderSteps:
     def take(self, past: Any, index: np.ndarray) -> Any:
         raise NotImplementedError
 
-    def start_rows(self, prompts: list[np.ndarray]) -> tuple[np.ndarray, Any, list[list[int]]]:
+    def start_rows(
+        self, prompts: list[np.ndarray], decoder_prompt: tuple[int, ...] = ()
+    ) -> tuple[np.ndarray, Any, list[list[int]]]:
         ids, mask = _pad(prompts, left=True)
         positions = np.maximum(mask.cumsum(axis=1) - 1, 0)
         logits, past = self.run(ids, mask, positions, self.empty_past(len(prompts)))
         return logits, (past, mask), [[int(t) for t in prompt] for prompt in prompts]
 
-    def start(self, prompt: np.ndarray, beams: int) -> tuple[np.ndarray, Any, list[int]]:
+    def start(
+        self, prompt: np.ndarray, beams: int, decoder_prompt: tuple[int, ...] = ()
+    ) -> tuple[np.ndarray, Any, list[int]]:
         logits, (past, mask), seen = self.start_rows([prompt])
         if beams > 1:
             logits, past, mask = np.repeat(logits, beams, axis=0), self.repeat(past, beams), np.repeat(mask, beams, 0)
@@ -114,22 +124,28 @@ class EncoderDecoderSteps:
     def take(self, past: Any, hidden: Any, mask: Any, index: np.ndarray) -> tuple[Any, Any, Any]:
         raise NotImplementedError
 
-    def _start(self, prompts: list[np.ndarray], beams: int) -> tuple[np.ndarray, Any, list[list[int]]]:
+    def _start(
+        self, prompts: list[np.ndarray], beams: int, decoder_prompt: tuple[int, ...]
+    ) -> tuple[np.ndarray, Any, list[list[int]]]:
         if prompts[0].ndim == 2:  # a speech encoder's features, [mel bins, frames] per row
             hidden, mask = self.encode_features(np.stack(prompts), beams)
         else:
             ids, attention = _pad(prompts, left=False)
             hidden, mask = self.encode(ids, attention, beams)
         rows = len(prompts) * beams
-        start = getattr(self, "start_ids", None) or [self.start_id]
+        start = list(decoder_prompt) or getattr(self, "start_ids", None) or [self.start_id]
         logits, past = self.run(np.tile(np.asarray(start, dtype=np.int64), (rows, 1)), None, hidden, mask)
         return logits, (past, hidden, mask), [list(start) for _ in prompts]
 
-    def start_rows(self, prompts: list[np.ndarray]) -> tuple[np.ndarray, Any, list[list[int]]]:
-        return self._start(prompts, 1)
+    def start_rows(
+        self, prompts: list[np.ndarray], decoder_prompt: tuple[int, ...] = ()
+    ) -> tuple[np.ndarray, Any, list[list[int]]]:
+        return self._start(prompts, 1, decoder_prompt)
 
-    def start(self, prompt: np.ndarray, beams: int) -> tuple[np.ndarray, Any, list[int]]:
-        logits, state, seen = self._start([prompt], beams)
+    def start(
+        self, prompt: np.ndarray, beams: int, decoder_prompt: tuple[int, ...] = ()
+    ) -> tuple[np.ndarray, Any, list[int]]:
+        logits, state, seen = self._start([prompt], beams, decoder_prompt)
         return logits, state, seen[0]
 
     def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:

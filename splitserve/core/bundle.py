@@ -154,8 +154,14 @@ _LATER_FIELDS: dict[str, Any] = {
     "llm_task": None,
     "llm_model_name": None,
 }
-_LATER_GENERATION_FIELDS: dict[str, Any] = {"decoder_prompt_ids": []}
-_LATER_DECODING_FIELDS: dict[str, Any] = {"suppress_tokens": [], "begin_suppress_tokens": []}
+_LATER_GENERATION_FIELDS: dict[str, Any] = {"decoder_prompt_ids": [], "languages": {}, "tasks": {}}
+_LATER_DECODING_FIELDS: dict[str, Any] = {
+    "suppress_tokens": [],
+    "begin_suppress_tokens": [],
+    "no_timestamps_token_id": None,
+    "max_initial_timestamp_index": None,
+    "prompt_token_ids": [],
+}
 
 
 def _drop_later_defaults(content: dict[str, Any]) -> None:

@@ -91,6 +91,12 @@ class ModelDecoding:
     # Whisper: never generated, and not as the first new token.
     suppress_tokens: list[int] = field(default_factory=list)
     begin_suppress_tokens: list[int] = field(default_factory=list)
+    # Whisper's timestamps (transformers' WhisperTimeStampLogitsProcessor): the <|notimestamps|> id
+    # (timestamp tokens follow it) and the latest first timestamp; the ids a request's decoder prompt
+    # may hold (start, language, task, no-timestamps tokens).
+    no_timestamps_token_id: int | None = None
+    max_initial_timestamp_index: int | None = None
+    prompt_token_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -117,6 +123,9 @@ class GenerationInfo:
     # Speech encoder-decoders (Whisper): the decoder's prompt (start, language, task, no-timestamps
     # tokens), in place of [decoder_start_token_id]; the encoder takes `input_features`.
     decoder_prompt_ids: list[int] = field(default_factory=list)
+    # Multilingual Whisper: its language tokens ("<|fr|>") and tasks ("transcribe") with their ids.
+    languages: dict[str, int] = field(default_factory=dict)
+    tasks: dict[str, int] = field(default_factory=dict)
 
     @property
     def encoder_decoder(self) -> bool:
@@ -150,6 +159,10 @@ class GenerationParams:
     early_stopping: bool | str = False  # True, False or "never"
     no_repeat_ngram_size: int = 0
     min_new_tokens: int = 0
+    # Speech encoder-decoders (Whisper): this request's decoder prompt (empty: the bundle's), and
+    # timestamp tokens (their processor on; the prompt then has no <|notimestamps|>).
+    decoder_prompt: tuple[int, ...] = ()
+    timestamps: bool = False
     # The model's own settings (GenerationInfo), never sent on the wire.
     eos_ids: tuple[int, ...] = ()
     min_length: int = 0
@@ -157,6 +170,9 @@ class GenerationParams:
     forced_eos_token_id: tuple[int, ...] = ()
     suppress_tokens: tuple[int, ...] = ()
     begin_suppress_tokens: tuple[int, ...] = ()
+    no_timestamps_token_id: int | None = None
+    max_initial_timestamp_index: int | None = None
+    prompt_token_ids: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, resolved: Mapping[str, Any], stop_ids: list[list[int]], info: GenerationInfo) -> GenerationParams:
@@ -164,8 +180,10 @@ class GenerationParams:
         request = {
             name: resolved[name]
             for name in WIRE
-            if name in resolved and name != "stop_ids" and resolved[name] is not None
+            if name in resolved and name not in ("stop_ids", "decoder_prompt") and resolved[name] is not None
         }
+        if resolved.get("decoder_prompt"):
+            request["decoder_prompt"] = tuple(int(t) for t in resolved["decoder_prompt"])
         request["top_k"] = request.get("top_k") or 0
         return cls(**request, stop_ids=tuple(tuple(s) for s in stop_ids if s), **_model_settings(info))
 
@@ -174,11 +192,15 @@ class GenerationParams:
         out: dict[str, bool | int | float | str] = {}
         for name, kind in WIRE.items():
             value = getattr(self, name)
-            if name == "seed" and value is None:
+            if (name == "seed" and value is None) or (name == "timestamps" and not value):
                 continue
             if name == "stop_ids":
                 if value:
                     out[name] = json.dumps([list(s) for s in value])
+                continue
+            if name == "decoder_prompt":
+                if value:
+                    out[name] = json.dumps(list(value))
                 continue
             out[name] = str(value).lower() if name == "early_stopping" else kind(value)
         return out
@@ -203,6 +225,8 @@ class GenerationParams:
             request["early_stopping"] = {"true": True, "false": False}.get(early, early)
         if "stop_ids" in request:
             request["stop_ids"] = _stop_ids(request["stop_ids"])
+        if "decoder_prompt" in request:
+            request["decoder_prompt"] = _decoder_prompt(request["decoder_prompt"], info)
         for name in ("temperature", "top_p", "repetition_penalty", "length_penalty"):
             if name in request:
                 request[name] = float(request[name])
@@ -230,6 +254,8 @@ class GenerationParams:
             raise InvalidInput("parameters: num_beams > 1 with do_sample=true (beam sampling) is not supported")
         if self.no_repeat_ngram_size < 0 or self.min_new_tokens < 0:
             raise InvalidInput("parameters: no_repeat_ngram_size and min_new_tokens must be >= 0")
+        if self.timestamps and self.no_timestamps_token_id is None:
+            raise InvalidInput("parameter 'timestamps': this model has no timestamp tokens")
 
 
 # The request fields of GenerationParams on the wire, with their Python type (early_stopping is
@@ -248,6 +274,8 @@ WIRE: dict[str, type] = {
     "early_stopping": str,
     "no_repeat_ngram_size": int,
     "min_new_tokens": int,
+    "decoder_prompt": str,
+    "timestamps": bool,
 }
 
 
@@ -260,7 +288,31 @@ def _model_settings(info: GenerationInfo) -> dict[str, Any]:
         "forced_eos_token_id": tuple(int(t) for t in m.forced_eos_token_id),
         "suppress_tokens": tuple(int(t) for t in m.suppress_tokens),
         "begin_suppress_tokens": tuple(int(t) for t in m.begin_suppress_tokens),
+        "no_timestamps_token_id": m.no_timestamps_token_id,
+        "max_initial_timestamp_index": m.max_initial_timestamp_index,
+        "prompt_token_ids": tuple(int(t) for t in m.prompt_token_ids),
     }
+
+
+def _decoder_prompt(raw: str, info: GenerationInfo) -> tuple[int, ...]:
+    """A request's decoder prompt: a JSON list of the model's prompt tokens, starting with its start."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    allowed = set(info.model_settings.prompt_token_ids)
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(value) > len(info.decoder_prompt_ids)
+        or not all(isinstance(t, int) and not isinstance(t, bool) and t in allowed for t in value)
+        or value[0] != next(iter(info.decoder_prompt_ids), None)
+    ):
+        raise InvalidInput(
+            f"parameter 'decoder_prompt': expected a JSON list of this model's start, language and task tokens, "
+            f"got {shown(raw)}"
+        )
+    return tuple(value)
 
 
 def _stop_ids(raw: str) -> tuple[tuple[int, ...], ...]:

@@ -208,6 +208,11 @@ def whisper_info(
     if max_new_tokens is None and gc.max_length is not None:
         max_new_tokens = int(gc.max_length) - len(prompt)
     defaults = decoding_defaults(gc, max_new_tokens)
+    languages = {str(k): int(v) for k, v in (getattr(gc, "lang_to_id", None) or {}).items()}
+    tasks = {str(k): int(v) for k, v in (getattr(gc, "task_to_id", None) or {}).items()}
+    no_timestamps = getattr(gc, "no_timestamps_token_id", None)
+    initial = getattr(gc, "max_initial_timestamp_index", None)
+    prompt_tokens = {*prompt, *languages.values(), *tasks.values(), *([] if no_timestamps is None else [no_timestamps])}
     return GenerationInfo(
         architecture="encoder-decoder",
         pipeline_task=pipeline_task,
@@ -223,12 +228,17 @@ def whisper_info(
             min_length=int(gc.min_length or 0),
             suppress_tokens=[int(x) for x in gc.suppress_tokens or []],
             begin_suppress_tokens=[int(x) for x in gc.begin_suppress_tokens or []],
+            no_timestamps_token_id=None if no_timestamps is None else int(no_timestamps),
+            max_initial_timestamp_index=None if initial is None else int(initial),
+            prompt_token_ids=sorted(int(t) for t in prompt_tokens),
         ),
         defaults=defaults,
         max_new_tokens_limit=int(max_new_tokens_limit),
         encoder_file=task.export.graphs[0],
         decoder_start_token_id=int(gc.decoder_start_token_id),
         decoder_prompt_ids=prompt,
+        languages=languages,
+        tasks=tasks,
     )
 
 

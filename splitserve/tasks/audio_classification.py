@@ -25,9 +25,12 @@ from splitserve.tasks.text_classification import ranked_labels
 INPUT, MASK = "input_values", "attention_mask"
 
 
-def waveforms(assets: Assets, records: list[Record]) -> list[np.ndarray]:
+def waveforms(
+    assets: Assets, records: list[Record], hint: str | None = "long audio is not chunked for it"
+) -> list[np.ndarray]:
     """Every record's audio, decoded and resampled to the feature extractor's rate (mono float32),
-    within the limits: the tier's max seconds per record and the model's window."""
+    within the limits: the tier's max seconds per record and the model's window (`hint` says what
+    to do about longer audio; None: the audio is chunked, the window does not apply)."""
     config = assets.config
     rate = int(config.sampling_rate or assets.features.sampling_rate)
     limit = assets.limits.max_audio_seconds
@@ -35,13 +38,13 @@ def waveforms(assets: Assets, records: list[Record]) -> list[np.ndarray]:
     for i, record in enumerate(records):
         where = record_label(i, record.id)
         seconds = limit
-        if config.max_audio_seconds is not None and config.max_audio_seconds < limit:
+        if hint is not None and config.max_audio_seconds is not None and config.max_audio_seconds < limit:
             seconds = config.max_audio_seconds
         wave = A.waveform(where, record.audio, record.sampling_rate, rate, limit)
         if wave.size > seconds * rate:  # the model's window, after resampling
             raise InvalidInput(
                 f"{where}: field 'audio' is {wave.size / rate:.1f} s long; this model takes at most "
-                f"{seconds:g} s per record (long audio is not chunked for it)"
+                f"{seconds:g} s per record ({hint})"
             )
         out.append(wave)
     return out

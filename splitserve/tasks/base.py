@@ -249,9 +249,9 @@ class Task:
         """A result's value as plain Python (what the in-process pipeline returns)."""
         return value
 
-    def as_mlflow_serves(self, value: Any) -> Any:
+    def as_mlflow_serves(self, value: Any, config: ServingConfig | None = None) -> Any:
         """A plain result's value as MLflow's pyfunc answers it: the `mlflow_strips` fields of the
-        value (a dict, or a list of them) stripped."""
+        value (a dict, or a list of them) stripped (`config`: the bundle's, where the model decides)."""
         if not self.mlflow_strips:
             return value
         if isinstance(value, list):

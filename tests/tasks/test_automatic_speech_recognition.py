@@ -2,7 +2,9 @@
 English transcription, no timestamps, suppressed tokens) against its oracle, the pipeline on
 PyTorch: the same token ids (Whisper's own `generate`) and text, greedy and beam search, through
 the gateway (three tiers), in process, on the torch backend, the inline gateway and the pyfunc;
-longer audio than the model's 30 s window and bad audio are INVALID_ARGUMENT."""
+longer audio than the model's 30 s window in chunks, with segment timestamps and the language/task
+params, against the pipeline's own steps (its token ids too) and MLflow's pyfunc; longer audio
+without chunks and bad audio are INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
@@ -220,3 +222,111 @@ def test_whisper_prompt_is_the_generation_configs(bundle) -> None:
     assert set(names) <= set(WHISPER_SPECIALS)
     assert info["decoder_prompt_ids"] == tok.convert_tokens_to_ids(names)
     assert info["model_settings"]["suppress_tokens"] and info["model_settings"]["begin_suppress_tokens"]
+
+
+def long_audio(seconds: float, seed: int) -> np.ndarray:
+    """A recording past Whisper's window: tone, chirp and noise in turns of 7 s."""
+    kinds = ["tone", "chirp", "noise"]
+    parts, left, i = [], seconds, 0
+    while left > 0:
+        parts.append(synth_audio(min(7.0, left), kind=kinds[i % 3], seed=seed + i))
+        left, i = left - 7.0, i + 1
+    return np.concatenate(parts)
+
+
+LONG_ITEMS: list[dict[str, Any]] = [
+    {"audio": audio_file(long_audio(52.0, 0), format="FLAC")},
+    {"audio": long_audio(36.5, 7).tolist(), "sampling_rate": 16000},
+    {"audio": audio_file(synth_audio(4.0, kind="chirp", seed=5))},
+]
+LONG_PARAMS: list[dict[str, Any]] = [
+    {"chunk_length_s": 30, "max_new_tokens": 12, "num_beams": 1},
+    {
+        "chunk_length_s": 20,
+        "stride_length_s": 4,
+        "return_timestamps": True,
+        "language": "fr",
+        "task": "translate",
+        "max_new_tokens": 10,
+        "num_beams": 1,
+    },
+    {"language": "french", "task": "translate", "return_timestamps": True, "max_new_tokens": 10},  # 5 beams
+]
+
+
+def long_expected(pipe: Any, item: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline's answer, its steps run one by one (`preprocess`, `_forward` of every chunk,
+    `postprocess`: what its __call__ runs) to read its token ids too: every chunk's, concatenated."""
+    samples = decoded(item)
+    call = {k: v for k, v in params.items() if k not in ("max_new_tokens", "num_beams")}
+    generate = {"do_sample": False, **{k: v for k, v in params.items() if k in ("max_new_tokens", "num_beams")}}
+    pre, forward, post = pipe._sanitize_parameters(generate_kwargs=generate, **call)
+    outputs = [pipe._forward(chunk, **forward) for chunk in pipe.preprocess(samples, **pre)]
+    ids = [t for out in outputs for t in out["tokens"][0].tolist()]
+    return {**pipe.postprocess(outputs, **post), "token_ids": ids}
+
+
+def long_matches(exp: dict[str, Any], got: dict[str, Any], where: str) -> None:
+    assert got["text"] == exp["text"] and got["token_ids"] == exp["token_ids"], where
+    if "chunks" not in exp:
+        assert "chunks" not in got, where
+        return
+    assert [c["text"] for c in got["chunks"]] == [c["text"] for c in exp["chunks"]], where
+    for g, e in zip(got["chunks"], exp["chunks"], strict=True):
+        assert (g["timestamp"][1] is None) == (e["timestamp"][1] is None), where
+        assert np.allclose([x for x in g["timestamp"] if x is not None], [x for x in e["timestamp"] if x is not None])
+
+
+def test_whisper_long_form_matches_pipeline(tiny_whisper) -> None:
+    """Audio past the 30 s window in chunks (`chunk_length_s`, `stride_length_s`), segment
+    timestamps, and the `language`/`task` params: text, timestamps and token ids as the pipeline's,
+    through the gateway and in process; the bundle's pyfunc as MLflow's pyfunc of the source."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    pipe = transformers.pipeline(TASK, model=str(tiny_whisper.model_dir))
+    local_dir = tiny_whisper.local_dir
+    records = [{"id": f"l{i}", **item} for i, item in enumerate(LONG_ITEMS)]
+    here = InProcessPipeline(load_bundle(local_dir, ("tokenizer", "onnx")))
+    with Stack(local_dir) as stack, Client(stack.gateway) as client:
+        for params in LONG_PARAMS:
+            items = LONG_ITEMS if params.get("chunk_length_s") else LONG_ITEMS[2:]
+            chosen = records if params.get("chunk_length_s") else records[2:]
+            answers = {"gateway": client.predict(chosen, params=params)}
+            if params is LONG_PARAMS[1]:
+                answers["in-process"] = here.predict(chosen, params=params)
+            for i, item in enumerate(items):
+                exp = long_expected(pipe, item, params)
+                assert exp["token_ids"], "the oracle generated nothing: a useless check"
+                for path, results in answers.items():
+                    long_matches(exp, results[i]["transcription"], f"{path} {params} item {i}")
+        for params, message in [
+            ({"return_timestamps": "word"}, "word"),
+            ({"chunk_length_s": 31}, "exceeds the model's 30 s window"),
+            ({"language": "klingon"}, "param 'language': 'klingon' is not one of this model's languages ['en', 'fr']"),
+            ({"task": "summarize"}, "param 'task': expected one of ['transcribe', 'translate']"),
+        ]:
+            with pytest.raises(grpc.RpcError) as err:
+                client.predict(records[2:], params=params)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+            assert message in err.value.details()
+        for params, message in [
+            (None, "field 'audio' is 52.0 s long; this model takes at most 30 s per record (pass chunk_length_s"),
+            # The third chunk's tokens: <|t|> x <|t|><|t|><|t|> x <|t|><|t|>: generate decodes again.
+            ({"chunk_length_s": 30, "return_timestamps": True, "max_new_tokens": 12, "num_beams": 1}, "window again"),
+        ]:
+            with pytest.raises(grpc.RpcError) as err:
+                client.predict(records[:1], params=params)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+            assert "record 0 (id='l0')" in err.value.details() and message in err.value.details()
+        with pytest.raises(grpc.RpcError) as err:  # every row is a 30 s window: bounded before computing them
+            client.predict(records[:1], params={"chunk_length_s": 2, "stride_length_s": 0.9})
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "into 251 chunks of 30 s windows; the limit is 1200 s of windows" in err.value.details()
+    # MLflow's pyfunc of the source (the pipeline with these params: Whisper's text with timestamps,
+    # stripped) and the bundle's (its signature types return_timestamps as a string).
+    params = {**LONG_PARAMS[1], "chunk_length_s": 20.0, "stride_length_s": 4.0}
+    theirs = mlflow.pyfunc.load_model(tiny_whisper.source_uri)._model_impl.predict(decoded(LONG_ITEMS[0]), params)
+    frame = pd.DataFrame({"audio": [LONG_ITEMS[0]["audio"]]})
+    ours = mlflow.pyfunc.load_model(local_dir).predict(frame, params={**params, "return_timestamps": "true"})
+    assert theirs == [ours["transcription"][0]["text"]]

@@ -12,6 +12,7 @@ from tests.support.zoo.save import save_folder, seeded
 from tests.support.zoo.tokenizer import _corpus, reloaded
 
 AUDIO_LABELS = ["speech", "music", "noise"]
+TIMESTAMP_SCALE = 0.65
 WHISPER_SPECIALS = [
     "<|startoftranscript|>",
     "<|en|>",
@@ -61,7 +62,8 @@ def save_tiny_audio_classifier(root: Path, seed: int = 1) -> Path:
 
 def whisper_tokenizer(root: Path):
     """A byte-level BPE trained on the test corpus, with Whisper's special tokens after the vocabulary
-    (`<|notimestamps|>` last, so no id is a timestamp token), as WhisperTokenizerFast."""
+    and then, as in Whisper's own, its 1501 timestamp tokens (`<|0.00|>` ... `<|30.00|>`, right
+    after `<|notimestamps|>`), as WhisperTokenizerFast."""
     from tokenizers import ByteLevelBPETokenizer
 
     bpe = ByteLevelBPETokenizer(add_prefix_space=False)
@@ -69,6 +71,7 @@ def whisper_tokenizer(root: Path):
         _corpus(), vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"], show_progress=False
     )
     bpe.add_special_tokens(WHISPER_SPECIALS)
+    bpe.add_tokens([f"<|{i * 0.02:.2f}|>" for i in range(1501)])
     root.mkdir(parents=True, exist_ok=True)
     bpe.save(str(root / "tokenizer.json"))
     tok = transformers.WhisperTokenizerFast(
@@ -86,7 +89,8 @@ def save_tiny_whisper(root: Path, seed: int = 1) -> Path:
     """A 2+2-layer, 32-wide Whisper with WhisperFeatureExtractor's defaults (80 mel bins, 30 s), a
     large init std (no near-ties in greedy decoding), and a generation_config as the real
     multilingual checkpoints have it: language and task tokens, English transcription, no
-    timestamps, suppressed tokens and tokens suppressed at the beginning."""
+    timestamps, suppressed tokens and tokens suppressed at the beginning; timestamp tokens for
+    `return_timestamps`."""
     tok = whisper_tokenizer(root / "tok")
     ids = {t: tok.convert_tokens_to_ids(t) for t in ["<|endoftext|>", *WHISPER_SPECIALS]}
     eot = ids["<|endoftext|>"]
@@ -113,11 +117,17 @@ def save_tiny_whisper(root: Path, seed: int = 1) -> Path:
         begin_suppress_tokens=begin,
     )
     model = seeded(transformers.WhisperForConditionalGeneration, config, seed)
+    import torch
+
+    with torch.no_grad():  # timestamp logits well below the text tokens' (tied to the output layer):
+        # chosen only when their total probability wins (return_timestamps), as a trained Whisper's
+        model.model.decoder.embed_tokens.weight[ids["<|notimestamps|>"] + 1 :] *= TIMESTAMP_SCALE
     gc = model.generation_config
     gc.lang_to_id = {"<|en|>": ids["<|en|>"], "<|fr|>": ids["<|fr|>"]}
     gc.task_to_id = {"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]}
     gc.is_multilingual, gc.language, gc.task = True, "en", "transcribe"
     gc.no_timestamps_token_id = ids["<|notimestamps|>"]
+    gc.max_initial_timestamp_index = 50  # as the real checkpoints have it
     gc.suppress_tokens, gc.begin_suppress_tokens = suppress, begin
     gc._from_model_config = False  # else transformers rebuilds it from the model config, dropping the above
     out = save_folder(model, tok, root / "asr-whisper")
