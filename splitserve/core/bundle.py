@@ -87,6 +87,10 @@ class ServingConfig:
     # (`splitserve.llm_schema`), its `model` field naming `llm_model_name` (MLflow's source_model_name).
     llm_task: str | None = None
     llm_model_name: str | None = None
+    # A sentence-transformers stack's modules after its Pooling, applied to every pooled vector
+    # (`splitserve.core.pooling.Head`): {"dense": [{"activation", "in", "out"}, ...] (weights in
+    # onnx/dense.npz), "normalize": its final Normalize}.
+    head: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     fingerprint: str = ""
 
@@ -100,6 +104,14 @@ class ServingConfig:
         """Generation: the positions a decoder-only LM's prompt and new tokens must fit in
         (None for encoder-decoders, whose prompt goes to the encoder)."""
         return None if self.encoder_decoder else self.max_length
+
+    @property
+    def pooled_width(self) -> int:
+        """The width of a pooled vector: the head's last Dense layer's, else the hidden states' (0: unknown)."""
+        dense = (self.head or {}).get("dense") or []
+        if dense:
+            return int(dense[-1]["out"])
+        return int((self.output_shapes.get(self.model_outputs[0]) or [0])[-1]) if self.model_outputs else 0
 
     @property
     def token_outputs(self) -> list[str]:
@@ -153,6 +165,7 @@ _LATER_FIELDS: dict[str, Any] = {
     "quantization_weights": None,
     "llm_task": None,
     "llm_model_name": None,
+    "head": None,
 }
 _LATER_GENERATION_FIELDS: dict[str, Any] = {"decoder_prompt_ids": []}
 _LATER_DECODING_FIELDS: dict[str, Any] = {"suppress_tokens": [], "begin_suppress_tokens": []}

@@ -161,6 +161,10 @@ class SourceModel:
     defaults: dict[str, Any] = field(default_factory=dict)
     defaults_origin: str = ""
     prompt_template: str | None = None
+    # A sentence-transformers stack's modules after Pooling (serving.json's `head`) and its Dense
+    # layers' weights (written to onnx/dense.npz).
+    head: dict[str, Any] | None = None
+    head_arrays: dict[str, Any] = field(default_factory=dict)
 
 
 def load_source_model(source_uri: str, source: SourceSettings) -> SourceModel:

@@ -1,6 +1,6 @@
 """feature-extraction: hidden states -> token embeddings (the pipeline's output) or one pooled vector
-(mean-pooled as sentence-transformers does, or the first token; pooled in the model tier:
-`splitserve.core.pooling`).
+(pooled as sentence-transformers' Pooling does, through a sentence-transformers bundle's Dense
+layers and Normalize; pooled in the model tier: `splitserve.core.pooling`).
 
 A record is a `text`, or the model's own `token_ids` (OpenAI's and TEI's token-id input): used as
 given, special tokens included and none added, so that `tokenizer(text)["input_ids"]` gives the
@@ -16,8 +16,9 @@ import numpy as np
 
 from protos import splitserve_pb2 as pb
 from splitserve.core import params as P
+from splitserve.core.bundle import ServingConfig
 from splitserve.core.errors import InvalidInput, record_label
-from splitserve.core.pooling import POOLED, pool
+from splitserve.core.pooling import POOLED, POOLINGS, pool, read_head
 from splitserve.core.records import Record
 from splitserve.tasks.base import TRUNCATION, Assets, Batch, Encoded, ExportFacts, Task, encode_texts, truncated_ids
 
@@ -26,9 +27,10 @@ class FeatureExtraction(Task):
     name = "feature-extraction"
     params = (
         *TRUNCATION,
-        P.Param("pooling", P.choice("none", "mean", "cls"), "none", "string"),
+        P.Param("pooling", P.choice("none", *POOLINGS), "none", "string"),
         P.Param("normalize", P.boolean, False, "boolean"),
-        # Matryoshka: the pooled vector's first N dimensions (renormalized when `normalize`).
+        # Matryoshka: the pooled vector's first N dimensions (renormalized when `normalize`); a
+        # sentence-transformers bundle's default is its truncate_dim.
         P.Param("dimensions", P.optional_positive_int, None, "long"),
     )
     # `text`, unless the record carries the model's `token_ids` instead (`check`).
@@ -38,12 +40,18 @@ class FeatureExtraction(Task):
     export = ExportFacts(("last_hidden_state",), int8_gate=("min_cosine", "mean_cosine", "top1_agreement"))
     pair_scoring = "cosine"
 
+    def resolve(self, config: ServingConfig, params: dict[str, Any] | None) -> dict[str, Any]:
+        resolved = super().resolve(config, params)
+        if resolved["pooling"] == "none" and resolved["dimensions"] == config.defaults.get("dimensions"):
+            resolved["dimensions"] = None  # the bundle's default cuts pooled vectors; token vectors stay whole
+        return resolved
+
     def check(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> None:
         super().check(assets, records, p)  # a text or token ids, not both
         if p["dimensions"] is not None:
-            width = (assets.config.output_shapes.get(assets.config.model_outputs[0]) or [0])[-1]
+            width = assets.config.pooled_width
             if p["pooling"] == "none":
-                raise InvalidInput("param 'dimensions' needs one vector per text: set pooling 'mean' or 'cls'")
+                raise InvalidInput("param 'dimensions' needs one vector per text: set pooling (e.g. 'mean')")
             if width > 0 and p["dimensions"] > width:
                 raise InvalidInput(f"param 'dimensions' is {p['dimensions']}; this model's embeddings have {width}")
         with_ids = [(i, r.token_ids) for i, r in enumerate(records) if r.token_ids is not None]
@@ -72,7 +80,8 @@ class FeatureExtraction(Task):
             return [{"embedding": vectors[i].astype(np.float32)} for i in range(len(batch.records))]
         hidden, mask = batch.output(assets.config.model_outputs[0]), batch.ctx("attention_mask")
         if p["pooling"] != "none":  # a model tier that returned token vectors (a direct OIP client's request)
-            vectors = _first_dimensions(pool(hidden, mask, p["pooling"], p["normalize"]), p)
+            head = read_head(assets.config.head, None)  # Dense layers run in the model tier only
+            vectors = _first_dimensions(pool(hidden, mask, p["pooling"], p["normalize"], head), p)
             return [{"embedding": vectors[i]} for i in range(len(batch.records))]
         tokens = [hidden[i][mask[i].astype(bool)].astype(np.float32) for i in range(len(batch.records))]
         if p["normalize"]:
