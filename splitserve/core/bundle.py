@@ -91,6 +91,9 @@ class ServingConfig:
     # (`splitserve.core.pooling.Head`): {"dense": [{"activation", "in", "out"}, ...] (weights in
     # onnx/dense.npz), "normalize": its final Normalize}.
     head: dict[str, Any] | None = None
+    # A sentence-transformers model's named prompts (its `prompts`), which a feature-extraction
+    # request picks with `prompt_name` (the default one is `prompt_template`).
+    prompts: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     fingerprint: str = ""
 
@@ -166,6 +169,7 @@ _LATER_FIELDS: dict[str, Any] = {
     "llm_task": None,
     "llm_model_name": None,
     "head": None,
+    "prompts": {},
 }
 _LATER_GENERATION_FIELDS: dict[str, Any] = {"decoder_prompt_ids": []}
 _LATER_DECODING_FIELDS: dict[str, Any] = {"suppress_tokens": [], "begin_suppress_tokens": []}

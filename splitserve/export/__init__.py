@@ -209,6 +209,7 @@ def export_bundle(
             llm_task=source.llm_task,
             llm_model_name=str(source.flavor.get("source_model_name") or "") if source.llm_task else None,
             head=loaded.head,
+            prompts=loaded.prompts,
         )
         config.fingerprint = config.compute_fingerprint()
         (artifacts / CONFIG_FILE).write_text(config.to_json())

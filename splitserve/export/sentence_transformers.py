@@ -15,7 +15,8 @@ task computes exactly, and refuses the others naming the module or setting:
   the stack (after its Normalize) and not renormalized unless a request asks `normalize`
   (encode's `normalize_embeddings`); the bundle's `normalize` default is true for a stack ending
   in Normalize without truncate_dim (the same vectors);
-- `default_prompt_name`: its prompt prefixes every text (the bundle's prompt template).
+- `default_prompt_name`: its prompt prefixes every text (the bundle's prompt template); its
+  `prompts` are the bundle's, which a request picks with `prompt_name` (encode's).
 
 What `SentenceTransformer.encode` (and MLflow's pyfunc of the source) answers is then what the
 bundle answers: one vector per text. A CrossEncoder is refused (MLflow loads it back without its
@@ -105,6 +106,7 @@ def load_sentence_transformer(source_uri: str) -> SourceModel:
         },
         defaults_origin="sentence-transformers",
         prompt_template=f"{prompt}{{prompt}}" if prompt else None,
+        prompts=dict(st.prompts or {}) if pooling.get("include_prompt", True) else {},
         head=head if head["dense"] or head["normalize"] else None,
         head_arrays=weights,
     )

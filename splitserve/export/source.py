@@ -165,6 +165,7 @@ class SourceModel:
     # layers' weights (written to onnx/dense.npz).
     head: dict[str, Any] | None = None
     head_arrays: dict[str, Any] = field(default_factory=dict)
+    prompts: dict[str, str] = field(default_factory=dict)  # its named prompts (`prompt_name`)
 
 
 def load_source_model(source_uri: str, source: SourceSettings) -> SourceModel:

@@ -10,6 +10,7 @@ whole prompt's); never truncated (there is no telling which ids are special), re
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,17 @@ import numpy as np
 from protos import splitserve_pb2 as pb
 from splitserve.core import params as P
 from splitserve.core.bundle import ServingConfig
-from splitserve.core.errors import InvalidInput, record_label
+from splitserve.core.errors import InvalidInput, record_label, shown
 from splitserve.core.pooling import POOLED, POOLINGS, pool, read_head
 from splitserve.core.records import Record
 from splitserve.tasks.base import TRUNCATION, Assets, Batch, Encoded, ExportFacts, Task, encode_texts, truncated_ids
+
+
+def prompt_name(name: str, value: Any) -> str | None:
+    """a name among the bundle's prompts (a sentence-transformers model's), or null: the default prompt."""
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"param {name!r}: expected a string or null, got {shown(value)}")
+    return value
 
 
 class FeatureExtraction(Task):
@@ -32,6 +40,8 @@ class FeatureExtraction(Task):
         # Matryoshka: the pooled vector's first N dimensions (renormalized when `normalize`); a
         # sentence-transformers bundle's default is its truncate_dim.
         P.Param("dimensions", P.optional_positive_int, None, "long"),
+        # A sentence-transformers bundle's named prompt to put before the texts (encode's prompt_name).
+        P.Param("prompt_name", prompt_name, None, "string"),
     )
     # `text`, unless the record carries the model's `token_ids` instead (`check`).
     fields = ("text", "token_ids")
@@ -54,6 +64,11 @@ class FeatureExtraction(Task):
                 raise InvalidInput("param 'dimensions' needs one vector per text: set pooling (e.g. 'mean')")
             if width > 0 and p["dimensions"] > width:
                 raise InvalidInput(f"param 'dimensions' is {p['dimensions']}; this model's embeddings have {width}")
+        name = p["prompt_name"]
+        if name is not None and name not in assets.config.prompts:
+            prompts = sorted(assets.config.prompts)
+            has = f"this model's prompts are {prompts}" if prompts else "this model has no named prompts"
+            raise InvalidInput(f"param 'prompt_name' is {shown(name)}; {has}")
         with_ids = [(i, r.token_ids) for i, r in enumerate(records) if r.token_ids is not None]
         vocab = (assets.config.vocab_size or len(assets.tokenizer)) if with_ids else 0
         for i, ids in with_ids:
@@ -68,6 +83,9 @@ class FeatureExtraction(Task):
                 raise InvalidInput(f"{where}: field 'token_ids' has id {bad}, outside the vocabulary [0, {vocab})")
 
     def encode(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> Encoded:
+        if p["prompt_name"] is not None:  # that prompt instead of the default one
+            prefix = assets.config.prompts[p["prompt_name"]].replace("{", "{{").replace("}", "}}")
+            assets = replace(assets, config=replace(assets.config, prompt_template=f"{prefix}{{prompt}}"))
         ids = any(r.token_ids is not None for r in records)
         encoded = _encode_with_ids(assets, records, p) if ids else encode_texts(assets, records, p)
         if p["pooling"] != "none":  # the model tier pools: one vector per record travels, not every token's

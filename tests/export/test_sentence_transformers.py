@@ -16,7 +16,7 @@ import pytest
 from splitserve.client import Client
 from splitserve.commands.log import source_requirements
 from splitserve.core.bundle import load_bundle
-from splitserve.core.errors import ExportError
+from splitserve.core.errors import ExportError, InvalidInput
 from splitserve.export import export_bundle
 from tests.support.cli import one_error_line, run
 from tests.support.oracle import TEXTS
@@ -71,28 +71,41 @@ def test_minilm_as_sentence_transformers_logs_it(mlflow_store) -> None:
         assert_close(got, want, path)
 
 
-def test_a_prompt_and_cls_pooling(mlflow_store, tmp_path: Path) -> None:
-    """A tiny stack with CLS pooling, no Normalize and a default prompt ("query: " before every
-    text): the prompt becomes the bundle's prompt template."""
+def test_prompts_and_cls_pooling(mlflow_store, tmp_path: Path) -> None:
+    """A tiny stack with CLS pooling, no Normalize, a default prompt ("query: " before every text)
+    and another named prompt: the default becomes the bundle's prompt template, and a request's
+    `prompt_name` picks the other as encode's `prompt_name` does (and MLflow's pyfunc of the
+    source, which passes its params to encode); a name the model lacks is INVALID_ARGUMENT."""
     from sentence_transformers import SentenceTransformer, models
 
     model_dir = save_tiny("feature-extraction", "bert", tmp_path)
     transformer = models.Transformer(str(model_dir), max_seq_length=48)
     pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="cls")
-    st = SentenceTransformer(
-        modules=[transformer, pooling], prompts={"query": "query: "}, default_prompt_name="query", device="cpu"
-    )
-    bundle = export_bundle(log(st), name="tiny-st", show_progress=False)
+    prompts = {"query": "query: ", "doc": "passage: "}
+    st = SentenceTransformer(modules=[transformer, pooling], prompts=prompts, default_prompt_name="query", device="cpu")
+    source = log(st)
+    bundle = export_bundle(source, name="tiny-st", show_progress=False)
     config = load_bundle(bundle).config
-    assert (config.defaults, config.prompt_template, config.max_length) == (
+    assert (config.defaults, config.prompt_template, config.prompts, config.max_length) == (
         {"pooling": "cls", "normalize": False},
         "query: {prompt}",
+        prompts,
         48,
     )
     want = st.encode(TEXTS)
     assert not np.allclose(want, SentenceTransformer(modules=[transformer, pooling], device="cpu").encode(TEXTS))
-    for path, got in served(bundle, TEXTS)[0].items():
-        assert_close(got, want, path)
+    doc = st.encode(TEXTS, prompt_name="doc")
+    mlflow_doc = mlflow.pyfunc.load_model(source).predict(TEXTS, params={"prompt_name": "doc"})
+    assert_close(np.asarray(mlflow_doc), doc, "MLflow's pyfunc of the source, prompt_name 'doc'")
+    for answer, expected in zip(served(bundle, TEXTS, ({}, {"prompt_name": "doc"})), (want, doc), strict=True):
+        for path, got in answer.items():
+            assert_close(got, expected, path)
+    with pytest.raises(
+        InvalidInput, match=r"param 'prompt_name' is 'passage'; this model's prompts are \['doc', 'query'\]"
+    ):
+        mlflow.pyfunc.load_model(mlflow.artifacts.download_artifacts(bundle)).predict(
+            TEXTS, params={"prompt_name": "passage"}
+        )
 
 
 def test_every_pooling_mode_through_dense_layers_and_truncate_dim(mlflow_store, tmp_path: Path) -> None:
