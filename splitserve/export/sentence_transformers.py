@@ -36,6 +36,18 @@ from splitserve.export.source import SourceModel
 FLAVOR = "sentence_transformers"
 ALLOWED = ("Transformer", "Pooling", "Dense", "Normalize")
 EMBEDDING = "sentence_embedding"  # the feature the Dense and Normalize modules must read and write
+# encode's keyword arguments that MLflow's pyfunc passes from the signature's params, as the task's params.
+ENCODE_PARAMS = {"prompt_name": "prompt_name", "normalize_embeddings": "normalize", "truncate_dim": "dimensions"}
+
+
+def encode_defaults(signature: dict[str, Any]) -> dict[str, Any]:
+    """The source's signature param defaults (which MLflow's pyfunc passes to encode) as the task's
+    params; others keep their names (and are refused naming them, unless they change nothing). A
+    truncate_dim there cuts without rescaling, as encode's normalize_embeddings=False does."""
+    defaults = {ENCODE_PARAMS.get(k, k): v for k, v in signature.items() if v is not None}
+    if defaults.get("dimensions") is not None:
+        defaults.setdefault("normalize", False)
+    return defaults
 
 
 def refuse_cross_encoder(flavor: dict[str, Any]) -> None:

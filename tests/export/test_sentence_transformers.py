@@ -26,9 +26,11 @@ from tests.support.zoo import MINILM_DIR, save_tiny
 TOL = 1e-4
 
 
-def log(st) -> str:
+def log(st, signature=None) -> str:
     with mlflow.start_run():
-        info = mlflow.sentence_transformers.log_model(st, name="st", pip_requirements=source_requirements())
+        info = mlflow.sentence_transformers.log_model(
+            st, name="st", signature=signature, pip_requirements=source_requirements()
+        )
     return info.model_uri
 
 
@@ -83,13 +85,15 @@ def test_prompts_and_cls_pooling(mlflow_store, tmp_path: Path) -> None:
     pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="cls")
     prompts = {"query": "query: ", "doc": "passage: "}
     st = SentenceTransformer(modules=[transformer, pooling], prompts=prompts, default_prompt_name="query", device="cpu")
-    source = log(st)
+    # MLflow's pyfunc passes only the params its signature declares to encode.
+    signature = mlflow.models.infer_signature(TEXTS, st.encode(TEXTS), params={"prompt_name": "query"})
+    source = log(st, signature)
     bundle = export_bundle(source, name="tiny-st", show_progress=False)
     config = load_bundle(bundle).config
     assert (config.defaults, config.prompt_template, config.prompts, config.max_length) == (
-        {"pooling": "cls", "normalize": False},
+        {"pooling": "cls", "normalize": False, "prompt_name": "query"},
         "query: {prompt}",
-        prompts,
+        st.prompts,  # sentence-transformers adds its own empty "document" prompt
         48,
     )
     want = st.encode(TEXTS)
@@ -101,7 +105,7 @@ def test_prompts_and_cls_pooling(mlflow_store, tmp_path: Path) -> None:
         for path, got in answer.items():
             assert_close(got, expected, path)
     with pytest.raises(
-        InvalidInput, match=r"param 'prompt_name' is 'passage'; this model's prompts are \['doc', 'query'\]"
+        InvalidInput, match=r"param 'prompt_name' is 'passage'; this model's prompts are \['doc', 'document', 'query'\]"
     ):
         mlflow.pyfunc.load_model(mlflow.artifacts.download_artifacts(bundle)).predict(
             TEXTS, params={"prompt_name": "passage"}
