@@ -187,6 +187,11 @@ def test_stacks_it_cannot_compute_are_refused(mlflow_store, tmp_path: Path) -> N
     both = SentenceTransformer(modules=[transformer, models.Pooling(width, pooling_mode=("mean", "max"))], device="cpu")
     with pytest.raises(ExportError, match=r"pools with \('mean', 'max'\); splitserve pools with one of"):
         export_bundle(log(both), show_progress=False)
+    # A signature param MLflow's pyfunc would pass to encode and the bundle cannot honour.
+    plain = SentenceTransformer(modules=[transformer, models.Pooling(width)], device="cpu")
+    signature = mlflow.models.infer_signature(TEXTS, plain.encode(TEXTS), params={"precision": "int8"})
+    with pytest.raises(ExportError, match=r"signature sets \['precision'\], which splitserve cannot honour"):
+        export_bundle(log(plain, signature), show_progress=False)
 
 
 def test_a_cross_encoder_is_refused(mlflow_store, tmp_path: Path) -> None:
