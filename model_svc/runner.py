@@ -22,8 +22,11 @@ Arrays = dict[str, np.ndarray]
 class ModelRunner:
     """`runner(model inputs, model parameters) -> model outputs`, as the model tier answers them."""
 
-    def __init__(self, backend: Backend, config: ServingConfig, max_batch_tokens: int = 4096):
+    def __init__(
+        self, backend: Backend, config: ServingConfig, max_batch_tokens: int = 4096, head: pooling.Head | None = None
+    ):
         self.backend, self.config, self.max_batch_tokens = backend, config, max_batch_tokens
+        self.head = head  # a sentence-transformers bundle's (`pooling.Head`)
 
     def __call__(self, inputs: Arrays, params: dict[str, Any]) -> Arrays:
         rows = next(iter(inputs.values())).shape[0]  # QA windows, zero-shot pairs: several per record
@@ -38,7 +41,8 @@ class ModelRunner:
         pooling.from_oip(params)
         main = self.config.model_outputs[0]
         shape = self.config.output_shapes.get(main, [])
-        return pooling.pooled_outputs(self._infer(inputs), inputs.get("attention_mask"), params, main, shape)
+        mask = inputs.get("attention_mask")
+        return pooling.pooled_outputs(self._infer(inputs), mask, params, main, shape, self.head)
 
     def _infer(self, inputs: Arrays) -> Arrays:
         """One inference; rows of different lengths run in length groups, as the model tier's

@@ -64,7 +64,8 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
     def build(self, bundle: Bundle) -> Engine:
         s = self.settings
         backend = create_backend(bundle, s.backend, s.device, s.intra_op_threads, s.spin_wait, s.dtype, s.int8_check)
-        return Engine(backend)
+        head = pooling.read_head(bundle.config.head, bundle.onnx_path.parent if s.backend == "onnx" else None)
+        return Engine(backend, head)
 
     async def started(self, version: Loaded) -> dict[str, Any]:
         bundle, engine = version.bundle, version.runtime
@@ -218,7 +219,12 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         result = await batcher.submit(inputs, key=bundle.fingerprint, time_left_s=time_left_s)
         main = config.model_outputs[0]
         outputs = pooling.pooled_outputs(
-            result.outputs, inputs.get("attention_mask"), parameters, main, config.output_shapes.get(main, [])
+            result.outputs,
+            inputs.get("attention_mask"),
+            parameters,
+            main,
+            config.output_shapes.get(main, []),
+            version.runtime.head,
         )
         response = codec.response_from_outputs(outputs, request, version.name, bundle.fingerprint)
         response.parameters["queue_us"].int64_param = result.queue_us
@@ -315,8 +321,8 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
 class Engine:
     """One version's model: its backend and the batchers that feed it (made once it is loaded)."""
 
-    def __init__(self, backend: Backend):
-        self.backend = backend
+    def __init__(self, backend: Backend, head: pooling.Head | None = None):
+        self.backend, self.head = backend, head  # head: a sentence-transformers bundle's (`pooling.Head`)
         self.batcher: Batcher | None = None
         self.generations: GenerationBatcher | None = None
         self.streams = False  # what `Info` reads of a runtime; the model tier answers ModelMetadata instead

@@ -87,6 +87,13 @@ class ServingConfig:
     # (`splitserve.llm_schema`), its `model` field naming `llm_model_name` (MLflow's source_model_name).
     llm_task: str | None = None
     llm_model_name: str | None = None
+    # A sentence-transformers stack's modules after its Pooling, applied to every pooled vector
+    # (`splitserve.core.pooling.Head`): {"dense": [{"activation", "in", "out"}, ...] (weights in
+    # onnx/dense.npz), "normalize": its final Normalize}.
+    head: dict[str, Any] | None = None
+    # A sentence-transformers model's named prompts (its `prompts`), which a feature-extraction
+    # request picks with `prompt_name` (the default one is `prompt_template`).
+    prompts: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     fingerprint: str = ""
 
@@ -100,6 +107,14 @@ class ServingConfig:
         """Generation: the positions a decoder-only LM's prompt and new tokens must fit in
         (None for encoder-decoders, whose prompt goes to the encoder)."""
         return None if self.encoder_decoder else self.max_length
+
+    @property
+    def pooled_width(self) -> int:
+        """The width of a pooled vector: the head's last Dense layer's, else the hidden states' (0: unknown)."""
+        dense = (self.head or {}).get("dense") or []
+        if dense:
+            return int(dense[-1]["out"])
+        return int((self.output_shapes.get(self.model_outputs[0]) or [0])[-1]) if self.model_outputs else 0
 
     @property
     def token_outputs(self) -> list[str]:
@@ -153,6 +168,8 @@ _LATER_FIELDS: dict[str, Any] = {
     "quantization_weights": None,
     "llm_task": None,
     "llm_model_name": None,
+    "head": None,
+    "prompts": {},
 }
 _LATER_GENERATION_FIELDS: dict[str, Any] = {"decoder_prompt_ids": [], "languages": {}, "tasks": {}}
 _LATER_DECODING_FIELDS: dict[str, Any] = {

@@ -86,6 +86,8 @@ def model_output_bytes(
     else:
         first = next(iter(model_inputs.values()))
         rows, width = first.shape[0], first.shape[-1] // math.prod(s for _, s in config.conv_layers) + 1
+    if pooled:
+        return rows * max(config.pooled_width, 1) * 4
     return output_bytes(config.output_shapes, rows, width, new_tokens, pooled)
 
 

@@ -14,10 +14,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from splitserve import tasks
 from splitserve.core.bundle import CONFIG_FILE, Bundle, ServingConfig, hash_tree
 from splitserve.core.errors import ExportError
 from splitserve.core.generation import DEFAULT_MAX_NEW_TOKENS_LIMIT, OUTPUT, GenerationInfo
+from splitserve.core.pooling import DENSE_FILE
 from splitserve.core.quality import DEFAULT_QUALITY_THRESHOLDS
 from splitserve.export.audio import export_audio
 from splitserve.export.generation import generation_info
@@ -163,6 +166,8 @@ def export_bundle(
                 + ")",
             )
 
+        if loaded.head_arrays:  # a sentence-transformers stack's Dense layers (`splitserve.core.pooling.Head`)
+            np.savez(onnx_dir / DENSE_FILE, **loaded.head_arrays)
         if generation:  # the model tier takes the prompts and returns the generated ids
             model_inputs, model_outputs = ["input_ids", "attention_mask"], [OUTPUT]
             shapes = {OUTPUT: [-1, -1]}
@@ -203,6 +208,8 @@ def export_bundle(
             else None,
             llm_task=source.llm_task,
             llm_model_name=str(source.flavor.get("source_model_name") or "") if source.llm_task else None,
+            head=loaded.head,
+            prompts=loaded.prompts,
         )
         config.fingerprint = config.compute_fingerprint()
         (artifacts / CONFIG_FILE).write_text(config.to_json())

@@ -64,13 +64,13 @@ def read_source(source_uri: str) -> SourceSettings:
             f"cannot find the source model {source_uri!r}: {_first_line(exc)} (looked up in {store_of(source_uri)})"
         ) from None
     if "transformers" not in info.flavors and "sentence_transformers" in info.flavors:
-        from splitserve.export.sentence_transformers import refuse_cross_encoder
+        from splitserve.export.sentence_transformers import encode_defaults, refuse_cross_encoder
 
         refuse_cross_encoder(info.flavors["sentence_transformers"])
         return SourceSettings(
             task="feature-extraction",
             model_config={},
-            signature_defaults={},
+            signature_defaults=encode_defaults(_signature_defaults(info)),
             prompt_template=None,
             flavor=dict(info.flavors["sentence_transformers"]),
             sentence_transformers=True,
@@ -87,8 +87,7 @@ def read_source(source_uri: str) -> SourceSettings:
         )
     pyfunc = info.flavors.get("python_function", {})
     flavor = dict(info.flavors.get("transformers", {}))
-    params = info.signature.params if info.signature is not None else None
-    defaults = {p.name: p.default for p in params.params} if params is not None else {}
+    defaults = _signature_defaults(info)
     return SourceSettings(
         task=str(flavor.get("task", "")),
         model_config=dict(pyfunc.get("model_config") or pyfunc.get("config") or {}),
@@ -96,6 +95,12 @@ def read_source(source_uri: str) -> SourceSettings:
         prompt_template=(info.metadata or {}).get("prompt_template"),
         flavor=flavor,
     )
+
+
+def _signature_defaults(info: Any) -> dict[str, Any]:
+    """The param defaults of a logged model's MLflow signature (MLflow passes them at predict)."""
+    params = info.signature.params if info.signature is not None else None
+    return {p.name: p.default for p in params.params} if params is not None else {}
 
 
 def inference_defaults(source: SourceSettings, task: Task) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
@@ -161,6 +166,11 @@ class SourceModel:
     defaults: dict[str, Any] = field(default_factory=dict)
     defaults_origin: str = ""
     prompt_template: str | None = None
+    # A sentence-transformers stack's modules after Pooling (serving.json's `head`) and its Dense
+    # layers' weights (written to onnx/dense.npz).
+    head: dict[str, Any] | None = None
+    head_arrays: dict[str, Any] = field(default_factory=dict)
+    prompts: dict[str, str] = field(default_factory=dict)  # its named prompts (`prompt_name`)
 
 
 def load_source_model(source_uri: str, source: SourceSettings) -> SourceModel:

@@ -1,6 +1,6 @@
 """feature-extraction: hidden states -> token embeddings (the pipeline's output) or one pooled vector
-(mean-pooled as sentence-transformers does, or the first token; pooled in the model tier:
-`splitserve.core.pooling`).
+(pooled as sentence-transformers' Pooling does, through a sentence-transformers bundle's Dense
+layers and Normalize; pooled in the model tier: `splitserve.core.pooling`).
 
 A record is a `text`, or the model's own `token_ids` (OpenAI's and TEI's token-id input): used as
 given, special tokens included and none added, so that `tokenizer(text)["input_ids"]` gives the
@@ -10,26 +10,38 @@ whole prompt's); never truncated (there is no telling which ids are special), re
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from protos import splitserve_pb2 as pb
 from splitserve.core import params as P
-from splitserve.core.errors import InvalidInput, record_label
-from splitserve.core.pooling import POOLED, pool
+from splitserve.core.bundle import ServingConfig
+from splitserve.core.errors import InvalidInput, record_label, shown
+from splitserve.core.pooling import POOLED, POOLINGS, pool, read_head
 from splitserve.core.records import Record
 from splitserve.tasks.base import TRUNCATION, Assets, Batch, Encoded, ExportFacts, Task, encode_texts, truncated_ids
+
+
+def prompt_name(name: str, value: Any) -> str | None:
+    """a name among the bundle's prompts (a sentence-transformers model's), or null: the default prompt."""
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"param {name!r}: expected a string or null, got {shown(value)}")
+    return value
 
 
 class FeatureExtraction(Task):
     name = "feature-extraction"
     params = (
         *TRUNCATION,
-        P.Param("pooling", P.choice("none", "mean", "cls"), "none", "string"),
+        P.Param("pooling", P.choice("none", *POOLINGS), "none", "string"),
         P.Param("normalize", P.boolean, False, "boolean"),
-        # Matryoshka: the pooled vector's first N dimensions (renormalized when `normalize`).
+        # Matryoshka: the pooled vector's first N dimensions (renormalized when `normalize`); a
+        # sentence-transformers bundle's default is its truncate_dim.
         P.Param("dimensions", P.optional_positive_int, None, "long"),
+        # A sentence-transformers bundle's named prompt to put before the texts (encode's prompt_name).
+        P.Param("prompt_name", prompt_name, None, "string"),
     )
     # `text`, unless the record carries the model's `token_ids` instead (`check`).
     fields = ("text", "token_ids")
@@ -38,14 +50,25 @@ class FeatureExtraction(Task):
     export = ExportFacts(("last_hidden_state",), int8_gate=("min_cosine", "mean_cosine", "top1_agreement"))
     pair_scoring = "cosine"
 
+    def resolve(self, config: ServingConfig, params: dict[str, Any] | None) -> dict[str, Any]:
+        resolved = super().resolve(config, params)
+        if resolved["pooling"] == "none" and resolved["dimensions"] == config.defaults.get("dimensions"):
+            resolved["dimensions"] = None  # the bundle's default cuts pooled vectors; token vectors stay whole
+        return resolved
+
     def check(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> None:
         super().check(assets, records, p)  # a text or token ids, not both
         if p["dimensions"] is not None:
-            width = (assets.config.output_shapes.get(assets.config.model_outputs[0]) or [0])[-1]
+            width = assets.config.pooled_width
             if p["pooling"] == "none":
-                raise InvalidInput("param 'dimensions' needs one vector per text: set pooling 'mean' or 'cls'")
+                raise InvalidInput("param 'dimensions' needs one vector per text: set pooling (e.g. 'mean')")
             if width > 0 and p["dimensions"] > width:
                 raise InvalidInput(f"param 'dimensions' is {p['dimensions']}; this model's embeddings have {width}")
+        name = p["prompt_name"]
+        if name is not None and name not in assets.config.prompts:
+            prompts = sorted(assets.config.prompts)
+            has = f"this model's prompts are {prompts}" if prompts else "this model has no named prompts"
+            raise InvalidInput(f"param 'prompt_name' is {shown(name)}; {has}")
         with_ids = [(i, r.token_ids) for i, r in enumerate(records) if r.token_ids is not None]
         vocab = (assets.config.vocab_size or len(assets.tokenizer)) if with_ids else 0
         for i, ids in with_ids:
@@ -60,6 +83,9 @@ class FeatureExtraction(Task):
                 raise InvalidInput(f"{where}: field 'token_ids' has id {bad}, outside the vocabulary [0, {vocab})")
 
     def encode(self, assets: Assets, records: list[Record], p: dict[str, Any]) -> Encoded:
+        if p["prompt_name"] is not None:  # that prompt instead of the default one
+            prefix = assets.config.prompts[p["prompt_name"]].replace("{", "{{").replace("}", "}}")
+            assets = replace(assets, config=replace(assets.config, prompt_template=f"{prefix}{{prompt}}"))
         ids = any(r.token_ids is not None for r in records)
         encoded = _encode_with_ids(assets, records, p) if ids else encode_texts(assets, records, p)
         if p["pooling"] != "none":  # the model tier pools: one vector per record travels, not every token's
@@ -72,7 +98,8 @@ class FeatureExtraction(Task):
             return [{"embedding": vectors[i].astype(np.float32)} for i in range(len(batch.records))]
         hidden, mask = batch.output(assets.config.model_outputs[0]), batch.ctx("attention_mask")
         if p["pooling"] != "none":  # a model tier that returned token vectors (a direct OIP client's request)
-            vectors = _first_dimensions(pool(hidden, mask, p["pooling"], p["normalize"]), p)
+            head = read_head(assets.config.head, None)  # Dense layers run in the model tier only
+            vectors = _first_dimensions(pool(hidden, mask, p["pooling"], p["normalize"], head), p)
             return [{"embedding": vectors[i]} for i in range(len(batch.records))]
         tokens = [hidden[i][mask[i].astype(bool)].astype(np.float32) for i in range(len(batch.records))]
         if p["normalize"]:

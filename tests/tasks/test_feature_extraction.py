@@ -113,7 +113,7 @@ def test_the_model_tier_pools(tiny_bundles) -> None:
         np.testing.assert_allclose(array(pooled), pool(hidden, mask, "mean", True), atol=1e-6)
         assert pooled.ByteSize() < stub.ModelInfer(request()).ByteSize() / 2
         for bad, message in (
-            ({"pooling": "max"}, "expected one of ['mean', 'cls']"),
+            ({"pooling": "median"}, "expected one of ['mean', 'cls', 'max', 'lasttoken'"),
             ({"normalize": True}, "needs 'pooling'"),
         ):
             with pytest.raises(grpc.RpcError) as err:
