@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 import mlflow.pyfunc
 import numpy as np
+import openai
 import pytest
 
 from splitserve.client import Client
@@ -71,6 +72,16 @@ def test_minilm_as_sentence_transformers_logs_it(mlflow_store) -> None:
     assert_close(mlflow_answer, want, "MLflow's pyfunc of the source")
     for path, got in served(bundle, TEXTS)[0].items():
         assert_close(got, want, path)
+
+    # The official openai client on the gateway's /v1/embeddings, with and without `dimensions`
+    # (encode's truncate_dim then normalize_embeddings).
+    with Stack(mlflow.artifacts.download_artifacts(bundle), gateway={"rest_port": 0}) as stack:
+        api = openai.OpenAI(base_url=f"{stack.rest}/v1", api_key="unused", max_retries=0, timeout=60)
+        whole = api.embeddings.create(model="minilm-st", input=TEXTS)
+        cut = api.embeddings.create(model="minilm-st", input=TEXTS, dimensions=64)
+    assert_close(np.asarray([d.embedding for d in whole.data]), want, "OpenAI /v1/embeddings")
+    want_cut = st.encode(TEXTS, truncate_dim=64, normalize_embeddings=True)
+    assert_close(np.asarray([d.embedding for d in cut.data]), want_cut, "OpenAI /v1/embeddings, dimensions 64")
 
 
 def test_prompts_and_cls_pooling(mlflow_store, tmp_path: Path) -> None:
