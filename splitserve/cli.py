@@ -44,6 +44,17 @@ def _terminated(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _stopped_by_signal(exc: BaseException) -> int | None:
+    """The exit code of `_terminated` where another exception swallowed its SystemExit (an import of
+    a C extension, such as onnxruntime's, turns it into `ImportError: initialization failed`)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, SystemExit) and isinstance(seen.code, int) and seen.code > 128:
+            return seen.code
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     from splitserve.quiet import quiet
@@ -56,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        stopped = _stopped_by_signal(exc)
+        if stopped is not None:  # SIGTERM while a C extension was importing: it became an ImportError
+            return stopped
         import grpc
 
         from splitserve.core.errors import SplitServeError
