@@ -8,6 +8,7 @@ on a Ray cluster of two hosts: tests/cli/test_ray_cluster.py."""
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,30 @@ def test_an_alias_is_pinned_to_the_version_it_names_now(mlflow_store: Path, tmp_
 )
 def test_mistakes_get_one_line(extra: list[str], expected: str, tmp_path: Path) -> None:
     one_error_line(run("ray", "models:/m/1", "--out", str(tmp_path / "x"), *extra), expected)
+
+
+def test_a_request_whose_gateway_replica_died_is_answered_retriable_over_http() -> None:
+    """Serve's HTTP proxy says 500 for a request whose ingress replica died (RayActorError); the
+    proxy process (where `add_gateway_servicer` runs) says 503, UNAVAILABLE's status, with the REST
+    door's error JSON, which clients retry. Anything else keeps Serve's status."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
+    from ray.serve._private import http_util, proxy
+
+    from protos.splitserve_pb2_grpc import GatewayServicer
+    from splitserve.ray_serve.proxy import RETRY, add_gateway_servicer, retriable_http_status
+
+    status = retriable_http_status(http_util.get_http_response_status)
+    for lost in (ActorDiedError(), ActorUnavailableError("unreachable", None)):
+        answer = status(lost, None, "r1")
+        [start, body] = http_util.send_http_response_on_exception(answer, False)
+        assert start["status"] == 503, start
+        assert json.loads(body["body"]) == {"error": {"code": "UNAVAILABLE", "message": RETRY}}
+    assert status(ValueError("a bug"), None, "r2").code == 500
+    assert status(TimeoutError(), 5.0, "r3").code == 408
+    assert retriable_http_status(status) is status  # wrapped once, however often the proxy registers
+    with ThreadPoolExecutor(1) as pool:
+        add_gateway_servicer(GatewayServicer(), grpc.server(pool))
+    assert getattr(proxy.get_http_response_status, "splitserve_retriable", False)
