@@ -28,7 +28,11 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "ray", help="Ray Serve config and KubeRay RayService for a bundle; with --address, deploy it to a Ray cluster."
     )
-    p.add_argument("bundle_uri", help="Serving bundle URI (models:/..., runs:/..., a path), as every replica loads it.")
+    p.add_argument(
+        "bundle_uri",
+        help="Serving bundle URI (models:/name/N, runs:/..., a path every host has; models:/name@alias is pinned to "
+        "the version it names now, printed), as every replica loads it.",
+    )
     add_kv_flag(
         p,
         "--replicas",
