@@ -194,7 +194,7 @@ def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bu
         deploy += ["--setting=model.intra_op_threads=1", "--upscale-delay-s=1", "--downscale-delay-s=4"]
         deploy += ["--look-back-s=3"]
         started = time.monotonic()
-        done = subprocess.run(hosts.exec("client", *deploy), capture_output=True, text=True, timeout=300, env=ray_env())
+        done = subprocess.run(hosts.exec("client", *deploy), capture_output=True, text=True, timeout=400, env=ray_env())
         assert done.returncode == 0, done.stderr[-3000:]
         deployed_s = time.monotonic() - started
         for m, alias in aliases.items():  # pinned to the version the alias names
