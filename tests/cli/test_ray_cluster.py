@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,8 +63,9 @@ def ray_env() -> dict[str, str]:
 
 
 def replicas(hosts: Hosts, deployment: str) -> dict[str, list[int]]:
-    """Each Ray host's replicas of `deployment`, by process (Ray titles them `ray::ServeReplica:APP:NAME`)."""
-    title = f"ray::ServeReplica:splitserve:{deployment}"
+    """Each Ray host's replicas of `deployment`, by process (Ray titles them `ray::ServeReplica:APP:NAME`,
+    and `ray::ServeReplica:APP:NAME.METHOD...` while they run a call)."""
+    title = re.compile(re.escape(f"ray::ServeReplica:splitserve:{deployment}") + r"(\..*)?")
     out: dict[str, list[int]] = {}
     for host in ("head", "worker"):
         out[host] = []
@@ -72,7 +74,7 @@ def replicas(hosts: Hosts, deployment: str) -> dict[str, list[int]]:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
             except OSError:
                 continue
-            if cmdline.strip() == title:
+            if title.fullmatch(cmdline.strip()):
                 out[host].append(pid)
     return out
 
@@ -228,7 +230,8 @@ def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bu
                 RECOVERY_LIMIT_S,
             )
             # The gateway (ingress) replica: the calls it held are answered UNAVAILABLE and retried.
-            [gateway] = sum(replicas(hosts, "gateway").values(), [])
+            wait_for("the gateway replica", lambda: sum(replicas(hosts, "gateway").values(), []), RECOVERY_LIMIT_S)
+            [gateway, *_] = sum(replicas(hosts, "gateway").values(), [])
             gateway_killed = time.time()
             os.kill(gateway, 9)
             gateway_back_s = wait_for(
