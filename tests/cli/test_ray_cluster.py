@@ -42,6 +42,7 @@ AFTER_RECOVERY_S = 5.0  # load kept on what is left after the host loss
 CONCURRENCY = 6
 MEMORY_BOUND_MB = 3000  # every Ray process of both hosts (proportional set size), at the most replicas
 TEXTS = ["Paris is lovely in spring", "the river was cold", "a train to nowhere"]
+DEPLOYMENTS = ("preprocess", "model", "postprocess", "gateway")
 RETRIABLE = {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}
 
 
@@ -239,11 +240,12 @@ def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bu
                 lambda: sum(replicas(hosts, "gateway").values(), []) not in ([], [gateway]),
                 RECOVERY_LIMIT_S,
             )
+            on_worker = {d: len(replicas(hosts, d)["worker"]) for d in DEPLOYMENTS}
             host_killed = time.time()
             killed = hosts.kill_all("worker")
             host_back_s = wait_for(
-                "model replicas re-placed on the head",
-                lambda: len(replicas(hosts, "model")["head"]) >= 2,
+                "every deployment re-placed on the head (2 model replicas)",
+                lambda: all(len(replicas(hosts, d)["head"]) >= (2 if d == "model" else 1) for d in DEPLOYMENTS),
                 RECOVERY_LIMIT_S,
             )
             time.sleep(AFTER_RECOVERY_S)
@@ -263,6 +265,7 @@ def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bu
             "gateway_kill_failures": len(after_gateway),
             "gateway_back_s": round(gateway_back_s, 1),
             "host_kill_processes": killed,
+            "host_kill_replicas": {d: n for d, n in on_worker.items() if n},
             "host_kill_failures": len(after_host),
             "host_kill_last_failure_s": round(max(after_host, default=0.0), 1),
             "host_back_s": round(host_back_s, 1),
