@@ -1,7 +1,13 @@
 """`splitserve ray BUNDLE_URI`: the Ray Serve application of a bundle, as a Serve config
 (`serve.yaml`, `serve deploy`-able) and a KubeRay RayService manifest embedding it
 (`rayservice.yaml`); with `--address`, deployed to that running Ray cluster too
-(`splitserve.ray_serve`: needs the `ray` extra)."""
+(`splitserve.ray_serve`: needs the `ray` extra).
+
+A registry alias (`models:/name@alias`, as BUNDLE_URI or in a tier's `bundle` setting) is resolved
+here, once, to the version it names (`models:/name/N`, printed): every replica of the application
+loads that one version, and replicas that start later (scaling, a lost host) find it in their host's
+bundle cache without asking MLflow. Following an alias as it moves (`--watch-alias`) is not there
+on Ray yet: run `splitserve ray` again after moving it."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from splitserve.cliargs import add_kv_flag, parse_kv
+from splitserve.core.settings import ALIAS_URI
 
 DEPLOYMENTS = ("preprocess", "model", "postprocess", "gateway")
 SETTINGS_KEY = re.compile(r"(preprocess|model|postprocess|gateway)\.([a-z_]+)")
@@ -21,7 +28,11 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "ray", help="Ray Serve config and KubeRay RayService for a bundle; with --address, deploy it to a Ray cluster."
     )
-    p.add_argument("bundle_uri", help="Serving bundle URI (models:/..., runs:/..., a path), as every replica loads it.")
+    p.add_argument(
+        "bundle_uri",
+        help="Serving bundle URI (models:/name/N, runs:/..., a path every host has; models:/name@alias is pinned to "
+        "the version it names now, printed), as every replica loads it.",
+    )
     add_kv_flag(
         p,
         "--replicas",
@@ -104,6 +115,11 @@ def options_from_args(args: argparse.Namespace) -> Any:
         match = SETTINGS_KEY.fullmatch(key)
         if not match:
             raise SystemExit(f"error: --setting {key}=...: expected TIER.FIELD, TIER one of {', '.join(DEPLOYMENTS)}")
+        if match[2] == "watch_alias" and value:
+            raise SystemExit(
+                f"error: --setting {key}: Ray deployments do not follow an alias yet: splitserve ray pins it to the "
+                "version it names now; run splitserve ray again after moving the alias"
+            )
         settings.setdefault(match[1], {})[match[2]] = value
     env = {k: str(v) for k, v in parse_kv(args.env).items()}
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -133,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = options_from_args(args)
     checked(options)
+    pin_aliases(options)
     serve = config.serve_config(options)
     out = Path(args.out or f"{args.name}-ray")
     out.mkdir(parents=True, exist_ok=True)
@@ -163,3 +180,41 @@ def checked(options: Any) -> None:
     except (ValidationError, ValueError) as exc:
         first = str(exc).splitlines()
         raise SystemExit(f"error: --setting: {' '.join(first[:3])}") from None
+
+
+def pin_aliases(options: Any) -> None:
+    """Every registry alias the replicas would load (BUNDLE_URI, the tiers' `bundle` settings) as
+    the version it names now, printed; one line if it names none."""
+    versions: dict[str, str] = {}
+
+    def pinned(uri: str) -> str:
+        if ALIAS_URI.fullmatch(uri) and uri not in versions:
+            versions[uri] = resolve_alias(uri, options.env.get("MLFLOW_TRACKING_URI"))
+            print(f"{uri} is {versions[uri]}: every replica loads that version (moving the alias moves nothing here)")
+        return versions.get(uri, uri)
+
+    options.bundle_uri = pinned(options.bundle_uri)
+    for tier_settings in options.settings.values():
+        if isinstance(tier_settings.get("bundle"), list):
+            specs = [str(spec).partition("=") for spec in tier_settings["bundle"]]
+            tier_settings["bundle"] = [f"{name}{sep}{pinned(uri) if sep else uri}" for name, sep, uri in specs]
+
+
+def resolve_alias(uri: str, tracking_uri: str | None) -> str:
+    """`models:/name@alias` as `models:/name/N`, by the registry of `tracking_uri` (else MLflow's default)."""
+    import mlflow
+
+    from splitserve.core.fetch import missing_store, store_of
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    missing = missing_store(uri)
+    if missing:
+        raise SystemExit(f"error: cannot resolve {uri}: {missing}")
+    name, _, alias = uri.removeprefix("models:/").partition("@")
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
+    except Exception as exc:  # noqa: BLE001 - no such model or alias, or no registry there
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SystemExit(f"error: cannot resolve {uri}: {said} (looked up in {store_of(uri)})") from None
+    return f"models:/{name}/{version}"

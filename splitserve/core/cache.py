@@ -11,13 +11,17 @@ by a fetch that died. Locks are `flock`s: the kernel releases them when a proces
 dies.
 
 The fetching itself runs in a child process (`python -m splitserve.core.fetch`), so that tiers
-never import MLflow.
+never import MLflow. An immutable URI (models:/name/3, models:/m-<id>, runs:/...: never an alias)
+once fetched is kept in the cache's index (`uris.json`: the URI, with the MLflow stores and the
+folder it was resolved from, -> its fingerprint), so that a replica starting beside one that holds
+that bundle skips the child, and MLflow, altogether.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -28,9 +32,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from splitserve.core.bundle import ARTIFACT_DIR, CONFIG_FILE, OPTIONAL_PARTS
 from splitserve.core.errors import BundleError
 
 FINGERPRINT = re.compile(r"[0-9a-f]{32}")
+IMMUTABLE_URI = re.compile(r"models:/[^/@]+/\d+|models:/m-[0-9a-f]+|runs:/[^/]+/.+")
+INDEX = "uris.json"
 _HELD: dict[Path, tuple[IO[str], int]] = {}  # this process's shared locks on the entries it uses, and its users
 
 
@@ -56,10 +63,52 @@ def fetch(uri: str, parts: tuple[str, ...], cache_dir: str | None = None) -> Pat
     root = cache_root(cache_dir)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _locked(root / ".lock"):
-        entry = _fetch(uri, root, parts)
+        entry = indexed(uri, root, parts) or _fetch(uri, root, parts)
         hold(entry)
         clean(root)
+        remember(uri, root, entry)
     return entry
+
+
+def _key(uri: str) -> str:
+    """`uri` as the index knows it: with the stores MLflow resolves it in (and the folder a relative one is in)."""
+    stores = [os.environ.get(v, "") for v in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")]
+    return json.dumps([uri, *stores, os.getcwd()])
+
+
+def _index(root: Path) -> dict[str, str]:
+    try:
+        index = json.loads((root / INDEX).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in index.items() if FINGERPRINT.fullmatch(str(v))} if isinstance(index, dict) else {}
+
+
+def indexed(uri: str, root: Path, parts: tuple[str, ...]) -> Path | None:
+    """The entry of immutable `uri` if the index knows it and it holds `parts` whole (call with the cache lock held)."""
+    if not IMMUTABLE_URI.fullmatch(uri):
+        return None
+    fingerprint = _index(root).get(_key(uri), "")
+    artifacts = root / fingerprint / ARTIFACT_DIR
+    if not FINGERPRINT.fullmatch(fingerprint) or not (artifacts / CONFIG_FILE).is_file():
+        return None
+    has = json.loads((artifacts / CONFIG_FILE).read_text()).get("artifacts", {})
+    if all((artifacts / p).exists() or (p in OPTIONAL_PARTS and p not in has) for p in parts):
+        return artifacts.parent
+    return None
+
+
+def remember(uri: str, root: Path, entry: Path) -> None:
+    """Index immutable `uri` as `entry`, and forget the entries cleaned away (call with the cache lock held)."""
+    known = _index(root)
+    index = {k: v for k, v in known.items() if (root / v).is_dir()}
+    if IMMUTABLE_URI.fullmatch(uri):
+        index[_key(uri)] = entry.name
+    if index == known:
+        return
+    staged = root / f".staging-{INDEX}"
+    staged.write_text(json.dumps(index))
+    os.replace(staged, root / INDEX)
 
 
 def _fetch(uri: str, root: Path, parts: tuple[str, ...]) -> Path:

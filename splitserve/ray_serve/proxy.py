@@ -8,16 +8,25 @@ servicer registration, with two adjustments.
   answered UNAVAILABLE, which clients retry, instead of the INTERNAL Serve's proxy answers for a
   replica's `RayActorError`: nothing was answered, and every gateway call may be sent again. This
   wraps the proxy's unary handlers (`service_handler_factory` of Serve's gRPC server, where it has
-  one; elsewhere the registration is Serve's own)."""
+  one; elsewhere the registration is Serve's own).
+- The same over HTTP (REST, OpenAI routes; Serve's HTTP proxy runs in the same proxy process): 503
+  with the REST door's error JSON (`retry`), instead of Serve's 500, for a request whose gateway
+  replica died before it answered anything (`retriable_http_status`, wrapping the proxy's
+  `get_http_response_status` where Serve has it). A stream already answering cannot change its
+  status: it ends short, as any stream whose server died."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
 import grpc
 
 from protos import grpc_predict_v2_pb2, splitserve_pb2, splitserve_pb2_grpc
+from splitserve.core.status import http_status
+
+RETRY = "the gateway replica died during the call; retry"
 
 
 def aliased() -> None:
@@ -32,8 +41,31 @@ def replica_died(code: Any, details: str | bytes | None) -> bool:
     return code == grpc.StatusCode.INTERNAL and "actor" in text and ("died" in text or "unavailable" in text)
 
 
+def retriable_http_status(status_of: Any) -> Any:
+    """Serve's HTTP status for an exception (`status_of`), but 503 (UNAVAILABLE's) with the REST
+    door's error JSON where the ingress replica died (`RayActorError`: Serve says 500)."""
+    from ray.exceptions import RayActorError
+
+    if getattr(status_of, "splitserve_retriable", False):
+        return status_of
+
+    def status(exc: BaseException, *args: Any, **kwargs: Any) -> Any:
+        answer = status_of(exc, *args, **kwargs)
+        if not isinstance(exc, RayActorError) or answer.code != 500:
+            return answer
+        error: Any = {"error": {"code": "UNAVAILABLE", "message": RETRY}}  # Serve sends it as JSON
+        return dataclasses.replace(answer, code=http_status(grpc.StatusCode.UNAVAILABLE), message=error)
+
+    status.splitserve_retriable = True  # type: ignore[attr-defined]
+    return status
+
+
 def add_gateway_servicer(servicer: Any, server: Any) -> None:
     aliased()
+    from ray.serve._private import proxy
+
+    if hasattr(proxy, "get_http_response_status"):  # the HTTP proxy, in this process too
+        proxy.get_http_response_status = retriable_http_status(proxy.get_http_response_status)
     factory = getattr(server, "service_handler_factory", None)
     if factory is not None:
 
@@ -46,7 +78,7 @@ def add_gateway_servicer(servicer: Any, server: Any) -> None:
                 response = await handler(request_proto, context)
                 if replica_died(context.code(), context.details()):
                     context.set_code(grpc.StatusCode.UNAVAILABLE)
-                    context.set_details("the gateway replica died during the call; retry")
+                    context.set_details(RETRY)
                 return response
 
             return unary

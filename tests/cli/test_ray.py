@@ -1,12 +1,14 @@
 """`splitserve ray`: the Serve config it writes is valid for Ray Serve's own schema
 (`ServeDeploySchema`, what `serve deploy` checks) and builds the application it names; the
 RayService manifest embeds that config and is valid against KubeRay's RayService CRD
-(tests/data/crds); the flags reach the deployments; mistakes get one line. The application itself,
+(tests/data/crds); the flags reach the deployments; a registry alias is pinned to the version it
+names; mistakes get one line. The application itself,
 on a Ray cluster of two hosts: tests/cli/test_ray_cluster.py."""
 
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ def rayservice_validator() -> jsonschema.Draft7Validator:
 
 def written(tmp_path: Path, *extra: str) -> tuple[dict[str, Any], dict[str, Any]]:
     out = tmp_path / "app"
-    done = run("ray", "models:/minilm-serving@champion", "--out", str(out), *extra)
+    done = run("ray", "models:/minilm-serving/3", "--out", str(out), *extra)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"serve deploy {out}/serve.yaml" in done.stdout
     service = out / "rayservice.yaml"
@@ -53,7 +55,7 @@ def test_serve_config_and_rayservice_are_valid_and_carry_the_flags(tmp_path: Pat
     [app] = serve["applications"]
     assert app["import_path"] == "splitserve.ray_serve.app:build"
     assert app["args"] == {
-        "bundle_uri": "models:/minilm-serving@champion",
+        "bundle_uri": "models:/minilm-serving/3",
         "settings": {"model": {"intra_op_threads": 1}, "gateway": {"timeout_s": 5}},
     }
     env = app["runtime_env"]["env_vars"]
@@ -92,6 +94,30 @@ def test_the_application_builds_from_the_config(tmp_path: Path) -> None:
     assert names == {"preprocess", "model", "postprocess", "gateway"}
 
 
+def test_an_alias_is_pinned_to_the_version_it_names_now(mlflow_store: Path, tmp_path: Path) -> None:
+    """`models:/name@alias` (BUNDLE_URI, a tier's `bundle` setting) becomes `models:/name/N` in the
+    config, said on stdout: every replica loads that version, and a replica started later finds it
+    in its host's cache (splitserve.core.cache's index: never for an alias). No such alias: one line."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.create_registered_model("ray-pinned")
+    for _ in range(2):
+        client.create_model_version("ray-pinned", source=(tmp_path / "bundle").as_uri())
+    client.set_registered_model_alias("ray-pinned", "live", "2")
+    out = tmp_path / "app"
+    bundles = '["b=models:/ray-pinned@live", "c=models:/other/1"]'
+    done = run("ray", "models:/ray-pinned@live", "--out", str(out), "--setting", f"preprocess.bundle={bundles}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "models:/ray-pinned@live is models:/ray-pinned/2" in done.stdout
+    [app] = yaml.safe_load((out / "serve.yaml").read_text())["applications"]
+    assert app["args"]["bundle_uri"] == "models:/ray-pinned/2"
+    assert app["args"]["settings"]["preprocess"]["bundle"] == ["b=models:/ray-pinned/2", "c=models:/other/1"]
+    assert app["runtime_env"]["env_vars"]["MLFLOW_TRACKING_URI"] == f"sqlite:///{mlflow_store / 'mlflow.db'}"
+    gone = run("ray", "models:/ray-pinned@gone", "--out", str(out))
+    one_error_line(gone, "cannot resolve models:/ray-pinned@gone", "gone not found", str(mlflow_store / "mlflow.db"))
+
+
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
@@ -100,7 +126,35 @@ def test_the_application_builds_from_the_config(tmp_path: Path) -> None:
         (["--cpus", "model=0"], "--cpus model=0: expected a number above 0"),
         (["--setting", "model.no_such_field=1"], "--setting"),
         (["--setting", "intra_op_threads=1"], "expected TIER.FIELD"),
+        (["--setting", "model.watch_alias=true"], "do not follow an alias yet"),
     ],
 )
 def test_mistakes_get_one_line(extra: list[str], expected: str, tmp_path: Path) -> None:
     one_error_line(run("ray", "models:/m/1", "--out", str(tmp_path / "x"), *extra), expected)
+
+
+def test_a_request_whose_gateway_replica_died_is_answered_retriable_over_http() -> None:
+    """Serve's HTTP proxy says 500 for a request whose ingress replica died (RayActorError); the
+    proxy process (where `add_gateway_servicer` runs) says 503, UNAVAILABLE's status, with the REST
+    door's error JSON, which clients retry. Anything else keeps Serve's status."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
+    from ray.serve._private import http_util, proxy
+
+    from protos.splitserve_pb2_grpc import GatewayServicer
+    from splitserve.ray_serve.proxy import RETRY, add_gateway_servicer, retriable_http_status
+
+    status = retriable_http_status(http_util.get_http_response_status)
+    for lost in (ActorDiedError(), ActorUnavailableError("unreachable", None)):
+        answer = status(lost, None, "r1")
+        [start, body] = http_util.send_http_response_on_exception(answer, False)
+        assert start["status"] == 503, start
+        assert json.loads(body["body"]) == {"error": {"code": "UNAVAILABLE", "message": RETRY}}
+    assert status(ValueError("a bug"), None, "r2").code == 500
+    assert status(TimeoutError(), 5.0, "r3").code == 408
+    assert retriable_http_status(status) is status  # wrapped once, however often the proxy registers
+    with ThreadPoolExecutor(1) as pool:
+        add_gateway_servicer(GatewayServicer(), grpc.server(pool))
+    assert getattr(proxy.get_http_response_status, "splitserve_retriable", False)

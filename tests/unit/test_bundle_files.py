@@ -88,3 +88,28 @@ def test_cache_cleaning_spares_what_a_running_process_holds(tmp_path: Path) -> N
         holder.kill()
         holder.wait()
     assert cache.clean(root) == ["a" * 32]  # its holder is gone (however it died): the lock went with it
+
+
+def test_the_cache_index_serves_an_immutable_uri_it_holds_without_mlflow(tmp_path: Path, monkeypatch) -> None:
+    """A replica starting beside one that holds models:/m/3 takes it from the index, without the
+    fetch process (here it would fail: no such store); an alias, another store or a part not there
+    yet never comes from the index, and the index forgets what the cache cleaned away."""
+    root = tmp_path / "cache"
+    bundle = fake_bundle(tmp_path / "b")
+    entry = root / bundle.fingerprint
+    root.mkdir()
+    (tmp_path / "b").rename(entry)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/none.db")
+    for uri in ("models:/m/3", "models:/m-0a1b", "runs:/r1/bundle", "models:/m@champion", "models:/m/latest"):
+        cache.remember(uri, root, entry)
+    assert cache.fetch("models:/m/3", ("onnx", "template"), str(root)) == entry  # it has no template: none needed
+    cache.release(entry)
+    assert cache.indexed("models:/m-0a1b", root, ("onnx",)) == cache.indexed("runs:/r1/bundle", root, ()) == entry
+    assert cache.indexed("models:/m@champion", root, ()) is None  # an alias moves: always asked
+    assert cache.indexed("models:/m/latest", root, ()) is None
+    assert cache.indexed("models:/m/3", root, ("tokenizer",)) is None  # not fetched yet: the fetch process adds it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/other.db")
+    assert cache.indexed("models:/m/3", root, ()) is None  # another store's version 3
+    assert cache.clean(root) == [bundle.fingerprint]  # nothing holds it any more
+    cache.remember("models:/m@champion", root, entry)
+    assert json.loads((root / cache.INDEX).read_text()) == {}
