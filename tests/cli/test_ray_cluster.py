@@ -207,8 +207,9 @@ def test_a_two_host_ray_cluster_serves_scales_and_survives_losing_a_host(tiny_bu
 
         target, rest = f"{head}:9000", f"http://{head}:8000"  # Serve's gRPC and HTTP proxies on the head
         assert_same(answers_on(hosts, target), expected)
-        placed = replicas(hosts, "model")
-        assert placed["head"] and placed["worker"], f"model replicas not on both hosts: {placed}"
+        # A process list is a snapshot (a replica's title changes while it runs a call): wait for both.
+        on_both = lambda: all(replicas(hosts, "model").values())  # noqa: E731
+        wait_for(f"model replicas on both hosts (now {replicas(hosts, 'model')})", on_both, 30)
 
         # Scaling: under load the model deployment goes from 2 replicas to 3; after it, back to 2.
         with loaded(hosts, target, rest, SCALE_LIMIT_S + 30) as load:
