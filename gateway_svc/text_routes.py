@@ -189,20 +189,7 @@ def routes(gateway: Any) -> list[Any]:
             add_special_tokens=_flag(body, "add_special_tokens", True),
         )
         response = await gateway.tokenize(message, http_call(request))
-        answer = [
-            [
-                {
-                    "id": t.id,
-                    "text": t.text,
-                    "special": t.special,
-                    "start": t.start if t.HasField("start") else None,
-                    "stop": t.stop if t.HasField("stop") else None,
-                }
-                for t in one.tokens
-            ]
-            for one in response.inputs
-        ]
-        return json_response(answer)
+        return json_response(codec.tokens_plain(response))
 
     async def decode(request: Any) -> Any:
         body = checked_object(await read_json(request), DECODE_FIELDS, "/decode")

@@ -187,19 +187,7 @@ class Client:
         for a special token)."""
         request = pb.TokenizeRequest(model=model, inputs=texts, add_special_tokens=add_special_tokens)
         response = self._retried(lambda timeout: self.stub.Tokenize(request, timeout=timeout, metadata=self.metadata))
-        return [
-            [
-                {
-                    "id": t.id,
-                    "text": t.text,
-                    "special": t.special,
-                    "start": t.start if t.HasField("start") else None,
-                    "stop": t.stop if t.HasField("stop") else None,
-                }
-                for t in one.tokens
-            ]
-            for one in response.inputs
-        ]
+        return codec.tokens_plain(response)
 
     def decode(self, ids: list[list[int]], skip_special_tokens: bool = True, model: str = "") -> list[str]:
         request = pb.DecodeRequest(

@@ -162,3 +162,21 @@ def model_params_to_pb(params: dict[str, Any]) -> dict[str, pb.ModelParameter]:
         else:
             raise TypeError(f"model parameter {name!r}: unsupported type {type(value).__name__}")
     return out
+
+
+def tokens_plain(response: pb.TokenizeResponse) -> list[list[dict[str, Any]]]:
+    """A TokenizeResponse as TEI's /tokenize answers it: per input, [{"id", "text", "special", "start",
+    "stop"}] (offsets in characters; None for a special token)."""
+    return [
+        [
+            {
+                "id": t.id,
+                "text": t.text,
+                "special": t.special,
+                "start": t.start if t.HasField("start") else None,
+                "stop": t.stop if t.HasField("stop") else None,
+            }
+            for t in one.tokens
+        ]
+        for one in response.inputs
+    ]
