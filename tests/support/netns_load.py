@@ -11,59 +11,15 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-import time
 
-import grpc
+import checked_load  # the sibling module: this file runs as a script
 
-from splitserve.client import Client
-
-TEXTS = [f"sentence {i} about {topic}" for i, topic in enumerate(["Paris", "rivers", "music", "trains"] * 16)]
-PARAMS = {"pooling": "mean", "normalize": True}
+TEXTS = checked_load.texts(64)
 
 
 def main(target: str, seconds: float, concurrency: int) -> None:
-    with Client(target, timeout_s=30) as client:
-        expected = {t: client.predict([t], params=PARAMS)[0]["embedding"] for t in TEXTS}
-    print(json.dumps({"phase": "warm"}), flush=True)
-    lock = threading.Lock()
-    counts = {"requests": 0, "lost": 0, "wrong": 0}
-    codes: dict[str, int] = {}
-    slowest = [0.0]
-    end = time.monotonic() + seconds
-
-    def work(worker: int) -> None:
-        i = worker
-        with Client(target, timeout_s=30) as client:
-            while time.monotonic() < end:
-                texts = [TEXTS[i % len(TEXTS)], TEXTS[(i * 7 + 3) % len(TEXTS)]]
-                records = [{"id": f"{worker}-{i}-{k}", "text": t} for k, t in enumerate(texts)]
-                i += concurrency
-                start = time.monotonic()
-                try:
-                    results = client.predict(records, params=PARAMS)
-                    ok = [r["id"] for r in results] == [r["id"] for r in records] and all(
-                        max(abs(a - b) for a, b in zip(r["embedding"], expected[t], strict=True)) <= 1e-4
-                        for r, t in zip(results, texts, strict=True)
-                    )
-                    outcome = "ok" if ok else "wrong"
-                except Exception as exc:  # noqa: BLE001 - every failure counts as lost
-                    outcome = "lost"
-                    code = exc.code().name if isinstance(exc, grpc.RpcError) else type(exc).__name__
-                with lock:
-                    counts["requests"] += 1
-                    slowest[0] = max(slowest[0], time.monotonic() - start)
-                    if outcome != "ok":
-                        counts[outcome] += 1
-                    if outcome == "lost":
-                        codes[code] = codes.get(code, 0) + 1
-
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    print(json.dumps({**counts, "codes": codes, "slowest_s": round(slowest[0], 3)}), flush=True)
+    report = checked_load.run(target, seconds, concurrency, TEXTS)
+    print(json.dumps({k: report[k] for k in ("requests", "lost", "wrong", "codes", "slowest_s")}), flush=True)
 
 
 if __name__ == "__main__":

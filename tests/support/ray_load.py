@@ -20,12 +20,11 @@ import time
 import urllib.error
 import urllib.request
 
-import grpc
+import checked_load  # the sibling module: this file runs as a script
 
 from splitserve.client import Client
 
-TEXTS = [f"sentence {i} about {topic}" for i, topic in enumerate(["Paris", "rivers", "music", "trains"] * 8)]
-PARAMS = {"pooling": "mean", "normalize": True}
+TEXTS = checked_load.texts(32)
 HTTP_CODES = {503: "UNAVAILABLE", 429: "RESOURCE_EXHAUSTED", 504: "DEADLINE_EXCEEDED", 408: "DEADLINE_EXCEEDED"}
 RETRY_WINDOW_S = 30.0
 
@@ -35,9 +34,10 @@ class Rest:
     client retries UNAVAILABLE; `retried` counts the retries."""
 
     def __init__(self, url: str):
-        self.url, self.retried = url.rstrip("/") + "/v1/predict", 0
+        self.url, self.requests, self.retried = url.rstrip("/") + "/v1/predict", 0, 0
 
     def predict(self, records: list[dict], params: dict) -> list[dict]:
+        self.requests += 1
         body = json.dumps({"records": records, "params": params}).encode()
         give_up, pause = time.monotonic() + RETRY_WINDOW_S, 0.1
         while True:
@@ -64,62 +64,15 @@ class RestFailure(Exception):
 
 
 def main(target: str, seconds: float, concurrency: int, rest_url: str = "") -> None:
-    with Client(target, timeout_s=30) as client:
-        expected = {t: client.predict([t], params=PARAMS)[0]["embedding"] for t in TEXTS}
-    print(json.dumps({"phase": "warm"}), flush=True)
-    lock = threading.Lock()
-    counts = {"requests": 0, "lost": 0, "wrong": 0, "rest_requests": 0}
-    codes: dict[str, int] = {}
-    failures: list[tuple[float, str, str]] = []
-    slowest = [0.0]
-    end = time.monotonic() + seconds
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
     rest = Rest(rest_url) if rest_url else None
 
-    def work(worker: int) -> None:
-        i = worker
-        with Client(target, timeout_s=30) as grpc_client:
-            client = rest if rest is not None and worker == 0 else grpc_client
-            while time.monotonic() < end and not stop.is_set():
-                texts = [TEXTS[i % len(TEXTS)], TEXTS[(i * 7 + 3) % len(TEXTS)]]
-                records = [{"id": f"{worker}-{i}-{k}", "text": t} for k, t in enumerate(texts)]
-                i += concurrency
-                start = time.monotonic()
-                try:
-                    results = client.predict(records, params=PARAMS)
-                    ok = [r["id"] for r in results] == [r["id"] for r in records] and all(
-                        max(abs(a - b) for a, b in zip(r["embedding"], expected[t], strict=True)) <= 1e-4
-                        for r, t in zip(results, texts, strict=True)
-                    )
-                    outcome = "ok" if ok else "wrong"
-                except Exception as exc:  # noqa: BLE001 - every failure counts as lost
-                    outcome = "lost"
-                    code = exc.code().name if isinstance(exc, grpc.RpcError) else type(exc).__name__
-                    code = exc.code if isinstance(exc, RestFailure) else code
-                    details = (exc.details() if isinstance(exc, grpc.RpcError) else str(exc)) or ""
-                with lock:
-                    counts["requests"] += 1
-                    counts["rest_requests"] += client is rest
-                    slowest[0] = max(slowest[0], time.monotonic() - start)
-                    if outcome != "ok":
-                        counts[outcome] += 1
-                    if outcome == "lost":
-                        codes[code] = codes.get(code, 0) + 1
-                        failures.append((time.time(), code, details[:200]))
+    def client_for(worker: int, grpc_client: Client) -> Rest | Client:
+        return rest if rest is not None and worker == 0 else grpc_client
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    report = {
-        **counts,
-        "rest_retried": rest.retried if rest else 0,
-        "codes": codes,
-        "failures": failures,
-        "slowest_s": round(slowest[0], 3),
-    }
+    report = checked_load.run(target, seconds, concurrency, TEXTS, stop, client_for)
+    report["rest_requests"], report["rest_retried"] = (rest.requests, rest.retried) if rest else (0, 0)
     print(json.dumps(report), flush=True)
 
 
