@@ -5,7 +5,7 @@ deadlines. Prints the refusals' and the answers' p50/p99/max, and how many admit
 missed their deadline; `--json PATH` writes the figures.
 
     HF_HUB_OFFLINE=1 python benchmarks/overload.py [--bundle URI] [--factor 10] [--seconds 4]
-        [--records 8] [--deadline-s 2] [--repeats 3] [--up-arg=--replicas --up-arg=model=1 ...]
+        [--rate REQ_PER_S] [--records 8] [--deadline-s 2] [--repeats 3] [--up-arg=--max-in-flight=64 ...]
 
 Without --bundle it logs the bundled all-MiniLM-L6-v2 to the current MLflow store and exports it.
 Everything (the load generator included) shares the machine: on a busy machine the figures are
@@ -143,6 +143,7 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", help="Serving bundle URI (default: export the bundled MiniLM).")
     p.add_argument("--factor", type=float, default=10.0, help="Offered load, in multiples of capacity.")
+    p.add_argument("--rate", type=float, help="Offer this many requests per second instead (stacks compared alike).")
     p.add_argument("--seconds", type=float, default=4.0, help="How long the overload lasts.")
     p.add_argument("--records", type=int, default=8, help="Records per request.")
     p.add_argument("--deadline-s", type=float, default=2.0)
@@ -164,7 +165,7 @@ def main(argv: list[str]) -> int:
         messages = requests(args.records)
         served = capacity(gateway, args.records)
         for _ in range(args.repeats):
-            run = overload(gateway, args.factor * served, args.seconds, args.deadline_s, messages)
+            run = overload(gateway, args.rate or args.factor * served, args.seconds, args.deadline_s, messages)
             by = run.pop("by_code")
             refusals = {code: v for code, v in by.items() if code.startswith("RESOURCE_EXHAUSTED")}
             run.update(
