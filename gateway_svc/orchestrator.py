@@ -241,10 +241,14 @@ class Gateway:
         if self.in_flight >= self.settings.max_in_flight:
             raise Overloaded(f"gateway has {self.in_flight} requests in flight (max_in_flight); retry later")
         left = call.time_left()
-        with self.admission.admit(len(request.records), self.settings.timeout_s if left is None else left):
+        with self.admission.admit(len(request.records), self.settings.timeout_s if left is None else left) as ticket:
             self.in_flight += 1
             try:
                 yield
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # refused behind: refuse such load at the door
+                    self.admission.refused_behind(ticket)
+                raise
             finally:
                 self.in_flight -= 1
 

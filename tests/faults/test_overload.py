@@ -57,6 +57,7 @@ def test_ten_times_overload(stack) -> None:
     rss_before = {t: stack.rss_mb(t) for t in ("gateway", "preprocess", "model", "postprocess")}
     outcomes: list[tuple[str, float]] = []
     lock = threading.Lock()
+    messages = [request(i) for i in range(len(TEXTS))]  # built before the clock starts
     with grpc.insecure_channel(stack.addresses["gateway"]) as channel:
         predict = pb_grpc.GatewayStub(channel).Predict
         calls = []
@@ -65,12 +66,15 @@ def test_ten_times_overload(stack) -> None:
         for i in range(n):  # open loop: sent on schedule, whatever the answers
             time.sleep(max(0.0, start + i / rate - time.perf_counter()))
             sent = time.perf_counter()
-            call = predict.future(request(i), timeout=DEADLINE_S)
+            call = predict.future(messages[i % len(messages)], timeout=DEADLINE_S)
 
             def done(f: grpc.Future, sent: float = sent) -> None:
+                elapsed = time.perf_counter() - sent
                 code = f.code().name if f.exception() is not None else "OK"
+                if code == "RESOURCE_EXHAUSTED" and not f.details().startswith("gateway"):
+                    code = "RESOURCE_EXHAUSTED behind"  # a tier behind the gateway refused it, after queueing
                 with lock:
-                    outcomes.append((code, time.perf_counter() - sent))
+                    outcomes.append((code, elapsed))
 
             call.add_done_callback(done)
             calls.append(call)
@@ -84,24 +88,33 @@ def test_ten_times_overload(stack) -> None:
     rss_after = {t: stack.rss_mb(t) for t in rss_before}
     codes = [c for c, _ in outcomes]
     by = {c: [s for k, s in outcomes if k == c] for c in set(codes)}
-    ok, refused, late = by.get("OK", []), by.get("RESOURCE_EXHAUSTED", []), by.get("DEADLINE_EXCEEDED", [])
+    ok, late = by.get("OK", []), by.get("DEADLINE_EXCEEDED", [])
+    at_door, behind = by.get("RESOURCE_EXHAUSTED", []), by.get("RESOURCE_EXHAUSTED behind", [])
+    refused = at_door + behind
     figure(
         f"10x overload: capacity {served:.0f} req/s ({RECORDS} records each), offered {n / offered_s:.0f} req/s "
         f"for {offered_s:.1f}s; {len(ok)} answered ({percentiles(ok)}), {len(refused)} refused RESOURCE_EXHAUSTED "
-        f"({percentiles(refused)}), {len(late)} past their {DEADLINE_S:.0f}s deadline, "
-        f"others {sorted(set(codes) - {'OK', 'RESOURCE_EXHAUSTED', 'DEADLINE_EXCEEDED'})}"
+        f"({percentiles(refused)}; {len(at_door)} by the gateway: {percentiles(at_door)}, {len(behind)} by a tier "
+        f"behind it: {percentiles(behind)}), {len(late)} past their {DEADLINE_S:.0f}s deadline, others "
+        f"{sorted(set(codes) - {'OK', 'RESOURCE_EXHAUSTED', 'RESOURCE_EXHAUSTED behind', 'DEADLINE_EXCEEDED'})}"
     )
     figure(
         "10x overload RSS MB before -> after: "
         + ", ".join(f"{t} {rss_before[t]:.0f} -> {rss_after[t]:.0f}" for t in rss_before)
     )
     assert len(outcomes) == n
-    assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}, sorted(set(codes))  # never CANCELLED
+    assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED behind", "DEADLINE_EXCEEDED"}, sorted(
+        set(codes)
+    )  # never CANCELLED
     assert refused and ok
-    # Targets (p99 5 ms, every admitted request in time) are for a machine with cores to spare; on
-    # CI the stack, the load and other jobs share 2 cores: the bounds are loose, the figures printed.
-    assert np.percentile(refused, 50) < 0.5 and np.percentile(refused, 99) < 2.0
-    assert len(late) <= 0.4 * (len(ok) + len(late)), "admitted requests missed their deadline"
+    # Issue 25: the gateway refuses what its tiers would refuse after queueing (it learns a ceiling
+    # from their refusals); before, a quarter of the refusals came from the model tier, slowly.
+    assert len(behind) <= 0.1 * len(refused), f"{len(behind)} of {len(refused)} refused behind the gateway"
+    # Targets (refusals p99 <= 20 ms, no admitted request late) are for a quiet machine
+    # (benchmarks/overload.py); here the stack, the load and other jobs share 2 cores: the bounds
+    # are loose, the figures printed.
+    assert np.percentile(refused, 50) < 0.1 and np.percentile(refused, 99) < 1.0
+    assert len(late) <= 0.1 * (len(ok) + len(late)), "admitted requests missed their deadline"
     for tier, before in rss_before.items():
         assert rss_after[tier] < before + 300, f"{tier} grew from {before:.0f} to {rss_after[tier]:.0f} MB"
 

@@ -283,6 +283,31 @@ def test_overload_is_refused_early(tiny_bundles) -> None:
         assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
+def test_load_the_model_tier_refused_is_refused_at_the_gateway(tiny_bundles) -> None:
+    """Issue 25: a request the gateway admitted and the model tier refused waited behind work on
+    the way; the gateway takes that load as its ceiling, so the same load is then refused at its
+    door (at once, saying why), while a request alone is still admitted."""
+    exported = tiny_bundles[("feature-extraction", "bert")]
+    records = ["a sentence with some words in it"] * 8  # 8 rows: past the model tier's queue of 1
+    with Stack(exported.local_dir, model={"max_queue_size": 1}) as stack, Client(stack.gateway) as client:
+
+        def refusal(_: int) -> str:
+            with pytest.raises(grpc.RpcError) as info:
+                client.predict(records)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            return info.value.details()
+
+        assert refusal(0).startswith("model tier queue is full")  # alone: admitted, refused behind
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            details = list(pool.map(refusal, range(16)))
+        at_door = [d for d in details if d.startswith("gateway is full")]
+        assert at_door and all(
+            "the tiers behind it refused work at that load: it admits about 8 records at once for now" in d
+            for d in at_door
+        ), details
+        assert refusal(0).startswith("model tier queue is full")  # alone again: still admitted
+
+
 def test_bundle_mismatch_is_refused(tiny_bundles, mlflow_store) -> None:
     """Preprocess from one bundle, model and postprocess from another: FAILED_PRECONDITION."""
     from splitserve.export import export_bundle

@@ -3,6 +3,7 @@ messages cut short, the size and token estimates, admission in units of work. Is
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -131,3 +132,35 @@ def test_one_long_request_does_not_make_every_other_look_late() -> None:
     with model.admit(8, 2.0):  # 8 tokens waiting for companions
         time.sleep(0.01)
         model.check(large, 2.0)  # a large request with 2 s left still fits (0.6 s at half the rate)
+
+
+def test_refusals_behind_the_door_lower_what_it_admits() -> None:
+    """Issue 25: a request the gateway admitted and a tier behind it refused waited behind work
+    there; the load it was refused at, less a quarter, becomes the door's ceiling (once per such
+    moment), refused at the door with a message that says so, and completions raise it again."""
+    gate = Admission(1000, "records", "gateway", "max_in_flight_records")
+    with contextlib.ExitStack() as held:
+        tickets = [held.enter_context(gate.admit(8, None)) for _ in range(10)]  # 80 records in progress
+        gate.refused_behind(tickets[-1])
+        assert gate.ceiling == pytest.approx(60)  # three quarters of 80
+        gate.refused_behind(tickets[0])  # admitted before the ceiling fell: not lowered again
+        assert gate.ceiling == pytest.approx(60)
+        with pytest.raises(Overloaded) as info:
+            gate.check(8, None)
+        assert str(info.value) == (
+            "gateway is full: 80 records in progress, 8 more asked, and the tiers behind it refused work at that "
+            "load: it admits about 60 records at once for now, more as requests complete; retry later"
+        )
+    assert gate.admitted == 0
+    gate.check(500, None)  # nothing in progress: a request is always admitted
+    with gate.admit(8, None) as late:
+        gate.refused_behind(late)  # refused alone: the ceiling is one request, never less
+    assert gate.ceiling == pytest.approx(8 + 8 * 8 / 8)  # lowered to 8, then raised by its own completion
+    for _ in range(200):  # each completion raises it by a request's share (8 * 8 / ceiling)
+        with gate.admit(8, None):
+            pass
+    assert gate.ceiling is not None and 150 < gate.ceiling < 170  # about 8 * sqrt(2 * 200)
+    while gate.ceiling is not None:
+        with gate.admit(100, None):
+            pass
+    gate.check(999, None)
