@@ -77,24 +77,16 @@ def _heads(model: Any) -> Any:
     """The module exported: TAPAS's encoder and its token-level heads, positions given."""
     import torch
 
+    from model_svc.backends.torch import tapas_heads
+
     class Heads(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any, position_ids: Any) -> Any:
-            m = self.model
-            out = m.tapas(
-                input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids
-            )
-            hidden = out.last_hidden_state
-            tokens = (torch.einsum("bsj,j->bs", hidden, m.output_weights) + m.output_bias) / m.config.temperature
-            columns = torch.einsum("bsj,j->bs", hidden, m.column_output_weights) + m.column_output_bias
-            if m.config.num_aggregation_labels > 0:
-                aggregation = m.aggregation_classifier(out.pooler_output)
-            else:  # no aggregation head: an empty one keeps the graph's outputs fixed
-                aggregation = hidden[:, 0, :0]
-            return tokens, columns, aggregation
+            heads = tapas_heads(self.model, input_ids, attention_mask, token_type_ids, position_ids)
+            return tuple(heads[name] for name in tqa.OUTPUTS)
 
     return Heads().eval()
 

@@ -150,7 +150,16 @@ class TableQuestionAnswering(Task):
         rows = []
         for i, record in enumerate(records):
             frame = pd.DataFrame(parse_table(i, record))
-            enc = assets.tokenizer(table=frame, queries=record.query, truncation=p["truncation"], max_length=max_length)
+            cut = p["truncation"] == TRUNCATIONS[True]
+            try:
+                enc = assets.tokenizer(
+                    table=frame,
+                    queries=record.query,
+                    truncation=p["truncation"],
+                    max_length=max_length if cut else None,
+                )
+            except ValueError as exc:  # the query and the header alone are too long
+                raise InvalidInput(f"{record_label(i, record.id)}: fields 'query' and 'table': {exc}") from None
             ids = np.asarray(enc["input_ids"], dtype=np.int64)
             if len(ids) > max_length:
                 raise InvalidInput(
