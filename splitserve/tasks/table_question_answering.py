@@ -34,13 +34,14 @@ TRUNCATIONS = {True: "drop_rows_to_fit", False: "do_not_truncate"}
 
 
 def truncation(name: str, value: Any) -> str:
-    """The pipeline's `truncation`: true or "drop_rows_to_fit" (its default for TAPAS), false or "do_not_truncate"."""
+    """"drop_rows_to_fit" or true; "do_not_truncate" or false"""
     if isinstance(value, bool):
         return TRUNCATIONS[value]
     return P.choice(*TRUNCATIONS.values())(name, value)
 
 
 def sequential(name: str, value: Any) -> bool:
+    """false only (the batch mode; the pipeline's sequential mode is not served)"""
     if P.boolean(name, value):
         raise InvalidInput(
             f"param {name!r}: the pipeline's sequential mode (SQA-style, each query's token types set from the "
