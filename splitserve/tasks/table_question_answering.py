@@ -34,7 +34,7 @@ TRUNCATIONS = {True: "drop_rows_to_fit", False: "do_not_truncate"}
 
 
 def truncation(name: str, value: Any) -> str:
-    """"drop_rows_to_fit" or true; "do_not_truncate" or false"""
+    """ "drop_rows_to_fit" or true; "do_not_truncate" or false"""
     if isinstance(value, bool):
         return TRUNCATIONS[value]
     return P.choice(*TRUNCATIONS.values())(name, value)
