@@ -72,6 +72,33 @@ def test_torch_backend_matches_pipeline(tapas: Exported) -> None:
     check_parity(tapas, RECORDS[:3], [{}], expected, matches, backend="torch")
 
 
+def test_inline_gateway_and_rest_answer_as_grpc(tapas: Exported) -> None:
+    """The inline gateway answers as the pipeline; its REST door what gRPC answers (a table as an
+    object or as a JSON string), and a bad table there is a 400 naming the field."""
+    import requests
+
+    from splitserve.client import Client
+    from tests.support.oracle import pipeline_for
+    from tests.support.stack import Stack
+
+    pipe = pipeline_for(tapas)
+    records = [{"id": f"i{i}", **r} for i, r in enumerate(RECORDS[2:6])]
+    inline = {"inline_stages": tapas.local_dir, "preprocess": [], "postprocess": []}
+    with Stack(tapas.local_dir, gateway={**inline, "rest_port": 0}) as stack, Client(stack.gateway) as client:
+        got = client.predict(records)
+        response = requests.post(f"{stack.rest}/v1/predict", json={"records": records}, timeout=60)
+        assert response.status_code == 200, response.text
+        assert response.json()["results"] == got
+        bad = {"records": [{"id": "b", "query": "Who?", "table": {"City": ["Paris"], "Age": []}}]}
+        response = requests.post(f"{stack.rest}/v1/predict", json=bad, timeout=60)
+        assert response.status_code == 400, response.text
+        assert (
+            "record 0 (id='b'): field 'table' has columns of different lengths" in response.json()["error"]["message"]
+        )
+    for record, result in zip(RECORDS[2:6], got, strict=True):
+        matches(expected(pipe, record, {}), result, "inline gateway")
+
+
 def test_pyfunc_answers_as_mlflow_pyfunc_of_the_source(tapas: Exported) -> None:
     """MLflow's pyfunc answers the answer strings (stripped); the bundle's answers the same, row for
     row: one table with several queries (how MLflow's pyfunc takes a DataFrame) and each table alone."""
