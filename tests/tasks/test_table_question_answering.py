@@ -5,6 +5,7 @@ its bad-input cases and what export refuses."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -187,3 +188,31 @@ def test_model_tier_refuses_token_types_outside_their_tables(tapas: Exported) ->
         InvalidInput, match=r"input 'position_ids': row 0, position 1 holds 512; values must be in \[0, 512\)"
     ):
         check_inputs(inputs, config, max_batch_size=4)
+
+
+async def test_model_tier_batches_requests_with_three_dimensional_token_types() -> None:
+    """Two requests of different lengths join one batch: TAPAS's [rows, tokens, 7] token types are
+    padded with zeros like the other inputs, and each request gets its own rows back."""
+    from model_svc.batching import Batcher
+
+    calls: list[tuple[int, ...]] = []
+
+    def infer(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        calls.append(inputs["token_type_ids"].shape)
+        return {"token_logits": inputs["token_type_ids"].sum(axis=2).astype(np.float32)}
+
+    def request(tag: int, length: int) -> dict[str, np.ndarray]:
+        types = np.arange(length * 7).reshape(1, length, 7) + tag
+        return {"input_ids": np.ones((1, length), np.int64), "token_type_ids": types.astype(np.int64)}
+
+    batcher = Batcher(infer, token_outputs=("token_logits",), max_batch_size=8, max_batch_tokens=4096,
+                      max_queue_delay_ms=50.0, max_queue_size=64, max_pad_fraction=1.0)  # fmt: skip
+    batcher.start()
+    try:
+        short, long = request(1, 3), request(2, 6)
+        got_short, got_long = await asyncio.gather(batcher.submit(short), batcher.submit(long))
+    finally:
+        await batcher.close()
+    assert calls == [(2, 6, 7)]
+    np.testing.assert_array_equal(got_short.outputs["token_logits"], short["token_type_ids"].sum(axis=2))
+    np.testing.assert_array_equal(got_long.outputs["token_logits"], long["token_type_ids"].sum(axis=2))
