@@ -168,6 +168,30 @@ def test_export_refuses_the_sequential_mode() -> None:
         inference_defaults(source, tasks.get(TASK))
 
 
+def test_export_refuses_models_other_than_tapas() -> None:
+    """The pipeline also runs sequence-to-sequence table models (TAPEX, generating the answer):
+    export refuses them in one line naming the model's class."""
+    import transformers
+
+    from splitserve.core.errors import ExportError
+    from splitserve.export.table import _check_model
+
+    bart = transformers.BartForConditionalGeneration(
+        transformers.BartConfig(
+            vocab_size=50,
+            d_model=8,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=1,
+            decoder_attention_heads=1,
+            encoder_ffn_dim=8,
+            decoder_ffn_dim=8,
+        )  # fmt: skip
+    )
+    with pytest.raises(ExportError, match="only TAPAS models .* got BartForConditionalGeneration"):
+        _check_model(bart, None)
+
+
 def test_model_tier_refuses_token_types_outside_their_tables(tapas: Exported) -> None:
     """The model tier checks each of TAPAS's 7 token types against its own embedding table."""
     from model_svc.backends import check_inputs
