@@ -69,6 +69,11 @@ def _check_model(model: Any, tokenizer: Any) -> None:
         )
     if type(tokenizer).__name__ != "TapasTokenizer":
         raise ExportError(f"table-question-answering needs the model's TapasTokenizer, got {type(tokenizer).__name__}")
+    if not model.config.select_one_column:
+        raise ExportError(
+            "TAPAS with select_one_column=false is not supported: transformers' TapasForQuestionAnswering itself "
+            "fails on it at inference (it selects cells through the column head), so no pipeline answers it"
+        )
     if len(model.config.type_vocab_sizes) != tqa.TOKEN_TYPES:
         raise ExportError(f"TAPAS with {len(model.config.type_vocab_sizes)} token types is not supported (expected 7)")
 

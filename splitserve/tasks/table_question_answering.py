@@ -87,10 +87,9 @@ def position_ids(token_types: np.ndarray, facts: dict[str, Any]) -> np.ndarray:
 
 def model_logits(tokens: np.ndarray, columns: np.ndarray, token_types: np.ndarray, facts: dict[str, Any]) -> np.ndarray:
     """TapasForQuestionAnswering's `logits` at inference from its token-level heads (one record's
-    real tokens): with select_one_column, each cell's mean token logit in the column whose mean
-    cell logit is highest, LOG_ZERO added everywhere else; else the token logits as they are."""
-    if not facts["select_one_column"]:
-        return tokens
+    real tokens): each cell's mean token logit in the column whose mean cell logit is highest,
+    LOG_ZERO added everywhere else (transformers selects one column at inference whatever
+    select_one_column says; export refuses a model without it, which transformers cannot run)."""
     n_cols = int(facts["max_num_columns"])
     rows = np.minimum(token_types[:, 2], int(facts["max_num_rows"]) - 1)
     cols = np.minimum(token_types[:, 1], n_cols - 1)

@@ -69,6 +69,15 @@ def test_gateway_and_in_process_match_pipeline(tapas: Exported) -> None:
     check_parity(tapas, RECORDS, [{}, {"truncation": True}], expected, matches)
 
 
+def test_sqa_like_model_without_aggregation_head(mlflow_store: Path, tmp_path: Path) -> None:
+    """A TAPAS without an aggregation head (SQA-style) in the batch mode: no aggregator, as the pipeline."""
+    from tests.support.zoo.tables import save_tiny_tapas
+
+    model_dir = save_tiny_tapas(tmp_path, seed=2, num_aggregation_labels=0, aggregation_labels=None)
+    sqa = log_and_export(TASK, "tapas", model_dir, name="tiny-tapas-sqa")
+    check_parity(sqa, RECORDS[:1] + RECORDS[3:4] + RECORDS[5:6], [{}], expected, matches)
+
+
 def test_torch_backend_matches_pipeline(tapas: Exported) -> None:
     check_parity(tapas, RECORDS[:3], [{}], expected, matches, backend="torch")
 
@@ -170,7 +179,7 @@ def test_export_refuses_the_sequential_mode() -> None:
 
 def test_export_refuses_models_other_than_tapas() -> None:
     """The pipeline also runs sequence-to-sequence table models (TAPEX, generating the answer):
-    export refuses them in one line naming the model's class."""
+    export refuses them in one line naming the model's class; and a TAPAS without column selection."""
     import transformers
 
     from splitserve.core.errors import ExportError
@@ -190,6 +199,12 @@ def test_export_refuses_models_other_than_tapas() -> None:
     )
     with pytest.raises(ExportError, match="only TAPAS models .* got BartForConditionalGeneration"):
         _check_model(bart, None)
+    # ...and a TAPAS that transformers itself cannot run at inference (no column selection).
+    from tests.support.zoo.tables import tapas_tokenizer, tiny_tapas
+
+    tok = tapas_tokenizer()
+    with pytest.raises(ExportError, match="select_one_column=false is not supported"):
+        _check_model(tiny_tapas(tok, select_one_column=False), tok)
 
 
 def test_model_tier_refuses_token_types_outside_their_tables(tapas: Exported) -> None:
