@@ -168,7 +168,7 @@ class Batcher(Worker):
         deadline (`time_left_s`) is refused at once (`Overloaded`), as is one past `max_queue_size`.
         """
         self._check_open()
-        rows, width = next(iter(inputs.values())).shape
+        rows, width = next(iter(inputs.values())).shape[:2]
         if self._queued_rows + rows > self.max_queue_size:
             raise Overloaded(
                 f"model tier queue is full ({self._queued_rows} rows waiting, max_queue_size "
@@ -183,7 +183,7 @@ class Batcher(Worker):
     def _parts(self, inputs: Arrays) -> list[Arrays]:
         """The request's rows as batcher items: each row at its own length when they are right-padded
         to different lengths, rows of one length in parts of at most `max_batch_tokens`."""
-        rows, width = next(iter(inputs.values())).shape
+        rows, width = next(iter(inputs.values())).shape[:2]
         mask = inputs.get("attention_mask")
         if mask is not None and rows > 1:
             lengths = mask.sum(axis=1)
@@ -209,7 +209,7 @@ class Batcher(Worker):
         return Result(outputs, last.queue_us, last.inference_us)
 
     async def _submit(self, inputs: Arrays, key: str) -> Result:
-        rows, length = next(iter(inputs.values())).shape
+        rows, length = next(iter(inputs.values())).shape[:2]
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queued_rows += rows
         QUEUE_ROWS.inc(rows)
@@ -264,7 +264,7 @@ class Batcher(Worker):
             batch = group[0].inputs
         else:
             batch = {
-                name: np.concatenate([np.pad(i.inputs[name], ((0, 0), (0, length - i.length))) for i in group])
+                name: np.concatenate([_pad(i.inputs[name], length - i.length) for i in group])
                 for name in group[0].inputs
             }
         rows = sum(i.rows for i in group)
@@ -360,3 +360,8 @@ class GenerationBatcher(Worker):
         for item, result in zip(batch, results, strict=True):
             if not item.future.done():
                 item.future.set_result((result, int((start - item.submitted) * 1e6), int((end - start) * 1e6)))
+
+
+def _pad(array: np.ndarray, width: int) -> np.ndarray:
+    """`array` ([rows, tokens, ...]) with `width` more tokens of zeros."""
+    return np.pad(array, [(0, 0), (0, width)] + [(0, 0)] * (array.ndim - 2))

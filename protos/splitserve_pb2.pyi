@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Record(_message.Message):
-    __slots__ = ("id", "text", "text_pair", "question", "context", "candidate_labels", "extra", "text_field", "audio_file", "audio_samples", "sampling_rate", "messages", "token_ids")
+    __slots__ = ("id", "text", "text_pair", "question", "context", "candidate_labels", "extra", "text_field", "audio_file", "audio_samples", "sampling_rate", "messages", "token_ids", "query", "table")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TEXT_PAIR_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,8 @@ class Record(_message.Message):
     SAMPLING_RATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     text_pair: str
@@ -35,7 +37,9 @@ class Record(_message.Message):
     sampling_rate: int
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     token_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., text_pair: _Optional[str] = ..., question: _Optional[str] = ..., context: _Optional[str] = ..., candidate_labels: _Optional[_Iterable[str]] = ..., extra: _Optional[str] = ..., text_field: _Optional[str] = ..., audio_file: _Optional[bytes] = ..., audio_samples: _Optional[_Union[AudioSamples, _Mapping]] = ..., sampling_rate: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    query: str
+    table: str
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., text_pair: _Optional[str] = ..., question: _Optional[str] = ..., context: _Optional[str] = ..., candidate_labels: _Optional[_Iterable[str]] = ..., extra: _Optional[str] = ..., text_field: _Optional[str] = ..., audio_file: _Optional[bytes] = ..., audio_samples: _Optional[_Union[AudioSamples, _Mapping]] = ..., sampling_rate: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., token_ids: _Optional[_Iterable[int]] = ..., query: _Optional[str] = ..., table: _Optional[str] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -151,6 +155,26 @@ class Answers(_message.Message):
     answers: _containers.RepeatedCompositeFieldContainer[Answer]
     def __init__(self, answers: _Optional[_Iterable[_Union[Answer, _Mapping]]] = ...) -> None: ...
 
+class TableAnswer(_message.Message):
+    __slots__ = ("answer", "coordinates", "cells", "aggregator")
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    COORDINATES_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
+    answer: str
+    coordinates: _containers.RepeatedCompositeFieldContainer[CellCoordinate]
+    cells: _containers.RepeatedScalarFieldContainer[str]
+    aggregator: str
+    def __init__(self, answer: _Optional[str] = ..., coordinates: _Optional[_Iterable[_Union[CellCoordinate, _Mapping]]] = ..., cells: _Optional[_Iterable[str]] = ..., aggregator: _Optional[str] = ...) -> None: ...
+
+class CellCoordinate(_message.Message):
+    __slots__ = ("row", "column")
+    ROW_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    row: int
+    column: int
+    def __init__(self, row: _Optional[int] = ..., column: _Optional[int] = ...) -> None: ...
+
 class ZeroShot(_message.Message):
     __slots__ = ("sequence", "labels", "scores")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -196,7 +220,7 @@ class TextChunk(_message.Message):
     def __init__(self, text: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("id", "labels", "entities", "embedding", "filled_masks", "answers", "zero_shot", "generated", "transcription")
+    __slots__ = ("id", "labels", "entities", "embedding", "filled_masks", "answers", "zero_shot", "generated", "transcription", "table_answer")
     ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     ENTITIES_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +230,7 @@ class Result(_message.Message):
     ZERO_SHOT_FIELD_NUMBER: _ClassVar[int]
     GENERATED_FIELD_NUMBER: _ClassVar[int]
     TRANSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TABLE_ANSWER_FIELD_NUMBER: _ClassVar[int]
     id: str
     labels: Labels
     entities: Entities
@@ -215,7 +240,8 @@ class Result(_message.Message):
     zero_shot: ZeroShot
     generated: Generated
     transcription: Transcription
-    def __init__(self, id: _Optional[str] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., entities: _Optional[_Union[Entities, _Mapping]] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., filled_masks: _Optional[_Union[FilledMasks, _Mapping]] = ..., answers: _Optional[_Union[Answers, _Mapping]] = ..., zero_shot: _Optional[_Union[ZeroShot, _Mapping]] = ..., generated: _Optional[_Union[Generated, _Mapping]] = ..., transcription: _Optional[_Union[Transcription, _Mapping]] = ...) -> None: ...
+    table_answer: TableAnswer
+    def __init__(self, id: _Optional[str] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., entities: _Optional[_Union[Entities, _Mapping]] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., filled_masks: _Optional[_Union[FilledMasks, _Mapping]] = ..., answers: _Optional[_Union[Answers, _Mapping]] = ..., zero_shot: _Optional[_Union[ZeroShot, _Mapping]] = ..., generated: _Optional[_Union[Generated, _Mapping]] = ..., transcription: _Optional[_Union[Transcription, _Mapping]] = ..., table_answer: _Optional[_Union[TableAnswer, _Mapping]] = ...) -> None: ...
 
 class TierInfoRequest(_message.Message):
     __slots__ = ("model",)

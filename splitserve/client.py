@@ -10,7 +10,8 @@
 
 Each result is a dict: {"id": ..., <kind>: ...}, the kind being "labels" (audio-classification's
 too), "entities", "embedding", "filled_masks", "answers", "zero_shot", "generated" (the generation
-tasks: a list of {"generated_text", "token_ids"}) or "transcription" (automatic-speech-recognition),
+tasks: a list of {"generated_text", "token_ids"}), "transcription" (automatic-speech-recognition) or
+"table_answer" (table-question-answering: {"answer", "coordinates", "cells", "aggregator"}),
 with the field names (and shapes) of transformers' pipeline
 outputs inside. A bundle exported with a template answers with the template's rows instead (dicts
 of JSON values, any number per record).

@@ -1,10 +1,10 @@
 """The serving bundle as an MLflow pyfunc model: `mlflow.pyfunc.load_model(uri).predict(df)`.
 
 Input: a DataFrame (columns `id` and `content`/`text`, optionally `text_pair`; `question` and
-`context`; `candidate_labels`; a templated bundle takes any other columns too), a list of strings
+`context`; `candidate_labels`; `query` and `table`; a templated bundle takes any other columns too), a list of strings
 or dicts, or one string. Output: a DataFrame with `id` and one result column (`labels`,
-`entities`, `embedding`, `filled_masks`, `answers`, `zero_shot`, `generated` or
-`transcription`), row for row, the
+`entities`, `embedding`, `filled_masks`, `answers`, `zero_shot`, `generated`, `transcription`
+or `table_answer`: MLflow's answer string), row for row, the
 same values the gateway returns, except that text is stripped of surrounding whitespace where
 MLflow's transformers pyfunc strips it (generated text, transcriptions, answers, filled tokens;
 `Task.mlflow_strips`); a templated bundle's rows, one DataFrame row per row.

@@ -62,19 +62,28 @@ def check_inputs(inputs: dict[str, np.ndarray], config: ServingConfig, max_batch
     _check_range(inputs, "input_ids", config.vocab_size, "token ids must be in [0, {size}), the vocabulary")
     _check_range(inputs, "token_type_ids", config.type_vocab_size, "token types must be in [0, {size})")
     _check_range(inputs, "attention_mask", 2, "mask values must be 0 or 1")
+    for name, sizes in config.input_ranges.items():
+        _check_range(inputs, name, sizes, "values must be in [0, {size})")
 
 
-def _check_range(inputs: dict[str, np.ndarray], name: str, size: int | None, rule: str) -> None:
-    """Refuse values of input `name` outside [0, size) (only negative ones when size is unknown)."""
+def _check_range(inputs: dict[str, np.ndarray], name: str, size: int | list[int] | None, rule: str) -> None:
+    """Refuse values of input `name` outside [0, size) (only negative ones when size is unknown; a
+    list: one size per column of the last dimension)."""
     array = inputs.get(name)
     if array is None:
         return
-    bad = array < 0 if size is None else (array < 0) | (array >= size)
+    limit = None if size is None else np.asarray(size)  # broadcast over the last dimension
+    bad = array < 0 if limit is None else (array < 0) | (array >= limit)
     if bad.any():
-        row, position = (int(i) for i in np.argwhere(bad)[0])
-        value = int(array[row, position])
-        why = rule.format(size=size) if size is not None else "values must not be negative"
-        raise InvalidInput(f"input {name!r}: row {row}, position {position} holds {value}; {why}")
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        column = f", column {where[2]}" if len(where) > 2 else ""
+        if limit is None:
+            why = "values must not be negative"
+        else:
+            why = rule.format(size=int(limit[where[2]] if len(where) > 2 and limit.size > 1 else limit.reshape(-1)[0]))
+        raise InvalidInput(
+            f"input {name!r}: row {where[0]}, position {where[1]}{column} holds {int(array[where])}; {why}"
+        )
 
 
 def create_backend(

@@ -49,7 +49,10 @@ class TorchBackend:
         with torch.inference_mode():
             # Audio masks travel as INT8; the model takes int64.
             wide = {k: v.astype(np.int64) if v.dtype == np.int8 else v for k, v in inputs.items()}
-            out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in wide.items()})
+            tensors = {k: torch.from_numpy(v).to(self.device) for k, v in wide.items()}
+            if self.config.table is not None:  # TAPAS: its heads, as the bundle's graph gives them
+                return {k: v.float().cpu().numpy() for k, v in tapas_heads(self.model, **tensors).items()}
+            out = self.model(**tensors)
         return {name: out[name].float().cpu().numpy() for name in self.config.model_outputs}
 
     @staticmethod
@@ -125,6 +128,27 @@ class TorchEncoderDecoder(EncoderDecoderSteps):
         rows = self.b.tensor(index.astype(np.int64))
         past.reorder_cache(rows)
         return past, hidden.index_select(0, rows), None if mask is None else mask.index_select(0, rows)
+
+
+def tapas_heads(
+    model: Any, input_ids: Any, attention_mask: Any, token_type_ids: Any, position_ids: Any
+) -> dict[str, Any]:
+    """TapasForQuestionAnswering's encoder (positions given) and its token-level heads, before the
+    segmented reductions of its forward: what a table-question-answering bundle's graph gives
+    (`splitserve.export.table`); the postprocess stage selects the cells."""
+    import torch
+
+    out = model.tapas(
+        input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids
+    )
+    hidden = out.last_hidden_state
+    tokens = (torch.einsum("bsj,j->bs", hidden, model.output_weights) + model.output_bias) / model.config.temperature
+    columns = torch.einsum("bsj,j->bs", hidden, model.column_output_weights) + model.column_output_bias
+    if model.config.num_aggregation_labels > 0:
+        aggregation = model.aggregation_classifier(out.pooler_output)
+    else:  # no aggregation head: an empty output keeps the graph's outputs fixed
+        aggregation = hidden[:, 0, :0]
+    return {"token_logits": tokens, "column_logits": columns, "logits_aggregation": aggregation}
 
 
 def encode(model: Any, input_ids: Any, attention_mask: Any) -> Any:

@@ -94,6 +94,12 @@ class ServingConfig:
     # A sentence-transformers model's named prompts (its `prompts`), which a feature-extraction
     # request picks with `prompt_name` (the default one is `prompt_template`).
     prompts: dict[str, str] = field(default_factory=dict)
+    # Inputs whose values index a table of the model's (besides input_ids and token_type_ids, which
+    # vocab_size and type_vocab_size bound): the exclusive upper bound of their values, one per
+    # column of the last dimension where there are several (TAPAS's 7 token types, its position ids).
+    input_ranges: dict[str, list[int]] = field(default_factory=dict)
+    # table-question-answering: the TAPAS facts the stages need (`splitserve.tasks.table_question_answering`).
+    table: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     fingerprint: str = ""
 
@@ -170,6 +176,8 @@ _LATER_FIELDS: dict[str, Any] = {
     "llm_model_name": None,
     "head": None,
     "prompts": {},
+    "input_ranges": {},
+    "table": None,
 }
 _LATER_GENERATION_FIELDS: dict[str, Any] = {"decoder_prompt_ids": [], "languages": {}, "tasks": {}}
 _LATER_DECODING_FIELDS: dict[str, Any] = {

@@ -64,6 +64,8 @@ def records_from_pb(messages: Any) -> list[Record]:
                 text_pair=m.text_pair if m.HasField("text_pair") else None,
                 question=m.question if m.HasField("question") else None,
                 context=m.context if m.HasField("context") else None,
+                query=m.query if m.HasField("query") else None,
+                table=m.table if m.HasField("table") else None,
                 candidate_labels=list(m.candidate_labels),
                 messages=[{"role": c.role, "content": c.content} for c in m.messages],
                 extra=_extra(i, m) if m.extra else {},

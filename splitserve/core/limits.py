@@ -26,7 +26,7 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # What a message carries besides its tensors' bytes and the records (names, shapes, params, ids).
 MESSAGE_SLACK_BYTES = 64 * 1024
 
-TEXT_FIELDS = ("text", "text_pair", "question", "context")
+TEXT_FIELDS = ("text", "text_pair", "question", "context", "query", "table")
 
 
 def request_chars(records: Any) -> int:

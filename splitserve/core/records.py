@@ -2,7 +2,8 @@
 
 A record has the fields the tasks read (`text`, `text_pair`, `question`, `context`,
 `candidate_labels`, `audio` with its `sampling_rate`, `messages`: a chat for text-generation,
-`token_ids`: the model's own tokens instead of text, for feature-extraction) and, for a templated
+`token_ids`: the model's own tokens instead of text, for feature-extraction; `query` and `table`, a
+JSON object of columns, for table-question-answering) and, for a templated
 bundle, the caller's other fields (`extra`, JSON values),
 which the template reads and the task ignores; bundles without a template refuse them.
 """
@@ -30,8 +31,11 @@ RECORD_FIELDS = (
     "sampling_rate",
     "messages",
     "token_ids",
+    "query",
+    "table",
 )
-STRING_FIELDS = ("text", "text_pair", "question", "context")
+# `table`: a JSON object of columns (a dict given here is serialized, as MLflow's pyfunc does).
+STRING_FIELDS = ("text", "text_pair", "question", "context", "query", "table")
 # The most records one request may carry, and the longest text, unless a tier's settings say otherwise.
 MAX_RECORDS = 1024
 MAX_TEXT_CHARS = 100_000
@@ -55,6 +59,8 @@ class Record:
     audio: bytes | Any | None = None
     sampling_rate: int | None = None
     token_ids: list[int] | None = None  # the model's own token ids instead of text, used as given
+    query: str | None = None  # table-question-answering: the question about `table`
+    table: str | None = None  # table-question-answering: a JSON object of columns (name -> cells)
 
     def as_dict(self) -> dict[str, Any]:
         """The record as the caller sent it: its own field names, its own id, every extra field."""
@@ -149,6 +155,8 @@ def _to_record(index: int, item: Any, keep_extra: bool, local_files: bool = Fals
         record.extra[name] = json_value(where, name, item[name])
     if raw_id is not None and raw_id == raw_id and not isinstance(raw_id, str):
         record.extra["id"] = json_value(where, "id", raw_id)
+    if isinstance(item.get("table"), dict):  # a table of columns, as JSON (MLflow's pyfunc does the same)
+        item["table"] = json.dumps(json_value(where, "table", item["table"]), ensure_ascii=False)
     for name in STRING_FIELDS:
         value = item.get(name)
         if value is None or (isinstance(value, float) and value != value):

@@ -37,9 +37,14 @@ def load_tokenizer(path: Path | str) -> Any:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-    if not tokenizer.is_fast and getattr(tokenizer, "word_delimiter_token", None) is None:  # CTC's has no fast one
+    # CTC's and TAPAS's have no fast one (and need no offsets)
+    if not tokenizer.is_fast and getattr(tokenizer, "word_delimiter_token", None) is None and not _tapas(tokenizer):
         raise RuntimeError(f"{path}: splitserve needs a fast tokenizer (offsets), got {type(tokenizer).__name__}")
     return tokenizer
+
+
+def _tapas(tokenizer: Any) -> bool:
+    return type(tokenizer).__name__ == "TapasTokenizer"
 
 
 def load_features(path: Path | str) -> Any:

@@ -30,6 +30,7 @@ from splitserve.export.quantize import Quantized, quality_thresholds_for, quanti
 from splitserve.export.samples import QUALITY_TEXTS, SAMPLE_TEXTS
 from splitserve.export.signature import bundle_requirements, code_paths, llm_signature, signature_for
 from splitserve.export.source import inference_defaults, load_source_model, read_source
+from splitserve.export.table import export_table
 from splitserve.export.template import check_template, read_template, stage_template
 from splitserve.tasks.base import Task
 
@@ -114,6 +115,12 @@ def export_bundle(
             name = bundle_name(source_uri, name, register)
             args = (defaults, tolerance, max_new_tokens_limit, register, step, done)
             return export_audio(loaded.components, task, pipeline_task, source_uri, Path(tmp), name, *args)
+        if task.export.parity == "table":  # TAPAS: its own graph and parity check
+            if template is not None:
+                raise ExportError(f"templates are not supported for task {task.name} yet")
+            done(t, f"Loaded {type(loaded.exported).__name__} ({task.name})")
+            name = bundle_name(source_uri, name, register)
+            return export_table(loaded, task, source_uri, Path(tmp), name, defaults, tolerance, register, step, done)
         model, tokenizer = loaded.exported, loaded.tokenizer
         notes = (
             [f"logged in {loaded.dtype}: exported in float32, the right choice on CPU"]

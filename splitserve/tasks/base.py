@@ -156,7 +156,7 @@ def _check_rows(name: str, array: np.ndarray, n: int) -> np.ndarray:
     return array
 
 
-ParityFamily = Literal["encoder", "decoder", "seq2seq", "audio", "audio-seq2seq"]
+ParityFamily = Literal["encoder", "decoder", "seq2seq", "audio", "audio-seq2seq", "table"]
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,8 @@ class ExportFacts:
     outputs: tuple[str, ...]  # the graph outputs the stages read; the first is the main one
     # The graph family (`splitserve.export.onnx`) and the check against PyTorch, one of five:
     # "encoder" (the outputs), "decoder" or "seq2seq" (logits, then greedy tokens), "audio" (an
-    # audio encoder), "audio-seq2seq" (Whisper; a CTC model is an audio encoder)
+    # audio encoder), "audio-seq2seq" (Whisper; a CTC model is an audio encoder), "table" (TAPAS:
+    # `splitserve.export.table`)
     parity: ParityFamily = "encoder"
     int8_gate: tuple[str, ...] = ()  # quality metrics an int8 export must keep; none: int8 is refused
     labels: bool = False  # the stages read the model config's id2label
