@@ -1,0 +1,217 @@
+"""Texts -> token arrays, as a fast tokenizer's `__call__` answers them (padded to the request's
+longest row, as NumPy arrays), through the `tokenizers` library directly where that answer is the
+same.
+
+transformers' `__call__` wraps the Rust tokenizer's `encode_batch` in Python that costs more than
+the tokenization itself for a short text (argument checks, strategy objects, setting truncation and
+padding on the shared backend, `BatchEncoding`, list-to-array conversions). `FastEncoder` calls
+`encode_batch` itself, with truncation and padding set as transformers sets them, on copies of the
+backend tokenizer (one per concurrent caller: setting truncation on a tokenizer another thread is
+encoding with is not safe). `text_encoder` chooses, once when a stage loads: the fast path for a
+tokenizer whose class leaves transformers' fast `__call__` as it is and whose answers on probe
+texts are the same both ways; transformers' own call otherwise (`TransformersEncoder`). Both take
+the same arguments and answer with the same arrays and the same `encodings`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+# transformers' "no maximum" model_max_length (`tokenization_utils_base.LARGE_INTEGER`): with it,
+# truncation=True truncates nothing.
+LARGE_INTEGER = int(1e20)
+
+# The methods of transformers' fast tokenizers whose code the fast path repeats: a class that
+# overrides one of them may answer differently, so it keeps transformers' call.
+_CALL_PATH = (
+    "__call__",
+    "_get_padding_truncation_strategies",
+    "_encode_plus",
+    "_convert_encoding",
+    "set_truncation_and_padding",
+    "_switch_to_input_mode",
+)
+
+# What the load-time check encodes both ways: empty, unicode, accents, CJK, emoji, special tokens'
+# text, long runs (truncated), and pairs.
+PROBES = (
+    "",
+    "Angela Merkel visited Paris.",
+    "  Élodie Núñez (Zürich) — 東京タワー 😀❤️ naïve café\tend\n",
+    "[CLS] <s> </s> [SEP] <mask> [MASK] <pad>",
+    " ".join(["antidisestablishmentarianism"] * 40),
+)
+
+
+class TokenBatch(dict):  # type: ignore[type-arg]
+    """A tokenizer call's arrays by name (int64) and the call's `tokenizers.Encoding`s, one per row."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], encodings: list[Any]):
+        super().__init__(arrays)
+        self.encodings = encodings
+
+
+class TransformersEncoder:
+    """transformers' own `__call__`: for tokenizers the fast path does not cover."""
+
+    fast = False
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def __call__(
+        self,
+        texts: list[str],
+        pairs: list[str] | None = None,
+        *,
+        truncation: bool,
+        max_length: int | None,
+        stride: int = 0,
+        overflow: bool = False,
+        offsets: bool = False,
+    ) -> Any:
+        """The texts (and pairs) padded to the longest row; truncated to `max_length` when
+        `truncation` (`overflow`: every window of `stride` overlapping tokens as a row of its own,
+        and `overflow_to_sample_mapping`); `offsets`: the offset mapping and special-tokens mask."""
+        return self.tokenizer(
+            texts,
+            pairs,
+            padding=True,
+            truncation=truncation,
+            max_length=max_length if truncation else None,
+            stride=stride,
+            return_overflowing_tokens=overflow,
+            return_offsets_mapping=offsets,
+            return_special_tokens_mask=offsets,
+            return_tensors="np",
+            verbose=False,  # no warning for a row longer than the model takes: the task checks lengths
+        )
+
+
+class FastEncoder:
+    """The same answers as `TransformersEncoder`, from the backend tokenizer's `encode_batch`."""
+
+    fast = True
+
+    def __init__(self, tokenizer: Any):
+        self._json = tokenizer.backend_tokenizer.to_str()
+        self._split_special = bool(tokenizer.split_special_tokens)
+        self._types = "token_type_ids" in tokenizer.model_input_names
+        self._attention = "attention_mask" in tokenizer.model_input_names
+        self._model_max_length = int(tokenizer.model_max_length)
+        self._truncation_side = tokenizer.truncation_side
+        self._padding = {
+            "direction": tokenizer.padding_side,
+            "pad_id": tokenizer.pad_token_id,
+            "pad_type_id": tokenizer.pad_token_type_id,
+            "pad_token": tokenizer.pad_token,
+        }
+        self._idle: list[Any] = [self._copy()]  # backend copies no call is using
+
+    def _copy(self) -> Any:
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_str(self._json)
+        backend.encode_special_tokens = self._split_special
+        backend.enable_padding(length=None, pad_to_multiple_of=None, **self._padding)
+        return backend
+
+    def __call__(
+        self,
+        texts: list[str],
+        pairs: list[str] | None = None,
+        *,
+        truncation: bool,
+        max_length: int | None,
+        stride: int = 0,
+        overflow: bool = False,
+        offsets: bool = False,
+    ) -> TokenBatch:
+        if truncation and max_length is None and self._model_max_length <= LARGE_INTEGER:
+            max_length = self._model_max_length
+        truncate = {"max_length": max_length, "stride": stride, "strategy": "longest_first"}
+        truncate["direction"] = self._truncation_side
+        try:
+            backend = self._idle.pop()  # atomic: no two calls share a copy
+        except IndexError:
+            backend = self._copy()
+        try:
+            if not truncation or max_length is None:
+                if backend.truncation is not None:
+                    backend.no_truncation()
+            elif backend.truncation != truncate:
+                backend.enable_truncation(**truncate)
+            encodings = backend.encode_batch(texts if pairs is None else list(zip(texts, pairs, strict=True)))
+        finally:
+            self._idle.append(backend)
+        rows = [e for enc in encodings for e in (enc, *enc.overflowing)] if overflow else encodings
+        # Padded: every row has the longest row's length (rows of no tokens at all make [rows, 0]
+        # offsets, as transformers' arrays are then).
+        arrays = {"input_ids": np.array([e.ids for e in rows], dtype=np.int64)}
+        if self._types:
+            arrays["token_type_ids"] = np.array([e.type_ids for e in rows], dtype=np.int64)
+        if self._attention:
+            arrays["attention_mask"] = np.array([e.attention_mask for e in rows], dtype=np.int64)
+        if offsets:
+            arrays["special_tokens_mask"] = np.array([e.special_tokens_mask for e in rows], dtype=np.int64)
+            arrays["offset_mapping"] = np.array([e.offsets for e in rows], dtype=np.int64)
+        if overflow:
+            counts = [1 + len(enc.overflowing) for enc in encodings]
+            arrays["overflow_to_sample_mapping"] = np.repeat(np.arange(len(encodings), dtype=np.int64), counts)
+        return TokenBatch(arrays, rows)
+
+
+def text_encoder(tokenizer: Any) -> FastEncoder | TransformersEncoder | None:
+    """The encoder for this tokenizer (None: none, an audio bundle's), chosen once: `FastEncoder`
+    where its answers are transformers' (`fast_path_refusal` says why not, where they may not be)."""
+    if tokenizer is None:
+        return None
+    if fast_path_refusal(tokenizer) is not None:
+        return TransformersEncoder(tokenizer)
+    fast = FastEncoder(tokenizer)
+    return fast if same_answers(fast, TransformersEncoder(tokenizer)) else TransformersEncoder(tokenizer)
+
+
+def fast_path_refusal(tokenizer: Any) -> str | None:
+    """Why the fast path may answer differently for this tokenizer, or None: it answers the same."""
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    if not isinstance(tokenizer, TokenizersBackend):
+        return f"{type(tokenizer).__name__} is not a fast tokenizer"
+    changed = [m for m in _CALL_PATH if getattr(type(tokenizer), m, None) is not getattr(TokenizersBackend, m, None)]
+    if changed:
+        return f"{type(tokenizer).__name__} overrides {', '.join(changed)}"
+    if tokenizer.pad_token is None or tokenizer.pad_token_id is None or tokenizer.pad_token_id < 0:
+        return "it has no padding token (transformers refuses to pad)"
+    return None
+
+
+def same_answers(fast: FastEncoder, slow: TransformersEncoder) -> bool:
+    """Both encoders answer the probe texts alike: alone and as pairs, truncated (with overflowing
+    windows) and not."""
+    texts = list(PROBES)
+    calls: list[dict[str, Any]] = [
+        {"truncation": False, "max_length": None, "offsets": True},
+        {"truncation": True, "max_length": 16, "offsets": True},
+        {"truncation": True, "max_length": 16, "stride": 4, "overflow": True, "offsets": True},
+    ]
+    for options in calls:
+        for pairs in (None, texts[::-1]):
+            if pairs is not None and options.get("overflow"):
+                continue  # windows of pairs are not asked for
+            if not same_batch(fast(texts, pairs, **options), slow(texts, pairs, **options)):
+                return False
+    return True
+
+
+def same_batch(a: Any, b: Any) -> bool:
+    """The same arrays (names, shapes, values) and the same overflow per row."""
+    if sorted(a) != sorted(b):
+        return False
+    for name in a:
+        x, y = np.asarray(a[name]), np.asarray(b[name])
+        if x.shape != y.shape or not np.array_equal(x, y):
+            return False
+    return [len(e.overflowing) for e in a.encodings] == [len(e.overflowing) for e in b.encodings]
