@@ -77,6 +77,11 @@ class TokenClassification(Task):
             encoded = encode_texts(assets, records, p, offsets=True)
             encoded.context[ROW_RECORD] = np.arange(len(records), dtype=np.int64)
             return encoded
+        window = p["max_length"] - assets.tokenizer.num_special_tokens_to_add()
+        if p["stride"] >= window:  # tokenizers would panic
+            raise InvalidInput(
+                f"param 'stride': {p['stride']} must be less than max_length less the special tokens ({window})"
+            )
         enc = assets.encode(
             [r.text or "" for r in records],
             truncation=True,

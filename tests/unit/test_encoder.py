@@ -79,7 +79,7 @@ def both(encoder: FastEncoder, tokenizer: Any, texts: list[str], pairs: list[str
     """The fast path's answer is transformers' (or both refuse the call)."""
     try:
         expected = TransformersEncoder(tokenizer)(texts, pairs, **options)
-    except Exception as exc:  # transformers refuses (a stride too long for the window): so must the fast path
+    except BaseException as exc:  # noqa: BLE001 (tokenizers panics: a stride too long for the window)
         with pytest.raises(type(exc)):
             encoder(texts, pairs, **options)
         return
@@ -156,3 +156,18 @@ def test_tokenizers_the_fast_path_may_not_match_keep_transformers_call(tokenizer
     assert fast_path_refusal(no_pad) == "it has no padding token (transformers refuses to pad)"
     assert isinstance(text_encoder(no_pad), TransformersEncoder)
     assert text_encoder(None) is None
+
+
+def test_a_stride_the_windows_cannot_take_is_refused(tokenizers: dict[str, Any]) -> None:
+    """tokenizers panics on a stride of at least the window (max_length less the special tokens)."""
+    from splitserve.core.errors import InvalidInput
+    from splitserve.core.records import to_records
+    from splitserve.stages.preprocess import Preprocessor
+    from tests.support.configs import config
+
+    pre = Preprocessor(config("token-classification", id2label={0: "O"}), tokenizers["wordpiece"])
+    params = {"aggregation_strategy": "simple", "max_length": 16}
+    assert pre.run(to_records(["Angela Merkel visited Paris"]), params | {"stride": 13}).model_inputs
+    with pytest.raises(InvalidInput) as info:
+        pre.run(to_records(["Angela Merkel visited Paris"]), params | {"stride": 14})
+    assert str(info.value) == "param 'stride': 14 must be less than max_length less the special tokens (14)"
