@@ -118,6 +118,8 @@ class Batch:
         """The model rows of each record, from `row_record` (non-decreasing, every record has one)."""
         mapping = self.ctx(ROW_RECORD)
         n = len(self.records)
+        if mapping.ndim == 1 and np.array_equal(mapping, np.arange(n)):  # one row per record: most requests
+            return list(np.arange(n).reshape(n, 1))
         if mapping.ndim != 1 or np.any(np.diff(mapping) < 0) or not np.array_equal(np.unique(mapping), np.arange(n)):
             raise InvalidInput(f"context tensor {ROW_RECORD!r} does not map rows onto the {n} records in order")
         return [np.nonzero(mapping == i)[0] for i in range(n)]

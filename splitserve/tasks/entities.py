@@ -175,10 +175,11 @@ def _nanmean(values: list[Any]) -> Any:
     is NaN: the sum (the same reduction) over the count, divided as nanmean divides (float32 sum over
     an intp count, in float64, cast back)."""
     array = np.asarray(values)
-    if array.dtype.kind != "f" or np.isnan(array).any():
-        return np.nanmean(array)
-    total = array.sum()
-    return total.dtype.type(total / np.intp(array.size))
+    if array.dtype.kind == "f":
+        total = np.add.reduce(array)  # what `array.sum()` runs
+        if not np.isnan(total):  # NaN: a NaN score (or inf - inf), which nanmean treats its own way
+            return total.dtype.type(total / np.intp(array.size))
+    return np.nanmean(array)
 
 
 def _group_sub_entities(entities: list[dict], tokenizer: Any) -> dict:
