@@ -71,15 +71,17 @@ class TransformersEncoder:
         stride: int = 0,
         overflow: bool = False,
         offsets: bool = False,
+        strategy: str = "longest_first",
     ) -> Any:
         """The texts (and pairs) padded to the longest row; truncated to `max_length` when
-        `truncation` (`overflow`: every window of `stride` overlapping tokens as a row of its own,
-        and `overflow_to_sample_mapping`); `offsets`: the offset mapping and special-tokens mask."""
+        `truncation`, by `strategy` (transformers': longest_first, only_first, only_second);
+        `overflow`: every window of `stride` overlapping tokens as a row of its own, and
+        `overflow_to_sample_mapping`; `offsets`: the offset mapping and special-tokens mask."""
         return self.tokenizer(
             texts,
             pairs,
             padding=True,
-            truncation=truncation,
+            truncation=strategy if truncation else False,
             max_length=max_length if truncation else None,
             stride=stride,
             return_overflowing_tokens=overflow,
@@ -128,10 +130,11 @@ class FastEncoder:
         stride: int = 0,
         overflow: bool = False,
         offsets: bool = False,
+        strategy: str = "longest_first",
     ) -> TokenBatch:
         if truncation and max_length is None and self._model_max_length <= LARGE_INTEGER:
             max_length = self._model_max_length
-        truncate = {"max_length": max_length, "stride": stride, "strategy": "longest_first"}
+        truncate = {"max_length": max_length, "stride": stride, "strategy": strategy}
         truncate["direction"] = self._truncation_side
         try:
             backend = self._idle.pop()  # atomic: no two calls share a copy
@@ -189,20 +192,30 @@ def fast_path_refusal(tokenizer: Any) -> str | None:
 
 
 def same_answers(fast: FastEncoder, slow: TransformersEncoder) -> bool:
-    """Both encoders answer the probe texts alike: alone and as pairs, truncated (with overflowing
-    windows) and not."""
+    """Both encoders answer the probe texts alike (or refuse them alike): alone and as pairs,
+    truncated (with overflowing windows, and only the first text of a pair) and not."""
     texts = list(PROBES)
-    calls: list[dict[str, Any]] = [
-        {"truncation": False, "max_length": None, "offsets": True},
-        {"truncation": True, "max_length": 16, "offsets": True},
-        {"truncation": True, "max_length": 16, "stride": 4, "overflow": True, "offsets": True},
+    hypotheses = ["This example is about politics."] * len(texts)
+    calls: list[tuple[list[str] | None, dict[str, Any]]] = [
+        (None, {"truncation": False, "max_length": None, "offsets": True}),
+        (texts[::-1], {"truncation": False, "max_length": None, "offsets": True}),
+        (None, {"truncation": True, "max_length": 16, "offsets": True}),
+        (texts[::-1], {"truncation": True, "max_length": 16, "offsets": True}),
+        (None, {"truncation": True, "max_length": 16, "stride": 4, "overflow": True, "offsets": True}),
+        (hypotheses, {"truncation": True, "max_length": 24, "strategy": "only_first"}),
     ]
-    for options in calls:
-        for pairs in (None, texts[::-1]):
-            if pairs is not None and options.get("overflow"):
-                continue  # windows of pairs are not asked for
-            if not same_batch(fast(texts, pairs, **options), slow(texts, pairs, **options)):
+    for pairs, options in calls:
+        answers = []
+        for encoder in (fast, slow):
+            try:
+                answers.append(encoder(texts, pairs, **options))
+            except Exception as exc:  # noqa: BLE001 - tokenizers raises bare Exceptions
+                answers.append(type(exc))
+        if isinstance(answers[0], type) or isinstance(answers[1], type):
+            if answers[0] is not answers[1]:
                 return False
+        elif not same_batch(answers[0], answers[1]):
+            return False
     return True
 
 

@@ -1,9 +1,10 @@
 """The preprocess stage's fast tokenization (`splitserve.core.encoder`): `tokenizers` called
 directly answers exactly as transformers' fast tokenizer `__call__` does (ids, attention mask, token
-types, offsets, special-tokens mask, overflowing windows), for every tokenizer kind the tests use
-(WordPiece, byte-level BPE as RoBERTa and GPT-2 wrap it, a SentencePiece-style Unigram), on texts
-hypothesis draws (unicode, empty, long and truncated, pairs); and the choice falls back to
-transformers' call where the fast path could differ. No models, no MLflow."""
+types, offsets, special-tokens mask, overflowing windows, pairs truncated longest-first or
+only-first), for every tokenizer kind the tests use (WordPiece, byte-level BPE as RoBERTa and GPT-2
+wrap it, a SentencePiece-style Unigram), on texts hypothesis draws (unicode, empty, long and
+truncated, pairs); and the choice falls back to transformers' call where the fast path could
+differ. No models, no MLflow."""
 
 from __future__ import annotations
 
@@ -111,7 +112,9 @@ def test_fast_path_answers_as_transformers(
     offsets = data.draw(st.booleans(), label="offsets")
     if data.draw(st.booleans(), label="pairs"):
         pairs = data.draw(st.lists(TEXTS, min_size=len(texts), max_size=len(texts)), label="text pairs")
-        both(encoder, tokenizer, texts, pairs, truncation=truncation, max_length=max_length, offsets=offsets)
+        strategy = data.draw(st.sampled_from(["longest_first", "only_first"]), label="strategy")  # zero-shot's
+        options = {"truncation": truncation, "max_length": max_length, "offsets": offsets, "strategy": strategy}
+        both(encoder, tokenizer, texts, pairs, **options)
     elif truncation and data.draw(st.booleans(), label="windows"):  # token-classification's stride
         stride = data.draw(st.integers(0, max_length - 1), label="stride")
         both(encoder, tokenizer, texts, None, truncation=True, max_length=max_length, stride=stride, overflow=True)
