@@ -15,9 +15,12 @@ the same arguments and answer with the same arrays and the same `encodings`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 # transformers' "no maximum" model_max_length (`tokenization_utils_base.LARGE_INTEGER`): with it,
 # truncation=True truncates nothing.
@@ -171,10 +174,20 @@ def text_encoder(tokenizer: Any) -> FastEncoder | TransformersEncoder | None:
     where its answers are transformers' (`fast_path_refusal` says why not, where they may not be)."""
     if tokenizer is None:
         return None
-    if fast_path_refusal(tokenizer) is not None:
-        return TransformersEncoder(tokenizer)
-    fast = FastEncoder(tokenizer)
-    return fast if same_answers(fast, TransformersEncoder(tokenizer)) else TransformersEncoder(tokenizer)
+    slow = TransformersEncoder(tokenizer)
+    refusal = fast_path_refusal(tokenizer)
+    if refusal is None:
+        try:
+            fast = FastEncoder(tokenizer)
+        except Exception as exc:  # noqa: BLE001 - a backend that cannot be copied (custom Python components)
+            refusal = f"its backend cannot be copied ({type(exc).__name__})"
+        else:
+            if same_answers(fast, slow):
+                log.debug("tokenizing through the tokenizers library directly")
+                return fast
+            refusal = "its answers to the probe texts differ from transformers'"
+    log.debug("tokenizing through transformers' call: %s", refusal)
+    return slow
 
 
 def fast_path_refusal(tokenizer: Any) -> str | None:

@@ -18,7 +18,14 @@ import transformers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from splitserve.core.encoder import FastEncoder, TransformersEncoder, fast_path_refusal, same_batch, text_encoder
+from splitserve.core.encoder import (
+    FastEncoder,
+    TransformersEncoder,
+    fast_path_refusal,
+    same_answers,
+    same_batch,
+    text_encoder,
+)
 from tests.support.zoo.generators import gpt2_bpe_tokenizer
 from tests.support.zoo.tokenizer import MINILM_DIR, _corpus, reloaded, roberta_bpe_tokenizer
 
@@ -159,6 +166,12 @@ def test_tokenizers_the_fast_path_may_not_match_keep_transformers_call(tokenizer
     assert fast_path_refusal(no_pad) == "it has no padding token (transformers refuses to pad)"
     assert isinstance(text_encoder(no_pad), TransformersEncoder)
     assert text_encoder(None) is None
+
+
+def test_the_load_time_check_sees_answers_that_differ(tokenizers: dict[str, Any]) -> None:
+    roberta, gpt2 = tokenizers["roberta-bpe"], tokenizers["gpt2-bpe"]  # one BPE, other special tokens
+    assert same_answers(FastEncoder(roberta), TransformersEncoder(roberta))
+    assert not same_answers(FastEncoder(roberta), TransformersEncoder(gpt2))
 
 
 def test_a_stride_the_windows_cannot_take_is_refused(tokenizers: dict[str, Any]) -> None:
