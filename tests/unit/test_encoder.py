@@ -182,6 +182,7 @@ def test_a_stride_the_windows_cannot_take_is_refused(tokenizers: dict[str, Any])
     from tests.support.configs import config
 
     pre = Preprocessor(config("token-classification", id2label={0: "O"}), tokenizers["wordpiece"])
+    assert isinstance(pre.assets.encoder, FastEncoder)  # chosen when the stage loads
     params = {"aggregation_strategy": "simple", "max_length": 16}
     assert pre.run(to_records(["Angela Merkel visited Paris"]), params | {"stride": 13}).model_inputs
     with pytest.raises(InvalidInput) as info:
