@@ -137,8 +137,12 @@ class FastEncoder:
     ) -> TokenBatch:
         if truncation and max_length is None and self._model_max_length <= LARGE_INTEGER:
             max_length = self._model_max_length
-        truncate = {"max_length": max_length, "stride": stride, "strategy": strategy}
-        truncate["direction"] = self._truncation_side
+        truncate = {
+            "max_length": max_length,
+            "stride": stride,
+            "strategy": strategy,
+            "direction": self._truncation_side,
+        }
         try:
             backend = self._idle.pop()  # atomic: no two calls share a copy
         except IndexError:
