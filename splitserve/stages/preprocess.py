@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from splitserve.core.bundle import ServingConfig
+from splitserve.core.encoder import text_encoder
 from splitserve.core.records import Limits, Record, check_no_extra
 from splitserve.stages.template import Template
 from splitserve.tasks import get
@@ -36,7 +37,9 @@ class Preprocessor:
         features: Any = None,
     ):
         self.task = get(config.task)
-        self.assets = Assets(config, tokenizer, limits or Limits(), features)
+        # How texts become tokens, chosen once here: `tokenizers` directly where its answers are
+        # transformers' (`splitserve.core.encoder`).
+        self.assets = Assets(config, tokenizer, limits or Limits(), features, text_encoder(tokenizer))
         self.template = template
 
     @property

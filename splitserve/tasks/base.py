@@ -19,6 +19,7 @@ import numpy as np
 
 from splitserve.core import params as P
 from splitserve.core.bundle import ServingConfig
+from splitserve.core.encoder import TransformersEncoder
 from splitserve.core.errors import InvalidInput, record_label
 from splitserve.core.records import Limits, Record, check_records
 
@@ -52,6 +53,15 @@ class Assets:
     tokenizer: Any
     limits: Limits = Limits()
     features: Any = None  # audio tasks: the bundle's feature extractor (numpy)
+    # How texts become token arrays (`splitserve.core.encoder.text_encoder`, chosen when the
+    # preprocess stage loads); None: the tokenizer's own call.
+    encoder: Any = None
+
+    def encode(self, texts: list[str], pairs: list[str] | None = None, **options: Any) -> Any:
+        """The texts (and pairs) as the tokenizer's `__call__` answers them, padded to the longest
+        row, as arrays (`TransformersEncoder.__call__` names the options)."""
+        encoder = self.encoder if self.encoder is not None else TransformersEncoder(self.tokenizer)
+        return encoder(texts, pairs, **options)
 
     def model_inputs(self, enc: Any) -> dict[str, np.ndarray]:
         """The graph's inputs from a tokenizer's output (token_type_ids zero where it has none)."""
@@ -108,6 +118,8 @@ class Batch:
         """The model rows of each record, from `row_record` (non-decreasing, every record has one)."""
         mapping = self.ctx(ROW_RECORD)
         n = len(self.records)
+        if mapping.ndim == 1 and np.array_equal(mapping, np.arange(n)):  # one row per record: most requests
+            return list(np.arange(n).reshape(n, 1))
         if mapping.ndim != 1 or np.any(np.diff(mapping) < 0) or not np.array_equal(np.unique(mapping), np.arange(n)):
             raise InvalidInput(f"context tensor {ROW_RECORD!r} does not map rows onto the {n} records in order")
         return [np.nonzero(mapping == i)[0] for i in range(n)]
@@ -130,15 +142,12 @@ def encode_texts(
     """One row per record: its text (and `text_pair`, with `pairs`), padded to the request's longest
     and truncated as the params say; the context has the attention mask, and with `offsets` the
     ids, character offsets and special-tokens mask of every token."""
-    enc = assets.tokenizer(
+    enc = assets.encode(  # dynamic padding: to the longest record of this request
         [assets.prompted(r.text or "") for r in records],
-        [r.text_pair for r in records] if pairs else None,
-        padding=True,  # dynamic padding: to the longest record of this request
+        [r.text_pair or "" for r in records] if pairs else None,
         truncation=p["truncation"],
-        max_length=p["max_length"] if p["truncation"] else None,
-        return_tensors="np",
-        return_offsets_mapping=offsets,
-        return_special_tokens_mask=offsets,
+        max_length=p["max_length"],
+        offsets=offsets,
     )
     if not p["truncation"]:
         assets.check_lengths(enc, records)

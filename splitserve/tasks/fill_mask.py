@@ -104,12 +104,8 @@ class FillMask(Task):
         tok = assets.tokenizer
         if tok.mask_token_id is None:
             raise RuntimeError("the bundle's tokenizer defines no mask token")
-        enc = tok(
-            [assets.prompted(r.text or "") for r in records],
-            padding=True,
-            truncation=p["truncation"],
-            max_length=p["max_length"] if p["truncation"] else None,
-            return_tensors="np",
+        enc = assets.encode(
+            [assets.prompted(r.text or "") for r in records], truncation=p["truncation"], max_length=p["max_length"]
         )
         if not p["truncation"]:
             assets.check_lengths(enc, records)

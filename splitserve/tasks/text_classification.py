@@ -25,23 +25,29 @@ def default_function(problem_type: str | None, num_labels: int) -> str:
     return "softmax"
 
 
+def label_scores(logits: np.ndarray, function_to_apply: str) -> np.ndarray:
+    """[..., num_labels] logits -> scores (float32), each row as the pipeline computes it."""
+    logits = logits.astype(np.float32)
+    if function_to_apply == "sigmoid":
+        return sigmoid(logits)
+    if function_to_apply == "softmax":
+        return softmax(logits)
+    return logits
+
+
+def ranked(scores: np.ndarray, id2label: dict[int, str], top_k: int | None) -> list[dict]:
+    """One record's [num_labels] scores -> [{label, score}] sorted by score (stable), at most top_k."""
+    values = scores.tolist()
+    order = sorted(range(len(values)), key=values.__getitem__, reverse=True)
+    labels = [{"label": id2label[i], "score": values[i]} for i in order]
+    return labels if top_k is None else labels[:top_k]
+
+
 def ranked_labels(
     logits: np.ndarray, id2label: dict[int, str], function_to_apply: str, top_k: int | None
 ) -> list[dict]:
     """One record's [num_labels] logits -> [{label, score}] sorted by score, at most top_k."""
-    logits = logits.astype(np.float32)
-    if function_to_apply == "sigmoid":
-        scores = sigmoid(logits)
-    elif function_to_apply == "softmax":
-        scores = softmax(logits)
-    else:
-        scores = logits
-    ranked: list[dict] = sorted(
-        ({"label": id2label[i], "score": float(s)} for i, s in enumerate(scores)),
-        key=lambda d: float(d["score"]),
-        reverse=True,
-    )
-    return ranked if top_k is None else ranked[:top_k]
+    return ranked(label_scores(logits, function_to_apply), id2label, top_k)
 
 
 class TextClassification(Task):
@@ -73,7 +79,8 @@ class TextClassification(Task):
         if function == "default":
             function = default_function(assets.config.problem_type, logits.shape[-1])
         id2label = assets.config.id2label or {}
-        return [{"labels": ranked_labels(logits[i], id2label, function, p["top_k"])} for i in range(len(batch.records))]
+        scores = label_scores(logits, function)  # every record's at once
+        return [{"labels": ranked(scores[i], id2label, p["top_k"])} for i in range(len(batch.records))]
 
     def to_pb(self, value: Any) -> pb.Labels:
         return pb.Labels(labels=[pb.LabelScore(label=d["label"], score=d["score"]) for d in value])

@@ -77,16 +77,18 @@ class TokenClassification(Task):
             encoded = encode_texts(assets, records, p, offsets=True)
             encoded.context[ROW_RECORD] = np.arange(len(records), dtype=np.int64)
             return encoded
-        enc = assets.tokenizer(
-            [r.text for r in records],
-            padding=True,
+        window = p["max_length"] - assets.tokenizer.num_special_tokens_to_add()
+        if p["stride"] >= window:  # tokenizers would panic
+            raise InvalidInput(
+                f"param 'stride': {p['stride']} must be less than max_length less the special tokens ({window})"
+            )
+        enc = assets.encode(
+            [r.text or "" for r in records],
             truncation=True,
             max_length=p["max_length"],
             stride=p["stride"],
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-            return_special_tokens_mask=True,
-            return_tensors="np",
+            overflow=True,
+            offsets=True,
         )
         context = {
             ROW_RECORD: enc["overflow_to_sample_mapping"].astype(np.int64),

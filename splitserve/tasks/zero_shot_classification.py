@@ -103,15 +103,15 @@ class ZeroShotClassification(Task):
         premises, hypotheses, rows, row_labels = [], [], [], []
         for i, (record, mine) in enumerate(zip(records, labels_of(records, p["candidate_labels"]), strict=True)):
             for label in mine:
-                premises.append(record.text)
+                premises.append(record.text or "")  # a required field
                 hypotheses.append(p["hypothesis_template"].format(label))
                 rows.append(i)
                 row_labels.append(label)
         truncation = "only_first" if p["truncation"] else False
         max_length = p["max_length"] if p["truncation"] else None
         try:
-            enc = assets.tokenizer(
-                premises, hypotheses, padding=True, truncation=truncation, max_length=max_length, return_tensors="np"
+            enc = assets.encode(
+                premises, hypotheses, truncation=p["truncation"], max_length=max_length, strategy="only_first"
             )
         except Exception:  # noqa: BLE001 - the tokenizers library raises a bare Exception; find the record
             for premise, hypothesis, i, label in zip(premises, hypotheses, rows, row_labels, strict=True):
