@@ -57,10 +57,16 @@ def log_pipeline(
         )
     if model_dir is None:
         model_dir, name = bundled_minilm_dir(), name or DEFAULT_MODEL_NAME
+    if not Path(model_dir).is_dir():
+        raise InvalidInput(f"--model-dir {model_dir}: no such folder (a saved Hugging Face model and its tokenizer)")
     # Audio-classification models have a feature extractor and no tokenizer.
-    has_tokenizer = (Path(model_dir) / "tokenizer_config.json").is_file() or not Path(model_dir).is_dir()
+    has_tokenizer = (Path(model_dir) / "tokenizer_config.json").is_file()
     tokenizer = {"tokenizer": str(model_dir)} if has_tokenizer else {}
-    pipe = transformers.pipeline(task, model=str(model_dir), **tokenizer)  # type: ignore[call-overload]
+    try:
+        pipe = transformers.pipeline(task, model=str(model_dir), **tokenizer)  # type: ignore[call-overload]
+    except (OSError, ValueError) as exc:  # no such folder, no config.json, a model the task cannot load
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInput(f"--model-dir {model_dir}: cannot load a {task} pipeline from it: {reason}") from None
     # The pipeline pops its task's `prefix` (T5's "translate English to French: ") out of the
     # model config's task_specific_params; put them back so the logged model keeps the prefix.
     task_params = getattr(transformers.AutoConfig.from_pretrained(str(model_dir)), "task_specific_params", None)

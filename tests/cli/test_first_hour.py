@@ -91,6 +91,17 @@ def test_not_found_names_the_store_and_reading_writes_nothing(mlflow_store: Path
     assert list(elsewhere.iterdir()) == []
 
 
+def test_log_names_a_model_dir_it_cannot_load(mlflow_store: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "my-model"
+    assert one_error_line(run("log", "--model-dir", str(missing), "--task", "text-classification")) == (
+        f"error: --model-dir {missing}: no such folder (a saved Hugging Face model and its tokenizer)"
+    )
+    missing.mkdir()  # a folder holding the model one level down: no config.json at its top
+    (missing / "inner").mkdir()
+    line = one_error_line(run("log", "--model-dir", str(missing), "--task", "text-classification"))
+    assert line.startswith(f"error: --model-dir {missing}: cannot load a text-classification pipeline from it: "), line
+
+
 def test_llm_embeddings_task_is_refused_in_its_own_words(mlflow_store: Path, tmp_path: Path) -> None:
     import mlflow
     import transformers
