@@ -4,6 +4,7 @@ idle). The batcher picks per batch (`batching.Batcher`, `infer_alone`); this say
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -16,11 +17,30 @@ class ThreadPlan:
 
 
 def usable_cores() -> int:
-    """The CPUs this process may run on (its affinity; where unknown, the machine's)."""
+    """The CPUs this process may run on: its affinity (where unknown, the machine's), at most its
+    cgroup's CPU quota rounded up (a container's limit; `os.cpu_count()` there is the node's)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(cores, math.ceil(quota))) if quota else cores
+
+
+def cgroup_cpu_quota() -> float | None:
+    """CPUs' worth of time the cgroup may use per period (cgroup v2 `cpu.max`, v1 `cfs_quota_us`);
+    None without a limit."""
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max", encoding="ascii").read().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", encoding="ascii").read().strip()
+            period = open("/sys/fs/cgroup/cpu/cpu.cfs_period_us", encoding="ascii").read().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1") or not quota.lstrip("-").isdigit() or not period.isdigit() or int(period) <= 0:
+        return None
+    return int(quota) / int(period)
 
 
 def plan(backend: str, device: str, intra_op_threads: int, idle_threads: int, parallel_batches: int) -> ThreadPlan:
