@@ -11,7 +11,7 @@ runs alone, one per batch beside others).
 Generation bundles: the request's `parameters` are the generation params
 (`splitserve.core.generation.GenerationParams.from_oip`) and the output is `generated_ids` (INT64 [rows, new tokens],
 -1 after a row's end). Generation requests that wait while a batch generates run together in the
-next one (`batching.GenerationBatcher`), each row with its own request's params.
+next one (`generation_batching.GenerationBatcher`), each row with its own request's params.
 `ModelStreamInfer` (Triton's streaming RPC) streams their new tokens as they are chosen. A
 generation whose caller has gone away (cancelled, past its deadline) stops at its next token.
 """
@@ -31,7 +31,8 @@ import numpy as np
 
 from model_svc import codec, generation, threads
 from model_svc.backends import Backend, check_inputs, create_backend
-from model_svc.batching import Batcher, GenerationBatcher
+from model_svc.batching import Batcher
+from model_svc.generation_batching import GenerationBatcher
 from model_svc.settings import ModelSettings
 from protos import grpc_predict_v2_pb2 as oip
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
