@@ -8,7 +8,8 @@ Measured per configuration: one record per request at concurrency 1 (p50), recor
 and the model replicas' resident memory once loaded and after the load. Both through the model
 tier alone (`ModelInfer` with pre-tokenized inputs, one `serve-model` replica) and through
 `splitserve up` (every tier, its defaults: one model replica per core, one intra-op thread each).
-Configurations run in turns (before, after, before, after, ...) so that a busy machine weighs on
+First, the two ONNX Runtime sessions alone in this process, one record per call, calls
+alternating between them (`--sessions-only`: just that). Configurations run in turns (before, after, before, after, ...) so that a busy machine weighs on
 both alike; the figures are the medians over the rounds.
 
     HF_HUB_OFFLINE=1 python benchmarks/idle_threads.py [--bundle URI] [--rounds 2] [--seconds 8]
@@ -64,12 +65,37 @@ def measure(target: Any, corpus: list[str], seconds: float) -> dict[str, float]:
         target.stop()
 
 
+def sessions_side_by_side(bundle_uri: str, corpus: list[str], requests: int) -> dict[str, float]:
+    """The two sessions alone, in this process, one record per call, calls alternating between
+    them (so that a busy machine weighs on both alike): ms per call, p50."""
+    from model_svc.backends.onnx import OnnxBackend
+    from model_svc.threads import usable_cores
+    from splitserve.core.bundle import load_bundle
+    from splitserve.core.records import Limits, to_records
+    from splitserve.core.tokenizer import load_tokenizer
+    from splitserve.stages.preprocess import Preprocessor
+
+    bundle = load_bundle(bundle_uri, ("tokenizer", "onnx"))
+    backend = OnnxBackend(bundle.onnx_path, bundle.config, intra_op_threads=1, idle_threads=usable_cores())
+    preprocessor = Preprocessor(bundle.config, load_tokenizer(bundle.tokenizer_dir), Limits(10**6, 10**9))
+    inputs = [preprocessor.run(to_records([text]), None).model_inputs for text in corpus[:requests]]
+    times: dict[str, list[float]] = {"one thread": [], f"{backend.idle_threads} threads (alone)": []}
+    for i, feed in enumerate(inputs * 2):
+        for name, infer in zip(times, (backend.infer, backend.infer_alone), strict=True):
+            start = time.perf_counter()
+            infer(feed)
+            if i >= len(inputs):  # the first pass warms up
+                times[name].append(time.perf_counter() - start)
+    return {name: round(statistics.median(t) * 1000, 2) for name, t in times.items()}
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", help="Serving bundle URI (default: export the bundled MiniLM).")
     p.add_argument("--rounds", type=int, default=2, help="Turns of every configuration.")
     p.add_argument("--seconds", type=float, default=8.0, help="Per load point.")
     p.add_argument("--json", help="Write the figures here too.")
+    p.add_argument("--sessions-only", action="store_true", help="Only the two sessions side by side, in process.")
     args = p.parse_args(argv)
 
     from splitserve.bench.corpus import docstring_corpus
@@ -90,8 +116,15 @@ def main(argv: list[str]) -> int:
         "up (before)": (lambda: GatewayTarget("up", bundle, "onnx"), BEFORE),
         "up (after)": (lambda: GatewayTarget("up", bundle, "onnx"), {}),
     }
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
     started, load = time.time(), os.getloadavg()
+    sessions = sessions_side_by_side(bundle, corpus, 300)
+    print(f"in-process, one record per call, alternating, p50 ms: {sessions}", flush=True)
+    if args.sessions_only:
+        if args.json:
+            figures = {"cpu": cpu.describe(), "load_average_at_start": load, "p50_ms": sessions}
+            Path(args.json).write_text(json.dumps(figures, indent=2))
+        return 0
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
     for round_ in range(args.rounds):
         for name, (make, env) in configs.items():
             saved = {k: os.environ.get(k) for k in BEFORE}
@@ -123,6 +156,7 @@ def main(argv: list[str]) -> int:
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "rounds": args.rounds,
             "seconds_per_point": args.seconds,
+            "sessions_in_process_p50_ms": sessions,
             "results": results,
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
