@@ -44,7 +44,8 @@ class ModelSettings(BundleServerSettings):
         0,
         ge=0,
         description="ONNX Runtime on CPU: intra-op threads of a batch that runs alone, nothing else queued or "
-        "running (0: every core this process may run on, its CPU affinity within its cgroup's CPU quota; at most "
+        "running (0: every core this process may run on: its CPU affinity, within its cgroup's CPU quota and "
+        "OMP_NUM_THREADS where set, as Ray sets it; at most "
         "intra_op_threads: no idle path). Held as a second session of the graph: the replica's memory grows by "
         "about the graph's weights.",
     )

@@ -18,13 +18,19 @@ class ThreadPlan:
 
 def usable_cores() -> int:
     """The CPUs this process may run on: its affinity (where unknown, the machine's), at most its
-    cgroup's CPU quota rounded up (a container's limit; `os.cpu_count()` there is the node's)."""
+    cgroup's CPU quota rounded up (a container's limit; `os.cpu_count()` there is the node's) and
+    `OMP_NUM_THREADS` where set (Ray sets it to a replica's CPUs)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     quota = cgroup_cpu_quota()
-    return max(1, min(cores, math.ceil(quota))) if quota else cores
+    if quota:
+        cores = min(cores, math.ceil(quota))
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        cores = min(cores, int(omp))
+    return max(1, cores)
 
 
 def cgroup_cpu_quota() -> float | None:

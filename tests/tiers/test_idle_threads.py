@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from model_svc.server import ModelTier
 from model_svc.settings import ModelSettings
-from model_svc.threads import plan
+from model_svc.threads import ThreadPlan, plan, usable_cores
 from protos import grpc_predict_v2_pb2 as oip
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
 from splitserve.core.grpc_server import start
@@ -23,6 +23,13 @@ from tests.tiers.test_batching import Echo, assert_echo, batcher, item
 
 def runs(path: str) -> float:
     return REGISTRY.get_sample_value("splitserve_model_batch_runs_total", {"path": path}) or 0.0
+
+
+def test_usable_cores_follow_omp_num_threads(monkeypatch) -> None:
+    """Ray sets OMP_NUM_THREADS to a replica's CPUs: a replica given 1 of a node's cores has no idle path."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert usable_cores() == 1
+    assert plan("onnx", "cpu", 0, 0, 0) == ThreadPlan(1, 0, 1)
 
 
 def test_thread_plan() -> None:
