@@ -102,6 +102,9 @@ async def test_model_tier_picks_its_threads_per_batch(tiny_bundles) -> None:
         await tier.load()
         await running.set_serving(True)
         model = tier.ready().name
+        backend = tier.ready().runtime.backend  # two sessions of one graph: 1 thread, and 2 for a batch alone
+        assert backend.session.get_session_options().intra_op_num_threads == 1
+        assert backend.idle_session.get_session_options().intra_op_num_threads == 2
         requests = [infer_request(n, model) for n in (3, 9, 17, 30)]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = oip_grpc.GRPCInferenceServiceStub(channel)
