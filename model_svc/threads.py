@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,11 @@ def cgroup_cpu_quota() -> float | None:
     """CPUs' worth of time the cgroup may use per period (cgroup v2 `cpu.max`, v1 `cfs_quota_us`);
     None without a limit."""
     try:
-        quota, period = open("/sys/fs/cgroup/cpu.max", encoding="ascii").read().split()[:2]
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="ascii").split()[:2]
     except (OSError, ValueError):
         try:
-            quota = open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", encoding="ascii").read().strip()
-            period = open("/sys/fs/cgroup/cpu/cpu.cfs_period_us", encoding="ascii").read().strip()
+            quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text(encoding="ascii").strip()
+            period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text(encoding="ascii").strip()
         except OSError:
             return None
     if quota in ("max", "-1") or not quota.lstrip("-").isdigit() or not period.isdigit() or int(period) <= 0:

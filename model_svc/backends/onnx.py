@@ -44,7 +44,6 @@ class OnnxBackend:
         else:
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
-        self.threads = intra_op_threads
         # A second session on the same graph with more threads, for a batch that runs alone
         # (`infer_alone`): latency when idle, while `session` keeps one batch per core under load.
         self.idle_threads = idle_threads if device == "cpu" and config.generation is None else 0
@@ -94,6 +93,7 @@ class OnnxBackend:
 
 
 def session_options(intra_op_threads: int, spin_wait: bool) -> Any:
+    """ONNX Runtime's options for one of the backend's sessions (0 threads: the runtime's default)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
