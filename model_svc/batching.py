@@ -6,7 +6,8 @@ oldest request has waited `max_queue_delay_ms` (or at once when a full batch is 
 it by sequence length, cuts it into groups of at most `max_batch_size` rows and `max_batch_tokens`
 (rows x padded length; a request's rows are cut into parts within it, one row at least), right-pads each group to its
 longest length and runs it once in the given executor. Token-level outputs are un-padded back to
-each request's own length.
+each request's own length. Up to `lanes` groups run at once; a group that would run alone (the
+only one taken, nothing queued or running) runs by `infer_alone`, on every core (`model_svc.threads`).
 
 Padding is 0 in every input. With `attention_mask` 0 the padded positions are masked keys, so the
 real positions come out as before (within float noise); right padding leaves every real token's
@@ -20,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +49,11 @@ BATCH_TOKENS = Counter(
     "splitserve_model_batch_tokens", "Token positions the model ran: real ones, and padding", ["kind"]
 )
 QUEUE_ROWS = Gauge("splitserve_model_queue_rows", "Rows waiting in the model tier's batching queue")
+BATCH_PATHS = Counter(
+    "splitserve_model_batch_runs",
+    "Batched inferences by how they ran: alone (on the idle threads) or beside others (one lane)",
+    ["path"],
+)
 
 
 @dataclass
@@ -54,6 +61,7 @@ class Result:
     outputs: Arrays  # this request's rows only, token-level outputs at its own length
     queue_us: int  # submitted -> its batch started
     inference_us: int  # the batch's inference (shared by every request in it)
+    alone: bool = False  # its batch ran by `infer_alone`: nothing else queued or running
 
 
 @dataclass(eq=False)
@@ -110,19 +118,23 @@ class Worker:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             for batch in await self._batches():
-                try:
-                    await self._run(batch)
-                except asyncio.CancelledError:
-                    self._fail(batch, ModelNotReady("model tier is shutting down"))
-                    raise
-                except Exception as exc:  # noqa: BLE001 - a broken batch must not stop the worker
-                    log.exception("%s: batch of %d requests failed", self.name, len(batch))
-                    self._fail(batch, exc)
+                await self._guarded(self._run(batch), batch)
+
+    async def _guarded(self, run: Awaitable[None], batch: list[Any]) -> None:
+        """Await one batch's run; its failure fails its requests, never the worker."""
+        try:
+            await run
+        except asyncio.CancelledError:
+            self._fail(batch, ModelNotReady("model tier is shutting down"))
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken batch must not stop the worker
+            log.exception("%s: batch of %d requests failed", self.name, len(batch))
+            self._fail(batch, exc)
 
     async def _batches(self) -> list[list[Any]]:
         raise NotImplementedError
 
-    async def _run(self, batch: list[Any]) -> None:
+    async def _run(self, batch: list[Any], alone: bool = False) -> None:
         raise NotImplementedError
 
     @staticmethod
@@ -133,6 +145,10 @@ class Worker:
 
 
 class Batcher(Worker):
+    """`lanes` batches run at once in the executor (give it as many threads), each by `infer`;
+    a batch that would run alone (the only one taken, nothing queued or running) runs by
+    `infer_alone` instead, when given, holding every lane while it runs."""
+
     def __init__(
         self,
         infer: Callable[[Arrays], Arrays],
@@ -144,9 +160,14 @@ class Batcher(Worker):
         max_queue_size: int,
         max_pad_fraction: float = DEFAULT_MAX_PAD_FRACTION,
         executor: Executor | None = None,
+        infer_alone: Callable[[Arrays], Arrays] | None = None,
+        lanes: int = 1,
     ):
         super().__init__(executor)
-        self.infer = infer
+        self.infer, self.infer_alone = infer, infer_alone
+        self.lanes, self._busy_lanes = lanes, 0
+        self._lane_freed = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
         self.token_outputs = frozenset(token_outputs)  # outputs shaped [rows, tokens, ...]
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -200,13 +221,13 @@ class Batcher(Worker):
         for name in parts[0].outputs:
             arrays = [p.outputs[name] for p in parts]
             if name in self.token_outputs:
-                arrays = [np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2)) for a in arrays]
+                arrays = [_pad(a, width - a.shape[1]) for a in arrays]
             elif arrays[0].ndim >= 2 and len({a.shape[1] for a in arrays}) > 1:  # audio frames: zeros after a row's own
                 longest = max(a.shape[1] for a in arrays)
-                arrays = [np.pad(a, [(0, 0), (0, longest - a.shape[1])] + [(0, 0)] * (a.ndim - 2)) for a in arrays]
+                arrays = [_pad(a, longest - a.shape[1]) for a in arrays]
             outputs[name] = np.concatenate(arrays)
         last = max(parts, key=lambda p: p.queue_us + p.inference_us)  # the row the request waited for
-        return Result(outputs, last.queue_us, last.inference_us)
+        return Result(outputs, last.queue_us, last.inference_us, last.alone)
 
     async def _submit(self, inputs: Arrays, key: str) -> Result:
         rows, length = next(iter(inputs.values())).shape[:2]
@@ -220,6 +241,39 @@ class Batcher(Worker):
         QUEUE_ROWS.dec(self._queued_rows)
         self._queued_rows = 0
         return super()._take()
+
+    async def _work(self) -> None:
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await self._free_lanes(1)  # requests queue up (and batch together) while every lane is busy
+            batches = await self._batches()
+            for batch in batches:
+                alone = self.infer_alone is not None and len(batches) == 1 and not self._busy_lanes and not self._queue
+                held = self.lanes if alone else 1
+                await self._free_lanes(held)
+                self._busy_lanes += held
+                task = asyncio.get_running_loop().create_task(self._guarded(self._run(batch, alone), batch))
+                self._running.add(task)
+                task.add_done_callback(functools.partial(self._lanes_done, held))
+
+    async def _free_lanes(self, count: int) -> None:
+        while self._busy_lanes + count > self.lanes:
+            self._lane_freed.clear()
+            await self._lane_freed.wait()
+
+    def _lanes_done(self, count: int, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._busy_lanes -= count
+        self._lane_freed.set()
+
+    async def close(self) -> None:
+        await super().close()
+        running = list(self._running)  # their requests fail with ModelNotReady (`_guarded`)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
     async def _batches(self) -> list[list[_Item]]:
         # Wait for companions until the oldest request has waited long enough or a batch is full.
@@ -255,7 +309,7 @@ class Batcher(Worker):
             tokens += item.rows * item.length
         return groups
 
-    async def _run(self, group: list[_Item]) -> None:
+    async def _run(self, group: list[_Item], alone: bool = False) -> None:
         group = [i for i in group if not i.future.done()]  # callers that gave up meanwhile
         if not group:
             return
@@ -275,9 +329,11 @@ class Batcher(Worker):
         BATCH_TOKENS.labels("padding").inc(rows * length - real)
         BATCH_ROWS.observe(rows)
         BATCH_REQUESTS.observe(len(group))
+        BATCH_PATHS.labels("alone" if alone else "beside").inc()
         start = time.perf_counter()
+        infer = self.infer_alone if alone and self.infer_alone is not None else self.infer
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self.infer, batch)
+            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, infer, batch)
         except Exception:
             if len(group) == 1:
                 raise
@@ -285,7 +341,7 @@ class Batcher(Worker):
             log.warning("%s: a batch of %d requests failed; running them one at a time", self.name, len(group))
             for item in group:
                 try:
-                    await self._run([item])
+                    await self._run([item], alone)
                 except Exception as exc:  # noqa: BLE001 - that request's own failure
                     self._fail([item], exc)
             return
@@ -301,65 +357,9 @@ class Batcher(Worker):
                 mine[name] = part[:, : item.length] if name in self.token_outputs else part
             offset += item.rows
             if not item.future.done():
-                item.future.set_result(Result(mine, int((start - item.submitted) * 1e6), int((end - start) * 1e6)))
-
-
-@dataclass(eq=False)
-class _Job:
-    job: Any  # a generation.Job
-    future: asyncio.Future[tuple[Any, int, int]]
-    submitted: float = field(default_factory=time.perf_counter)
-
-
-class GenerationBatcher(Worker):
-    """Generation requests that arrive while a batch is generating wait, then run together in the
-    next one: their prompts as one batch, each row with its own request's params
-    (`generation.run_jobs`). Up to `max_rows` rows (beams count) per batch; past `max_queue_size`
-    waiting rows, `RESOURCE_EXHAUSTED` at once. A job whose caller went away before its batch
-    started is skipped; one that goes away during it leaves the batch at its next token."""
-
-    name = "generation-batcher"
-
-    def __init__(
-        self, run_jobs: Callable[[list[Any]], list[Any]], executor: Executor, max_rows: int, max_queue_size: int
-    ):
-        super().__init__(executor)
-        self.run_jobs = run_jobs
-        self.max_rows, self.max_queue_size = max_rows, max_queue_size
-
-    def submit(self, job: Any) -> asyncio.Future[tuple[Any, int, int]]:
-        """A future of (the job's result, queue_us, inference_us)."""
-        self._check_open()
-        waiting = sum(item.job.rows for item in self._queue)
-        if waiting + job.rows > self.max_queue_size:
-            raise Overloaded(
-                f"model tier generation queue is full ({waiting} rows waiting, max_queue_size "
-                f"{self.max_queue_size}); retry later"
-            )
-        future: asyncio.Future[tuple[Any, int, int]] = asyncio.get_running_loop().create_future()
-        self._put(_Job(job, future))
-        return future
-
-    async def _batches(self) -> list[list[_Job]]:
-        batch: list[_Job] = []
-        rows = 0
-        while self._queue and (not batch or rows + self._queue[0].job.rows <= self.max_rows):
-            item = self._queue.pop(0)
-            if not item.future.done():  # its caller went away while it waited
-                batch.append(item)
-                rows += item.job.rows
-        return [batch] if batch else []
-
-    async def _run(self, batch: list[_Job]) -> None:
-        BATCH_ROWS.observe(sum(item.job.rows for item in batch))
-        BATCH_REQUESTS.observe(len(batch))
-        start = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        results = await loop.run_in_executor(self.executor, self.run_jobs, [item.job for item in batch])
-        end = time.perf_counter()
-        for item, result in zip(batch, results, strict=True):
-            if not item.future.done():
-                item.future.set_result((result, int((start - item.submitted) * 1e6), int((end - start) * 1e6)))
+                item.future.set_result(
+                    Result(mine, int((start - item.submitted) * 1e6), int((end - start) * 1e6), alone)
+                )
 
 
 def _pad(array: np.ndarray, width: int) -> np.ndarray:

@@ -4,12 +4,14 @@ The model version reported (and accepted in requests) is the serving bundle's fi
 request pinned to another bundle's fingerprint is refused with FAILED_PRECONDITION.
 
 `ModelInfer` requests are batched dynamically (`model_svc.batching`); each response's `parameters`
-say where its time went: `queue_us` (waiting for a batch) and `inference_us` (the batch's run).
+say where its time went: `queue_us` (waiting for a batch) and `inference_us` (the batch's run), and
+`intra_op_threads`, the threads its batch ran on (`model_svc.threads`: every core for a batch that
+runs alone, one per batch beside others).
 
 Generation bundles: the request's `parameters` are the generation params
 (`splitserve.core.generation.GenerationParams.from_oip`) and the output is `generated_ids` (INT64 [rows, new tokens],
 -1 after a row's end). Generation requests that wait while a batch generates run together in the
-next one (`batching.GenerationBatcher`), each row with its own request's params.
+next one (`generation_batching.GenerationBatcher`), each row with its own request's params.
 `ModelStreamInfer` (Triton's streaming RPC) streams their new tokens as they are chosen. A
 generation whose caller has gone away (cancelled, past its deadline) stops at its next token.
 """
@@ -27,9 +29,10 @@ from typing import Any
 import grpc
 import numpy as np
 
-from model_svc import codec, generation
+from model_svc import codec, generation, threads
 from model_svc.backends import Backend, check_inputs, create_backend
-from model_svc.batching import Batcher, GenerationBatcher
+from model_svc.batching import Batcher
+from model_svc.generation_batching import GenerationBatcher
 from model_svc.settings import ModelSettings
 from protos import grpc_predict_v2_pb2 as oip
 from protos import grpc_predict_v2_pb2_grpc as oip_grpc
@@ -49,8 +52,10 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
     def __init__(self, settings: ModelSettings):
         super().__init__(settings)
         self.parts = ("onnx",) if settings.backend == "onnx" else ()  # torch loads the source model
-        # One inference at a time per replica: ONNX Runtime's (or torch's) own threads use the cores (every version's).
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
+        s = settings
+        self.plan = threads.plan(s.backend, s.device, s.intra_op_threads, s.idle_threads, s.parallel_batches)
+        # `lanes` inferences at once per replica (every version's), each on its own intra-op threads.
+        self.executor = ThreadPoolExecutor(max_workers=self.plan.lanes, thread_name_prefix="infer")
 
     def register(self, server: grpc.aio.Server) -> None:
         oip_grpc.add_GRPCInferenceServiceServicer_to_server(self, server)
@@ -63,7 +68,11 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
 
     def build(self, bundle: Bundle) -> Engine:
         s = self.settings
-        backend = create_backend(bundle, s.backend, s.device, s.intra_op_threads, s.spin_wait, s.dtype, s.int8_check)
+        # Generation runs one batch at a time (its decoding loop): on the threads as given, as before.
+        t = self.plan if bundle.config.generation is None else threads.ThreadPlan(s.intra_op_threads, 0, 1)
+        backend = create_backend(
+            bundle, s.backend, s.device, t.threads, s.spin_wait, s.dtype, s.int8_check, idle_threads=t.idle_threads
+        )
         head = pooling.read_head(bundle.config.head, bundle.onnx_path.parent if s.backend == "onnx" else None)
         return Engine(backend, head)
 
@@ -79,6 +88,8 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
             max_queue_size=s.max_queue_size,
             max_pad_fraction=0.0 if bundle.config.exact_lengths else s.max_pad_fraction,
             executor=self.executor,
+            infer_alone=getattr(engine.backend, "infer_alone", None) if self.plan.idle_threads else None,
+            lanes=self.plan.lanes,
         )
         engine.batcher.start()
         if bundle.config.generation is not None:
@@ -229,6 +240,9 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         response = codec.response_from_outputs(outputs, request, version.name, bundle.fingerprint)
         response.parameters["queue_us"].int64_param = result.queue_us
         response.parameters["inference_us"].int64_param = result.inference_us
+        # The intra-op threads its batch ran on (0: the runtime's default).
+        used = self.plan.idle_threads if result.alone else self.plan.threads
+        response.parameters["intra_op_threads"].int64_param = used
         response.parameters["input_tokens"].int64_param = input_tokens(inputs)
         tracing.record_phases([("queue", result.queue_us), ("inference", result.inference_us)])
         return response

@@ -35,7 +35,25 @@ class ModelSettings(BundleServerSettings):
         "(fast on CPUs with AVX512_BF16 or AMX).",
     )
     intra_op_threads: int = Field(
-        0, description="Intra-op threads for ONNX Runtime / PyTorch (0: the runtime's default)."
+        0,
+        ge=0,
+        description="Intra-op threads of one batch: ONNX Runtime on CPU under load (0: one; see idle_threads), "
+        "PyTorch and CUDA always (0: the runtime's default).",
+    )
+    idle_threads: int = Field(
+        0,
+        ge=0,
+        description="ONNX Runtime on CPU: intra-op threads of a batch that runs alone, nothing else queued or "
+        "running (0: every core this process may run on: its CPU affinity, within its cgroup's CPU quota and "
+        "OMP_NUM_THREADS where set, as Ray sets it; at most "
+        "intra_op_threads: no idle path). Held as a second session of the graph: the replica's memory grows by "
+        "about the graph's weights.",
+    )
+    parallel_batches: int = Field(
+        0,
+        ge=0,
+        description="Batches one replica runs at once under load (0: ONNX Runtime on CPU, the cores this "
+        "process may run on over intra_op_threads; otherwise one).",
     )
     max_batch_size: int = Field(
         MAX_RECORDS, ge=1, description="Most rows one request may carry, and one batched inference combines."

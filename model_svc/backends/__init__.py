@@ -94,16 +94,18 @@ def create_backend(
     spin_wait: bool = False,
     dtype: str = "logged",
     int8_check: Int8Check = "refuse",
+    idle_threads: int = 0,
 ) -> Backend:
     """The bundle's ONNX graph on ONNX Runtime, or the source PyTorch model (`backend="torch"`, in
     `dtype`: "logged", "fp32" or "bf16"). An int8 graph is checked against the fp32 reference its
-    bundle carries (`check_int8`) before it is served."""
+    bundle carries (`check_int8`) before it is served. `idle_threads`: ONNX on CPU, a second session
+    on that many threads for batches that run alone (`OnnxBackend.infer_alone`; 0: none)."""
     if backend == "onnx":
         from model_svc.backends.onnx import OnnxBackend
 
         info = bundle.config.generation
         encoder = bundle.artifact_file("onnx", info.encoder_file) if info and info.encoder_file else None
-        onnx = OnnxBackend(bundle.onnx_path, bundle.config, device, intra_op_threads, spin_wait, encoder)
+        onnx = OnnxBackend(bundle.onnx_path, bundle.config, device, intra_op_threads, spin_wait, encoder, idle_threads)
         check_int8(onnx, bundle.config, int8_check)
         return onnx
     from model_svc.backends.torch import TorchBackend

@@ -29,15 +29,11 @@ class OnnxBackend:
         intra_op_threads: int = 0,
         spin_wait: bool = False,
         encoder_path: Path | None = None,
+        idle_threads: int = 0,
     ):
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        # Spinning idle threads steal the cores the other tiers (and other replicas) run on.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
+        options = session_options(intra_op_threads, spin_wait)
         if device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise RuntimeError(
@@ -48,6 +44,14 @@ class OnnxBackend:
         else:
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
+        # A second session on the same graph with more threads, for a batch that runs alone
+        # (`infer_alone`): latency when idle, while `session` keeps one batch per core under load.
+        self.idle_threads = idle_threads if device == "cpu" and config.generation is None else 0
+        self.idle_session = (
+            ort.InferenceSession(str(path), session_options(self.idle_threads, spin_wait), providers=providers)
+            if self.idle_threads
+            else None
+        )
         # Give the arena's unused memory back after each run: a large batch would otherwise keep
         # the process at its peak for good (measured: 32 rows of 512 tokens in parts of 8 left
         # MiniLM at 665 MB RSS with the arena kept, 207 MB with it shrunk).
@@ -74,11 +78,31 @@ class OnnxBackend:
             self.stepper = OnnxDecoder(self.session, (info.num_kv_heads, info.head_dim))
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._run(self.session, inputs)
+
+    def infer_alone(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`infer` on `idle_threads` threads: for a batch that nothing else runs beside."""
+        return self._run(self.idle_session or self.session, inputs)
+
+    def _run(self, session: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {k: v for k, v in inputs.items() if k in self.graph_inputs}
-        outputs = self.session.run(self.config.model_outputs, feeds, self.run_options)
+        outputs = session.run(self.config.model_outputs, feeds, self.run_options)
         if next(iter(feeds.values())).size >= memory.TRIM_AFTER_TOKENS:
             memory.trim()
         return dict(zip(self.config.model_outputs, outputs, strict=True))
+
+
+def session_options(intra_op_threads: int, spin_wait: bool) -> Any:
+    """ONNX Runtime's options for one of the backend's sessions (0 threads: the runtime's default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    # Spinning idle threads steal the cores the other tiers (and other replicas) run on.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
+    return options
 
 
 def _empty_pasts(session: Any, names: list[str], kv: tuple[int, int]) -> dict[str, np.ndarray]:

@@ -168,6 +168,9 @@ def up(
     if not any(a.startswith("--intra-op-threads") for a in model_args or []):
         # Replicas on one machine share its cores: split them instead of each taking all of them.
         model_args = [*(model_args or []), "--intra-op-threads", str(default_model_threads(model))]
+    if not any(a.startswith("--parallel-batches") for a in model_args or []):
+        # The replicas are the parallel batches; each runs a lone batch on every core (--idle-threads).
+        model_args = [*(model_args or []), "--parallel-batches", "1"]
     tls_dir = tempfile.TemporaryDirectory(prefix="splitserve-mtls-") if tier_mtls else None
     tier_tls: list[str] = list(tier_args or [])
     if tls_dir is not None:

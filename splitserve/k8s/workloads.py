@@ -107,7 +107,7 @@ def serve_args(o: Options, tier: str, device: str, model_address: str = "", inli
     """The container's command line (the image's entrypoint is `splitserve`)."""
     common = ["--host", "0.0.0.0", "--port", str(GRPC_PORT), "--metrics-port", str(METRICS_PORT)]
     if tier == "model":  # threads as the pod's CPUs: os.cpu_count() in a container is the node's
-        threads = str(max(1, int(POD_CPUS["model"])))
+        cores = str(max(1, int(POD_CPUS["model"])))
         return [
             "serve-model",
             o.bundle_uri,
@@ -117,8 +117,8 @@ def serve_args(o: Options, tier: str, device: str, model_address: str = "", inli
             o.backend,
             "--device",
             device,
-            "--intra-op-threads",
-            threads,
+            # One thread per batch, a batch per CPU under load; every CPU for a batch that runs alone.
+            *("--intra-op-threads", "1", "--idle-threads", cores, "--parallel-batches", cores),
         ]
     if tier != "gateway":
         return [f"serve-{tier}", o.bundle_uri, *o.bundle_args(), *common]

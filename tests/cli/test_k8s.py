@@ -159,6 +159,7 @@ def test_manifest_sets_render_validate_and_parse(kind: str, autoscaler: str, tmp
                 if args[0] == "serve-model":
                     assert settings.device == device
                     assert settings.intra_op_threads == 1  # a 1-CPU pod: not os.cpu_count(), the node's
+                    assert settings.idle_threads == settings.parallel_batches == 1
                     limits = container["resources"]["limits"]
                     assert ("nvidia.com/gpu" in limits) == (device == "cuda")
                     assert container["image"].endswith("-gpu") == (device == "cuda")
