@@ -28,6 +28,10 @@ from splitserve.inprocess import InProcessPipeline
 # "ok" or "Why?") is about 0.96 on an AVX2 CPU: the default gate is min 0.95 / mean 0.98, and
 # this test names the floor it checks explicitly.
 MINILM_MIN_COSINE = 0.95
+# No int8 candidate keeps 0.97 of MiniLM's nearest neighbours on the gate corpus (the default
+# refuses it; benchmarks/int8-candidates.md: dynamic keeps 0.91-0.92 on a VNNI CPU); this test
+# accepts that loss explicitly.
+MINILM_TOP1 = 0.85
 
 # The gate's texts: the export's samples and the gate corpus, held apart from calibration.
 GATE_SIZE = len(SAMPLE_TEXTS) + len(QUALITY_TEXTS) + len(GATE_TEXTS)
@@ -68,7 +72,7 @@ def test_minilm_int8(minilm_bundle) -> None:
         minilm_bundle.source_uri,
         name="minilm-int8",
         quantize="int8",
-        quality_thresholds={"min_cosine": MINILM_MIN_COSINE},
+        quality_thresholds={"min_cosine": MINILM_MIN_COSINE, "top1_agreement": MINILM_TOP1},
         show_progress=False,
     )
     local = mlflow.artifacts.download_artifacts(uri)
@@ -87,6 +91,14 @@ def test_minilm_int8(minilm_bundle) -> None:
     assert metrics["int8_mean_cosine"] >= 0.98
     assert metrics["parity_max_abs_diff"] < 1e-4  # the fp32 graph, checked against PyTorch before quantizing
     assert config["parity"]["int8_min_cosine"] == pytest.approx(metrics["int8_min_cosine"])
+    assert metrics["int8_top1_agreement"] >= MINILM_TOP1 and metrics["int8_top1_agreement_threshold"] == MINILM_TOP1
+    # every candidate tried is recorded, fastest first (static QDQ first); the kept one is the last
+    # tried, the first that passed
+    tried = config["int8_check"]["candidates"]
+    assert tried[0]["candidate"].startswith("static QDQ")
+    assert [c["passed"] for c in tried] == [False] * (len(tried) - 1) + [True]
+    assert tried[-1]["candidate"].startswith(config["quantization_weights"])
+    assert all(c["records_per_s"] > 0 and c["speedup"] > 0 for c in tried)
 
     # In process, the int8 bundle keeps what the gate promises on other sentences too. Not a
     # ranking: neighbours whose similarities are close swap on CPUs whose int8 kernels differ
