@@ -174,8 +174,12 @@ def export_bundle(
                 f"Quantized to int8, {int8.weights} ("
                 + ", ".join(f"{g} {int8.metrics[f'int8_{g}']:.4f} >= {thresholds[g]:g}" for g in gate)
                 + (f"; {int8.kept_fp32} kept in fp32: {len(int8.excluded)} MatMul nodes" if int8.excluded else "")
-                + f"; {int8.metrics['int8_speedup']:.2f}x fp32 here, candidate {len(int8.reference.candidates)} "
-                + f"of those tried: {', '.join(c['candidate'] for c in int8.reference.candidates)})",
+                + f"; {int8.metrics['int8_speedup']:.2f}x fp32 here; tried: "
+                + ", ".join(
+                    f"{c['candidate']} ({'kept' if c.get('kept') else 'passed' if c['passed'] else 'failed'})"
+                    for c in int8.reference.candidates
+                )
+                + ")",
             )
 
         if loaded.head_arrays:  # a sentence-transformers stack's Dense layers (`splitserve.core.pooling.Head`)
