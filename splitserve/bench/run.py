@@ -42,9 +42,10 @@ from splitserve.k8s.capacity import tables as capacity_tables
 from splitserve.steps import Steps, escape
 
 # The int8 bundle the bench measures: no int8 candidate keeps the default 0.97 of MiniLM's
-# nearest neighbours (benchmarks/int8-candidates.md), so the bench accepts 0.85 to measure int8's
-# speed at all; its report's figures say what the kept graph agrees on.
-BENCH_INT8_GATE = {"top1_agreement": 0.85}
+# nearest neighbours (benchmarks/int8-candidates.md), and the fastest two (static QDQ, dynamic
+# 7-bit) keep a lowest cosine of 0.92-0.94 over the gate's texts, so the bench accepts 0.85 and 0.9
+# to measure the fast int8 at all; the bundle's `int8_check` says what it agrees on.
+BENCH_INT8_GATE = {"top1_agreement": 0.85, "min_cosine": 0.9}
 
 
 class Interrupted(BaseException):  # not swallowed by a library's `except Exception`
