@@ -3,7 +3,8 @@
 Heavy dependencies (torch, mlflow, onnxruntime) are imported inside `export_bundle`.
 The steps live in their own modules: `onnx` (the graphs, one module per family), `parity` (against PyTorch),
 `generation` (what generation needs), `quantize` (int8 and its quality gate), `signature`
-(params, code, requirements), `samples` (the texts every check runs on).
+(params, code, requirements), `samples` (the texts every check runs on), `corpus` (int8's calibration
+and gate texts, held apart).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from splitserve.core.generation import DEFAULT_MAX_NEW_TOKENS_LIMIT, OUTPUT, Gen
 from splitserve.core.pooling import DENSE_FILE
 from splitserve.core.quality import DEFAULT_QUALITY_THRESHOLDS
 from splitserve.export.audio import export_audio
+from splitserve.export.corpus import CALIBRATION_TEXTS, GATE_TEXTS
 from splitserve.export.generation import generation_info
 from splitserve.export.onnx import export_graphs, graph_inputs, max_length_of, output_shapes
 from splitserve.export.parity import check_generation_parity, check_parity, check_seq2seq_parity
@@ -62,9 +64,10 @@ def export_bundle(
 ) -> str:
     """Export the source model at `source_uri` and log the serving bundle; returns its URI.
 
-    `quantize="int8"` replaces the bundle's ONNX graph with a dynamically quantized one, after the
-    fp32 graph passed the PyTorch parity check, and only if the int8 graph keeps the quality of the
-    fp32 one on sample texts (`quality_thresholds` overrides `DEFAULT_QUALITY_THRESHOLDS`).
+    `quantize="int8"` replaces the bundle's ONNX graph with an int8 one (static QDQ or dynamic, the
+    first candidate that passes, fastest first), after the fp32 graph passed the PyTorch parity
+    check, and only if the int8 graph keeps the quality of the fp32 one on the gate's texts
+    (`quality_thresholds` overrides `DEFAULT_QUALITY_THRESHOLDS`).
     `max_new_tokens_limit`: generation tasks only, the most new tokens a request may ask for.
     `template`: the user's template module (a .py file or a package directory, see
     `splitserve.stages.template`), shipped in the bundle and run on sample records first.
@@ -153,14 +156,22 @@ def export_bundle(
 
         int8: Quantized | None = None
         if quantize == "int8":
-            t = step("Quantizing to int8 (dynamic, per-channel weights) and checking it against fp32")
+            t = step("Quantizing to int8 (static QDQ, then dynamic; fastest first) and checking it against fp32")
             int8_dir = Path(tmp) / "int8"
             int8_dir.mkdir()
             gate = task.export.int8_gate
             texts = SAMPLE_TEXTS + QUALITY_TEXTS
             output = task.export.outputs[0]
             int8 = quantize_within_gate(
-                onnx_dir / "model.onnx", int8_dir / "model.onnx", tokenizer, max_length, gate, output, texts, thresholds
+                onnx_dir / "model.onnx",
+                int8_dir / "model.onnx",
+                tokenizer,
+                max_length,
+                gate,
+                output,
+                texts + GATE_TEXTS,
+                thresholds,
+                CALIBRATION_TEXTS,
             )
             shutil.rmtree(onnx_dir)
             shutil.copytree(int8_dir, onnx_dir)
@@ -170,6 +181,11 @@ def export_bundle(
                 f"Quantized to int8, {int8.weights} ("
                 + ", ".join(f"{g} {int8.metrics[f'int8_{g}']:.4f} >= {thresholds[g]:g}" for g in gate)
                 + (f"; {int8.kept_fp32} kept in fp32: {len(int8.excluded)} MatMul nodes" if int8.excluded else "")
+                + f"; {int8.metrics['int8_speedup']:.2f}x fp32 here; tried: "
+                + ", ".join(
+                    f"{c['candidate']} ({'kept' if c.get('kept') else 'passed' if c['passed'] else 'failed'})"
+                    for c in int8.reference.candidates
+                )
                 + ")",
             )
 

@@ -1,9 +1,15 @@
-"""int8: dynamic quantization with ONNX Runtime, and the quality gate against the fp32 graph
-(whose reference the bundle keeps, for the model tier to repeat on its own CPU)."""
+"""int8: candidates (static QDQ calibrated at export, and dynamic quantization with ONNX Runtime),
+tried fastest first against the quality gate on the fp32 graph (whose reference the bundle keeps,
+for the model tier to repeat on its own CPU); the first that passes is kept."""
 
 from __future__ import annotations
 
+import logging
 import re
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +19,14 @@ import numpy as np
 from model_svc.batching import DEFAULT_MAX_PAD_FRACTION
 from splitserve.core import cpu
 from splitserve.core.errors import ExportError
-from splitserve.core.quality import DEFAULT_QUALITY_THRESHOLDS, Int8Reference, pack, summarize
+from splitserve.core.quality import (
+    DEFAULT_QUALITY_THRESHOLDS,
+    Int8Reference,
+    gate_failures,
+    pack,
+    padded_feeds,
+    summarize,
+)
 
 QUANTIZATIONS = ("int8",)
 
@@ -96,37 +109,127 @@ WEIGHT_FORMATS = {
 }
 
 
+# Static QDQ's format: uint8 activations with ranges calibrated once at export (no scale computed
+# per batch at run time), per-channel signed weights of 7 bits (`reduce_range`: the U8S8 kernels
+# cannot saturate on AVX2, as above). Only the products with a weight are quantized, their
+# outputs left fp32, so the attention products (softmax output x values), the softmax, LayerNorm
+# and GELU stay fp32.
+STATIC_FORMAT = "static QDQ, uint8 activations, 7-bit signed weights"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One int8 quantization export may keep: static QDQ or dynamic, its weight format, and the
+    weight products left in fp32 (`exclude`, with what they are)."""
+
+    method: str  # "static" or "dynamic"
+    weights: str  # STATIC_FORMAT, or a WEIGHT_FORMATS key
+    kept_fp32: str
+    exclude: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        head = STATIC_FORMAT if self.method == "static" else f"dynamic, {self.weights}"
+        return head + (f"; {self.kept_fp32} in fp32" if self.kept_fp32 != "nothing" else "")
+
+
+def candidates(fp32_path: Path) -> list[Candidate]:
+    """The int8 candidates, fastest first as benchmarks/int8-candidates.md measured them: static
+    QDQ (the head in fp32) and dynamic with 7-bit weights (both tried, the faster kept: see
+    `quantize_within_gate`), then dynamic in each weight format with each of `remedies`."""
+    static_exclude = [n for n in weight_products(fp32_path) if _HEAD.search(n)]
+    kept = "the head" if static_exclude else "nothing"
+    out = [Candidate("static", STATIC_FORMAT, kept, tuple(static_exclude))]
+    found = remedies(fp32_path)
+    out += [Candidate("dynamic", w, what, tuple(nodes)) for w in WEIGHT_FORMATS for what, nodes in found]
+    return out
+
+
+def weight_products(fp32_path: Path) -> list[str]:
+    """The MatMul nodes whose second input is a weight (an initializer): the projections, the
+    feed-forward products and the head; not the attention products of two activations."""
+    import onnx
+
+    graph = onnx.load(str(fp32_path), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in weights]
+
+
 def quantize_int8(fp32_path: Path, out_path: Path, exclude: list[str], weights: str) -> None:
     """Dynamic int8 quantization with ONNX Runtime: per-channel weights in one of WEIGHT_FORMATS,
     uint8 activations quantized at run time. MatMul and Gather (embeddings) are quantized, but the
     nodes in `exclude`; the graph is otherwise left as exported (ORT fuses at load time)."""
-    import logging
-
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fmt = WEIGHT_FORMATS[weights]
-    external = any(f.name != fp32_path.name for f in fp32_path.parent.iterdir())
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer logs advice at WARNING through the root logger
-    try:
+    with _quiet_quantizer():
         quantize_dynamic(
             fp32_path,
             out_path,
             per_channel=True,
             reduce_range=bool(fmt["reduce_range"]),
             weight_type=getattr(QuantType, str(fmt["weight_type"])),
-            use_external_data_format=external,
+            use_external_data_format=_external(fp32_path),
             nodes_to_exclude=exclude,
         )
+
+
+def quantize_static_int8(
+    fp32_path: Path, out_path: Path, exclude: list[str], calibration: list[dict[str, np.ndarray]]
+) -> None:
+    """Static int8 (STATIC_FORMAT) with ONNX Runtime: activation ranges calibrated (min/max) on
+    `calibration` (graph inputs, one dict per batch), the weight products but `exclude` quantized
+    with Q/DQ pairs that ORT fuses into int8 kernels at load time."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Batches(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._feeds = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._feeds, None)
+
+    with _quiet_quantizer():
+        quantize_static(
+            fp32_path,
+            out_path,
+            Batches(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_quantize=[n for n in weight_products(fp32_path) if n not in exclude],
+            use_external_data_format=_external(fp32_path),
+            # products' outputs stay fp32 (ORT runs MatMulIntegerToFloat): quantizing them too
+            # (QLinearMatMul) cut MiniLM's top-1 agreement from 0.88 to 0.71
+            extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]},
+        )
+
+
+def _external(fp32_path: Path) -> bool:
+    """Whether the graph keeps its weights in files beside it (then so does the quantized one)."""
+    return any(f.name != fp32_path.name for f in fp32_path.parent.iterdir())
+
+
+@contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """The quantizer logs advice at WARNING through the root logger: silenced while it runs."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
     finally:
         root.setLevel(level)
 
 
 @dataclass
 class Quantized:
-    """An int8 graph that passed the gate: its metrics, weight format, what stayed fp32 (those
-    MatMul nodes), and the fp32 reference the model tier checks it against where it is served."""
+    """An int8 graph that passed the gate: its metrics, format (`Candidate.method` and weights),
+    what stayed fp32 (those MatMul nodes), and the fp32 reference the model tier checks it against
+    where it is served (with every candidate tried, `Int8Reference.candidates`)."""
 
     metrics: dict[str, float]
     weights: str
@@ -144,28 +247,91 @@ def quantize_within_gate(
     output: str,
     texts: list[str],
     thresholds: dict[str, float],
+    calibration: list[str],
 ) -> Quantized:
-    """Quantize into `out`, fastest first (each weight format, then `remedies`: the most
-    sensitive products left in fp32), until the quality gate passes. Past every candidate, the
-    first one's failure, naming what else was tried."""
-    reference = int8_reference(fp32, tokenizer, max_length, gate, output, texts, thresholds)
-    candidates = remedies(fp32)
-    first: ExportError | None = None
-    for weights in WEIGHT_FORMATS:
-        for kept_fp32, exclude in candidates:
-            quantize_int8(fp32, out, exclude, weights)
-            try:
-                metrics = check_quantized(out, reference)
-            except ExportError as exc:
-                first = first or exc
-                continue
-            metrics["int8_excluded_nodes"] = float(len(exclude))
-            return Quantized(metrics, weights, kept_fp32, exclude, reference)
-    kept = ", ".join(what for what, _ in candidates[1:]) or "nothing else to try"
-    formats = list(WEIGHT_FORMATS)
-    raise ExportError(
-        f"{first} (with {formats[0]}; also tried leaving in fp32: {kept}; and each with {', '.join(formats[1:])})"
+    """Quantize into `out` (its folder): `candidates` in order, gated on `texts` (static ones
+    calibrated on `calibration`, texts held apart from `texts`). The first two (static, and dynamic
+    with 7-bit weights: the fastest, their order differs between CPUs and loads) are both tried and
+    the faster that passes, as timed here, is kept (within 10%, the one that agrees more); past
+    them, the first that passes. Every candidate tried is recorded with its metrics and speed;
+    past every one, a refusal naming the thresholds, the best each metric reached and the tries."""
+    reference, fp32_rate = int8_reference(fp32, tokenizer, max_length, gate, output, texts, thresholds)
+    tried: list[dict[str, Any]] = []
+    passed: list[tuple[float, float, int, Candidate, dict[str, float]]] = []
+    calibration_feeds: list[dict[str, np.ndarray]] | None = None
+    for i, candidate in enumerate(candidates(fp32)):
+        path = out.parent / f"candidate-{i}" / out.name
+        path.parent.mkdir()
+        if candidate.method == "static":
+            if calibration_feeds is None:
+                calibration_feeds = calibration_batches(fp32, tokenizer, max_length, calibration)
+            quantize_static_int8(fp32, path, list(candidate.exclude), calibration_feeds)
+        else:
+            quantize_int8(fp32, path, list(candidate.exclude), candidate.weights)
+        metrics, failures, rate = run_gate(path, reference)
+        scores = {m: round(metrics[f"int8_{m}"], 5) for m in gate}
+        speedup = round(rate / fp32_rate, 2)
+        tried.append({"candidate": candidate.name, **scores, "records_per_s": round(rate, 1), "speedup": speedup})
+        tried[-1]["passed"] = not failures
+        if not failures:
+            passed.append((rate, sum(scores.values()), i, candidate, metrics))
+        if passed and i >= 1:
+            break
+    if not passed:
+        raise ExportError(refusal(tried, reference))
+    rate, _, i, candidate, metrics = passed[kept([(p[0], p[1]) for p in passed])]
+    for f in (out.parent / f"candidate-{i}").iterdir():
+        shutil.move(f, out.parent / f.name)
+    for folder in out.parent.glob("candidate-*"):
+        shutil.rmtree(folder)
+    for record in tried:
+        record["kept"] = record["candidate"] == candidate.name
+    reference.export_metrics, reference.candidates = metrics, tried
+    metrics = {**metrics, **{f"int8_{m}_threshold": t for m, t in reference.thresholds.items()}}
+    metrics.update({"int8_candidates_tried": float(len(tried)), "int8_speedup": rate / fp32_rate})
+    metrics["int8_excluded_nodes"] = float(len(candidate.exclude))
+    fmt = STATIC_FORMAT if candidate.method == "static" else f"dynamic, {candidate.weights}"
+    return Quantized(metrics, fmt, candidate.kept_fp32, list(candidate.exclude), reference)
+
+
+def kept(passed: list[tuple[float, float]]) -> int:
+    """Which of the passing candidates, as (records/s, agreement), to keep: the fastest, or among
+    those within 10% of its speed (timing noise on a busy CPU), the one that agrees most."""
+    fastest = max(rate for rate, _ in passed)
+    near = [i for i, (rate, _) in enumerate(passed) if rate >= 0.9 * fastest]
+    return max(near, key=lambda i: passed[i][1])
+
+
+def refusal(tried: list[dict[str, Any]], reference: Int8Reference) -> str:
+    """Why no candidate passed: the best each gated metric reached (and by which candidate) against
+    its threshold, and every candidate tried with its metrics and speed."""
+    best = {m: max(tried, key=lambda c: c[m]) for m in reference.gate}
+    failures = gate_failures({f"int8_{m}": c[m] for m, c in best.items()}, reference.gate, reference.thresholds)
+    by = {m: c["candidate"] for m, c in best.items()}
+    named = [f"{f} by {by[f.split(' ', 1)[0]]}" for f in failures]
+    texts = sum(len(b) for b in reference.batches)
+    listed = "; ".join(
+        f"{c['candidate']} ({', '.join(f'{m} {c[m]:.4f}' for m in reference.gate)}, {c['speedup']:.2f}x fp32)"
+        for c in tried
     )
+    return (
+        f"int8 quality gate failed for every candidate, between the int8 and fp32 ONNX graphs over {texts} gate "
+        f"texts: the best reached: {'; '.join(named)}. Tried, fastest first: {listed}. Refusing to export. Export "
+        f"without quantization, or accept the loss with a lower quality threshold"
+    )
+
+
+def calibration_batches(
+    fp32_path: Path, tokenizer: Any, max_length: int, texts: list[str], batch_size: int = 16
+) -> list[dict[str, np.ndarray]]:
+    """`texts` tokenized and batched as the model tier batches them: static quantization's
+    calibration inputs."""
+    import onnx
+
+    graph = onnx.load(str(fp32_path), load_external_data=False).graph
+    names = {i.name for i in graph.input}
+    rows = [list(map(int, tokenizer(t, truncation=True, max_length=max_length)["input_ids"])) for t in texts]
+    return [feeds for feeds, _ in padded_feeds(batches(rows, batch_size), int(tokenizer.pad_token_id or 0), names)]
 
 
 def int8_reference(
@@ -177,11 +343,10 @@ def int8_reference(
     texts: list[str],
     thresholds: dict[str, float],
     batch_size: int = 16,
-) -> Int8Reference:
+) -> tuple[Int8Reference, float]:
     """The fp32 graph's summaries of `texts`, batched as the model tier batches them (`batches`):
-    what the int8 graph is checked against, here and where it is served."""
-    import onnxruntime as ort
-
+    what the int8 graph is checked against, here and where it is served; and the fp32 graph's
+    records/s over those batches (what each candidate's speed is compared with)."""
     rows = [list(map(int, tokenizer(t, truncation=True, max_length=max_length)["input_ids"])) for t in texts]
     reference = Int8Reference(
         output=output,
@@ -192,11 +357,33 @@ def int8_reference(
         reference={},
         export_cpu=list(cpu.cpu_features()),
     )
-    session = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
-    names = {i.name for i in session.get_inputs()}
-    summaries = [summarize(session.run([output], feeds)[0], mask, gate) for feeds, mask in reference.feeds(names)]
-    reference.reference = pack(np.concatenate(summaries))
-    return reference
+    feeds = reference.feeds(_inputs(fp32_path))
+    outputs, rate = _timed_run(fp32_path, output, feeds)
+    reference.reference = pack(
+        np.concatenate([summarize(o, m, gate) for o, (_, m) in zip(outputs, feeds, strict=True)])
+    )
+    return reference, rate
+
+
+def _inputs(path: Path) -> set[str]:
+    import onnx
+
+    return {i.name for i in onnx.load(str(path), load_external_data=False).graph.input}
+
+
+def _timed_run(
+    path: Path, output: str, feeds: list[tuple[dict[str, np.ndarray], np.ndarray]]
+) -> tuple[list[np.ndarray], float]:
+    """The graph's `output` on every batch of `feeds`, and its records/s (after one untimed batch
+    that warms the session up): the speed a candidate is ranked by, on this CPU, noisy on a busy one."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session.run([output], feeds[0][0])
+    start = time.perf_counter()
+    outputs = [session.run([output], f)[0] for f, _ in feeds]
+    elapsed = time.perf_counter() - start
+    return outputs, sum(len(m) for _, m in feeds) / max(elapsed, 1e-9)
 
 
 def batches(rows: list[list[int]], batch_size: int) -> list[list[list[int]]]:
@@ -216,22 +403,10 @@ def batches(rows: list[list[int]], batch_size: int) -> list[list[list[int]]]:
     return out
 
 
-def check_quantized(int8_path: Path, reference: Int8Reference) -> dict[str, float]:
-    """Run the int8 graph on the reference's inputs; fail when one of the gated metrics is past its
-    threshold. Returns the metrics (names start with `int8_`), also kept in the reference."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
-    names = {i.name for i in session.get_inputs()}
-    feeds = reference.feeds(names)
-    outputs = [session.run([reference.output], f)[0] for f, _ in feeds]
+def run_gate(int8_path: Path, reference: Int8Reference) -> tuple[dict[str, float], list[str], float]:
+    """Run the int8 graph on the reference's inputs: the gate's metrics (names start with `int8_`),
+    its failures (a gated metric past its threshold) and the graph's records/s."""
+    feeds = reference.feeds(_inputs(int8_path))
+    outputs, rate = _timed_run(int8_path, reference.output, feeds)
     metrics, failures = reference.check(outputs, [mask for _, mask in feeds])
-    if failures:
-        texts = sum(len(b) for b in reference.batches)
-        raise ExportError(
-            f"int8 quality gate failed: {'; '.join(failures)} between the int8 and fp32 ONNX graphs over {texts} "
-            f"sample texts; refusing to export. Export without quantization, or accept the loss with a lower "
-            f"quality threshold"
-        )
-    reference.export_metrics = metrics
-    return {**metrics, **{f"int8_{m}_threshold": t for m, t in reference.thresholds.items()}}
+    return metrics, failures, rate

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,13 +19,24 @@ from splitserve.core.bundle import load_bundle
 from splitserve.core.errors import ExportError
 from splitserve.core.quality import unpack
 from splitserve.export import DEFAULT_QUALITY_THRESHOLDS, export_bundle
+from splitserve.export.corpus import GATE_TEXTS
+from splitserve.export.samples import QUALITY_TEXTS, SAMPLE_TEXTS
 from splitserve.inprocess import InProcessPipeline
 
-# Dynamic int8 (per-tensor uint8 activations, per-channel int8 weights) of all-MiniLM-L6-v2 keeps
-# a mean cosine of about 0.99 over the gate's ~60 texts, but the lowest one (short texts such as
-# "ok" or "Why?") is about 0.96 on an AVX2 CPU: the default gate is min 0.95 / mean 0.98, and
-# this test names the floor it checks explicitly.
-MINILM_MIN_COSINE = 0.95
+# int8 all-MiniLM-L6-v2 keeps a mean cosine of about 0.99 over the gate's ~160 texts, but the
+# lowest one (short texts) is 0.92-0.94 for the fastest candidates (static QDQ, dynamic 7-bit) on
+# a VNNI CPU: this test names the floor it checks explicitly, so that both pass and the faster is kept.
+MINILM_MIN_COSINE = 0.9
+# No int8 candidate keeps 0.97 of MiniLM's nearest neighbours on the gate corpus (the default
+# refuses it; benchmarks/int8-candidates.md: dynamic keeps 0.91-0.92 on a VNNI CPU); this test
+# accepts that loss explicitly.
+MINILM_TOP1 = 0.85
+
+# The gate's texts: the export's samples and the gate corpus, held apart from calibration.
+GATE_SIZE = len(SAMPLE_TEXTS) + len(QUALITY_TEXTS) + len(GATE_TEXTS)
+# A ranking threshold for tiny random-weight models (their near-tied neighbours swap under any
+# int8: the best candidate keeps ~0.9 of the tiny BERT's, short of the 0.97 default).
+TINY_RANKING = {"top1_agreement": 0.8}
 
 SENTENCES = [
     "Which state is good for a seaside holiday?",
@@ -59,7 +71,7 @@ def test_minilm_int8(minilm_bundle) -> None:
         minilm_bundle.source_uri,
         name="minilm-int8",
         quantize="int8",
-        quality_thresholds={"min_cosine": MINILM_MIN_COSINE},
+        quality_thresholds={"min_cosine": MINILM_MIN_COSINE, "top1_agreement": MINILM_TOP1},
         show_progress=False,
     )
     local = mlflow.artifacts.download_artifacts(uri)
@@ -78,6 +90,14 @@ def test_minilm_int8(minilm_bundle) -> None:
     assert metrics["int8_mean_cosine"] >= 0.98
     assert metrics["parity_max_abs_diff"] < 1e-4  # the fp32 graph, checked against PyTorch before quantizing
     assert config["parity"]["int8_min_cosine"] == pytest.approx(metrics["int8_min_cosine"])
+    assert metrics["int8_top1_agreement"] >= MINILM_TOP1 and metrics["int8_top1_agreement_threshold"] == MINILM_TOP1
+    # every candidate tried is recorded, fastest first (static QDQ, then dynamic 7-bit: both tried);
+    # the kept one passed
+    tried = config["int8_check"]["candidates"]
+    assert tried[0]["candidate"].startswith("static QDQ") and len(tried) >= 2
+    (kept,) = [c for c in tried if c["kept"]]
+    assert kept["passed"] and kept["candidate"].startswith(config["quantization_weights"])
+    assert all(c["records_per_s"] > 0 and c["speedup"] > 0 for c in tried)
 
     # In process, the int8 bundle keeps what the gate promises on other sentences too. Not a
     # ranking: neighbours whose similarities are close swap on CPUs whose int8 kernels differ
@@ -119,17 +139,51 @@ def test_remedies_leave_the_most_sensitive_products_in_fp32(tiny_bundles) -> Non
     assert set(tried[1][1]) < set(tried[2][1]) and any("attention" in n for n in tried[3][1])
 
 
-def test_a_gate_no_remedy_passes_names_them_and_a_passing_one_is_recorded(tiny_bundles) -> None:
+def test_a_gate_no_candidate_passes_names_them_and_a_passing_one_is_recorded(tiny_bundles) -> None:
+    """Past every candidate, the refusal names the threshold, the best each failing metric reached
+    (and by which candidate) and every candidate tried, fastest first, with its metrics and speed.
+    A passing export records each candidate it tried in the bundle (`int8_check.candidates`)."""
+    from splitserve.export.quantize import STATIC_FORMAT, candidates
+
     source = tiny_bundles[("feature-extraction", "bert")].source_uri
-    with pytest.raises(ExportError, match=r"also tried leaving in fp32: the last layer's feed-forward, the last two"):
+    onnx_path = Path(tiny_bundles[("feature-extraction", "bert")].local_dir) / "artifacts" / "onnx" / "model.onnx"
+    names = [c.name for c in candidates(onnx_path)]
+    assert names[0] == STATIC_FORMAT and names[1] == "dynamic, 7-bit signed weights"
+    with pytest.raises(ExportError) as failed:
         export_bundle(source, quantize="int8", quality_thresholds={"min_cosine": 1.0000001}, show_progress=False)
+    message = str(failed.value)
+    assert re.search(r"the best reached: min_cosine = 0\.\d+ < threshold 1\.0000001 \(lowest cosine.*\) by ", message)
+    assert f"over {GATE_SIZE} gate texts" in message and "Refusing to export" in message
+    tried = message.split("Tried, fastest first: ")[1]
+    positions = [tried.index(f"{n} (min_cosine ") for n in names]
+    assert positions == sorted(positions)
+    assert re.search(r"top1_agreement [01]\.\d{4}, \d+\.\d\dx fp32\)", tried)
     import mlflow
 
-    bundle = load_bundle(
-        mlflow.artifacts.download_artifacts(export_bundle(source, quantize="int8", show_progress=False)), ()
+    # Any candidate passes: the first two (static QDQ, dynamic 7-bit) are both tried, the faster
+    # kept (as timed at export), both recorded.
+    low = {"min_cosine": 0.0, "mean_cosine": 0.0, "top1_agreement": 0.0}
+    local = mlflow.artifacts.download_artifacts(
+        export_bundle(source, quantize="int8", quality_thresholds=low, show_progress=False)
     )
+    bundle = load_bundle(local, ("tokenizer", "onnx"))
     assert bundle.config.quantization == "int8"
     assert bundle.config.parity["int8_excluded_nodes"] == len(bundle.config.quantization_excluded)
+    assert bundle.config.parity["int8_candidates_tried"] == 2 and bundle.config.parity["int8_speedup"] > 0
+    check = bundle.config.int8_check
+    assert check is not None and [c["candidate"] for c in check.candidates] == names[:2]
+    assert all(c["passed"] and c["records_per_s"] > 0 for c in check.candidates)
+    (kept,) = [c for c in check.candidates if c["kept"]]
+    assert kept["candidate"].startswith(bundle.config.quantization_weights)
+    assert kept["top1_agreement"] == pytest.approx(check.export_metrics["int8_top1_agreement"], abs=1e-5)
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(bundle.onnx_path)).graph.node}
+    static = bundle.config.quantization_weights == STATIC_FORMAT
+    assert ("QuantizeLinear" in ops) == static
+    assert ("DynamicQuantizeLinear" in ops) == (not static)
+    assert sorted(p.name for p in Path(bundle.onnx_path).parent.iterdir()) == ["model.onnx"]
+    InProcessPipeline(bundle)  # the model tier's repeat of the gate runs static QDQ too, and passes here
 
 
 def test_bad_quantize_arguments() -> None:
@@ -158,7 +212,7 @@ def test_tiny_text_classification_int8(tiny_bundles) -> None:
     print("\ntiny text-classification int8:", {k: v for k, v in sorted(metrics.items()) if k.startswith("int8_")})
     assert 0.5 <= metrics["int8_label_agreement"] < DEFAULT_QUALITY_THRESHOLDS["label_agreement"]
     assert metrics["int8_label_agreement_threshold"] == 0.5
-    assert metrics["int8_label_count"] == 59  # SAMPLE_TEXTS + QUALITY_TEXTS, one label each
+    assert metrics["int8_label_count"] == GATE_SIZE  # the gate's texts, one label each
     bundle = load_bundle(uri, ("tokenizer", "onnx"))
     assert bundle.config.quantization == "int8"
     assert bundle.config.name == "tiny-tc-int8"
@@ -213,12 +267,14 @@ def test_the_model_tier_repeats_the_int8_gate_on_its_own_cpu(tiny_bundles, tmp_p
     from splitserve.core.quality import pack
 
     source = tiny_bundles[("feature-extraction", "bert")].source_uri
-    local = mlflow.artifacts.download_artifacts(export_bundle(source, quantize="int8", show_progress=False))
+    local = mlflow.artifacts.download_artifacts(
+        export_bundle(source, quantize="int8", quality_thresholds=TINY_RANKING, show_progress=False)
+    )
     bundle = load_bundle(local, ("tokenizer", "onnx"))
     check = bundle.config.int8_check
     assert check is not None and check.gate == ["min_cosine", "mean_cosine", "top1_agreement"]
     assert check.export_cpu == list(cpu.cpu_features())
-    assert sum(len(b) for b in check.batches) == 59 and unpack(check.reference).shape[0] == 59
+    assert sum(len(b) for b in check.batches) == GATE_SIZE and unpack(check.reference).shape[0] == GATE_SIZE
     assert check.export_metrics["int8_top1_agreement"] == bundle.config.parity["int8_top1_agreement"]
     InProcessPipeline(bundle)  # the pyfunc's path runs the same check, and it passes here
 
@@ -257,7 +313,9 @@ def test_full_range_int8_weights_saturate_without_vnni_and_the_check_sees_it(tin
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     source = tiny_bundles[("feature-extraction", "bert")].source_uri
-    local = mlflow.artifacts.download_artifacts(export_bundle(source, quantize="int8", show_progress=False))
+    local = mlflow.artifacts.download_artifacts(
+        export_bundle(source, quantize="int8", quality_thresholds=TINY_RANKING, show_progress=False)
+    )
     fp32 = Path(tiny_bundles[("feature-extraction", "bert")].local_dir) / "artifacts" / "onnx" / "model.onnx"
     out = tmp_path / "bundle"
     shutil.copytree(local, out)
