@@ -14,11 +14,13 @@ from pathlib import Path
 
 import grpc
 
+from splitserve.core.grpc_server import is_unix
+
 
 def target_for(addresses: list[str]) -> str:
     """One channel target for a list of replicas.
 
-    IP literals become an `ipv4:`/`ipv6:` address list; a single `dns:///name:port` (or any
+    IP literals become an `ipv4:`/`ipv6:` address list, `unix:PATH` sockets a `unix:` list; a single `dns:///name:port` (or any
     other target with a scheme, e.g. a Kubernetes headless Service) is used as is, and gRPC
     balances over every address it resolves to.
     """
@@ -26,6 +28,11 @@ def target_for(addresses: list[str]) -> str:
         raise ValueError("a tier needs at least one replica address")
     if len(addresses) == 1 and ("://" in addresses[0] or addresses[0].startswith(("ipv4:", "ipv6:", "unix:"))):
         return addresses[0]
+    unix = [a for a in addresses if is_unix(a)]
+    if unix:  # Unix-domain sockets (replicas on this host): gRPC's unix: target takes a list of paths
+        if len(unix) < len(addresses):
+            raise ValueError("replica addresses mix unix: sockets and TCP addresses; give one kind per tier")
+        return "unix:" + ",".join(a.removeprefix("unix:") for a in unix)
     hosts = []
     for address in addresses:
         host, sep, port = address.rpartition(":")

@@ -13,9 +13,9 @@ class GatewaySettings(ServerSettings):
 
     model_config = SettingsConfigDict(env_prefix="SPLITSERVE_GATEWAY_", extra="forbid")
 
-    preprocess: list[str] = Field([], description="Preprocess replicas (host:port ...).")
-    model: list[str] = Field(..., description="Model-tier replicas (host:port ...).")
-    postprocess: list[str] = Field([], description="Postprocess replicas (host:port ...).")
+    preprocess: list[str] = Field([], description="Preprocess replicas (host:port ..., or unix:PATH ...).")
+    model: list[str] = Field(..., description="Model-tier replicas (host:port ..., or unix:PATH ...).")
+    postprocess: list[str] = Field([], description="Postprocess replicas (host:port ..., or unix:PATH ...).")
     inline_stages: str | None = Field(
         None,
         description=(

@@ -67,7 +67,8 @@ class Client:
         tls_server_name: str | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
     ):
-        """`token`: sent as `authorization: Bearer <token>` (a gateway with `--auth-token-file`).
+        """`target`: the gateway's host:port, or unix:PATH (a gateway listening on a Unix-domain
+        socket). `token`: sent as `authorization: Bearer <token>` (a gateway with `--auth-token-file`).
         `tls_ca`: a PEM CA file; the gateway is then called over TLS and its certificate checked
         (`tls_server_name`: the name it carries, when not the target's host). `max_message_bytes`:
         the largest request sent and response accepted, the servers' limit by default (gRPC's own

@@ -20,7 +20,7 @@ def add_parser(sub: Any) -> None:
         "(--input FILE --output FILE): one answer per record, in input order, failed records written with their "
         "error, a summary line at the end, --resume after an interrupt.",
     )
-    p.add_argument("--target", required=True, help="Gateway address host:port.")
+    p.add_argument("--target", required=True, help="Gateway address host:port (or unix:PATH, a Unix-domain socket).")
     p.add_argument("text", nargs="*", help="Texts, one record each; a JSON object is a whole record.")
     add_kv_flag(
         p,

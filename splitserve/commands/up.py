@@ -4,7 +4,9 @@ Replicas are children of this process. Each announces its address as a JSON line
 once loaded; a replica that dies, the gateway included, is restarted on the same port (the
 gateway's health checks route around a dead tier replica meanwhile), after a pause that doubles
 while it keeps dying young (0.5 s up to 30 s). SIGINT/SIGTERM stop the gateway first, then the
-tiers, each draining its in-flight requests. With `tier_mtls`, the tiers serve mutual TLS and
+tiers, each draining its in-flight requests. The gateway reaches the tiers over Unix-domain sockets
+in a private temporary folder (removed at the end; `tier_transport="tcp"`: loopback TCP on `host`
+instead); its own ports, for clients, are TCP. With `tier_mtls`, the tiers serve mutual TLS and
 accept only the gateway's certificate (made for this run in a private temporary folder).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,8 +66,11 @@ class Replica:
         threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
 
     def pin_port(self) -> None:
-        """Restart where it listens now, so that a restart comes back where callers look."""
+        """Restart where it listens now, so that a restart comes back where callers look (a
+        Unix-domain socket's path is in its argv already)."""
         assert self.address is not None
+        if self.address.startswith("unix:"):
+            return
         if "--port" in self.argv:
             i = self.argv.index("--port")
             del self.argv[i : i + 2]
@@ -157,12 +163,14 @@ def up(
     rest_port: int | None = 0,
     tier_mtls: bool = False,
     tier_args: list[str] | None = None,
+    tier_transport: str = "unix",
 ) -> int:
     """Run everything until a signal; `on_ready(addresses)` runs once all are up (then stops if it returns).
     `inline_stages`: no preprocess/postprocess replicas; the gateway runs those stages itself.
     `rest_port`: the gateway's REST door (0: a free port; None: none), announced as "rest".
     `tier_mtls`: mutual TLS between the gateway and the tiers. `tier_args`: more flags for every
-    preprocess, model and postprocess replica (e.g. --watch-alias)."""
+    preprocess, model and postprocess replica (e.g. --watch-alias). `tier_transport`: "unix" (the
+    tiers listen on Unix-domain sockets, one folder per run) or "tcp" (on `host`)."""
     if inline_stages:
         pre = post = 0
     if not any(a.startswith("--intra-op-threads") for a in model_args or []):
@@ -184,25 +192,36 @@ def up(
         # localhost on loopback).
         loopback = host in ("127.0.0.1", "localhost", "::1")
         gateway_args += ["--tier-tls-server-name", "localhost" if loopback else host]
+    sockets = tempfile.mkdtemp(prefix="splitserve-up-") if tier_transport == "unix" else None
+
+    def listen(tier: str, i: int) -> list[str]:
+        return ["--host", f"unix:{sockets}/{tier}-{i}.sock" if sockets else host]
+
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     tiers: dict[str, list[Replica]] = {
         "preprocess": [
-            Replica("preprocess", serve_command("serve-preprocess", bundle_uri, "--host", host, *tier_tls))
-            for _ in range(pre)
+            Replica("preprocess", serve_command("serve-preprocess", bundle_uri, *listen("preprocess", i), *tier_tls))
+            for i in range(pre)
         ],
         "model": [
             Replica(
                 "model",
                 serve_command(
-                    "serve-model", bundle_uri, "--host", host, "--backend", backend, *(model_args or []), *tier_tls
+                    "serve-model",
+                    bundle_uri,
+                    *listen("model", i),
+                    "--backend",
+                    backend,
+                    *(model_args or []),
+                    *tier_tls,
                 ),
             )
-            for _ in range(model)
+            for i in range(model)
         ],
         "postprocess": [
-            Replica("postprocess", serve_command("serve-postprocess", bundle_uri, "--host", host, *tier_tls))
-            for _ in range(post)
+            Replica("postprocess", serve_command("serve-postprocess", bundle_uri, *listen("postprocess", i), *tier_tls))
+            for i in range(post)
         ],
     }
     replicas = [r for rs in tiers.values() for r in rs]
@@ -260,6 +279,8 @@ def up(
             signal.signal(s, handler)
         if tls_dir is not None:
             tls_dir.cleanup()
+        if sockets is not None:  # the tiers removed theirs as they stopped; a killed one's remains
+            shutil.rmtree(sockets, ignore_errors=True)
 
 
 def add_parser(sub: Any) -> None:
@@ -296,6 +317,13 @@ def add_parser(sub: Any) -> None:
         "--tier-mtls",
         action="store_true",
         help="Mutual TLS between the gateway and the tiers (certificates made for this run): the tiers accept only the gateway.",
+    )
+    p.add_argument(
+        "--tier-transport",
+        choices=("unix", "tcp"),
+        default="unix",
+        help="How the gateway reaches the tiers: Unix-domain sockets in a private temporary folder (unix, this "
+        "host only) or TCP on --host (tcp). The gateway's own ports are TCP either way.",
     )
     p.add_argument(
         "--inline-stages",
@@ -368,4 +396,5 @@ def run(args: Any) -> int:
         rest_port=None if args.no_rest else args.rest_port,
         tier_mtls=args.tier_mtls,
         tier_args=tier_args,
+        tier_transport=args.tier_transport,
     )

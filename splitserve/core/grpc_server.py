@@ -39,6 +39,21 @@ class Tier(Protocol):
         ...
 
 
+UNIX_SCHEME = "unix:"  # a Unix-domain socket's address: unix:PATH (tiers on one host, `splitserve up`'s default)
+
+
+def is_unix(address: str) -> bool:
+    """Whether `address` (a --host, a replica address, a client target) names a Unix-domain socket."""
+    return address.startswith(UNIX_SCHEME)
+
+
+def listen_address(settings: ServerSettings, port: int | None = None) -> str:
+    """Where the server listens: `unix:PATH`, or host:port (`port`: the one bound, default the setting's)."""
+    if is_unix(settings.host):
+        return settings.host
+    return f"{settings.host}:{settings.port if port is None else port}"
+
+
 # Clients may send keepalive pings this often (the gateway pings its tiers to notice a dead host).
 MIN_PING_INTERVAL_MS = 500
 
@@ -111,7 +126,7 @@ async def start(tier: Tier, settings: ServerSettings) -> Running:
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [*tier.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
-    address = f"{settings.host}:{settings.port}"
+    address = listen_address(settings)
     credentials = server_credentials(settings)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     running = Running(tier, server, health, port)
@@ -141,8 +156,8 @@ async def serve(tier: Tier, settings: ServerSettings) -> int:
 
         start_http_server(settings.metrics_port, addr=settings.host)
     running = await start(tier, settings)
-    port = running.port
-    log.info("%s listening on %s:%d, loading", tier.name, settings.host, port)
+    address = listen_address(settings, running.port)  # a Unix socket's path is removed when the server stops
+    log.info("%s listening on %s, loading", tier.name, address)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -164,8 +179,8 @@ async def serve(tier: Tier, settings: ServerSettings) -> int:
             facts = load.result() or {}
             if running.rest is not None:
                 facts["rest"] = f"{settings.host}:{running.rest.port}"
-            print(json.dumps({"tier": tier.name, "address": f"{settings.host}:{port}", **facts}), flush=True)
-            log.info("%s ready on %s:%d", tier.name, settings.host, port)
+            print(json.dumps({"tier": tier.name, "address": address, **facts}), flush=True)
+            log.info("%s ready on %s", tier.name, address)
     await stopper
     load.cancel()
     log.info("%s draining (grace %.1fs)", tier.name, settings.grace_s)

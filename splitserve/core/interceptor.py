@@ -50,25 +50,53 @@ class _Tally:
             self.count, self.logged = 0, now
 
 
+class _Metrics:
+    """One method's metric children, bound once (a `labels()` lookup per request costs a lock and a
+    dict lookup per metric); its requests' counters by status code, bound at their first use."""
+
+    def __init__(self, tier: str, method: str):
+        self.tier, self.method = tier, method
+        self.in_flight = IN_FLIGHT.labels(tier)
+        self.latency = LATENCY.labels(tier, method)
+        self.requests: dict[grpc.StatusCode, Any] = {}
+
+    def ended(self, code: grpc.StatusCode, seconds: float) -> None:
+        counter = self.requests.get(code)
+        if counter is None:
+            counter = self.requests[code] = REQUESTS.labels(self.tier, self.method, code.name)
+        counter.inc()
+        self.latency.observe(seconds)
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps exceptions to status codes and records per-method metrics, for unary RPCs and for
     server-streaming and bidirectional ones (an error ends the stream with its status). Calls whose
-    deadline passed are normal under load: logged at INFO, at most once per EXPIRY_LOG_S, no traceback."""
+    deadline passed are normal under load: logged at INFO, at most once per EXPIRY_LOG_S, no traceback.
+    Each method's wrapped handler is made once, at its first call (gRPC asks the interceptor on
+    every call)."""
 
     def __init__(self, tier: str):
         self.tier = tier
         self._expiries = _Tally()
+        self._handlers: dict[str, Any] = {}
 
     def _expired(self, method: str, code: grpc.StatusCode) -> None:
         self._expiries.add(f"{self.tier} {method} ended {code.name} before its answer")
 
     async def intercept_service(self, continuation: Callable[..., Awaitable[Any]], details: Any) -> Any:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        method = details.method.rsplit("/", 1)[-1]
+        wrapped = self._handlers.get(details.method)
+        if wrapped is None:
+            handler = await continuation(details)
+            if handler is None:
+                return handler
+            wrapped = self._handlers[details.method] = self._wrap(handler, details.method)
+        return wrapped
+
+    def _wrap(self, handler: Any, full_method: str) -> Any:
+        method = full_method.rsplit("/", 1)[-1]
+        metrics = _Metrics(self.tier, method)
         # A span per RPC of the tier's own services (not health checks or reflection), when tracing is on.
-        traced = details.method.lstrip("/") if tracing.enabled() and not details.method.startswith("/grpc.") else None
+        span_name = None if full_method.startswith("/grpc.") else full_method.lstrip("/")
         codecs = {
             "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
@@ -77,8 +105,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             unary = handler.unary_unary
 
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                async with self._guard(method, context, traced):
-                    response = await unary(_parsed(request, details.method), context)
+                async with self._guard(metrics, context, span_name):
+                    response = await unary(_parsed(request, full_method), context)
                     if _call_over(context):  # answered after the deadline: sending would fail (and log ERROR)
                         raise errors.DeadlineExceeded("the call ended before its answer")
                     return response
@@ -90,11 +118,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             return handler
 
         async def streamed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._guard(method, context, traced):
+            async with self._guard(metrics, context, span_name):
                 if handler.unary_stream is not None:
-                    request = _parsed(request, details.method)
+                    request = _parsed(request, full_method)
                 else:
-                    request = _parsed_stream(request, details.method)
+                    request = _parsed_stream(request, full_method)
                 async for item in stream(request, context):
                     yield item
 
@@ -104,11 +132,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return factory(streamed, **codecs)
 
     @contextlib.asynccontextmanager
-    async def _guard(self, method: str, context: grpc.aio.ServicerContext, traced: str | None = None) -> Any:
+    async def _guard(self, metrics: _Metrics, context: grpc.aio.ServicerContext, span_name: str | None) -> Any:
         start = time.perf_counter()
-        IN_FLIGHT.labels(self.tier).inc()
+        metrics.in_flight.inc()
         code = grpc.StatusCode.OK
-        scope = tracing.server_span(traced, context.invocation_metadata(), self.tier) if traced else _NO_SPAN
+        if span_name is not None and tracing.enabled():
+            scope: Any = tracing.server_span(span_name, context.invocation_metadata(), self.tier)
+        else:
+            scope = _NO_SPAN
         with scope as span:
             try:
                 yield
@@ -121,15 +152,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                     raise  # the handler already aborted
                 code, message = status_of(exc)
                 if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
-                    self._expired(method, code)
+                    self._expired(metrics.method, code)
                 if _call_over(context):  # the call is over (its deadline passed): nobody to tell, nothing to log
                     raise asyncio.CancelledError from None
                 await context.abort(code, message)
             finally:
                 tracing.end_rpc(span, code)
-                IN_FLIGHT.labels(self.tier).dec()
-                REQUESTS.labels(self.tier, method, code.name).inc()
-                LATENCY.labels(self.tier, method).observe(time.perf_counter() - start)
+                metrics.in_flight.dec()
+                metrics.ended(code, time.perf_counter() - start)
 
 
 def _call_over(context: grpc.aio.ServicerContext) -> bool:

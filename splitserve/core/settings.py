@@ -19,7 +19,11 @@ from splitserve.core.records import MAX_RECORDS, MAX_TEXT_CHARS
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPLITSERVE_", extra="forbid")
 
-    host: str = Field("127.0.0.1", description="Address to bind.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to bind: a host (with --port), or unix:PATH for a Unix-domain socket (tiers on one "
+        "host; the socket file is replaced at start and removed at stop).",
+    )
     port: int = Field(0, description="Port to bind; 0 picks a free one (announced on stdout).")
     grace_s: float = Field(10.0, description="Seconds in-flight RPCs get to finish on SIGTERM.")
     max_message_bytes: int = Field(
@@ -49,6 +53,19 @@ class ServerSettings(BaseSettings):
     max_connection_age_grace_s: float = Field(
         120.0, ge=0, description="Time in-flight RPCs on an aged connection get before it is closed."
     )
+
+    @model_validator(mode="after")
+    def _unix_socket(self) -> ServerSettings:
+        if self.host.startswith("unix:"):
+            if not self.host.removeprefix("unix:"):
+                raise ValueError("unix: needs a socket path, e.g. unix:/tmp/preprocess.sock")
+            tcp_only = {"port": self.port or None, "metrics_port": self.metrics_port}
+            tcp_only["rest_port"] = getattr(self, "rest_port", None)
+            for name, value in tcp_only.items():
+                if value is not None:
+                    flag = "--" + name.replace("_", "-")
+                    raise ValueError(f"{flag} needs a TCP --host: {self.host} is a Unix-domain socket")
+        return self
 
 
 class BundleServerSettings(ServerSettings):

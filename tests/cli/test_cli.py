@@ -93,3 +93,15 @@ def test_up_tier_mtls_end_to_end(served) -> None:
             with pytest.raises(grpc.RpcError) as info:
                 pb_grpc.PreprocessStub(channel).Info(pb.TierInfoRequest(), timeout=5)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE, tier
+
+
+def test_up_tier_transport_tcp(tiny_bundles) -> None:
+    """`up` puts its tiers on Unix sockets by default (tests/cli/test_processes.py); `--tier-transport
+    tcp` keeps them on loopback TCP, as before issue 25."""
+    from splitserve.client import Client
+
+    bundle = tiny_bundles[("text-classification", "bert")].bundle_uri
+    with up(bundle, "--tier-transport", "tcp", "--inline-stages", "--no-rest") as addresses:
+        assert addresses["model"][0].startswith("127.0.0.1:"), addresses
+        with Client(addresses["gateway"]) as client:
+            assert "labels" in client.predict(["Florida has nice beaches"])[0]

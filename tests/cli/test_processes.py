@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -91,6 +92,11 @@ def test_up_serves_every_tier(up, minilm_bundle) -> None:
     proc, addresses = up
     assert set(addresses) == {"gateway", "rest", "preprocess", "model", "postprocess"}
     assert len(addresses["preprocess"]) == 2 and len(addresses["model"]) == 2 and len(addresses["postprocess"]) == 1
+    # The tiers listen on Unix-domain sockets in one private folder; the gateway's ports are TCP.
+    sockets = [Path(a.removeprefix("unix:")) for t in ("preprocess", "model", "postprocess") for a in addresses[t]]
+    assert all(s.is_socket() for s in sockets) and len({s.parent for s in sockets}) == 1
+    assert sockets[0].parent.stat().st_mode & 0o077 == 0
+    assert addresses["gateway"].startswith("127.0.0.1:") and addresses["rest"].startswith("127.0.0.1:")
     with Client(addresses["gateway"]) as client:
         results = client.predict(
             ["Florida has nice beaches", "Elon Musk owns Tesla"], params={"pooling": "mean", "normalize": True}
@@ -180,6 +186,9 @@ def test_replica_death_loses_nothing(up) -> None:
     while time.time() < deadline and len(tier_processes(proc).get("model", [])) < 2:
         time.sleep(0.5)
     assert len(tier_processes(proc)["model"]) == 2, "the killed replica was not restarted"
+    for address in addresses["model"]:  # the restarted one listens on its socket again (its old file replaced)
+        with grpc.insecure_channel(address) as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
 
 
 def test_a_dead_gateway_is_restarted(up) -> None:
@@ -207,5 +216,6 @@ def test_sigterm_stops_everything(up) -> None:
     assert proc.wait(60) == 0
     gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"still running: {alive}"
+    assert not Path(addresses["model"][0].removeprefix("unix:")).parent.exists(), "the sockets' folder remains"
     with grpc.insecure_channel(addresses["gateway"]) as channel, pytest.raises(grpc.FutureTimeoutError):
         grpc.channel_ready_future(channel).result(timeout=1)

@@ -50,8 +50,11 @@ def test_version_skew_is_refused_never_mixed(stack, minilm_bundle, tmp_path: Pat
     config_file.write_text(config.to_json())
     procs = []
     try:
-        model, model_at = serve("serve-model", str(other), "--intra-op-threads", "1")
-        post, post_at = serve("serve-postprocess", str(other))
+        # On Unix-domain sockets, as `up`'s replicas listen (a tier's replicas are all sockets or all TCP).
+        model, model_at = serve(
+            "serve-model", str(other), "--intra-op-threads", "1", "--host", f"unix:{tmp_path}/m.sock"
+        )
+        post, post_at = serve("serve-postprocess", str(other), "--host", f"unix:{tmp_path}/p.sock")
         procs += [model, post]
         gateway, gateway_at = serve(
             "serve-gateway",
