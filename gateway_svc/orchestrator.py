@@ -41,6 +41,7 @@ from splitserve.core import tracing
 from splitserve.core.admission import Admission
 from splitserve.core.errors import InvalidInput, ModelNotReady, Overloaded
 from splitserve.core.limits import check_request_chars
+from splitserve.core.status import is_load_refusal
 
 # The caller's metadata that travels on to the tiers: trace context only. Never the caller's
 # `authorization`: the tiers are not the caller's to reach (they authenticate the gateway, by mTLS).
@@ -246,7 +247,7 @@ class Gateway:
             try:
                 yield
             except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # refused behind: refuse such load at the door
+                if is_load_refusal(exc):  # refused behind for its load: refuse such load at the door
                     self.admission.refused_behind(ticket)
                 raise
             finally:

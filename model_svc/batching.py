@@ -193,7 +193,8 @@ class Batcher(Worker):
         if self._queued_rows + rows > self.max_queue_size:
             raise Overloaded(
                 f"model tier queue is full ({self._queued_rows} rows waiting, max_queue_size "
-                f"{self.max_queue_size}); retry later"
+                f"{self.max_queue_size}); retry later",
+                load=self._queued_rows > 0,  # else the request alone is past the queue's size
             )
         with self.admission.admit(rows * width, time_left_s):
             parts = self._parts(inputs)

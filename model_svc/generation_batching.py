@@ -44,7 +44,8 @@ class GenerationBatcher(Worker):
         if waiting + job.rows > self.max_queue_size:
             raise Overloaded(
                 f"model tier generation queue is full ({waiting} rows waiting, max_queue_size "
-                f"{self.max_queue_size}); retry later"
+                f"{self.max_queue_size}); retry later",
+                load=waiting > 0,  # else the job alone is past the queue's size
             )
         future: asyncio.Future[tuple[Any, int, int]] = asyncio.get_running_loop().create_future()
         self._put(_Job(job, future))

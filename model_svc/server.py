@@ -68,7 +68,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
 
     def build(self, bundle: Bundle) -> Engine:
         s = self.settings
-        # Generation runs one batch at a time (its decoding loop): on the threads as given, as before.
+        # Generation runs one batch at a time (its decoding loop), on the threads as given.
         t = self.plan if bundle.config.generation is None else threads.ThreadPlan(s.intra_op_threads, 0, 1)
         backend = create_backend(
             bundle, s.backend, s.device, t.threads, s.spin_wait, s.dtype, s.int8_check, idle_threads=t.idle_threads

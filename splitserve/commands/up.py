@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from splitserve import certs
+from splitserve.core.settings import MAX_SOCKET_PATH
 
 READY_TIMEOUT_S = 300.0
 BACKOFF_S = (0.5, 30.0)  # the first and the longest pause before restarting a dead replica
@@ -192,7 +193,11 @@ def up(
         # localhost on loopback).
         loopback = host in ("127.0.0.1", "localhost", "::1")
         gateway_args += ["--tier-tls-server-name", "localhost" if loopback else host]
-    sockets = tempfile.mkdtemp(prefix="splitserve-up-") if tier_transport == "unix" else None
+    # In TMPDIR, or /tmp where TMPDIR is too long for a socket path (MAX_SOCKET_PATH).
+    short = len(os.fsencode(tempfile.gettempdir())) > MAX_SOCKET_PATH - 48
+    sockets = (
+        tempfile.mkdtemp(prefix="splitserve-up-", dir="/tmp" if short else None) if tier_transport == "unix" else None
+    )
 
     def listen(tier: str, i: int) -> list[str]:
         return ["--host", f"unix:{sockets}/{tier}-{i}.sock" if sockets else host]

@@ -93,10 +93,12 @@ class Admission:
         estimate = self.estimate_s(units)
         if self.admitted and time_left_s is not None and estimate is not None and estimate > HEADROOM * time_left_s:
             share = "half" if HEADROOM == 0.5 else f"{HEADROOM:.0%}"
+            own_s = estimate * units / (self.admitted + units)  # this request's work alone, nothing ahead
             raise Overloaded(
                 f"{self.where} is busy: the {self.admitted} {self.unit} ahead and this request's {units} would take "
                 f"about {estimate:.2f}s, and a request is admitted only if that is under {share} of the time left "
-                f"to its deadline ({time_left_s:.2f}s); retry later or with a longer deadline"
+                f"to its deadline ({time_left_s:.2f}s); retry later or with a longer deadline",
+                load=own_s <= HEADROOM * time_left_s,  # else its deadline is too short for it even alone
             )
 
     def refused_behind(self, ticket: Ticket) -> None:

@@ -31,7 +31,13 @@ class ModelNotReady(SplitServeError):
 
 
 class Overloaded(SplitServeError):
-    """Too much work in flight; retry later or elsewhere (RESOURCE_EXHAUSTED)."""
+    """Too much work in flight; retry later or elsewhere (RESOURCE_EXHAUSTED). `load`: refused for
+    the work already there (a signal of load to whoever sent it: the gateway lowers its ceiling),
+    not for this request alone (too big for the queue, a deadline shorter than its own work)."""
+
+    def __init__(self, message: str, load: bool = True):
+        super().__init__(message)
+        self.load = load
 
 
 class DeadlineExceeded(SplitServeError):

@@ -17,7 +17,7 @@ import grpc
 from prometheus_client import Counter, Gauge, Histogram
 
 from splitserve.core import errors, tracing
-from splitserve.core.status import status_of
+from splitserve.core.status import LOAD_REFUSAL, status_of
 
 log = logging.getLogger("splitserve")
 
@@ -155,7 +155,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                     self._expired(metrics.method, code)
                 if _call_over(context):  # the call is over (its deadline passed): nobody to tell, nothing to log
                     raise asyncio.CancelledError from None
-                await context.abort(code, message)
+                refusal = LOAD_REFUSAL if isinstance(exc, errors.Overloaded) and exc.load else ()
+                await context.abort(code, message, trailing_metadata=refusal)
             finally:
                 tracing.end_rpc(span, code)
                 metrics.in_flight.dec()

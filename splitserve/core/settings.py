@@ -7,6 +7,7 @@ Precedence: CLI flag > `SPLITSERVE_<TIER>_<FIELD>` env var > default.
 
 from __future__ import annotations
 
+import os
 import re
 
 from pydantic import Field, model_validator
@@ -57,8 +58,14 @@ class ServerSettings(BaseSettings):
     @model_validator(mode="after")
     def _unix_socket(self) -> ServerSettings:
         if self.host.startswith("unix:"):
-            if not self.host.removeprefix("unix:"):
+            path = self.host.removeprefix("unix:")
+            if not path:
                 raise ValueError("unix: needs a socket path, e.g. unix:/tmp/preprocess.sock")
+            if len(os.fsencode(path)) > MAX_SOCKET_PATH:  # the kernel's sun_path (108 bytes with its NUL)
+                raise ValueError(
+                    f"{self.host}: a Unix-domain socket path is at most {MAX_SOCKET_PATH} bytes; this one is "
+                    f"{len(os.fsencode(path))} (a shorter TMPDIR, or --tier-transport tcp for `splitserve up`)"
+                )
             tcp_only = {"port": self.port or None, "metrics_port": self.metrics_port}
             tcp_only["rest_port"] = getattr(self, "rest_port", None)
             for name, value in tcp_only.items():
@@ -115,6 +122,7 @@ class BundleServerSettings(ServerSettings):
         return self
 
 
+MAX_SOCKET_PATH = 107  # bytes of a Unix-domain socket's path (sun_path less its NUL)
 ALIAS_URI = re.compile(r"models:/[^/@]+@[^/@]+")  # a registry alias, which --watch-alias follows
 
 

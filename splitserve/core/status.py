@@ -53,6 +53,16 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the server log"
 
 
+# Trailing metadata of a RESOURCE_EXHAUSTED sent for the tier's load (`errors.Overloaded.load`):
+# the gateway lowers its admission ceiling on these only, not on a request refused for itself.
+LOAD_REFUSAL = (("splitserve-refusal", "load"),)
+
+
+def is_load_refusal(exc: grpc.aio.AioRpcError) -> bool:
+    """A hop's answer: RESOURCE_EXHAUSTED for the load behind it (see LOAD_REFUSAL)."""
+    return exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and LOAD_REFUSAL[0] in tuple(exc.trailing_metadata() or ())
+
+
 def http_status(code: grpc.StatusCode) -> int:
     """The HTTP status the REST doors answer for a gRPC status code (the table's HTTP column)."""
     for grpc_code, http in STATUS_CODES.values():

@@ -124,7 +124,7 @@ def test_impossible_thresholds_fail_the_export(tiny_bundles) -> None:
 def test_remedies_leave_the_most_sensitive_products_in_fp32(tiny_bundles) -> None:
     """The quantizations tried until the gate passes, fastest first: everything, then the last
     layer's feed-forward products in fp32, the last two layers', the whole last layer (and head)."""
-    from splitserve.export.quantize import remedies
+    from splitserve.export.int8_candidates import remedies
 
     onnx_path = Path(tiny_bundles[("text-classification", "bert")].local_dir) / "artifacts" / "onnx" / "model.onnx"
     tried = remedies(onnx_path)
@@ -143,7 +143,7 @@ def test_a_gate_no_candidate_passes_names_them_and_a_passing_one_is_recorded(tin
     """Past every candidate, the refusal names the threshold, the best each failing metric reached
     (and by which candidate) and every candidate tried, fastest first, with its metrics and speed.
     A passing export records each candidate it tried in the bundle (`int8_check.candidates`)."""
-    from splitserve.export.quantize import STATIC_FORMAT, candidates
+    from splitserve.export.int8_candidates import STATIC_FORMAT, candidates
 
     source = tiny_bundles[("feature-extraction", "bert")].source_uri
     onnx_path = Path(tiny_bundles[("feature-extraction", "bert")].local_dir) / "artifacts" / "onnx" / "model.onnx"

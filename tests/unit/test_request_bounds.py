@@ -87,6 +87,12 @@ def test_admission_refuses_what_cannot_make_its_deadline() -> None:
             r"later or with a longer deadline",
             str(info.value),
         ), str(info.value)
+        # Issue 25: its own 100 records alone would not make that deadline: refused for itself, not
+        # for the load (the gateway lowers its ceiling on load refusals only); one record would.
+        assert not info.value.load
+        with pytest.raises(Overloaded) as info:
+            gate.check(1, 0.2)
+        assert info.value.load
         gate.check(100, 30.0)  # a patient request is admitted
         with pytest.raises(Overloaded, match="max_in_flight_records 1000"):
             gate.check(901, 30.0)
