@@ -81,7 +81,10 @@ def test_minilm_int8(minilm_bundle) -> None:
     assert config["name"] == "minilm-int8"
     fp32_size, int8_size = onnx_size(minilm_bundle.local_dir), onnx_size(local)
     print(f"\nMiniLM ONNX: fp32 {fp32_size / 1e6:.1f} MB, int8 {int8_size / 1e6:.1f} MB")
-    assert int8_size < 0.3 * fp32_size
+    # Which passing candidate is kept is timed on this CPU. Dynamic quantization also quantizes the
+    # word embeddings (a quarter of the size); static QDQ quantizes the products only (they stay fp32).
+    kept = next(c["candidate"] for c in config["int8_check"]["candidates"] if c["kept"])
+    assert int8_size < (0.7 if kept.startswith("static") else 0.3) * fp32_size, kept
 
     metrics = run_metrics(uri)
     print({k: round(v, 5) for k, v in sorted(metrics.items())})
