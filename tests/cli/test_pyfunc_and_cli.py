@@ -47,12 +47,12 @@ def test_cli_log_and_export_print_uris(mlflow_store, tiny_bundles) -> None:
 
 def test_export_refuses_unsupported_task(mlflow_store, tmp_path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "splitserve", "log", "--model-dir", str(tmp_path), "--task", "table-question-answering"],
+        [sys.executable, "-m", "splitserve", "log", "--model-dir", str(tmp_path), "--task", "object-detection"],
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 2
-    assert "task 'table-question-answering' is not supported" in proc.stderr
+    assert "task 'object-detection' is not supported" in proc.stderr
 
 
 def test_pyfunc_rejects_bad_records(tiny_bundles) -> None:
