@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +288,24 @@ def _check_parity(
     return check_parity(
         model, onnx_dir / "model.onnx", tokenizer, max_length, SAMPLE_TEXTS, outputs, tolerance, token_outputs
     )
+
+
+def log_serving_bundle(
+    task: Task,
+    config: ServingConfig,
+    artifacts: Path,
+    register: str | None,
+    step: Callable[[str], Any],
+    done: Callable[[Any, str], None],
+) -> str:
+    """The last steps of an export whose bundle needs nothing more checked: `config` fingerprinted
+    and written beside the artifacts, the bundle logged (a progress step); returns its URI."""
+    config.fingerprint = config.compute_fingerprint()
+    (artifacts / CONFIG_FILE).write_text(config.to_json())
+    t = step("Logging the serving bundle to MLflow")
+    uri = _log_bundle(task, config, artifacts, register)
+    done(t, f"Logged serving bundle {uri} (fingerprint {config.fingerprint})")
+    return uri
 
 
 def _log_bundle(task: Task, config: ServingConfig, artifacts: Path, register: str | None) -> str:

@@ -58,7 +58,7 @@ def export_audio(
     done: Callable[[Any, str], None],
 ) -> str:
     """The audio bundle of `components`, logged; returns its URI."""
-    from splitserve.export import _log_bundle
+    from splitserve.export import log_serving_bundle
 
     model, features = components["model"].float().eval(), components.get("feature_extractor")
     tokenizer = components.get("tokenizer")
@@ -134,12 +134,7 @@ def export_audio(
         max_audio_seconds=window,
         conv_layers=conv_layers,
     )
-    config.fingerprint = config.compute_fingerprint()
-    (artifacts / "serving.json").write_text(config.to_json())
-    t = step("Logging the serving bundle to MLflow")
-    uri = _log_bundle(task, config, artifacts, register)
-    done(t, f"Logged serving bundle {uri} (fingerprint {config.fingerprint})")
-    return uri
+    return log_serving_bundle(task, config, artifacts, register, step, done)
 
 
 def check_audio_parity(

@@ -175,7 +175,7 @@ def export_table(
     done: Callable[[Any, str], None],
 ) -> str:
     """The table-question-answering bundle of the loaded source, logged; returns its URI."""
-    from splitserve.export import _log_bundle
+    from splitserve.export import log_serving_bundle
 
     model, tokenizer = loaded.exported, loaded.tokenizer
     _check_model(model, tokenizer)
@@ -214,9 +214,4 @@ def export_table(
         vocab_size=int(model.config.vocab_size),
         table=facts,
     )
-    config.fingerprint = config.compute_fingerprint()
-    (artifacts / "serving.json").write_text(config.to_json())
-    t = step("Logging the serving bundle to MLflow")
-    uri = _log_bundle(task, config, artifacts, register)
-    done(t, f"Logged serving bundle {uri} (fingerprint {config.fingerprint})")
-    return uri
+    return log_serving_bundle(task, config, artifacts, register, step, done)
