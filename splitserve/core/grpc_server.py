@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from splitserve.core import errors, tracing
+from splitserve.core import errors, heap, tracing
 from splitserve.core.interceptor import ErrorInterceptor, install_log_filter
 from splitserve.core.settings import ServerSettings
 
@@ -175,6 +175,7 @@ async def serve(tier: Tier, settings: ServerSettings) -> int:
             stop.set()
             code = 1
         else:
+            heap.settle()
             await running.set_serving(True)
             facts = load.result() or {}
             if running.rest is not None:

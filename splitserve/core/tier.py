@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import grpc
 
 from protos import splitserve_pb2 as pb
-from splitserve.core import cache
+from splitserve.core import cache, heap
 from splitserve.core.bundle import Bundle, load_bundle
 from splitserve.core.errors import BundleMismatch, DeadlineExceeded, InvalidInput, ModelNotFound, ModelNotReady, shown
 from splitserve.core.settings import ALIAS_URI, BundleServerSettings
@@ -114,6 +114,7 @@ class BundleTier:
             runtime = await loop.run_in_executor(None, self.build, bundle)
             version = Loaded(name, bundle, runtime)
             version.facts = await self.started(version)
+            heap.settle()
         previous = [v.fingerprint for v in self.versions if v.name == name][:1]
         self.versions.insert(0, version)
         if previous and previous[0] != version.fingerprint:
@@ -155,6 +156,7 @@ class BundleTier:
                 await self.stopped(old)
                 cache.release(old.bundle.root)
                 retired.append(old.fingerprint)
+                heap.settle()
                 log.info("%s: unloaded %s (unused)", self.name, old.fingerprint)
         return retired
 
@@ -170,6 +172,7 @@ class BundleTier:
                 await asyncio.sleep(0.05)
             await self.stopped(version)
             cache.release(version.bundle.root)
+        heap.settle()
         log.info("%s: unloaded model %s", self.name, name)
         return [v.fingerprint for v in gone]
 
