@@ -76,8 +76,8 @@ class ModelSettings(BundleServerSettings):
     )
     spin_wait: bool = Field(
         False,
-        description="Keep ONNX Runtime's worker threads spinning between runs (they spin within a run and stop "
-        "at its end without it; spinning idle threads burn the CPU that co-located tiers need).",
+        description="Let ONNX Runtime's idle worker threads spin (fastest alone on a machine; burns the CPU "
+        "that co-located tiers need).",
     )
     max_queue_size: int = Field(
         4096, ge=1, description="Most rows waiting for inference; past it requests get RESOURCE_EXHAUSTED at once."

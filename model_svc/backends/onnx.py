@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from model_svc import memory
+from model_svc.backends import Spin
 from model_svc.generation import DecoderSteps, EncoderDecoderSteps
 from splitserve.core.bundle import ServingConfig
 
@@ -27,13 +28,13 @@ class OnnxBackend:
         config: ServingConfig,
         device: str = "cpu",
         intra_op_threads: int = 0,
-        spin_wait: bool = False,
+        spin: Spin = "never",
         encoder_path: Path | None = None,
         idle_threads: int = 0,
     ):
         import onnxruntime as ort
 
-        options = session_options(intra_op_threads, spin_wait)
+        options = session_options(intra_op_threads, spin)
         if device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise RuntimeError(
@@ -48,7 +49,7 @@ class OnnxBackend:
         # (`infer_alone`): latency when idle, while `session` keeps one batch per core under load.
         self.idle_threads = idle_threads if device == "cpu" and config.generation is None else 0
         self.idle_session = (
-            ort.InferenceSession(str(path), session_options(self.idle_threads, spin_wait), providers=providers)
+            ort.InferenceSession(str(path), session_options(self.idle_threads, spin), providers=providers)
             if self.idle_threads
             else None
         )
@@ -92,7 +93,7 @@ class OnnxBackend:
         return dict(zip(self.config.model_outputs, outputs, strict=True))
 
 
-def session_options(intra_op_threads: int, spin_wait: bool) -> Any:
+def session_options(intra_op_threads: int, spin: Spin) -> Any:
     """ONNX Runtime's options for one of the backend's sessions (0 threads: the runtime's default)."""
     import onnxruntime as ort
 
@@ -100,12 +101,12 @@ def session_options(intra_op_threads: int, spin_wait: bool) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
-    # Worker threads spin between the parallel parts of a run: waking a sleeping one costs more
-    # than the part (MiniLM, one record on 2 threads: 4.3 ms spinning, 5.4-6.9 ms asleep, 6.6 ms
-    # on one thread). At the end of a run they stop, unless `spin_wait`: spinning idle threads
-    # steal the cores the other tiers (and other replicas) run on (~4 ms of CPU per 5 ms idle).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    options.add_session_config_entry("session.force_spinning_stop", "0" if spin_wait else "1")
+    # Spinning workers: no wake-up between the parallel parts of a run (MiniLM, one record on 2
+    # threads, alone in a process: 4.85 ms against 6.19 asleep), but a spinning thread holds a core
+    # that co-located tiers need (under `up` the three tiers' p50 at 1 x 1 went from 11-13 to 14-15
+    # ms, the model replicas' CPU per record from 12 to 16 ms); "within-runs" stops at a run's end.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0" if spin == "never" else "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1" if spin == "within-runs" else "0")
     return options
 
 

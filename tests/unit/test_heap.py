@@ -1,11 +1,12 @@
 """What a process holds once loaded stays out of the collector's full passes (`splitserve.core.heap`),
-and ONNX Runtime's worker threads spin only within a run (`model_svc.backends.onnx.session_options`)."""
+and ONNX Runtime's worker threads spin as asked (`model_svc.backends.onnx.session_options`)."""
 
 from __future__ import annotations
 
 import gc
 import weakref
 
+from model_svc.backends import Spin
 from model_svc.backends.onnx import session_options
 from splitserve.core import heap
 
@@ -34,9 +35,12 @@ def test_settle_freezes_what_is_alive_and_frees_what_is_not() -> None:
         gc.unfreeze()
 
 
-def test_workers_spin_within_a_run_and_stop_at_its_end() -> None:
-    options = session_options(2, spin_wait=False)
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
-    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
-    kept_spinning = session_options(2, spin_wait=True)
-    assert kept_spinning.get_session_config_entry("session.force_spinning_stop") == "0"
+def test_workers_spin_as_asked() -> None:
+    def entries(spin: Spin) -> tuple[str, str]:
+        options = session_options(2, spin)
+        keys = ("session.intra_op.allow_spinning", "session.force_spinning_stop")
+        return tuple(options.get_session_config_entry(k) for k in keys)  # type: ignore[return-value]
+
+    assert entries("never") == ("0", "0")
+    assert entries("within-runs") == ("1", "1")
+    assert entries("always") == ("1", "0")
