@@ -19,10 +19,37 @@ from __future__ import annotations
 from mlflow.pyfunc import PythonModel
 
 
+def _packages_beside_splitserve() -> None:
+    """Import `model_svc` and `protos` from where `splitserve` came from. MLflow puts the bundle's
+    copy of the three first on sys.path, but a process that imported splitserve before loading the
+    bundle (a notebook, `splitserve bench`) keeps its own splitserve: the bundle's model_svc beside
+    it would be another version's (a bundle exported by an older splitserve failed with a
+    TypeError inside the model tier's code)."""
+    import sys
+    from pathlib import Path
+
+    import splitserve
+
+    home = str(Path(splitserve.__file__).resolve().parent.parent)
+    sys.path.insert(0, home)
+    try:
+        import model_svc
+        import protos
+    finally:
+        sys.path.remove(home)  # the first occurrence: the one just inserted
+    for module in (model_svc, protos):
+        if str(Path(str(module.__file__)).resolve().parent.parent) != home:
+            raise ImportError(
+                f"{module.__name__} was imported from {module.__file__}, splitserve from {home}: "
+                "load this bundle in a fresh process"
+            )
+
+
 class SplitServeModel(PythonModel):
     def load_context(self, context):  # type: ignore[no-untyped-def]  # no hints: MLflow infers from them
         from pathlib import Path
 
+        _packages_beside_splitserve()
         from splitserve.core.bundle import read_local
         from splitserve.inprocess import InProcessPipeline
 
