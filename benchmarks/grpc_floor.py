@@ -1,6 +1,8 @@
 """The grpc.aio floor: CPU per unary call of a bare grpc.aio server (the health service's Check) and
-a grpc.aio client in two processes, over loopback TCP and over a Unix-domain socket, the two
-targets taking turns of 20 calls. What no splitserve code can go under, per hop (issue 25).
+a grpc.aio client in two processes, over loopback TCP and over a Unix-domain socket, and over a Unix
+socket with the interceptor every tier runs (`splitserve.core.interceptor.ErrorInterceptor`: what
+it adds to a call), the targets taking turns of 20 calls. What no splitserve code can go under, per
+hop (issue 25).
 
     python benchmarks/grpc_floor.py [CALLS]
 """
@@ -20,8 +22,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 
-async def serve(address: str) -> None:
-    server = grpc.aio.server()
+async def serve(address: str, intercepted: bool) -> None:
+    interceptors = []
+    if intercepted:
+        from splitserve.core.interceptor import ErrorInterceptor
+
+        interceptors.append(ErrorInterceptor("floor"))
+    server = grpc.aio.server(interceptors=interceptors)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -67,14 +74,19 @@ async def calls(targets: dict[str, tuple[str, int]], n: int) -> None:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["serve"]:
-        asyncio.run(serve(argv[1]))
+        asyncio.run(serve(argv[1], argv[2:3] == ["intercepted"]))
         return 0
     n = int(argv[0]) if argv else 2000
     folder = tempfile.mkdtemp(prefix="grpc-floor-")
     servers, targets = [], {}
     try:
-        for kind, address in (("tcp", "127.0.0.1:0"), ("unix", f"unix:{folder}/floor.sock")):
-            proc = subprocess.Popen([sys.executable, __file__, "serve", address], stdout=subprocess.PIPE, text=True)
+        for kind, address in (
+            ("tcp", "127.0.0.1:0"),
+            ("unix", f"unix:{folder}/floor.sock"),
+            ("unix + ErrorInterceptor", f"unix:{folder}/intercepted.sock"),
+        ):
+            argv = [sys.executable, __file__, "serve", address, *(["intercepted"] if "Interceptor" in kind else [])]
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
             servers.append(proc)
             port = proc.stdout.readline().strip() if proc.stdout else ""
             targets[kind] = (f"127.0.0.1:{port}" if kind == "tcp" else address, proc.pid)
