@@ -168,10 +168,12 @@ def main(argv: list[str]) -> int:
         for _ in range(args.repeats):
             gc.collect()
             gc.disable()  # this generator's own collections (36-56 ms seen) would count as the stack's latency
+            started_at = time.time()
             try:
                 run = overload(gateway, args.rate or args.factor * served, args.seconds, args.deadline_s, messages)
             finally:
                 gc.enable()
+            run.update(started_at=started_at, ended_at=time.time())
             by = run.pop("by_code")
             refusals = {code: v for code, v in by.items() if code.startswith("RESOURCE_EXHAUSTED")}
             run.update(

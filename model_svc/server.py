@@ -71,14 +71,7 @@ class ModelTier(BundleTier, oip_grpc.GRPCInferenceServiceServicer):
         # Generation runs one batch at a time (its decoding loop), on the threads as given.
         t = self.plan if bundle.config.generation is None else threads.ThreadPlan(s.intra_op_threads, 0, 1)
         backend = create_backend(
-            bundle,
-            s.backend,
-            s.device,
-            t.threads,
-            "always" if s.spin_wait else "never",
-            s.dtype,
-            s.int8_check,
-            idle_threads=t.idle_threads,
+            bundle, s.backend, s.device, t.threads, s.spin_wait, s.dtype, s.int8_check, idle_threads=t.idle_threads
         )
         head = pooling.read_head(bundle.config.head, bundle.onnx_path.parent if s.backend == "onnx" else None)
         return Engine(backend, head)

@@ -23,10 +23,7 @@ class InProcessPipeline(Pipeline):
     ):
         tokenizer = load_tokenizer(bundle.tokenizer_dir)
         self.bundle = bundle
-        # One process, nothing beside it on its cores: its workers spin while a run is under way.
-        model = create_backend(
-            bundle, backend, intra_op_threads=intra_op_threads, spin="within-runs", int8_check=int8_check
-        )
+        model = create_backend(bundle, backend, intra_op_threads=intra_op_threads, int8_check=int8_check)
         onnx_dir = bundle.onnx_path.parent if backend == "onnx" else None
         template = load_template(bundle, tokenizer)
         super().__init__(

@@ -15,9 +15,6 @@ from splitserve.core.tensors import datatype_of
 
 log = logging.getLogger("splitserve.model")
 Int8Check = Literal["refuse", "warn"]
-# ONNX Runtime's idle worker threads: asleep ("never" spin), spinning while a run is under way
-# ("within-runs"), or spinning between runs too ("always").
-Spin = Literal["never", "within-runs", "always"]
 
 
 class Backend(Protocol):
@@ -94,7 +91,7 @@ def create_backend(
     backend: str = "onnx",
     device: str = "cpu",
     intra_op_threads: int = 0,
-    spin: Spin = "never",
+    spin_wait: bool = False,
     dtype: str = "logged",
     int8_check: Int8Check = "refuse",
     idle_threads: int = 0,
@@ -108,7 +105,7 @@ def create_backend(
 
         info = bundle.config.generation
         encoder = bundle.artifact_file("onnx", info.encoder_file) if info and info.encoder_file else None
-        onnx = OnnxBackend(bundle.onnx_path, bundle.config, device, intra_op_threads, spin, encoder, idle_threads)
+        onnx = OnnxBackend(bundle.onnx_path, bundle.config, device, intra_op_threads, spin_wait, encoder, idle_threads)
         check_int8(onnx, bundle.config, int8_check)
         return onnx
     from model_svc.backends.torch import TorchBackend

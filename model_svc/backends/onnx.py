@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from model_svc import memory
-from model_svc.backends import Spin
 from model_svc.generation import DecoderSteps, EncoderDecoderSteps
 from splitserve.core.bundle import ServingConfig
 
@@ -28,13 +27,13 @@ class OnnxBackend:
         config: ServingConfig,
         device: str = "cpu",
         intra_op_threads: int = 0,
-        spin: Spin = "never",
+        spin_wait: bool = False,
         encoder_path: Path | None = None,
         idle_threads: int = 0,
     ):
         import onnxruntime as ort
 
-        options = session_options(intra_op_threads, spin)
+        options = session_options(intra_op_threads, spin_wait)
         if device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise RuntimeError(
@@ -49,7 +48,7 @@ class OnnxBackend:
         # (`infer_alone`): latency when idle, while `session` keeps one batch per core under load.
         self.idle_threads = idle_threads if device == "cpu" and config.generation is None else 0
         self.idle_session = (
-            ort.InferenceSession(str(path), session_options(self.idle_threads, spin), providers=providers)
+            ort.InferenceSession(str(path), session_options(self.idle_threads, spin_wait), providers=providers)
             if self.idle_threads
             else None
         )
@@ -93,7 +92,7 @@ class OnnxBackend:
         return dict(zip(self.config.model_outputs, outputs, strict=True))
 
 
-def session_options(intra_op_threads: int, spin: Spin) -> Any:
+def session_options(intra_op_threads: int, spin_wait: bool) -> Any:
     """ONNX Runtime's options for one of the backend's sessions (0 threads: the runtime's default)."""
     import onnxruntime as ort
 
@@ -101,12 +100,8 @@ def session_options(intra_op_threads: int, spin: Spin) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
-    # Spinning workers: no wake-up between the parallel parts of a run (MiniLM, one record on 2
-    # threads, alone in a process: 4.85 ms against 6.19 asleep), but a spinning thread holds a core
-    # that co-located tiers need (under `up` the three tiers' p50 at 1 x 1 went from 11-13 to 14-15
-    # ms, the model replicas' CPU per record from 12 to 16 ms); "within-runs" stops at a run's end.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0" if spin == "never" else "1")
-    options.add_session_config_entry("session.force_spinning_stop", "1" if spin == "within-runs" else "0")
+    # Spinning idle threads steal the cores the other tiers (and other replicas) run on.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
     return options
 
 

@@ -1,14 +1,12 @@
 """The heap a process holds once it has loaded, kept out of the garbage collector's full passes.
 
 A full collection walks every object the process tracks: ~170,000 once a tier has imported its
-libraries and loaded a bundle (90 ms of one core here for `gc.collect()`; AMD EPYC, Python 3.11).
-Python runs one whenever enough objects have outlived the young generations, so under load it
-lands in the middle of requests: at 10x overload the gateway paused 44 and 66 ms in full passes,
-and every request on its loop waited behind them (the refusals' p99 went from ~11 to 30-40 ms).
-`gc.freeze()` moves what is alive now into a generation no collection walks, so a full pass walks
-only what came after. `settle` does that once a load (or an unload) is done; frozen objects are
-still freed when nothing refers to them, and what an unload left in cycles goes at the next
-`settle`.
+libraries and loaded a bundle (`benchmarks/gc_pauses/`: the tiers' first full pass at start-up
+took 30-95 ms of one core here). Python runs one whenever enough objects have outlived the young
+generations, so under load it lands in the middle of requests, and every request on the event loop
+waits behind it. `gc.freeze()` moves what is alive now into a generation no collection walks, so
+later passes walk only what came after. Frozen objects are still freed when nothing refers to
+them; only cycles among them wait for `settle(unloaded=True)`.
 """
 
 from __future__ import annotations
@@ -16,8 +14,14 @@ from __future__ import annotations
 import gc
 
 
-def settle() -> None:
-    """Collect what is garbage now, then freeze the rest (call when a load or unload is done)."""
-    gc.unfreeze()
+def settle(unloaded: bool = False) -> None:
+    """Freeze what is alive now, once a load is done (collecting what is not frozen first: the load's
+    own garbage). `unloaded`: a version was let go, so walk the frozen heap too, once, to free its
+    cycles (a full pass: tens of milliseconds, once per unload)."""
+    if unloaded:
+        gc.unfreeze()
     gc.collect()
     gc.freeze()
+    # The collector runs a full pass once the objects promoted since the last one reach a quarter
+    # of those it kept then; it kept the whole heap just now, and froze it: count from zero again.
+    gc.collect()

@@ -156,8 +156,9 @@ class BundleTier:
                 await self.stopped(old)
                 cache.release(old.bundle.root)
                 retired.append(old.fingerprint)
-                heap.settle()
                 log.info("%s: unloaded %s (unused)", self.name, old.fingerprint)
+        if retired:
+            heap.settle(unloaded=True)
         return retired
 
     async def unload(self, name: str) -> list[str]:
@@ -172,7 +173,7 @@ class BundleTier:
                 await asyncio.sleep(0.05)
             await self.stopped(version)
             cache.release(version.bundle.root)
-        heap.settle()
+        heap.settle(unloaded=True)
         log.info("%s: unloaded model %s", self.name, name)
         return [v.fingerprint for v in gone]
 
