@@ -167,7 +167,7 @@ def main(argv: list[str]) -> int:
         served = capacity(gateway, args.records)
         for _ in range(args.repeats):
             gc.collect()
-            gc.disable()  # this generator's own collections (36-56 ms seen) would count as the stack's latency
+            gc.disable()  # a full pass of this generator's own would count as the stack's latency
             started_at = time.time()
             try:
                 run = overload(gateway, args.rate or args.factor * served, args.seconds, args.deadline_s, messages)
