@@ -85,8 +85,8 @@ def main(argv: list[str]) -> int:
             ("unix", f"unix:{folder}/floor.sock"),
             ("unix + ErrorInterceptor", f"unix:{folder}/intercepted.sock"),
         ):
-            argv = [sys.executable, __file__, "serve", address, *(["intercepted"] if "Interceptor" in kind else [])]
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+            command = [sys.executable, __file__, "serve", address, *(["intercepted"] if "Interceptor" in kind else [])]
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
             servers.append(proc)
             port = proc.stdout.readline().strip() if proc.stdout else ""
             targets[kind] = (f"127.0.0.1:{port}" if kind == "tcp" else address, proc.pid)

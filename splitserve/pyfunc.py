@@ -30,7 +30,7 @@ def _packages_beside_splitserve() -> None:
 
     import splitserve
 
-    home = str(Path(splitserve.__file__).resolve().parent.parent)
+    home = str(Path(splitserve.__file__).parent.parent)  # not resolved: a linked package's siblings
     sys.path.insert(0, home)
     try:
         import model_svc
@@ -38,7 +38,7 @@ def _packages_beside_splitserve() -> None:
     finally:
         sys.path.remove(home)  # the first occurrence: the one just inserted
     for module in (model_svc, protos):
-        if str(Path(str(module.__file__)).resolve().parent.parent) != home:
+        if Path(str(module.__file__)).parent.parent.resolve() != Path(home).resolve():
             raise ImportError(
                 f"{module.__name__} was imported from {module.__file__}, splitserve from {home}: "
                 "load this bundle in a fresh process"

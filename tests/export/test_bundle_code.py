@@ -22,9 +22,10 @@ print("rows", len(model.predict(["a sentence", "another one"], params={{"pooling
 def test_a_bundle_from_another_version_loads_beside_splitserve(tiny_bundles, tmp_path: Path) -> None:
     exported = tiny_bundles[("feature-extraction", "bert")]
     local = Path(mlflow.artifacts.download_artifacts(exported.bundle_uri, dst_path=str(tmp_path)))
-    stale = local / "code" / "model_svc" / "__init__.py"
-    assert stale.exists()
-    stale.write_text('raise ImportError("the bundle\'s own copy of model_svc was imported")\n')
+    for package in ("model_svc", "protos"):
+        stale = local / "code" / package / "__init__.py"
+        assert stale.exists()
+        stale.write_text(f'raise ImportError("the bundle\'s own copy of {package} was imported")\n')
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     done = subprocess.run(
         [sys.executable, "-c", LOAD.format(path=str(local))], capture_output=True, text=True, env=env, timeout=300
