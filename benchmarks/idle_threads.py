@@ -99,15 +99,11 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     from splitserve.bench.corpus import docstring_corpus
+    from splitserve.bench.run import bundle_or_minilm
     from splitserve.bench.targets import GatewayTarget, ModelTierTarget
     from splitserve.core import cpu
 
-    bundle = args.bundle
-    if bundle is None:
-        from splitserve.commands.log import DEFAULT_TASK, log_pipeline
-        from splitserve.export import export_bundle
-
-        bundle = export_bundle(log_pipeline(None, DEFAULT_TASK, None), show_progress=False)
+    bundle = bundle_or_minilm(args.bundle)
     corpus = docstring_corpus()
     configs = {
         "model tier, 1 thread (before)": (lambda: ModelTierTarget("model", bundle, "onnx", threads=1), BEFORE),

@@ -153,12 +153,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", help="Write the figures here too.")
     args = p.parse_args(argv)
 
-    bundle = args.bundle
-    if bundle is None:
-        from splitserve.commands.log import DEFAULT_TASK, log_pipeline
-        from splitserve.export import export_bundle
+    from splitserve.bench.run import bundle_or_minilm
 
-        bundle = export_bundle(log_pipeline(None, DEFAULT_TASK, None), show_progress=False)
+    bundle = bundle_or_minilm(args.bundle)
     proc, addresses = start_up(bundle, args.up_arg)
     runs = []
     try:

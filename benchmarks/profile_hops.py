@@ -241,13 +241,9 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     from splitserve.bench.corpus import docstring_corpus
+    from splitserve.bench.run import bundle_or_minilm
 
-    bundle = args.bundle
-    if bundle is None:
-        from splitserve.commands.log import DEFAULT_TASK, log_pipeline
-        from splitserve.export import export_bundle
-
-        bundle = export_bundle(log_pipeline(None, DEFAULT_TASK, None), show_progress=False)
+    bundle = bundle_or_minilm(args.bundle)
     texts = [t for t in docstring_corpus() if len(t) < 200]
 
     flags = ["--inline-stages"] if args.inline_stages else []

@@ -112,11 +112,15 @@ class Worker:
         items, self._queue = self._queue, []
         return items
 
+    async def _queued(self) -> None:
+        """Wait until a request is queued."""
+        while not self._queue:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
     async def _work(self) -> None:
         while True:
-            while not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
+            await self._queued()
             for batch in await self._batches():
                 await self._guarded(self._run(batch), batch)
 
@@ -245,9 +249,7 @@ class Batcher(Worker):
 
     async def _work(self) -> None:
         while True:
-            while not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
+            await self._queued()
             await self._free_lanes(1)  # requests queue up (and batch together) while every lane is busy
             batches = await self._batches()
             for batch in batches:

@@ -149,6 +149,17 @@ def run_bench(
     return report
 
 
+def bundle_or_minilm(bundle_uri: str | None) -> str:
+    """`bundle_uri`, or else the bundled all-MiniLM-L6-v2 logged to the current MLflow store and
+    exported (fp32): what the benchmark scripts measure when not told."""
+    if bundle_uri:
+        return bundle_uri
+    from splitserve.commands.log import DEFAULT_TASK, log_pipeline
+    from splitserve.export import export_bundle
+
+    return export_bundle(log_pipeline(None, DEFAULT_TASK, None), show_progress=False)
+
+
 def _bundles(source_uri: str | None, names: tuple[str, ...], steps: Steps) -> tuple[str, str, str]:
     from splitserve.commands.log import DEFAULT_TASK, log_pipeline
     from splitserve.export import export_bundle
