@@ -1,14 +1,21 @@
-"""What a hop would cost as a message on a long-lived bidirectional stream instead of a unary call:
-a grpc.aio echo server (bytes, no protobuf) over a Unix-domain socket, called 2,000 times each way
-in two alternating rounds; CPU per message of the server process and of the client's event loop
-thread. The gap is what a multiplexed stream between the gateway and its tiers could save per hop
-(issue 25: what is left of the split's cost is grpc.aio's per-call machinery).
+"""What a hop costs at the least, as a unary call and as a message on a long-lived bidirectional
+stream: a grpc.aio echo server (bytes, no protobuf) over a Unix-domain socket, called MESSAGES
+times each way in two alternating rounds; p50 round trip, CPU per message of the server process
+and of the client's event loop thread. The gap between the two is what a multiplexed stream
+between the gateway and its tiers could save per hop (issue 25).
 
-    python benchmarks/grpc_stream_floor.py [MESSAGES]
+`--between` says what happens between two calls, as a tier at 1 x 1 sees it: `nothing` (back to
+back: the floor every other benchmark quotes), `idle` (the client sleeps `--gap-ms`: both
+processes' threads go to sleep between calls, as a tier does while the others work) or `busy`
+(`--gap-ms` of float32 matrix products on every core, as the model tier's inference runs between
+a CPU tier's calls under `up`: the caches the next call finds are cold).
+
+    python benchmarks/grpc_stream_floor.py [MESSAGES] [--between nothing idle busy] [--gap-ms 7]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import subprocess
@@ -18,6 +25,7 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+import numpy as np
 from grpc_floor import cpu_s
 
 
@@ -47,7 +55,18 @@ async def serve(address: str) -> None:
     await server.wait_for_termination()
 
 
-async def measure(address: str, pid: int, n: int) -> None:
+def between(kind: str, gap_s: float) -> None:
+    """What the client does between two calls (see the module's docstring)."""
+    if kind == "idle":
+        time.sleep(gap_s)
+    elif kind == "busy":
+        a = np.ones((600, 600), np.float32)
+        end = time.perf_counter() + gap_s
+        while time.perf_counter() < end:
+            a @ a  # BLAS on every core
+
+
+async def measure(address: str, pid: int, n: int, conditions: list[str], gap_s: float) -> None:
     channel = grpc.aio.insecure_channel(address)
     unary = channel.unary_unary("/floor.Echo/Unary", same, same)
     stream = channel.stream_stream("/floor.Echo/Stream", same, same)()
@@ -63,37 +82,43 @@ async def measure(address: str, pid: int, n: int) -> None:
     for _ in range(200):  # warm-up
         await one("unary")
         await one("stream message")
-    figures: dict[str, list[tuple[float, float, float]]] = {"unary": [], "stream message": []}
-    for _ in range(2):
+    print("| between calls | call | p50 ms | server CPU ms | client CPU ms |\n|---|---|---:|---:|---:|")
+    for condition in conditions:
+        figures: dict[str, list[tuple[float, float, float]]] = {"unary": [], "stream message": []}
+        for _ in range(2):
+            for kind, rounds in figures.items():
+                client, latencies = 0.0, []
+                server = cpu_s(pid)  # over the round: an idle server spends next to nothing in the gaps
+                for _ in range(n):
+                    between(condition, gap_s)
+                    c0 = time.thread_time()
+                    start = time.perf_counter()
+                    await one(kind)
+                    latencies.append(time.perf_counter() - start)
+                    client += time.thread_time() - c0
+                server = cpu_s(pid) - server
+                rounds.append((statistics.median(latencies) * 1e3, server * 1e3 / n, client * 1e3 / n))
+        what = condition if condition == "nothing" else f"{condition} {gap_s * 1e3:g} ms"
         for kind, rounds in figures.items():
-            server, client, latencies = cpu_s(pid), time.thread_time(), []
-            for _ in range(n):
-                start = time.perf_counter()
-                await one(kind)
-                latencies.append(time.perf_counter() - start)
-            rounds.append(
-                (
-                    statistics.median(latencies) * 1e3,
-                    (cpu_s(pid) - server) * 1e3 / n,
-                    (time.thread_time() - client) * 1e3 / n,
-                )
-            )
-    for kind, rounds in figures.items():
-        p50, server_ms, client_ms = (statistics.mean(r[i] for r in rounds) for i in range(3))
-        print(f"{kind}: p50 {p50:.3f} ms, server CPU {server_ms:.3f} ms, client CPU {client_ms:.3f} ms per message")
+            p50, server_ms, client_ms = (statistics.mean(r[i] for r in rounds) for i in range(3))
+            print(f"| {what} | {kind} | {p50:.3f} | {server_ms:.3f} | {client_ms:.3f} |", flush=True)
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["serve"]:
         asyncio.run(serve(argv[1]))
         return 0
-    n = int(argv[0]) if argv else 2000
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("messages", type=int, nargs="?", default=2000)
+    parser.add_argument("--between", nargs="+", choices=("nothing", "idle", "busy"), default=["nothing"])
+    parser.add_argument("--gap-ms", type=float, default=7.0)
+    args = parser.parse_args(argv)
     address = f"unix:{tempfile.mkdtemp(prefix='grpc-stream-floor-')}/echo.sock"
     proc = subprocess.Popen([sys.executable, __file__, "serve", address], stdout=subprocess.PIPE, text=True)
     try:
         if proc.stdout is not None:
             proc.stdout.readline()
-        asyncio.run(measure(address, proc.pid, n))
+        asyncio.run(measure(address, proc.pid, args.messages, args.between, args.gap_ms / 1e3))
     finally:
         proc.kill()
     return 0

@@ -36,7 +36,7 @@ def main() -> None:
     from splitserve.bench.corpus import docstring_corpus
     from splitserve.core import cpu
     from splitserve.export.corpus import CALIBRATION_TEXTS, GATE_TEXTS
-    from splitserve.export.int8_candidates import candidates, quantize_int8, quantize_static_int8
+    from splitserve.export.int8_candidates import candidates, quantize_candidate
     from splitserve.export.onnx import export_graphs
     from splitserve.export.quantize import calibration_batches
     from splitserve.export.samples import QUALITY_TEXTS, SAMPLE_TEXTS
@@ -60,10 +60,7 @@ def main() -> None:
         path = tmp / f"c{i}" / "model.onnx"
         path.parent.mkdir()
         start = time.perf_counter()
-        if candidate.method == "static":
-            quantize_static_int8(fp32, path, list(candidate.exclude), calibration)
-        else:
-            quantize_int8(fp32, path, list(candidate.exclude), candidate.weights)
+        quantize_candidate(candidate, fp32, path, lambda: calibration)
         quantize_s[candidate.name] = time.perf_counter() - start
         graphs[candidate.name] = path
 

@@ -57,12 +57,12 @@ def main(argv: list[str]) -> int:
 
     bundle = args.bundle
     if bundle is None:
-        from splitserve.bench.run import BENCH_INT8_GATE
+        from splitserve.bench.run import INT8_GATES
         from splitserve.commands.log import DEFAULT_TASK, log_pipeline
         from splitserve.export import export_bundle
 
         source = log_pipeline(None, DEFAULT_TASK, None)
-        int8 = {"quantize": "int8", "quality_thresholds": BENCH_INT8_GATE} if args.int8 else {}
+        int8 = {"quantize": "int8", "quality_thresholds": INT8_GATES["fast"]} if args.int8 else {}
         bundle = export_bundle(source, show_progress=False, **int8)  # the bench's int8 (its gate)
     target = ModelTierTarget("model-tier", bundle, "onnx", threads=args.threads, pooling=args.pooling)
     target.start()

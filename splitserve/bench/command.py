@@ -53,6 +53,13 @@ def add_parser(sub: Any) -> None:
         help=f"Runs of each point, the figures their medians (default: {default.repeats}; --full {full.repeats}).",
     )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
+    p.add_argument(
+        "--int8-gate",
+        choices=("fast", "default"),
+        default="fast",
+        help="The int8 bundle's quality gate: fast (0.85 top-1, 0.9 lowest cosine: MiniLM's fastest int8) or "
+        "default (the export's own, 0.97 top-1: MiniLM's blockwise int8).",
+    )
     p.set_defaults(func=run)
 
 
@@ -82,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
             repeats=args.repeats if args.repeats is not None else profile.repeats,
             request_sets=profile.request_sets,
             roofline=profile.roofline,
+            int8_gate=args.int8_gate,
         )
     except KeyboardInterrupt:  # before the first target (logging, exporting): nothing measured
         print(f"interrupted before any point was measured; nothing written to {args.out}", file=sys.stderr)

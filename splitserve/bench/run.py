@@ -41,11 +41,12 @@ from splitserve.k8s.capacity import THREE_TIERS_TARGET, capacity_markdown
 from splitserve.k8s.capacity import tables as capacity_tables
 from splitserve.steps import Steps, escape
 
-# The int8 bundle the bench measures: no int8 candidate keeps the default 0.97 of MiniLM's
-# nearest neighbours (benchmarks/int8-candidates.md), and the fastest two (static QDQ, dynamic
-# 7-bit) keep a lowest cosine of 0.92-0.94 over the gate's texts, so the bench accepts 0.85 and 0.9
-# to measure the fast int8 at all; the bundle's `int8_check` says what it agrees on.
-BENCH_INT8_GATE = {"top1_agreement": 0.85, "min_cosine": 0.9}
+# The int8 bundle the bench measures (`int8_gate`): "fast" accepts 0.85 top-1 and 0.9 lowest cosine,
+# so that MiniLM's fastest two candidates (static QDQ, dynamic 7-bit: 0.86-0.93 of its nearest
+# neighbours, lowest cosine 0.92-0.94; benchmarks/int8-candidates.md) pass; "default" is the
+# export's own gate (0.97 top-1), which MiniLM passes only blockwise, at about 1.2-1.4x fp32.
+# The bundle's `int8_check` says what it agrees on.
+INT8_GATES: dict[str, dict[str, float] | None] = {"fast": {"top1_agreement": 0.85, "min_cosine": 0.9}, "default": None}
 
 
 class Interrupted(BaseException):  # not swallowed by a library's `except Exception`
@@ -101,9 +102,11 @@ def run_bench(
     repeats: int = plan.DEFAULT.repeats,
     request_sets: tuple[str, ...] = plan.DEFAULT.request_sets,
     roofline: bool = True,
+    int8_gate: str = "fast",
 ) -> dict[str, Any]:
     """Run the bench and write its report into `out_dir`; returns the report (`interrupted`: whether
-    SIGINT/SIGTERM cut it short, `planned_points` beside the points measured)."""
+    SIGINT/SIGTERM cut it short, `planned_points` beside the points measured). `int8_gate`: the
+    quality gate of the int8 bundle (INT8_GATES)."""
     names = plan.check_targets(targets or plan.DEFAULT.targets)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_target = plan.points_of(concurrency, batch_sizes, plan.check_request_sets(request_sets))
@@ -116,7 +119,7 @@ def run_bench(
             f"{plan.clock(estimate)} in all (estimated); Ctrl-C stops it and writes what was measured"
         )
         started = time.monotonic()
-        source_uri, fp32, int8 = _bundles(source_uri, names, steps)
+        source_uri, fp32, int8 = _bundles(source_uri, names, steps, INT8_GATES[int8_gate])
         chosen = _targets(names, source_uri, fp32, int8, device)
         setup = plan.setup_s(names, log_source)
         starts = [plan.start_s(n) for n in names]
@@ -160,7 +163,9 @@ def bundle_or_minilm(bundle_uri: str | None) -> str:
     return export_bundle(log_pipeline(None, DEFAULT_TASK, None), show_progress=False)
 
 
-def _bundles(source_uri: str | None, names: tuple[str, ...], steps: Steps) -> tuple[str, str, str]:
+def _bundles(
+    source_uri: str | None, names: tuple[str, ...], steps: Steps, int8_gate: dict[str, float] | None
+) -> tuple[str, str, str]:
     from splitserve.commands.log import DEFAULT_TASK, log_pipeline
     from splitserve.export import export_bundle
 
@@ -175,7 +180,7 @@ def _bundles(source_uri: str | None, names: tuple[str, ...], steps: Steps) -> tu
     if any("int8" in n for n in names):
         t = steps.step("Exporting its int8 bundle")
         int8 = export_bundle(
-            source_uri, name="bench-int8", quantize="int8", quality_thresholds=BENCH_INT8_GATE, show_progress=False
+            source_uri, name="bench-int8", quantize="int8", quality_thresholds=int8_gate, show_progress=False
         )
         steps.done(t, f"Exported {int8}")
     return source_uri, fp32, int8

@@ -157,7 +157,9 @@ def export_bundle(
 
         int8: Quantized | None = None
         if quantize == "int8":
-            t = step("Quantizing to int8 (static QDQ, then dynamic; fastest first) and checking it against fp32")
+            t = step(
+                "Quantizing to int8 (static QDQ, dynamic, then blockwise; fastest first) and checking it against fp32"
+            )
             int8_dir = Path(tmp) / "int8"
             int8_dir.mkdir()
             gate = task.export.int8_gate

@@ -1,12 +1,13 @@
 """The int8 graphs `splitserve export --quantize int8` tries (`quantize.quantize_within_gate` runs
-them against the gate): static QDQ calibrated on held-apart texts, and ONNX Runtime's dynamic
-quantization in each weight format, with the most sensitive products left in fp32 as remedies."""
+them against the gate): static QDQ calibrated on held-apart texts, ONNX Runtime's dynamic
+quantization in each weight format, with the most sensitive products left in fp32 as remedies,
+and last, slower but finer, blockwise 8-bit products (MatMulNBits)."""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,32 +77,66 @@ WEIGHT_FORMATS = {
 STATIC_FORMAT = "static QDQ, uint8 activations, 7-bit signed weights"
 
 
+# Blockwise (ONNX Runtime's MatMulNBits, 8 bits, accuracy level 4): each weight product's weights
+# in blocks along the inner dimension, each with its own scale, and the activations quantized to
+# int8 per block of each row at run time (int8 products, VNNI where the CPU has it). Dynamic
+# quantization scales a whole batch's activations by one number, so a token's outlier channel
+# coarsens every other value; per block of 32 it coarsens 31. all-MiniLM-L6-v2 keeps 0.97-0.98 of
+# its nearest neighbours so (dynamic: 0.89-0.92) at 1.2-1.4x fp32 (dynamic: ~2.2x):
+# benchmarks/int8-candidates.md. Tried last: kept only where nothing faster passes. Its kernels
+# differ by CPU like the others', and the model tier repeats the gate on the CPU it serves on.
+BLOCKWISE_FORMATS = {
+    "8-bit weights in blocks of 128": {"block_size": 128, "is_symmetric": True},
+    "8-bit weights in blocks of 32": {"block_size": 32, "is_symmetric": False},
+}
+
+
 @dataclass(frozen=True)
 class Candidate:
-    """One int8 quantization export may keep: static QDQ or dynamic, its weight format, and the
-    weight products left in fp32 (`exclude`, with what they are)."""
+    """One int8 quantization export may keep: static QDQ, dynamic or blockwise, its weight format,
+    and the weight products left in fp32 (`exclude`, with what they are)."""
 
-    method: str  # "static" or "dynamic"
-    weights: str  # STATIC_FORMAT, or a WEIGHT_FORMATS key
+    method: str  # "static", "dynamic" or "blockwise"
+    weights: str  # STATIC_FORMAT, a WEIGHT_FORMATS key or a BLOCKWISE_FORMATS key
     kept_fp32: str
     exclude: tuple[str, ...]
 
     @property
+    def format(self) -> str:
+        """What the bundle records as its `quantization_weights`."""
+        return STATIC_FORMAT if self.method == "static" else f"{self.method}, {self.weights}"
+
+    @property
     def name(self) -> str:
-        head = STATIC_FORMAT if self.method == "static" else f"dynamic, {self.weights}"
-        return head + (f"; {self.kept_fp32} in fp32" if self.kept_fp32 != "nothing" else "")
+        return self.format + (f"; {self.kept_fp32} in fp32" if self.kept_fp32 != "nothing" else "")
 
 
 def candidates(fp32_path: Path) -> list[Candidate]:
     """The int8 candidates, fastest first as benchmarks/int8-candidates.md measured them: static
     QDQ (the head in fp32) and dynamic with 7-bit weights (both tried, the faster kept: see
-    `quantize_within_gate`), then dynamic in each weight format with each of `remedies`."""
+    `quantize_within_gate`), then dynamic in each weight format with each of `remedies`, then
+    blockwise in each of BLOCKWISE_FORMATS."""
     static_exclude = [n for n in weight_products(fp32_path) if _HEAD.search(n)]
     kept = "the head" if static_exclude else "nothing"
     out = [Candidate("static", STATIC_FORMAT, kept, tuple(static_exclude))]
     found = remedies(fp32_path)
     out += [Candidate("dynamic", w, what, tuple(nodes)) for w in WEIGHT_FORMATS for what, nodes in found]
+    out += [Candidate("blockwise", w, "nothing", ()) for w in BLOCKWISE_FORMATS]
     return out
+
+
+def quantize_candidate(
+    candidate: Candidate, fp32_path: Path, out_path: Path, calibration: Callable[[], list[dict[str, np.ndarray]]]
+) -> None:
+    """Write `candidate`'s graph to `out_path`; `calibration()`: static quantization's inputs
+    (called only for a static candidate)."""
+    exclude = list(candidate.exclude)
+    if candidate.method == "static":
+        quantize_static_int8(fp32_path, out_path, exclude, calibration())
+    elif candidate.method == "blockwise":
+        quantize_blockwise_int8(fp32_path, out_path, exclude, candidate.weights)
+    else:
+        quantize_int8(fp32_path, out_path, exclude, candidate.weights)
 
 
 def weight_products(fp32_path: Path) -> list[str]:
@@ -165,6 +200,25 @@ def quantize_static_int8(
             # (QLinearMatMul) cut MiniLM's top-1 agreement from 0.88 to 0.71
             extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]},
         )
+
+
+def quantize_blockwise_int8(fp32_path: Path, out_path: Path, exclude: list[str], weights: str) -> None:
+    """Blockwise int8 (BLOCKWISE_FORMATS) with ONNX Runtime's MatMulNBits: the weight products but
+    `exclude` quantized, 8 bits, int8 products (accuracy level 4)."""
+    import onnx
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    from onnxruntime.quantization import matmul_nbits_quantizer as nbits  # configures the root logger on import
+
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger(nbits.__name__).setLevel(logging.WARNING)  # an INFO line per node otherwise
+    config = nbits.DefaultWeightOnlyQuantConfig(bits=8, accuracy_level=4, **BLOCKWISE_FORMATS[weights])
+    with _quiet_quantizer():
+        quantizer = nbits.MatMulNBitsQuantizer(onnx.load(str(fp32_path)), nodes_to_exclude=exclude, algo_config=config)
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(out_path), _external(fp32_path))
 
 
 def _external(fp32_path: Path) -> bool:

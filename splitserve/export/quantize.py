@@ -4,6 +4,7 @@ for the model tier to repeat on its own CPU); the first that passes is kept."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,23 +24,18 @@ from splitserve.core.quality import (
     padded_feeds,
     summarize,
 )
-from splitserve.export.int8_candidates import (
-    STATIC_FORMAT,
-    Candidate,
-    candidates,
-    quantize_int8,
-    quantize_static_int8,
-)
+from splitserve.export.int8_candidates import Candidate, candidates, quantize_candidate
 
 QUANTIZATIONS = ("int8",)
 
 # The gate's metrics and default thresholds live with the check the model tier repeats
 # (`splitserve.core.quality`); each task names the metrics it is gated on (`ExportFacts.int8_gate`);
-# override the thresholds with `quality_thresholds`. The default ranking floor (0.97 top-1 agreement)
-# refuses MiniLM: its candidates keep 0.86-0.93 of the gate corpus' nearest neighbours
-# (benchmarks/int8-candidates.md; near-tied neighbours swap with any rounding), so an int8 MiniLM is
-# exported only with a lower floor asked for. Which passing candidate is kept is timed on this CPU,
-# so two exports of one model may keep different graphs (the bundle records each one tried).
+# override the thresholds with `quality_thresholds`. Under the default ranking floor (0.97 top-1
+# agreement) MiniLM's fast candidates (static QDQ, dynamic: 0.86-0.93 of the gate corpus' nearest
+# neighbours; near-tied neighbours swap with any coarse rounding) fail and the blockwise one passes
+# (0.975, benchmarks/int8-candidates.md); the ~2x int8 needs a lower floor asked for. Which passing
+# candidate is kept is timed on this CPU, so two exports of one model may keep different graphs
+# (the bundle records each one tried).
 
 
 def quality_thresholds_for(quantize: str | None, overrides: dict[str, float] | None) -> dict[str, float]:
@@ -91,16 +87,15 @@ def quantize_within_gate(
     reference, fp32_rate = int8_reference(fp32, tokenizer, max_length, gate, output, texts, thresholds)
     tried: list[dict[str, Any]] = []
     passed: list[tuple[float, float, int, Candidate, dict[str, float]]] = []
-    calibration_feeds: list[dict[str, np.ndarray]] | None = None
+
+    @functools.cache
+    def calibrated() -> list[dict[str, np.ndarray]]:
+        return calibration_batches(fp32, tokenizer, max_length, calibration)
+
     for i, candidate in enumerate(candidates(fp32)):
         path = out.parent / f"candidate-{i}" / out.name
         path.parent.mkdir()
-        if candidate.method == "static":
-            if calibration_feeds is None:
-                calibration_feeds = calibration_batches(fp32, tokenizer, max_length, calibration)
-            quantize_static_int8(fp32, path, list(candidate.exclude), calibration_feeds)
-        else:
-            quantize_int8(fp32, path, list(candidate.exclude), candidate.weights)
+        quantize_candidate(candidate, fp32, path, calibrated)
         metrics, failures, rate = run_gate(path, reference)
         scores = {m: round(metrics[f"int8_{m}"], 5) for m in gate}
         speedup = round(rate / fp32_rate, 2)
@@ -123,8 +118,7 @@ def quantize_within_gate(
     metrics = {**metrics, **{f"int8_{m}_threshold": t for m, t in reference.thresholds.items()}}
     metrics.update({"int8_candidates_tried": float(len(tried)), "int8_speedup": rate / fp32_rate})
     metrics["int8_excluded_nodes"] = float(len(candidate.exclude))
-    fmt = STATIC_FORMAT if candidate.method == "static" else f"dynamic, {candidate.weights}"
-    return Quantized(metrics, fmt, candidate.kept_fp32, list(candidate.exclude), reference)
+    return Quantized(metrics, candidate.format, candidate.kept_fp32, list(candidate.exclude), reference)
 
 
 def kept(passed: list[tuple[float, float]]) -> int:
