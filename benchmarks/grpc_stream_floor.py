@@ -55,6 +55,16 @@ async def serve(address: str) -> None:
     await server.wait_for_termination()
 
 
+def add_between_args(parser: argparse.ArgumentParser, default: list[str]) -> None:
+    """`--between` and `--gap-ms`, as this script and tier_floor.py take them."""
+    parser.add_argument("--between", nargs="+", choices=("nothing", "idle", "busy"), default=default)
+    parser.add_argument("--gap-ms", type=float, default=7.0)
+
+
+def condition_label(condition: str, gap_s: float) -> str:
+    return condition if condition == "nothing" else f"{condition} {gap_s * 1e3:g} ms"
+
+
 def between(kind: str, gap_s: float) -> None:
     """What the client does between two calls (see the module's docstring)."""
     if kind == "idle":
@@ -98,7 +108,7 @@ async def measure(address: str, pid: int, n: int, conditions: list[str], gap_s: 
                     client += time.thread_time() - c0
                 server = cpu_s(pid) - server
                 rounds.append((statistics.median(latencies) * 1e3, server * 1e3 / n, client * 1e3 / n))
-        what = condition if condition == "nothing" else f"{condition} {gap_s * 1e3:g} ms"
+        what = condition_label(condition, gap_s)
         for kind, rounds in figures.items():
             p50, server_ms, client_ms = (statistics.mean(r[i] for r in rounds) for i in range(3))
             print(f"| {what} | {kind} | {p50:.3f} | {server_ms:.3f} | {client_ms:.3f} |", flush=True)
@@ -110,8 +120,7 @@ def main(argv: list[str]) -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("messages", type=int, nargs="?", default=2000)
-    parser.add_argument("--between", nargs="+", choices=("nothing", "idle", "busy"), default=["nothing"])
-    parser.add_argument("--gap-ms", type=float, default=7.0)
+    add_between_args(parser, ["nothing"])
     args = parser.parse_args(argv)
     address = f"unix:{tempfile.mkdtemp(prefix='grpc-stream-floor-')}/echo.sock"
     proc = subprocess.Popen([sys.executable, __file__, "serve", address], stdout=subprocess.PIPE, text=True)

@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
 
     bundle = args.bundle
     if bundle is None:
-        from splitserve.bench.run import INT8_GATES
+        from splitserve.bench.plan import INT8_GATES
         from splitserve.commands.log import DEFAULT_TASK, log_pipeline
         from splitserve.export import export_bundle
 

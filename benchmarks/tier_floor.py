@@ -24,16 +24,18 @@ import time
 import grpc
 from grpc_floor import cpu_s
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_stream_floor import between
+from grpc_stream_floor import add_between_args, between, condition_label
 
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
 
 
-async def serving(channel: grpc.aio.Channel, timeout_s: float = 180.0) -> None:
+async def serving(channel: grpc.aio.Channel, proc: subprocess.Popen[bytes], log: str, timeout_s: float = 180.0) -> None:
     """Wait until the tier's health service answers SERVING (it has loaded its bundle)."""
     stub, deadline = health_pb2_grpc.HealthStub(channel), time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the preprocess tier exited ({proc.returncode}); its log: {log}")
         with contextlib.suppress(grpc.aio.AioRpcError):
             answer = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
             if answer.status == health_pb2.HealthCheckResponse.SERVING:
@@ -42,9 +44,12 @@ async def serving(channel: grpc.aio.Channel, timeout_s: float = 180.0) -> None:
     raise SystemExit("the preprocess tier was not serving within 180 s")
 
 
-async def measure(address: str, pid: int, calls: int, conditions: list[str], gap_s: float) -> None:
+async def measure(
+    address: str, proc: subprocess.Popen[bytes], log: str, calls: int, conditions: list[str], gap_s: float
+) -> None:
     channel = grpc.aio.insecure_channel(address)
-    await serving(channel)
+    await serving(channel, proc, log)
+    pid = proc.pid
     text = "The quick brown fox jumps over the lazy dog near the river bank."
     kinds = {
         "health Check": (health_pb2_grpc.HealthStub(channel).Check, health_pb2.HealthCheckRequest()),
@@ -69,7 +74,7 @@ async def measure(address: str, pid: int, calls: int, conditions: list[str], gap
                     await method(request, timeout=5)
                     latencies[kind].append(time.perf_counter() - start)
                 server[kind] += cpu_s(pid) - before
-        what = condition if condition == "nothing" else f"{condition} {gap_s * 1e3:g} ms"
+        what = condition_label(condition, gap_s)
         for kind in kinds:
             p50 = statistics.median(latencies[kind]) * 1e3
             print(f"| {what} | {kind} | {p50:.3f} | {server[kind] * 1e3 / len(latencies[kind]):.3f} |", flush=True)
@@ -79,17 +84,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", help="a feature-extraction bundle URI (default: export the bundled MiniLM)")
     parser.add_argument("--calls", type=int, default=600)
-    parser.add_argument("--between", nargs="+", choices=("nothing", "idle", "busy"), default=["nothing", "busy"])
-    parser.add_argument("--gap-ms", type=float, default=7.0)
+    add_between_args(parser, ["nothing", "busy"])
     args = parser.parse_args()
     from splitserve.bench.run import bundle_or_minilm
 
     bundle = bundle_or_minilm(args.bundle)
-    address = f"unix:{tempfile.mkdtemp(prefix='tier-floor-')}/preprocess.sock"
+    folder = tempfile.mkdtemp(prefix="tier-floor-")
+    address, log = f"unix:{folder}/preprocess.sock", f"{folder}/preprocess.log"
     command = [sys.executable, "-m", "splitserve", "serve-preprocess", bundle, "--host", address]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
-        asyncio.run(measure(address, proc.pid, args.calls, args.between, args.gap_ms / 1e3))
+        asyncio.run(measure(address, proc, log, args.calls, args.between, args.gap_ms / 1e3))
     finally:
         proc.terminate()
         proc.wait()

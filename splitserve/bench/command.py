@@ -55,7 +55,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the model tier runs.")
     p.add_argument(
         "--int8-gate",
-        choices=("fast", "default"),
+        choices=tuple(plan.INT8_GATES),
         default="fast",
         help="The int8 bundle's quality gate: fast (0.85 top-1, 0.9 lowest cosine: MiniLM's fastest int8) or "
         "default (the export's own, 0.97 top-1: MiniLM's blockwise int8).",

@@ -41,13 +41,6 @@ from splitserve.k8s.capacity import THREE_TIERS_TARGET, capacity_markdown
 from splitserve.k8s.capacity import tables as capacity_tables
 from splitserve.steps import Steps, escape
 
-# The int8 bundle the bench measures (`int8_gate`): "fast" accepts 0.85 top-1 and 0.9 lowest cosine,
-# so that MiniLM's fastest two candidates (static QDQ, dynamic 7-bit: 0.86-0.93 of its nearest
-# neighbours, lowest cosine 0.92-0.94; benchmarks/int8-candidates.md) pass; "default" is the
-# export's own gate (0.97 top-1), which MiniLM passes only blockwise, at about 1.2-1.4x fp32.
-# The bundle's `int8_check` says what it agrees on.
-INT8_GATES: dict[str, dict[str, float] | None] = {"fast": {"top1_agreement": 0.85, "min_cosine": 0.9}, "default": None}
-
 
 class Interrupted(BaseException):  # not swallowed by a library's `except Exception`
     """Raised in the bench's main thread by the first SIGINT/SIGTERM while a target starts."""
@@ -106,7 +99,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run the bench and write its report into `out_dir`; returns the report (`interrupted`: whether
     SIGINT/SIGTERM cut it short, `planned_points` beside the points measured). `int8_gate`: the
-    quality gate of the int8 bundle (INT8_GATES)."""
+    quality gate of the int8 bundle (`plan.INT8_GATES`)."""
     names = plan.check_targets(targets or plan.DEFAULT.targets)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_target = plan.points_of(concurrency, batch_sizes, plan.check_request_sets(request_sets))
@@ -119,7 +112,7 @@ def run_bench(
             f"{plan.clock(estimate)} in all (estimated); Ctrl-C stops it and writes what was measured"
         )
         started = time.monotonic()
-        source_uri, fp32, int8 = _bundles(source_uri, names, steps, INT8_GATES[int8_gate])
+        source_uri, fp32, int8 = _bundles(source_uri, names, steps, plan.INT8_GATES[int8_gate])
         chosen = _targets(names, source_uri, fp32, int8, device)
         setup = plan.setup_s(names, log_source)
         starts = [plan.start_s(n) for n in names]
@@ -135,6 +128,7 @@ def run_bench(
                 "command": command,
                 "source_uri": source_uri,
                 "bundles": {"fp32": fp32, "int8": int8},
+                "int8_gate": int8_gate,
                 "device": device,
                 "concurrency": list(concurrency),
                 "batch_sizes": list(batch_sizes),

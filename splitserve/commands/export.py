@@ -35,7 +35,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--quantize",
         choices=("int8",),
-        help="Also quantize the ONNX graph (int8: static QDQ or dynamic, the fastest that passes the quality gate vs fp32).",
+        help="Also quantize the ONNX graph (int8: static QDQ, dynamic or blockwise, the fastest that passes the quality "
+        "gate vs fp32).",
     )
     add_kv_flag(
         p,

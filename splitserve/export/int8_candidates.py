@@ -83,7 +83,9 @@ STATIC_FORMAT = "static QDQ, uint8 activations, 7-bit signed weights"
 # quantization scales a whole batch's activations by one number, so a token's outlier channel
 # coarsens every other value; per block of 32 it coarsens 31. all-MiniLM-L6-v2 keeps 0.97-0.98 of
 # its nearest neighbours so (dynamic: 0.89-0.92) at 1.2-1.4x fp32 (dynamic: ~2.2x):
-# benchmarks/int8-candidates.md. Tried last: kept only where nothing faster passes. Its kernels
+# benchmarks/int8-candidates.md. Tried last (on small batches blocks of 128 can outrun dynamic's
+# 8-bit unsigned weights, but under load neither is faster than fp32): kept only where nothing
+# that keeps a per-batch or per-tensor scale passes. Its kernels
 # differ by CPU like the others', and the model tier repeats the gate on the CPU it serves on.
 BLOCKWISE_FORMATS = {
     "8-bit weights in blocks of 128": {"block_size": 128, "is_symmetric": True},
@@ -112,7 +114,7 @@ class Candidate:
 
 
 def candidates(fp32_path: Path) -> list[Candidate]:
-    """The int8 candidates, fastest first as benchmarks/int8-candidates.md measured them: static
+    """The int8 candidates, about fastest first as benchmarks/int8-candidates.md measured them: static
     QDQ (the head in fp32) and dynamic with 7-bit weights (both tried, the faster kept: see
     `quantize_within_gate`), then dynamic in each weight format with each of `remedies`, then
     blockwise in each of BLOCKWISE_FORMATS."""
@@ -126,13 +128,13 @@ def candidates(fp32_path: Path) -> list[Candidate]:
 
 
 def quantize_candidate(
-    candidate: Candidate, fp32_path: Path, out_path: Path, calibration: Callable[[], list[dict[str, np.ndarray]]]
+    candidate: Candidate, fp32_path: Path, out_path: Path, calibrate: Callable[[], list[dict[str, np.ndarray]]]
 ) -> None:
-    """Write `candidate`'s graph to `out_path`; `calibration()`: static quantization's inputs
+    """Write `candidate`'s graph to `out_path`; `calibrate()`: static quantization's inputs
     (called only for a static candidate)."""
     exclude = list(candidate.exclude)
     if candidate.method == "static":
-        quantize_static_int8(fp32_path, out_path, exclude, calibration())
+        quantize_static_int8(fp32_path, out_path, exclude, calibrate())
     elif candidate.method == "blockwise":
         quantize_blockwise_int8(fp32_path, out_path, exclude, candidate.weights)
     else:

@@ -115,14 +115,15 @@ def test_minilm_int8(minilm_bundle) -> None:
 
 def test_minilm_int8_that_keeps_ranking_is_blockwise(minilm_bundle) -> None:
     """Past every faster candidate (static QDQ and dynamic keep 0.86-0.93 of MiniLM's nearest
-    neighbours), the blockwise graph (MatMulNBits: activations quantized per block of each row)
-    keeps the ranking: 0.975 top-1 over the gate corpus on a VNNI CPU, 0.95 asked here so that one
-    near-tied neighbour more or less on another CPU's kernels does not decide the test."""
+    neighbours), a blockwise graph (MatMulNBits: activations quantized per block of each row)
+    keeps the ranking: blocks of 32 reach 0.975 top-1 over the gate corpus on a VNNI CPU (blocks of
+    128: 0.9497); 0.96 asked here, so that a neighbour more or less on another CPU's kernels does
+    not decide the test, and what is checked after holds for either block size."""
     import mlflow
     import onnx
 
     uri = export_bundle(
-        minilm_bundle.source_uri, quantize="int8", quality_thresholds={"top1_agreement": 0.95}, show_progress=False
+        minilm_bundle.source_uri, quantize="int8", quality_thresholds={"top1_agreement": 0.96}, show_progress=False
     )
     local = mlflow.artifacts.download_artifacts(uri)
     bundle = load_bundle(local, ("tokenizer", "onnx"))
@@ -134,11 +135,11 @@ def test_minilm_int8_that_keeps_ranking_is_blockwise(minilm_bundle) -> None:
     assert bundle.config.quantization_weights == kept["candidate"]
     assert "MatMulNBits" in {n.op_type for n in onnx.load(str(bundle.onnx_path)).graph.node}
     metrics = run_metrics(uri)
-    assert metrics["int8_top1_agreement"] >= 0.95 and metrics["int8_mean_cosine"] >= 0.999, metrics
+    assert metrics["int8_top1_agreement"] >= 0.96 and metrics["int8_mean_cosine"] >= 0.998, metrics
     # the model tier's repeat of the gate passes on this CPU; other sentences keep their vectors
     fp32, int8 = mean_pooled(minilm_bundle.local_dir), mean_pooled(local)
     cosines = (fp32 * int8).sum(1)
-    assert cosines.min() >= 0.998, cosines
+    assert cosines.min() >= 0.995, cosines
 
 
 def test_impossible_thresholds_fail_the_export(tiny_bundles) -> None:
