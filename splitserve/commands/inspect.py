@@ -42,6 +42,7 @@ def describe(uri: str) -> dict[str, Any]:
         "template": config.template,
         "max_length": config.max_length,
         "quantization": config.quantization,
+        "quantization_weights": config.quantization_weights,  # the kept int8 candidate's format
         "quantization_excluded": config.quantization_excluded,
         "prompt_template": config.prompt_template,
         "parity": config.parity,
@@ -66,7 +67,10 @@ def show(facts: dict[str, Any]) -> None:
         "quantization",
     ):
         if facts[key] is not None:
-            console.print(f"[bold]{key}[/]: {facts[key]}")
+            kept = (
+                f" ({facts['quantization_weights']})" if key == "quantization" and facts["quantization_weights"] else ""
+            )
+            console.print(f"[bold]{key}[/]: {facts[key]}{kept}")
     if facts.get("quantization_excluded"):
         console.print(f"[bold]kept in fp32[/]: {', '.join(facts['quantization_excluded'])}")
     table = Table(title="Request params: the default a request without them gets, and where it came from")

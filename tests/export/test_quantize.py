@@ -133,6 +133,9 @@ def test_minilm_int8_that_keeps_ranking_is_blockwise(minilm_bundle) -> None:
     assert kept["candidate"].startswith("blockwise, 8-bit weights in blocks of"), check.candidates
     assert all(not c["passed"] for c in check.candidates if not c["candidate"].startswith("blockwise"))
     assert bundle.config.quantization_weights == kept["candidate"]
+    from splitserve.commands.inspect import describe
+
+    assert describe(uri)["quantization_weights"] == kept["candidate"]  # what `splitserve inspect` shows
     assert "MatMulNBits" in {n.op_type for n in onnx.load(str(bundle.onnx_path)).graph.node}
     metrics = run_metrics(uri)
     assert metrics["int8_top1_agreement"] >= 0.96 and metrics["int8_mean_cosine"] >= 0.998, metrics
