@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import numpy as np
@@ -76,6 +77,23 @@ def between(kind: str, gap_s: float) -> None:
             a @ a  # BLAS on every core
 
 
+async def timed(
+    call: Callable[[], Awaitable[object]], n: int, condition: str, gap_s: float, pid: int
+) -> tuple[list[float], float, float]:
+    """`n` awaits of `call()`, each after `between(condition, gap_s)`: their latencies (s), the server
+    process's CPU-seconds over them (the gaps included: an idle server spends next to nothing in
+    them) and the client's event-loop thread's CPU-seconds within the calls."""
+    client, latencies = 0.0, []
+    server = cpu_s(pid)
+    for _ in range(n):
+        between(condition, gap_s)
+        c0, start = time.thread_time(), time.perf_counter()
+        await call()
+        latencies.append(time.perf_counter() - start)
+        client += time.thread_time() - c0
+    return latencies, cpu_s(pid) - server, client
+
+
 async def measure(address: str, pid: int, n: int, conditions: list[str], gap_s: float) -> None:
     channel = grpc.aio.insecure_channel(address)
     unary = channel.unary_unary("/floor.Echo/Unary", same, same)
@@ -97,16 +115,7 @@ async def measure(address: str, pid: int, n: int, conditions: list[str], gap_s: 
         figures: dict[str, list[tuple[float, float, float]]] = {"unary": [], "stream message": []}
         for _ in range(2):
             for kind, rounds in figures.items():
-                client, latencies = 0.0, []
-                server = cpu_s(pid)  # over the round: an idle server spends next to nothing in the gaps
-                for _ in range(n):
-                    between(condition, gap_s)
-                    c0 = time.thread_time()
-                    start = time.perf_counter()
-                    await one(kind)
-                    latencies.append(time.perf_counter() - start)
-                    client += time.thread_time() - c0
-                server = cpu_s(pid) - server
+                latencies, server, client = await timed(functools.partial(one, kind), n, condition, gap_s, pid)
                 rounds.append((statistics.median(latencies) * 1e3, server * 1e3 / n, client * 1e3 / n))
         what = condition_label(condition, gap_s)
         for kind, rounds in figures.items():

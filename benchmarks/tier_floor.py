@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import statistics
 import subprocess
 import sys
@@ -22,9 +23,8 @@ import tempfile
 import time
 
 import grpc
-from grpc_floor import cpu_s
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_stream_floor import add_between_args, between, condition_label
+from grpc_stream_floor import add_between_args, condition_label, timed
 
 from protos import splitserve_pb2 as pb
 from protos import splitserve_pb2_grpc as pb_grpc
@@ -67,13 +67,9 @@ async def measure(
         server = dict.fromkeys(kinds, 0.0)
         for _ in range(calls // 20):
             for kind, (method, request) in kinds.items():
-                before = cpu_s(pid)
-                for _ in range(20):
-                    between(condition, gap_s)
-                    start = time.perf_counter()
-                    await method(request, timeout=5)
-                    latencies[kind].append(time.perf_counter() - start)
-                server[kind] += cpu_s(pid) - before
+                took, cpu, _ = await timed(functools.partial(method, request, timeout=5), 20, condition, gap_s, pid)
+                latencies[kind] += took
+                server[kind] += cpu
         what = condition_label(condition, gap_s)
         for kind in kinds:
             p50 = statistics.median(latencies[kind]) * 1e3

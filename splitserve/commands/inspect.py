@@ -55,6 +55,9 @@ def show(facts: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
+    shown = dict(facts)
+    if facts["quantization_weights"]:  # the kept int8 candidate's format beside the quantization
+        shown["quantization"] = f"{facts['quantization']} ({facts['quantization_weights']})"
     for key in (
         "bundle",
         "name",
@@ -66,11 +69,8 @@ def show(facts: dict[str, Any]) -> None:
         "max_length",
         "quantization",
     ):
-        if facts[key] is not None:
-            kept = (
-                f" ({facts['quantization_weights']})" if key == "quantization" and facts["quantization_weights"] else ""
-            )
-            console.print(f"[bold]{key}[/]: {facts[key]}{kept}")
+        if shown[key] is not None:
+            console.print(f"[bold]{key}[/]: {shown[key]}")
     if facts.get("quantization_excluded"):
         console.print(f"[bold]kept in fp32[/]: {', '.join(facts['quantization_excluded'])}")
     table = Table(title="Request params: the default a request without them gets, and where it came from")

@@ -66,9 +66,9 @@ def export_bundle(
     """Export the source model at `source_uri` and log the serving bundle; returns its URI.
 
     `quantize="int8"` replaces the bundle's ONNX graph with an int8 one (static QDQ, dynamic or
-    blockwise, the first candidate that passes, about fastest first), after the fp32 graph passed the PyTorch parity
-    check, and only if the int8 graph keeps the quality of the fp32 one on the gate's texts
-    (`quality_thresholds` overrides `DEFAULT_QUALITY_THRESHOLDS`).
+    blockwise, the first candidate that passes, about fastest first), after the fp32 graph passed
+    the PyTorch parity check, and only if the int8 graph keeps the quality of the fp32 one on the
+    gate's texts (`quality_thresholds` overrides `DEFAULT_QUALITY_THRESHOLDS`).
     `max_new_tokens_limit`: generation tasks only, the most new tokens a request may ask for.
     `template`: the user's template module (a .py file or a package directory, see
     `splitserve.stages.template`), shipped in the bundle and run on sample records first.

@@ -1,6 +1,7 @@
-"""int8: candidates (static QDQ calibrated at export, dynamic, and blockwise quantization with
-ONNX Runtime: `int8_candidates`), tried about fastest first against the quality gate on the fp32 graph (whose reference the bundle keeps,
-for the model tier to repeat on its own CPU); the first that passes is kept."""
+"""int8: candidates (static QDQ calibrated at export, dynamic and blockwise quantization with ONNX
+Runtime: `int8_candidates`), tried about fastest first against the quality gate on the fp32 graph
+(whose reference the bundle keeps, for the model tier to repeat on its own CPU); the first that
+passes is kept."""
 
 from __future__ import annotations
 
